@@ -1,0 +1,235 @@
+/** TCP header and options: parse everything common, build only what the wire contract allows. */
+import { read16, read32, write16, write32 } from "./bytes.js";
+import { ParseError, type ParseErrorCode } from "./errors.js";
+
+export const TCP_HEADER_LENGTH = 20;
+/** Header length of our SYN and SYN-ACK: 20 bytes plus NOP and window scale (6 words). */
+export const TCP_SYN_HEADER_LENGTH = 24;
+/** Window field of every segment we build. */
+export const TCP_WINDOW = 0xffff;
+/** Window-scale shift we announce on SYN and SYN-ACK, as phantun does. */
+export const TCP_WINDOW_SCALE = 14;
+
+/** TCP flag bits (byte 13 of the header). */
+export const TcpFlags = {
+  FIN: 0x01,
+  SYN: 0x02,
+  RST: 0x04,
+  PSH: 0x08,
+  ACK: 0x10,
+  URG: 0x20,
+  ECE: 0x40,
+  CWR: 0x80,
+} as const;
+
+/** A parsed TCP header (options are parsed separately, on demand, by `parseTcpOptions`). */
+export interface TcpRepr {
+  srcPort: number;
+  dstPort: number;
+  /** Sequence number, unsigned 32-bit. */
+  seq: number;
+  /** Acknowledgment number, unsigned 32-bit. */
+  ack: number;
+  /** The eight flag bits. */
+  flags: number;
+  window: number;
+  checksum: number;
+  urgent: number;
+  /** Header length in bytes, options included. */
+  headerLength: number;
+  /** Absolute offset of the options (= header offset + 20) and their length. */
+  optionsOffset: number;
+  optionsLength: number;
+  payloadOffset: number;
+  payloadLength: number;
+}
+
+export function newTcpRepr(): TcpRepr {
+  return {
+    srcPort: 0,
+    dstPort: 0,
+    seq: 0,
+    ack: 0,
+    flags: 0,
+    window: 0,
+    checksum: 0,
+    urgent: 0,
+    headerLength: 0,
+    optionsOffset: 0,
+    optionsLength: 0,
+    payloadOffset: 0,
+    payloadLength: 0,
+  };
+}
+
+/**
+ * Parses the TCP segment `buf[offset, offset + length)` (length = IP payload length) into
+ * `out`. The checksum is not verified: under checksum offload the kernel may hand us segments
+ * whose checksum field holds only the pseudo-header seed.
+ */
+export function parseTcpHeader(
+  buf: Uint8Array,
+  offset: number,
+  length: number,
+  out: TcpRepr,
+): ParseErrorCode {
+  if (length < TCP_HEADER_LENGTH) return ParseError.truncated;
+  const headerLength = (buf[offset + 12] >>> 4) << 2;
+  if (headerLength < TCP_HEADER_LENGTH || headerLength > length) return ParseError.badHeaderLength;
+  out.srcPort = read16(buf, offset);
+  out.dstPort = read16(buf, offset + 2);
+  out.seq = read32(buf, offset + 4);
+  out.ack = read32(buf, offset + 8);
+  out.flags = buf[offset + 13];
+  out.window = read16(buf, offset + 14);
+  out.checksum = read16(buf, offset + 16);
+  out.urgent = read16(buf, offset + 18);
+  out.headerLength = headerLength;
+  out.optionsOffset = offset + TCP_HEADER_LENGTH;
+  out.optionsLength = headerLength - TCP_HEADER_LENGTH;
+  out.payloadOffset = offset + headerLength;
+  out.payloadLength = length - headerLength;
+  return ParseError.ok;
+}
+
+/** TCP options we understand. Absent fields were absent on the wire. */
+export interface TcpOptions {
+  mss?: number;
+  windowScale?: number;
+  sackPermitted?: boolean;
+  /** SACK blocks as [left edge, right edge] pairs (1 to 4). */
+  sack?: Array<[number, number]>;
+  timestamp?: { value: number; echo: number };
+  /** Kinds of options we skipped (unknown but well-formed). */
+  unknown?: number[];
+}
+
+const OPT_EOL = 0;
+const OPT_NOP = 1;
+const OPT_MSS = 2;
+const OPT_WS = 3;
+const OPT_SACK_PERMITTED = 4;
+const OPT_SACK = 5;
+const OPT_TIMESTAMP = 8;
+
+/**
+ * Parses the options area `buf[offset, offset + length)`. Returns the options, or a
+ * `ParseError` code when an option is malformed (bad length, runs past the area). Never throws.
+ */
+export function parseTcpOptions(
+  buf: Uint8Array,
+  offset: number,
+  length: number,
+): TcpOptions | ParseErrorCode {
+  const opts: TcpOptions = {};
+  const end = offset + length;
+  let i = offset;
+  while (i < end) {
+    const kind = buf[i];
+    if (kind === OPT_EOL) break;
+    if (kind === OPT_NOP) {
+      i++;
+      continue;
+    }
+    if (i + 1 >= end) return ParseError.badOption;
+    const len = buf[i + 1];
+    if (len < 2 || i + len > end) return ParseError.badOption;
+    switch (kind) {
+      case OPT_MSS:
+        if (len !== 4) return ParseError.badOption;
+        opts.mss = read16(buf, i + 2);
+        break;
+      case OPT_WS:
+        if (len !== 3) return ParseError.badOption;
+        opts.windowScale = buf[i + 2];
+        break;
+      case OPT_SACK_PERMITTED:
+        if (len !== 2) return ParseError.badOption;
+        opts.sackPermitted = true;
+        break;
+      case OPT_SACK: {
+        const blocks = (len - 2) / 8;
+        if (!Number.isInteger(blocks) || blocks < 1 || blocks > 4) return ParseError.badOption;
+        opts.sack = [];
+        for (let b = 0; b < blocks; b++)
+          opts.sack.push([read32(buf, i + 2 + 8 * b), read32(buf, i + 6 + 8 * b)]);
+        break;
+      }
+      case OPT_TIMESTAMP:
+        if (len !== 10) return ParseError.badOption;
+        opts.timestamp = { value: read32(buf, i + 2), echo: read32(buf, i + 6) };
+        break;
+      default:
+        if (opts.unknown) opts.unknown.push(kind);
+        else opts.unknown = [kind];
+    }
+    i += len;
+  }
+  return opts;
+}
+
+/**
+ * Encodes options (for tests and tools; the stack itself only ever sends NOP + WS 14),
+ * padded with EOL bytes to a multiple of 4 as TCP requires.
+ */
+export function encodeTcpOptions(opts: TcpOptions): Uint8Array {
+  const bytes: number[] = [];
+  if (opts.mss !== undefined) bytes.push(OPT_MSS, 4, opts.mss >>> 8, opts.mss & 255);
+  if (opts.windowScale !== undefined) bytes.push(OPT_NOP, OPT_WS, 3, opts.windowScale & 255);
+  if (opts.sackPermitted) bytes.push(OPT_NOP, OPT_NOP, OPT_SACK_PERMITTED, 2);
+  if (opts.timestamp) {
+    const t = new Uint8Array(10);
+    t[0] = OPT_TIMESTAMP;
+    t[1] = 10;
+    write32(t, 2, opts.timestamp.value);
+    write32(t, 6, opts.timestamp.echo);
+    bytes.push(OPT_NOP, OPT_NOP, ...t);
+  }
+  if (opts.sack && opts.sack.length > 0) {
+    const s = new Uint8Array(2 + 8 * opts.sack.length);
+    s[0] = OPT_SACK;
+    s[1] = s.length;
+    opts.sack.forEach(([l, r], b) => {
+      write32(s, 2 + 8 * b, l);
+      write32(s, 6 + 8 * b, r);
+    });
+    bytes.push(OPT_NOP, OPT_NOP, ...s);
+  }
+  while (bytes.length % 4 !== 0) bytes.push(OPT_EOL);
+  return Uint8Array.from(bytes);
+}
+
+/**
+ * Writes a TCP header at `offset` with window 0xFFFF, urgent pointer 0 and checksum 0 (the
+ * caller fills it). With `synOptions`, appends NOP + window-scale 14 (data offset 6 words);
+ * otherwise no options. Returns the header length.
+ */
+export function emitTcpHeader(
+  buf: Uint8Array,
+  offset: number,
+  srcPort: number,
+  dstPort: number,
+  seq: number,
+  ack: number,
+  flags: number,
+  synOptions: boolean,
+): number {
+  write16(buf, offset, srcPort);
+  write16(buf, offset + 2, dstPort);
+  write32(buf, offset + 4, seq);
+  write32(buf, offset + 8, ack);
+  buf[offset + 12] = synOptions ? 0x60 : 0x50;
+  buf[offset + 13] = flags;
+  buf[offset + 14] = 0xff;
+  buf[offset + 15] = 0xff;
+  buf[offset + 16] = 0;
+  buf[offset + 17] = 0;
+  buf[offset + 18] = 0;
+  buf[offset + 19] = 0;
+  if (!synOptions) return TCP_HEADER_LENGTH;
+  buf[offset + 20] = OPT_NOP;
+  buf[offset + 21] = OPT_WS;
+  buf[offset + 22] = 3;
+  buf[offset + 23] = TCP_WINDOW_SCALE;
+  return TCP_SYN_HEADER_LENGTH;
+}
