@@ -1,1 +1,10 @@
-export {};
+/**
+ * fake-tcp-client as a library: argument parsing, the client itself, and `main` as the
+ * bin entry point runs it.
+ */
+export { CLIENT_PROGRAM, type ClientConfig, parseClientArgs } from "./cli.js";
+export { type StartClientOptions, startClient } from "./client.js";
+export { ConnectionTable } from "./connection-table.js";
+export { runClientMain } from "./main-logic.js";
+export { MAX_QUEUED_DATAGRAMS, PeerSession, type SessionContext } from "./peer-session.js";
+export { bindAddresses, bindUdpEndpoints, isWildcard, type UdpEndpoint } from "./udp-endpoints.js";

