@@ -1,1 +1,33 @@
-export {};
+/**
+ * fake-tcp-e2e: the namespace NAT rig used by the end-to-end tests, the demo and the benchmark.
+ */
+export { ADDR, IFACE, type RigMode } from "./addresses.js";
+export { Capture, countPcap, type ProtocolCounts } from "./capture.js";
+export { type IperfUdpResult, runIperfUdp, startIperfServer } from "./iperf.js";
+export {
+  destroyAllNamespaces,
+  linkVeth,
+  Namespace,
+  runAsync,
+  runSync,
+  uniqueName,
+} from "./namespace.js";
+export { CLIENT_MAIN, SERVER_MAIN, toolPath } from "./paths.js";
+export { type LogLine, ManagedProcess } from "./process.js";
+export {
+  type EchoResult,
+  Rig,
+  type RigOptions,
+  type StreamReply,
+  type StreamResult,
+} from "./rig.js";
+export {
+  type ConntrackEntry,
+  conntrackFlush,
+  conntrackList,
+  routerDropCounters,
+  routerRuleset,
+} from "./router.js";
+export { Topology, type TopologyOptions } from "./topology.js";
+export { programTableName, startClient, startServer, TunnelProgram } from "./tunnel.js";
+export { startWireGuard, type WireGuardPair } from "./wireguard.js";

@@ -1,0 +1,112 @@
+/**
+ * Packet capture with tcpdump on one interface of a namespace, counted by IP protocol. The
+ * capture is written as pcap and parsed here, so every packet counts (no text parsing).
+ */
+import { readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Namespace } from "./namespace.js";
+import { uniqueName } from "./namespace.js";
+import { ManagedProcess } from "./process.js";
+
+/** Packets seen, by protocol. */
+export interface ProtocolCounts {
+  tcp: number;
+  udp: number;
+  icmp: number;
+  /** ARP frames (link-layer housekeeping, not traffic). */
+  arp: number;
+  /** Other IPv4 protocols, IPv6 and other frames. */
+  other: number;
+  total: number;
+  /** Packets tcpdump reports it dropped (should be 0 for the counts to be complete). */
+  droppedByKernel: number;
+}
+
+export class Capture {
+  private readonly file: string;
+  private readonly proc: ManagedProcess;
+
+  private constructor(ns: Namespace, iface: string) {
+    this.file = join(tmpdir(), `${uniqueName("e2ecap")}.pcap`);
+    // Snap length 96 is enough for the Ethernet + IP + transport headers we count.
+    this.proc = new ManagedProcess(`tcpdump@${ns.role}`, ns, "tcpdump", [
+      "-i",
+      iface,
+      "-n",
+      // Without immediate mode tcpdump reads the ring in blocks and loses the last one at stop.
+      "--immediate-mode",
+      "-s",
+      "96",
+      "-B",
+      "8192",
+      "-w",
+      this.file,
+    ]);
+  }
+
+  /** Starts capturing and resolves once tcpdump is listening. */
+  static async start(ns: Namespace, iface: string): Promise<Capture> {
+    const cap = new Capture(ns, iface);
+    await cap.proc.waitFor(/listening on/, 5_000);
+    return cap;
+  }
+
+  /** Stops the capture, counts its packets by protocol and deletes the file. */
+  async stop(): Promise<ProtocolCounts> {
+    this.proc.signal("SIGINT");
+    await this.proc.waitExit(5_000);
+    const dropped = /(\d+) packets dropped by kernel/.exec(this.proc.output());
+    try {
+      const counts = countPcap(readFileSync(this.file));
+      counts.droppedByKernel = dropped ? Number(dropped[1]) : 0;
+      return counts;
+    } finally {
+      rmSync(this.file, { force: true });
+    }
+  }
+}
+
+/** Counts packets of a classic pcap file (Ethernet link type) by IP protocol. */
+export function countPcap(buf: Buffer): ProtocolCounts {
+  const counts: ProtocolCounts = {
+    tcp: 0,
+    udp: 0,
+    icmp: 0,
+    arp: 0,
+    other: 0,
+    total: 0,
+    droppedByKernel: 0,
+  };
+  if (buf.length < 24) return counts;
+  const magic = buf.readUInt32LE(0);
+  const le = magic === 0xa1b2c3d4 || magic === 0xa1b23c4d;
+  const u32 = (o: number) => (le ? buf.readUInt32LE(o) : buf.readUInt32BE(o));
+  let off = 24;
+  while (off + 16 <= buf.length) {
+    const incl = u32(off + 8);
+    const frame = off + 16;
+    off = frame + incl;
+    if (off > buf.length) break;
+    counts.total++;
+    if (incl < 14 + 20) {
+      counts.other++;
+      continue;
+    }
+    const etherType = buf.readUInt16BE(frame + 12);
+    if (etherType === 0x0806) {
+      counts.arp++;
+      continue;
+    }
+    if (etherType !== 0x0800) {
+      counts.other++;
+      continue;
+    }
+    const proto = buf[frame + 14 + 9];
+    if (proto === 6) counts.tcp++;
+    else if (proto === 17) counts.udp++;
+    else if (proto === 1) counts.icmp++;
+    else counts.other++;
+  }
+  return counts;
+}

@@ -1,0 +1,99 @@
+/** iperf3 UDP runs between namespaces, with the JSON results reduced to the figures we report. */
+import type { Namespace } from "./namespace.js";
+import { ManagedProcess } from "./process.js";
+
+/** Summary of one iperf3 UDP test, as measured by the receiving side. */
+export interface IperfUdpResult {
+  /** Throughput the receiver got, in bits per second. */
+  receivedBitsPerSecond: number;
+  sentBitsPerSecond: number;
+  lostPackets: number;
+  packets: number;
+  lostPercent: number;
+  jitterMs: number;
+  seconds: number;
+  /** "forward" = client→server (A→B); "reverse" = server→client (B→A, iperf3 -R). */
+  direction: "forward" | "reverse";
+}
+
+/** Starts `iperf3 -s` (one test at a time) in `ns` and waits until it listens. */
+export async function startIperfServer(ns: Namespace, port: number): Promise<ManagedProcess> {
+  const proc = new ManagedProcess(`iperf3-server@${ns.role}`, ns, "iperf3", [
+    "-s",
+    "-p",
+    String(port),
+    "--forceflush",
+  ]);
+  await proc.waitFor(/Server listening/, 5_000);
+  return proc;
+}
+
+export interface IperfUdpOptions {
+  /** host:port the iperf3 client sends to (B directly, or the tunnel client's --local). */
+  host: string;
+  port: number;
+  /** Offered rate in bits per second. */
+  bitrate: number;
+  seconds: number;
+  /** UDP payload size in bytes (iperf3 -l). */
+  length?: number;
+  reverse?: boolean;
+}
+
+/**
+ * Runs `iperf3 -c -u` in `ns` and parses its JSON. iperf3's control connection is TCP and its
+ * data UDP: through the tunnel both must reach B, so the tunnel's --remote must be B's iperf3
+ * port and the control TCP goes... see `Rig.iperf` for how the rig routes it.
+ */
+export async function runIperfUdp(ns: Namespace, opts: IperfUdpOptions): Promise<IperfUdpResult> {
+  const args = [
+    "-c",
+    opts.host,
+    "-p",
+    String(opts.port),
+    "-u",
+    "-b",
+    String(Math.round(opts.bitrate)),
+    "-t",
+    String(opts.seconds),
+    "-J",
+  ];
+  if (opts.length) args.push("-l", String(opts.length));
+  if (opts.reverse) args.push("-R");
+  const res = await ns.execAsync("iperf3", args, (opts.seconds + 20) * 1000);
+  let json: IperfJson;
+  try {
+    json = JSON.parse(res.stdout) as IperfJson;
+  } catch {
+    throw new Error(`iperf3 gave no JSON (exit ${res.code}): ${res.stderr || res.stdout}`);
+  }
+  if (json.error) throw new Error(`iperf3: ${json.error}`);
+  const sum = json.end?.sum;
+  if (!sum) throw new Error(`iperf3: no end.sum in ${res.stdout.slice(0, 500)}`);
+  return {
+    receivedBitsPerSecond: json.end?.sum_received?.bits_per_second ?? sum.bits_per_second,
+    sentBitsPerSecond: json.end?.sum_sent?.bits_per_second ?? sum.bits_per_second,
+    lostPackets: sum.lost_packets,
+    packets: sum.packets,
+    lostPercent: sum.lost_percent,
+    jitterMs: sum.jitter_ms,
+    seconds: sum.seconds,
+    direction: opts.reverse ? "reverse" : "forward",
+  };
+}
+
+interface IperfJson {
+  error?: string;
+  end?: {
+    sum?: {
+      bits_per_second: number;
+      lost_packets: number;
+      packets: number;
+      lost_percent: number;
+      jitter_ms: number;
+      seconds: number;
+    };
+    sum_sent?: { bits_per_second: number };
+    sum_received?: { bits_per_second: number };
+  };
+}

@@ -1,0 +1,357 @@
+/**
+ * The end-to-end rig: the namespace topology plus the programs and helpers that run in it.
+ * Used by the end-to-end tests, the demo and the benchmark.
+ *
+ * Traffic paths:
+ *  - direct mode: A sends UDP to B's address; R masquerades it and lets it through.
+ *  - tunnel mode: A sends UDP to the tunnel client's --local address on C; C carries it as
+ *    fake TCP through R to the tunnel server on S, which forwards it to the app on B.
+ *    In tunnel mode A also redirects UDP aimed at B's app port to C (an nft DNAT in A), so an
+ *    application that needs a TCP side channel to B (iperf3's control connection) can address
+ *    B directly: the TCP goes straight through R (R passes TCP), the UDP rides the tunnel.
+ */
+import { ADDR, IFACE, type RigMode } from "./addresses.js";
+import { Capture } from "./capture.js";
+import { type IperfUdpResult, runIperfUdp, startIperfServer } from "./iperf.js";
+import type { Namespace } from "./namespace.js";
+import { RAW_SENDER, toolPath } from "./paths.js";
+import { ManagedProcess } from "./process.js";
+import { type ConntrackEntry, conntrackFlush, conntrackList } from "./router.js";
+import { Topology } from "./topology.js";
+import { startClient, startServer, type TunnelProgram } from "./tunnel.js";
+
+export interface RigOptions {
+  mode: RigMode;
+  /** UDP port of the application on B (the tunnel server's --remote port). Default 7000. */
+  appPort?: number;
+  /** The tunnel client's --local UDP port on C. Default 1234. */
+  localPort?: number;
+  /** The tunnel server's public TCP port on S. Default 4567. */
+  serverPort?: number;
+  /** Extra arguments for the programs (e.g. `["--keepalive", "1"]`). */
+  clientArgs?: string[];
+  serverArgs?: string[];
+  /** Start the tunnel programs in `create()` (tunnel mode only). Default true. */
+  startTunnel?: boolean;
+  /** Sysctls for R's namespace (conntrack timeouts...). */
+  routerSysctls?: Record<string, string | number>;
+  /** Let R pick up TCP flows mid-stream (default false: strict stateful firewall). */
+  looseTcp?: boolean;
+}
+
+/** One reply of a stream probe: sequence number, when it was sent, when its echo arrived. */
+export type StreamReply = [seq: number, sentAt: number, receivedAt: number];
+
+export interface StreamResult {
+  sent: number;
+  received: number;
+  replies: StreamReply[];
+}
+
+export interface EchoSocketStats {
+  port: number;
+  sent: number;
+  received: number;
+  mismatched: number;
+  firstReplyMs: number | null;
+}
+
+export interface EchoResult {
+  size: number;
+  totalSent: number;
+  totalReceived: number;
+  sockets: EchoSocketStats[];
+}
+
+export class Rig {
+  readonly topology: Topology;
+  readonly mode: RigMode;
+  readonly appPort: number;
+  readonly localPort: number;
+  readonly serverPort: number;
+  client: TunnelProgram | null = null;
+  server: TunnelProgram | null = null;
+  /** Earlier instances of restarted programs (their logs stay readable). */
+  readonly retired: TunnelProgram[] = [];
+  private echo: ManagedProcess | null = null;
+  private iperfServer: ManagedProcess | null = null;
+
+  private constructor(readonly options: RigOptions) {
+    this.mode = options.mode;
+    this.appPort = options.appPort ?? 7000;
+    this.localPort = options.localPort ?? 1234;
+    this.serverPort = options.serverPort ?? 4567;
+    this.topology = new Topology({
+      mode: options.mode,
+      routerSysctls: options.routerSysctls,
+      looseTcp: options.looseTcp,
+    });
+  }
+
+  /** Builds the topology and, in tunnel mode, starts both programs and waits until ready. */
+  static async create(options: RigOptions): Promise<Rig> {
+    const rig = new Rig(options);
+    try {
+      if (rig.mode === "tunnel") {
+        rig.installAppRedirect();
+        if (options.startTunnel ?? true) await rig.startTunnel();
+      }
+      return rig;
+    } catch (err) {
+      await rig.destroy();
+      throw err;
+    }
+  }
+
+  get a(): Namespace {
+    return this.topology.appClient;
+  }
+  get c(): Namespace {
+    return this.topology.tunnelClient;
+  }
+  get r(): Namespace {
+    return this.topology.router;
+  }
+  get s(): Namespace {
+    return this.topology.tunnelServer;
+  }
+  get b(): Namespace {
+    return this.topology.appServer;
+  }
+
+  /** Where A sends UDP for the app on B: C's --local (tunnel) or B itself (direct). */
+  get appTarget(): { host: string; port: number } {
+    return this.mode === "tunnel"
+      ? { host: ADDR.tunnelClient, port: this.localPort }
+      : { host: ADDR.appServer, port: this.appPort };
+  }
+
+  private installAppRedirect(): void {
+    this.a.exec(
+      "nft",
+      ["-f", "-"],
+      `table ip e2e_app {
+  chain output {
+    type nat hook output priority -100; policy accept;
+    ip daddr ${ADDR.appServer} udp dport ${this.appPort} dnat to ${ADDR.tunnelClient}:${this.localPort}
+  }
+}
+`,
+    );
+  }
+
+  /** Starts the server on S, then the client on C. */
+  async startTunnel(): Promise<void> {
+    await this.startServer();
+    await this.startClient();
+  }
+
+  async startServer(extraArgs: string[] = []): Promise<TunnelProgram> {
+    if (this.server?.running) throw new Error("server already running");
+    if (this.server) this.retired.push(this.server);
+    this.server = await startServer(this.s, this.serverPort, `${ADDR.appServer}:${this.appPort}`, {
+      extraArgs: [...(this.options.serverArgs ?? []), ...extraArgs],
+    });
+    return this.server;
+  }
+
+  async startClient(extraArgs: string[] = []): Promise<TunnelProgram> {
+    if (this.client?.running) throw new Error("client already running");
+    if (this.client) this.retired.push(this.client);
+    this.client = await startClient(
+      this.c,
+      `${ADDR.tunnelClient}:${this.localPort}`,
+      `${ADDR.tunnelServer}:${this.serverPort}`,
+      { extraArgs: [...(this.options.clientArgs ?? []), ...extraArgs] },
+    );
+    return this.client;
+  }
+
+  /** Stops the server (SIGTERM, or the given signal) and starts it again; returns the new one. */
+  async restartServer(signal: NodeJS.Signals = "SIGTERM", downMs = 0): Promise<TunnelProgram> {
+    const old = this.server;
+    if (old) {
+      old.signal(signal);
+      await old.waitExit(10_000);
+    }
+    if (downMs > 0) await sleep(downMs);
+    return this.startServer();
+  }
+
+  /** Starts the UDP echo app on B at the app port (replacing iperf3 there). */
+  async startEcho(): Promise<ManagedProcess> {
+    await this.stopApps();
+    this.echo = new ManagedProcess(`udp-echo@B`, this.b, process.execPath, [
+      toolPath("udp-echo-server"),
+      "--port",
+      String(this.appPort),
+    ]);
+    await this.echo.waitFor((l) => l.json?.event === "ready", 10_000);
+    return this.echo;
+  }
+
+  /** Stops whatever app runs on B's app port. */
+  async stopApps(): Promise<void> {
+    await this.echo?.stop(2_000);
+    await this.iperfServer?.stop(2_000);
+    this.echo = null;
+    this.iperfServer = null;
+  }
+
+  /**
+   * Sends `count` datagrams of `size` bytes from each of `sockets` UDP sockets on A to the app
+   * target and counts the replies each socket got back (the echo app must be running).
+   */
+  async udpEcho(opts: {
+    sockets?: number;
+    count?: number;
+    size?: number;
+    intervalMs?: number;
+    waitMs?: number;
+    target?: { host: string; port: number };
+  }): Promise<EchoResult> {
+    const t = opts.target ?? this.appTarget;
+    const args = [
+      toolPath("udp-probe"),
+      "echo",
+      "--target",
+      `${t.host}:${t.port}`,
+      "--sockets",
+      String(opts.sockets ?? 1),
+      "--count",
+      String(opts.count ?? 10),
+      "--size",
+      String(opts.size ?? 64),
+      "--interval",
+      String(opts.intervalMs ?? 10),
+      "--wait",
+      String(opts.waitMs ?? 2_000),
+    ];
+    const res = await this.a.execAsync(process.execPath, args, 120_000);
+    try {
+      return JSON.parse(res.stdout) as EchoResult;
+    } catch {
+      throw new Error(`udp-probe failed (exit ${res.code}): ${res.stderr}${res.stdout}`);
+    }
+  }
+
+  /**
+   * Starts a steady stream of numbered datagrams from A to the echo app (one per
+   * `intervalMs`), recording when each echo comes back. Call `stop()` for the result.
+   */
+  startStream(opts: { intervalMs?: number; durationMs?: number; size?: number } = {}): {
+    stop(): Promise<StreamResult>;
+    process: ManagedProcess;
+  } {
+    const t = this.appTarget;
+    const proc = new ManagedProcess(`udp-stream@A`, this.a, process.execPath, [
+      toolPath("udp-probe"),
+      "stream",
+      "--target",
+      `${t.host}:${t.port}`,
+      "--interval",
+      String(opts.intervalMs ?? 20),
+      "--duration",
+      String(opts.durationMs ?? 60_000),
+      "--size",
+      String(opts.size ?? 64),
+    ]);
+    return {
+      process: proc,
+      async stop(): Promise<StreamResult> {
+        proc.signal("SIGTERM");
+        await proc.waitExit(5_000);
+        const line = proc.lines.find((l) => l.json?.mode === "stream");
+        if (!line?.json) throw new Error(`udp stream gave no result\n${proc.tail()}`);
+        return line.json as unknown as StreamResult;
+      },
+    };
+  }
+
+  /**
+   * iperf3 UDP from A to B (or B to A with `reverse`), measured at the receiver. Starts an
+   * iperf3 server on B's app port (replacing the echo app).
+   */
+  async iperf(opts: {
+    bitrate: number;
+    seconds: number;
+    length?: number;
+    reverse?: boolean;
+  }): Promise<IperfUdpResult> {
+    if (!this.iperfServer?.running) {
+      await this.stopApps();
+      this.iperfServer = await startIperfServer(this.b, this.appPort);
+    }
+    return runIperfUdp(this.a, { host: ADDR.appServer, port: this.appPort, ...opts });
+  }
+
+  /** Starts a packet capture on R's WAN interface. */
+  captureWan(): Promise<Capture> {
+    return Capture.start(this.r, IFACE.wan);
+  }
+
+  /** R's conntrack table. */
+  routerConntrack(): ConntrackEntry[] {
+    return conntrackList(this.r);
+  }
+
+  /** Flushes R's conntrack table (the NAT mappings vanish, like a router reboot). */
+  flushRouterConntrack(): void {
+    conntrackFlush(this.r);
+  }
+
+  /** Sets sysctls in R's namespace (e.g. shorter conntrack timeouts). */
+  setRouterSysctls(values: Record<string, string | number>): void {
+    this.r.sysctl(values);
+  }
+
+  /**
+   * Sends crafted raw packets from R (on the WAN) at the server: a SYN flood from spoofed
+   * addresses at its public port, or malformed packets straight at its stack's address (past
+   * the DNAT, so the kernel's conntrack cannot filter them before the program sees them).
+   */
+  async rawSend(
+    mode: "syn-flood" | "garbage",
+    count: number,
+    seed = 1,
+  ): Promise<{ sent: number; errors: number; kinds: Record<string, number> }> {
+    const dst = mode === "syn-flood" ? ADDR.tunnelServer : "192.168.201.2";
+    const res = await this.r.execAsync(
+      "python3",
+      [
+        RAW_SENDER,
+        mode,
+        "--dst",
+        dst,
+        "--dport",
+        String(this.serverPort),
+        "--count",
+        String(count),
+        "--seed",
+        String(seed),
+        "--src-prefix",
+        ADDR.spoofPrefix,
+      ],
+      120_000,
+    );
+    try {
+      return JSON.parse(res.stdout) as {
+        sent: number;
+        errors: number;
+        kinds: Record<string, number>;
+      };
+    } catch {
+      throw new Error(`raw-sender failed (exit ${res.code}): ${res.stderr}${res.stdout}`);
+    }
+  }
+
+  /** Stops everything and removes the namespaces. Safe to call more than once. */
+  async destroy(): Promise<void> {
+    await Promise.allSettled([this.client?.stop(3_000), this.server?.stop(3_000), this.stopApps()]);
+    this.topology.destroy();
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

@@ -1,0 +1,124 @@
+/**
+ * UDP test client (runs on A) against an echo application, in two modes. Prints one JSON
+ * object on stdout when done.
+ *
+ * echo: `--sockets N --count K --size S --interval MS --wait MS`: N sockets (N source ports)
+ *   each send K datagrams tagged with their own index and sequence; a reply counts only if it
+ *   comes back to the socket that sent it with the same bytes.
+ * stream: `--interval MS --duration MS --size S`: one socket sends a numbered datagram every
+ *   interval and records when each reply arrives (ms epoch), so a caller can measure outages.
+ *
+ * Usage: node udp-probe.js echo|stream --target host:port [...]
+ */
+import { createSocket, type Socket } from "node:dgram";
+import { hostPort, numberArg, parseArgs } from "./args.js";
+
+const mode = process.argv[2];
+const args = parseArgs(process.argv.slice(3));
+const target = hostPort(args.get("target"), "target");
+const size = Math.max(8, numberArg(args, "size", 64));
+const interval = numberArg(args, "interval", 10);
+
+function payload(socketIndex: number, seq: number): Buffer {
+  const buf = Buffer.alloc(size);
+  buf.writeUInt32BE(socketIndex, 0);
+  buf.writeUInt32BE(seq, 4);
+  // A pattern derived from both numbers, so a reply delivered to the wrong socket is caught.
+  for (let i = 8; i < size; i++) buf[i] = (socketIndex * 31 + seq * 7 + i) & 0xff;
+  return buf;
+}
+
+function openSocket(): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const s = createSocket({ type: "udp4", recvBufferSize: 1 << 20 });
+    s.once("error", reject);
+    s.bind(0, () => resolve(s));
+  });
+}
+
+async function echoMode(): Promise<void> {
+  const socketCount = numberArg(args, "sockets", 1);
+  const count = numberArg(args, "count", 10);
+  const wait = numberArg(args, "wait", 2000);
+  const sockets = await Promise.all(Array.from({ length: socketCount }, openSocket));
+  const stats = sockets.map((s) => ({
+    port: s.address().port,
+    sent: 0,
+    received: 0,
+    mismatched: 0,
+    firstReplyMs: null as number | null,
+  }));
+  const start = Date.now();
+  sockets.forEach((s, idx) => {
+    s.on("message", (msg) => {
+      const seq = msg.length >= 8 ? msg.readUInt32BE(4) : -1;
+      const own =
+        msg.length === size && msg.readUInt32BE(0) === idx && payload(idx, seq).equals(msg);
+      if (own) {
+        stats[idx].received++;
+        stats[idx].firstReplyMs ??= Date.now() - start;
+      } else stats[idx].mismatched++;
+    });
+  });
+  for (let seq = 0; seq < count; seq++) {
+    sockets.forEach((s, idx) => {
+      s.send(payload(idx, seq), target.port, target.host);
+      stats[idx].sent++;
+    });
+    await sleep(interval);
+  }
+  // Wait for the stragglers, but stop early once everything came back.
+  const deadline = Date.now() + wait;
+  while (Date.now() < deadline && stats.some((s) => s.received < s.sent)) await sleep(20);
+  for (const s of sockets) s.close();
+  const totalSent = stats.reduce((a, s) => a + s.sent, 0);
+  const totalReceived = stats.reduce((a, s) => a + s.received, 0);
+  console.log(JSON.stringify({ mode: "echo", size, totalSent, totalReceived, sockets: stats }));
+}
+
+async function streamMode(): Promise<void> {
+  const duration = numberArg(args, "duration", 10_000);
+  const s = await openSocket();
+  const sentAt: number[] = [];
+  const replies: Array<[seq: number, sentAt: number, receivedAt: number]> = [];
+  s.on("message", (msg) => {
+    if (msg.length < 8) return;
+    const seq = msg.readUInt32BE(4);
+    if (seq < sentAt.length) replies.push([seq, sentAt[seq], Date.now()]);
+  });
+  let stopped = false;
+  const stop = () => {
+    stopped = true;
+  };
+  process.on("SIGTERM", stop);
+  process.on("SIGINT", stop);
+  const end = Date.now() + duration;
+  let seq = 0;
+  while (!stopped && Date.now() < end) {
+    sentAt.push(Date.now());
+    s.send(payload(0, seq++), target.port, target.host);
+    await sleep(interval);
+  }
+  await sleep(300);
+  s.close();
+  console.log(
+    JSON.stringify({
+      mode: "stream",
+      size,
+      sent: sentAt.length,
+      received: replies.length,
+      replies,
+    }),
+  );
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+if (mode === "echo") await echoMode();
+else if (mode === "stream") await streamMode();
+else {
+  console.error("usage: udp-probe.js echo|stream --target host:port [options]");
+  process.exit(2);
+}
