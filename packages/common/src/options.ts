@@ -362,12 +362,16 @@ export function commonConfig(args: RawArguments): CommonConfig {
   if (!LOG_LEVELS.includes(logLevel)) {
     throw new UsageError(`--log-level: "${logLevel}" is not one of ${LOG_LEVELS.join(", ")}`);
   }
+  const mtu = integerOption(args, "mtu", "--mtu", 576, 65535);
+  if (ipv6 && mtu < 1280) {
+    throw new UsageError(`--mtu: ${mtu} is below 1280, the IPv6 minimum; use a larger --mtu or -4`);
+  }
   return {
     tun: parseTunName(stringOption(args, "tun", "--tun") ?? ""),
     ipv4,
     ipv6,
     ipv4Only,
-    mtu: integerOption(args, "mtu", "--mtu", 576, 65535),
+    mtu,
     handshakePacketPath: stringOption(args, "handshakePacket", "--handshake-packet"),
     queues: integerOption(args, "queues", "--queues", 1, 256),
     idleTimeoutMs: secondsOption(args, "idleTimeout", "--idle-timeout", 1, 86_400),

@@ -1,1 +1,8 @@
-export {};
+/**
+ * fake-tcp-server as a library: argument parsing, the server itself, and `main` as the bin
+ * entry point runs it.
+ */
+export { parseServerArgs, SERVER_PROGRAM, type ServerConfig } from "./cli.js";
+export { runServerMain } from "./main-logic.js";
+export { MAX_PENDING_DATAGRAMS, newRelayCounters, Relay, type RelayCounters } from "./relay.js";
+export { type StartServerOptions, startServer } from "./server.js";

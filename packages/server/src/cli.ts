@@ -1,0 +1,82 @@
+/**
+ * The server's command line: `fake-tcp-server --listen PORT --remote HOST:PORT [options]`.
+ * phantun's `--local` is accepted as an alias of `--listen`.
+ */
+import {
+  type CommonConfig,
+  commonConfig,
+  type HostPort,
+  parseCommandLine,
+  parseHostPort,
+  parsePort,
+  stringOption,
+} from "fake-tcp-common";
+
+/** The server's validated configuration. */
+export interface ServerConfig extends CommonConfig {
+  /** The public TCP port clients connect to (DNAT-ed to the stack). */
+  readonly listen: number;
+  /** The UDP application every connection is relayed to. */
+  readonly remote: HostPort;
+}
+
+export const SERVER_PROGRAM = "fake-tcp-server";
+
+const EPILOG = [
+  "Every option can also be set by an environment variable: FAKE_TCP_ and the option name in",
+  "capitals with _ for -, e.g. FAKE_TCP_LISTEN=4567, FAKE_TCP_REMOTE=127.0.0.1:51820.",
+  "Host setup (unless --no-auto-rules): enables IPv4 (and IPv6) forwarding and adds the table",
+  "inet fake_tcp_<tun> that DNATs TCP port --listen to the --tun-peer addresses; removed at exit.",
+].join("\n");
+
+/**
+ * Parses and validates the server's arguments. Returns null when --help or --version was
+ * printed. Throws a `UsageError` for bad input.
+ */
+export function parseServerArgs(
+  argv: readonly string[],
+  env: NodeJS.ProcessEnv = process.env,
+): ServerConfig | null {
+  const args = parseCommandLine(
+    argv,
+    {
+      program: SERVER_PROGRAM,
+      role: "server",
+      usage:
+        "$0 --listen PORT --remote HOST:PORT [options]\n\nfake TCP on port --listen <-> UDP to --remote, one UDP socket per connection.",
+      options: {
+        listen: {
+          alias: "local",
+          type: "string",
+          demandOption: true,
+          describe: "TCP port clients connect to (--local is accepted, as in phantun)",
+        },
+        remote: {
+          alias: "r",
+          type: "string",
+          demandOption: true,
+          describe: "UDP application to relay to: IP:PORT, [IPv6]:PORT or HOST:PORT",
+        },
+      },
+      examples: [
+        ["$0 --listen 4567 --remote 127.0.0.1:51820", "relay port 4567 to a local WireGuard"],
+        [
+          "$0 --local 4567 --remote 127.0.0.1:51820 --handshake-packet hello.bin",
+          "phantun-style flags, with a handshake packet",
+        ],
+      ],
+      epilog: EPILOG,
+    },
+    env,
+  );
+  if (!args) return null;
+  const common = commonConfig(args);
+  const listenText = (stringOption(args, "listen", "--listen") ?? "").trim();
+  // phantun's server takes a bare port; accept "0.0.0.0:PORT"/"[::]:PORT" too for convenience.
+  const portText = /^(0\.0\.0\.0:|\[::\]:)\d+$/.test(listenText)
+    ? listenText.slice(listenText.lastIndexOf(":") + 1)
+    : listenText;
+  const listen = parsePort(portText, "--listen");
+  const remote = parseHostPort(stringOption(args, "remote", "--remote") ?? "", "--remote");
+  return { ...common, listen, remote };
+}

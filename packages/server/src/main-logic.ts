@@ -1,0 +1,19 @@
+/**
+ * The server's process-level entry: parse, start, run until a signal, exit with the right code.
+ */
+import { runMain } from "fake-tcp-common";
+import { parseServerArgs, SERVER_PROGRAM, type ServerConfig } from "./cli.js";
+import { startServer } from "./server.js";
+
+/** Runs the server as a process with `argv` (without node and script). Exits the process. */
+export async function runServerMain(argv: readonly string[]): Promise<void> {
+  let config: ServerConfig | null = null;
+  await runMain({
+    program: SERVER_PROGRAM,
+    statsIntervalMs: () => config?.statsIntervalMs ?? 0,
+    start: async () => {
+      config = parseServerArgs(argv);
+      return config ? startServer(config) : null;
+    },
+  });
+}
