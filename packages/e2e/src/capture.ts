@@ -14,6 +14,8 @@ export interface ProtocolCounts {
   tcp: number;
   udp: number;
   icmp: number;
+  /** IPv4 fragments (more-fragments flag or a fragment offset): the tunnel must never make any. */
+  fragments: number;
   /** ARP frames (link-layer housekeeping, not traffic). */
   arp: number;
   /** Other IPv4 protocols, IPv6 and other frames. */
@@ -74,6 +76,7 @@ export function countPcap(buf: Buffer): ProtocolCounts {
     udp: 0,
     icmp: 0,
     arp: 0,
+    fragments: 0,
     other: 0,
     total: 0,
     droppedByKernel: 0,
@@ -103,6 +106,7 @@ export function countPcap(buf: Buffer): ProtocolCounts {
       continue;
     }
     const proto = buf[frame + 14 + 9];
+    if ((buf.readUInt16BE(frame + 14 + 6) & 0x3fff) !== 0) counts.fragments++;
     if (proto === 6) counts.tcp++;
     else if (proto === 17) counts.udp++;
     else if (proto === 1) counts.icmp++;

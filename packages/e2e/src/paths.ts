@@ -18,6 +18,9 @@ export function toolPath(name: string): string {
 /** The raw-packet sender (python3; Node has no raw sockets). */
 export const RAW_SENDER = join(E2E_ROOT, "tools", "raw-sender.py");
 
+/** ICMP echo sender (python3; `ping` is not installed on every machine). */
+export const ICMP_PING = join(E2E_ROOT, "tools", "icmp-ping.py");
+
 /** Built entry points of the tunnel programs. */
 export const CLIENT_MAIN = join(REPO_ROOT, "packages", "client", "dist", "main.js");
 export const SERVER_MAIN = join(REPO_ROOT, "packages", "server", "dist", "main.js");

@@ -177,6 +177,24 @@ export class ManagedProcess {
     return this.lines.map((l) => l.text).join("\n");
   }
 
+  /**
+   * Sends SIGUSR1 (the programs log their counters on it) and resolves with the first JSON
+   * line read afterwards whose message matches `pattern`.
+   */
+  async requestStats(
+    pattern: RegExp = /stat/i,
+    timeoutMs = 5_000,
+  ): Promise<Record<string, unknown>> {
+    const since = Date.now();
+    this.signal("SIGUSR1");
+    const line = await this.waitFor(
+      (l) => l.json !== null && pattern.test(String(l.json.msg ?? "")),
+      timeoutMs,
+      since,
+    );
+    return line.json!;
+  }
+
   /** Resident set size in bytes from /proc, or null when the process is gone. */
   rssBytes(): number | null {
     try {

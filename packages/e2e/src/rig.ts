@@ -14,7 +14,7 @@ import { ADDR, IFACE, type RigMode } from "./addresses.js";
 import { Capture } from "./capture.js";
 import { type IperfUdpResult, runIperfUdp, startIperfServer } from "./iperf.js";
 import type { Namespace } from "./namespace.js";
-import { RAW_SENDER, toolPath } from "./paths.js";
+import { ICMP_PING, RAW_SENDER, toolPath } from "./paths.js";
 import { ManagedProcess } from "./process.js";
 import { type ConntrackEntry, conntrackFlush, conntrackList } from "./router.js";
 import { Topology } from "./topology.js";
@@ -342,6 +342,20 @@ export class Rig {
       };
     } catch {
       throw new Error(`raw-sender failed (exit ${res.code}): ${res.stderr}${res.stdout}`);
+    }
+  }
+
+  /** Pings `dest` from `ns` (ICMP echo); counts the replies. */
+  async ping(
+    ns: Namespace,
+    dest: string,
+    count = 3,
+  ): Promise<{ sent: number; received: number; rtt_ms: number[] }> {
+    const res = await ns.execAsync("python3", [ICMP_PING, dest, "--count", String(count)], 30_000);
+    try {
+      return JSON.parse(res.stdout) as { sent: number; received: number; rtt_ms: number[] };
+    } catch {
+      throw new Error(`icmp-ping failed (exit ${res.code}): ${res.stderr}${res.stdout}`);
     }
   }
 

@@ -66,22 +66,12 @@ export class TunnelProgram extends ManagedProcess {
   }
 
   /**
-   * Waits until the program is ready: its TUN is up and its nft table installed (unless
-   * `--no-auto-rules`). Rejects with the log tail if it exits or times out.
+   * Waits until the program logs that it runs ("fake-tcp-client running" /
+   * "fake-tcp-server running": logged after its TUN, sockets and nft rules are in place).
+   * Rejects with the log tail if it exits first or times out.
    */
-  async waitReady(timeoutMs = 15_000, expectRules = true): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (Date.now() < deadline) {
-      if (!this.running)
-        throw new Error(`${this.label} exited (${this.exitStatus}) while starting\n${this.tail()}`);
-      if ((await this.hasTun()) && (!expectRules || (await this.hasNftTable()))) {
-        // The program logs its startup line after both are in place; give it that moment.
-        await new Promise((r) => setTimeout(r, 100));
-        return;
-      }
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    throw new Error(`${this.label} not ready after ${timeoutMs} ms\n${this.tail()}`);
+  async waitReady(timeoutMs = 15_000): Promise<void> {
+    await this.waitFor(`fake-tcp-${this.role} running`, timeoutMs);
   }
 }
 
@@ -96,7 +86,7 @@ export async function startServer(
   const args = ["--listen", String(listenPort), "--remote", remote, "--tun", tun];
   args.push("--log-level", opts.logLevel ?? "info", ...(opts.extraArgs ?? []));
   const proc = new TunnelProgram(`server@${ns.role}`, ns, "server", tun, args);
-  await proc.waitReady(opts.readyTimeoutMs, !args.includes("--no-auto-rules"));
+  await proc.waitReady(opts.readyTimeoutMs);
   return proc;
 }
 
@@ -111,6 +101,6 @@ export async function startClient(
   const args = ["--local", local, "--remote", remote, "--tun", tun];
   args.push("--log-level", opts.logLevel ?? "info", ...(opts.extraArgs ?? []));
   const proc = new TunnelProgram(`client@${ns.role}`, ns, "client", tun, args);
-  await proc.waitReady(opts.readyTimeoutMs, !args.includes("--no-auto-rules"));
+  await proc.waitReady(opts.readyTimeoutMs);
   return proc;
 }

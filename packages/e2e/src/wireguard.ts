@@ -3,6 +3,9 @@
  * tunnel: A's peer endpoint is the tunnel client's --local address; B learns A's endpoint
  * from the first handshake (the tunnel server's address on B's link).
  */
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import type { Namespace } from "./namespace.js";
 import { uniqueName } from "./namespace.js";
 import { ManagedProcess } from "./process.js";
@@ -69,13 +72,18 @@ export async function startWireGuard(
   const endB = await startEnd(b, opts.addressB ?? "10.99.0.2", mtu);
   const pubA = a.exec("wg", ["pubkey"], endA.privateKey).trim();
   const pubB = b.exec("wg", ["pubkey"], endB.privateKey).trim();
-  // `wg set` reads keys from files only; /dev/stdin keeps them off the command line and disk.
-  a.exec("wg", ["set", endA.iface, "private-key", "/dev/stdin"], endA.privateKey);
-  b.exec(
-    "wg",
-    ["set", endB.iface, "private-key", "/dev/stdin", "listen-port", String(opts.listenPortB)],
-    endB.privateKey,
-  );
+  // `wg set` reads keys from files only: a private temporary directory, removed at once.
+  const keyDir = mkdtempSync(join(tmpdir(), "e2e-wg-"));
+  try {
+    const keyA = join(keyDir, "a.key");
+    const keyB = join(keyDir, "b.key");
+    writeFileSync(keyA, endA.privateKey, { mode: 0o600 });
+    writeFileSync(keyB, endB.privateKey, { mode: 0o600 });
+    a.exec("wg", ["set", endA.iface, "private-key", keyA]);
+    b.exec("wg", ["set", endB.iface, "private-key", keyB, "listen-port", String(opts.listenPortB)]);
+  } finally {
+    rmSync(keyDir, { recursive: true, force: true });
+  }
   a.exec("wg", [
     "set",
     endA.iface,
@@ -100,6 +108,9 @@ export async function startWireGuard(
     async stop(): Promise<void> {
       await endA.process.stop(2_000);
       await endB.process.stop(2_000);
+      // wireguard-go removes its control socket on a clean exit only.
+      for (const iface of [endA.iface, endB.iface])
+        rmSync(`/var/run/wireguard/${iface}.sock`, { force: true });
     },
   };
 }

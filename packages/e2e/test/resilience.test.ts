@@ -1,0 +1,163 @@
+/**
+ * The tunnel under the events that break real deployments: the server restarts, the NAT
+ * router forgets its mappings, the router's conntrack expires flows whose data is never
+ * acknowledged, and strangers throw junk and SYN floods at the server's port.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { realDeviceGate } from "../../../test-support/netns.js";
+import { ADDR } from "../src/addresses.js";
+import { destroyAllNamespaces } from "../src/namespace.js";
+import { Rig, type StreamResult } from "../src/rig.js";
+
+const gate = realDeviceGate();
+
+/** R's timeout for TCP flows with unacknowledged data, shortened from 300 s. */
+const UNACK_TIMEOUT_S = 3;
+
+/** Time from `since` to the first echo of a datagram sent at or after `since` (ms), or null. */
+function recoveryMs(stream: StreamResult, since: number): number | null {
+  const reply = stream.replies.find(([, sentAt]) => sentAt >= since);
+  return reply ? reply[2] - since : null;
+}
+
+/** The longest time between consecutive echoes (ms). */
+function longestGapMs(stream: StreamResult): number {
+  const times = stream.replies.map(([, , at]) => at).sort((x, y) => x - y);
+  let gap = 0;
+  for (let i = 1; i < times.length; i++) gap = Math.max(gap, times[i] - times[i - 1]);
+  return gap;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+describe.skipIf(gate.skip)("tunnel resilience", () => {
+  afterAll(() => destroyAllNamespaces());
+
+  describe("restarts and lost NAT state", () => {
+    let rig: Rig;
+    beforeAll(async () => {
+      // Keepalives every second let the client notice a dead path quickly.
+      rig = await Rig.create({ mode: "tunnel", clientArgs: ["--keepalive", "1"] });
+      await rig.startEcho();
+    });
+    afterAll(async () => rig?.destroy());
+
+    it("recovers by itself within 5 s after the server is killed and restarted mid-flow", async () => {
+      const stream = rig.startStream({ intervalMs: 20 });
+      await sleep(1_000);
+      rig.server!.signal("SIGKILL");
+      await rig.server!.waitExit(5_000);
+      await sleep(500);
+      await rig.startServer();
+      const restartedAt = Date.now();
+      await sleep(6_000);
+      const result = await stream.stop();
+      const recovery = recoveryMs(result, restartedAt);
+      console.log(
+        "server restart: recovery after the server was back (ms):",
+        recovery,
+        "longest gap:",
+        longestGapMs(result),
+      );
+      expect(
+        result.replies.filter(([, sentAt]) => sentAt < restartedAt - 600).length,
+      ).toBeGreaterThan(20);
+      expect(recovery).not.toBeNull();
+      expect(recovery!).toBeLessThan(5_000);
+    });
+
+    it("recovers within 5 s after R's conntrack table is flushed mid-flow", async () => {
+      const stream = rig.startStream({ intervalMs: 20 });
+      await sleep(1_000);
+      const flushedAt = Date.now();
+      rig.flushRouterConntrack();
+      await sleep(6_000);
+      const result = await stream.stop();
+      const recovery = recoveryMs(result, flushedAt);
+      console.log(
+        "conntrack flush: recovery (ms):",
+        recovery,
+        "longest gap:",
+        longestGapMs(result),
+      );
+      expect(recovery).not.toBeNull();
+      expect(recovery!).toBeLessThan(5_000);
+      // And the flow keeps going afterwards.
+      const last = result.replies.at(-1)!;
+      expect(last[2]).toBeGreaterThan(flushedAt + 4_000);
+    });
+  });
+
+  describe("an idle flow and R's conntrack timeout for unacknowledged data", () => {
+    let rig: Rig;
+    beforeAll(async () => {
+      // Default keepalive (10 s, longer than the idle period below): only the stack's own
+      // acknowledgements can keep R's conntrack entry alive.
+      rig = await Rig.create({
+        mode: "tunnel",
+        routerSysctls: { "net.netfilter.nf_conntrack_tcp_timeout_unacknowledged": UNACK_TIMEOUT_S },
+      });
+      await rig.startEcho();
+    });
+    afterAll(async () => rig?.destroy());
+
+    it(`survives ${2 * UNACK_TIMEOUT_S + 1} s idle (R expires unacknowledged flows after ${UNACK_TIMEOUT_S} s)`, async () => {
+      const first = await rig.udpEcho({ count: 5, size: 200 });
+      expect(first.totalReceived).toBe(5);
+      const opened = rig.server!.connectionsOpened();
+      await sleep((2 * UNACK_TIMEOUT_S + 1) * 1_000);
+      // The flow's entry is still in R (strict tracking: a lost entry would drop the flow).
+      const tunnelFlows = rig
+        .routerConntrack()
+        .filter(
+          (e) => e.proto === "tcp" && e.dst === ADDR.tunnelServer && e.state === "ESTABLISHED",
+        );
+      expect(tunnelFlows.length).toBe(1);
+      const again = await rig.udpEcho({ count: 5, size: 200, waitMs: 1_000 });
+      expect(again.totalReceived).toBe(5);
+      // Same connection: no reconnect was needed.
+      expect(rig.server!.connectionsOpened()).toBe(opened);
+    });
+  });
+
+  describe("junk and floods at the server's port", () => {
+    let rig: Rig;
+    beforeAll(async () => {
+      rig = await Rig.create({ mode: "tunnel" });
+      await rig.startEcho();
+    });
+    afterAll(async () => rig?.destroy());
+
+    it("keeps serving the established flow through malformed packets and 10,000 spoofed SYNs, with bounded memory", async () => {
+      const warm = await rig.udpEcho({ count: 5 });
+      expect(warm.totalReceived).toBe(5);
+      const rssBefore = rig.server!.rssBytes()!;
+      const stream = rig.startStream({ intervalMs: 20 });
+      const garbage = await rig.rawSend("garbage", 4_000, 7);
+      const flood = await rig.rawSend("syn-flood", 10_000, 11);
+      await sleep(1_000);
+      const result = await stream.stop();
+      const after = await rig.udpEcho({ count: 20, waitMs: 2_000 });
+      const rssAfter = rig.server!.rssBytes();
+      console.log("abuse:", {
+        garbage,
+        flood,
+        streamSent: result.sent,
+        streamReceived: result.received,
+        longestGapMs: longestGapMs(result),
+        rssBefore,
+        rssAfter,
+      });
+      expect(garbage.sent).toBe(4_000);
+      expect(flood.sent).toBe(10_000);
+      expect(rig.server!.running).toBe(true);
+      expect(after.totalReceived).toBe(20);
+      // The flow kept working during the abuse, not only after it.
+      expect(result.received).toBeGreaterThan(result.sent * 0.9);
+      expect(rssAfter).not.toBeNull();
+      expect(rssAfter! - rssBefore).toBeLessThan(64 * 1024 * 1024);
+    });
+  });
+});
