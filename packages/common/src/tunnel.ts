@@ -3,8 +3,11 @@
  * device with the configured addresses, starts the stack on its queues, and adapts the
  * stack's sockets to {@link TunnelSocket}.
  */
+
+import { readFileSync } from "node:fs";
 import { TunDevice } from "fake-tcp-tun";
 import type { SocketAddress } from "./address.js";
+import { UsageError } from "./errors.js";
 import type { CommonConfig } from "./options.js";
 import { describeTunError } from "./tun-errors.js";
 import type { TunnelSocket } from "./tunnel-socket.js";
@@ -26,6 +29,13 @@ export interface Tunnel {
 
 /** Opens the TUN device and starts the stack. Throws a `UsageError` for device problems. */
 export function openTunnel(config: CommonConfig): Tunnel {
+  // A multi-queue TUN lets any process attach more queues to an existing device, so a
+  // second instance with the same --tun would silently share (and steal) its packets.
+  if (interfaceExists(config.tun)) {
+    throw new UsageError(
+      `--tun: an interface named "${config.tun}" already exists (another instance running?); stop it or choose another --tun`,
+    );
+  }
   let device: TunDevice;
   try {
     device = TunDevice.open({
@@ -53,4 +63,17 @@ export function openTunnel(config: CommonConfig): Tunnel {
       device.close();
     },
   };
+}
+
+/**
+ * True when the current network namespace has an interface called `name`. Reads
+ * /proc/self/net/dev, which (unlike /sys/class/net) always shows the namespace of the
+ * calling process.
+ */
+export function interfaceExists(name: string): boolean {
+  const table = readFileSync("/proc/self/net/dev", "utf8");
+  return table
+    .split("\n")
+    .slice(2)
+    .some((line) => line.split(":")[0].trim() === name);
 }

@@ -1,0 +1,126 @@
+import { afterAll, describe, expect, it } from "vitest";
+import { cleanupAll, Netns, realDeviceGate } from "../../../test-support/netns.js";
+import { UsageError } from "../src/errors.js";
+import { buildApplyScript, buildRuleset, NftTable, ruleLines, tableName } from "../src/nft.js";
+
+describe("nft rule text", () => {
+  it("client: masquerade of the stack's addresses, never out of the TUN", () => {
+    const spec = {
+      role: "client",
+      tun: "ftc0",
+      tunnel4: "192.168.200.2",
+      tunnel6: "fcc8::2",
+    } as const;
+    expect(buildRuleset(spec)).toBe(
+      [
+        "table inet fake_tcp_ftc0 {",
+        "\tchain postrouting {",
+        "\t\ttype nat hook postrouting priority srcnat; policy accept;",
+        '\t\toifname != "ftc0" ip saddr 192.168.200.2 masquerade',
+        '\t\toifname != "ftc0" ip6 saddr fcc8::2 masquerade',
+        "\t}",
+        "}",
+        "",
+      ].join("\n"),
+    );
+  });
+
+  it("server: DNAT of the listen port to the stack, IPv4 only without an IPv6 address", () => {
+    const spec = { role: "server", tun: "fts0", port: 4567, tunnel4: "192.168.201.2" } as const;
+    expect(buildRuleset(spec)).toBe(
+      [
+        "table inet fake_tcp_fts0 {",
+        "\tchain prerouting {",
+        "\t\ttype nat hook prerouting priority dstnat; policy accept;",
+        '\t\tiifname != "fts0" tcp dport 4567 dnat ip to 192.168.201.2',
+        "\t}",
+        "}",
+        "",
+      ].join("\n"),
+    );
+    expect(ruleLines({ ...spec, tunnel6: "fcc9::2" }).at(-1)).toBe(
+      'iifname != "fts0" tcp dport 4567 dnat ip6 to fcc9::2',
+    );
+  });
+
+  it("the apply script replaces a stale table in the same transaction", () => {
+    const script = buildApplyScript({ role: "client", tun: "t-1.x", tunnel4: "10.0.0.2" });
+    expect(script.startsWith("table inet fake_tcp_t_1_x\ndelete table inet fake_tcp_t_1_x\n")).toBe(
+      true,
+    );
+    expect(tableName("wg.0-a")).toBe("fake_tcp_wg_0_a");
+  });
+});
+
+const gate = realDeviceGate();
+
+describe.skipIf(gate.skip)("nft table in a throw-away namespace", () => {
+  afterAll(cleanupAll);
+
+  it("applies, replaces a stale table, and removes", async () => {
+    const ns = new Netns("ftcn");
+    const nft = ["ip", "netns", "exec", ns.name, "nft"];
+    const spec = {
+      role: "server",
+      tun: "fts0",
+      port: 4567,
+      tunnel4: "192.168.201.2",
+      tunnel6: "fcc9::2",
+    } as const;
+    const table = new NftTable(spec, nft);
+    expect(await table.exists()).toBe(false);
+
+    // A crashed run left a table of the same name with different content.
+    ns.exec("nft", ["-f", "-"], {
+      input: [
+        "table inet fake_tcp_fts0 {",
+        "  chain prerouting {",
+        "    type nat hook prerouting priority dstnat;",
+        "    tcp dport 9999 dnat ip to 10.1.1.1",
+        "  }",
+        "}",
+        "",
+      ].join("\n"),
+    });
+    expect(await table.exists()).toBe(true);
+
+    expect(await table.apply()).toEqual({ staleRemoved: true });
+    const listed = ns.exec("nft", ["list", "table", "inet", "fake_tcp_fts0"]);
+    expect(listed).toContain('iifname != "fts0" tcp dport 4567 dnat ip to 192.168.201.2');
+    expect(listed).toContain('iifname != "fts0" tcp dport 4567 dnat ip6 to fcc9::2');
+    expect(listed).not.toContain("9999");
+
+    // Applying again (no stale table this time... but ours) stays idempotent.
+    expect(await table.apply()).toEqual({ staleRemoved: true });
+    expect(ns.exec("nft", ["list", "ruleset"]).match(/table inet fake_tcp_fts0/g)).toHaveLength(1);
+
+    expect(await table.remove()).toBe(true);
+    expect(ns.exec("nft", ["list", "ruleset"])).not.toContain("fake_tcp_fts0");
+    expect(await table.remove()).toBe(false);
+    ns.destroy();
+  });
+
+  it("client table lists exactly the masquerade rules", async () => {
+    const ns = new Netns("ftcn");
+    const table = new NftTable(
+      { role: "client", tun: "ftc0", tunnel4: "192.168.200.2", tunnel6: "fcc8::2" },
+      ["ip", "netns", "exec", ns.name, "nft"],
+    );
+    expect(await table.apply()).toEqual({ staleRemoved: false });
+    const listed = ns.exec("nft", ["list", "table", "inet", "fake_tcp_ftc0"]);
+    expect(listed).toContain('oifname != "ftc0" ip saddr 192.168.200.2 masquerade');
+    expect(listed).toContain('oifname != "ftc0" ip6 saddr fcc8::2 masquerade');
+    await table.remove();
+    ns.destroy();
+  });
+});
+
+describe("nft failures", () => {
+  it("a missing nft names --no-auto-rules", async () => {
+    const table = new NftTable({ role: "client", tun: "x", tunnel4: "10.0.0.2" }, [
+      "/nonexistent/nft",
+    ]);
+    await expect(table.apply()).rejects.toThrow(UsageError);
+    await expect(table.apply()).rejects.toThrow(/nft \(nftables\) not found.*--no-auto-rules/);
+  });
+});
