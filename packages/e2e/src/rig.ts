@@ -315,7 +315,10 @@ export class Rig {
     count: number,
     seed = 1,
   ): Promise<{ sent: number; errors: number; kinds: Record<string, number> }> {
-    const dst = mode === "syn-flood" ? ADDR.tunnelServer : "192.168.201.2";
+    const stackAddress = "192.168.201.2"; // the server's default --tun-peer
+    // Only the attacker needs a route to the stack's own address (behind S's DNAT).
+    this.r.exec("ip", ["route", "replace", "192.168.201.0/24", "via", ADDR.tunnelServer]);
+    const dst = mode === "syn-flood" ? ADDR.tunnelServer : stackAddress;
     const res = await this.r.execAsync(
       "python3",
       [
