@@ -117,7 +117,7 @@ export function commonOptionDefinitions(role: Role): Record<string, Options> {
       group: TUN_GROUP,
     },
     mtu: {
-      type: "string",
+      requiresArg: true,
       default: String(DEFAULTS.mtu),
       describe: "MTU of the TUN device (largest IP packet)",
       group: TUN_GROUP,
@@ -128,26 +128,26 @@ export function commonOptionDefinitions(role: Role): Record<string, Options> {
       group: TUNING_GROUP,
     },
     queues: {
-      type: "string",
+      requiresArg: true,
       default: String(availableParallelism()),
       defaultDescription: "number of cores",
       describe: "TUN queues",
       group: TUNING_GROUP,
     },
     "idle-timeout": {
-      type: "string",
+      requiresArg: true,
       default: String(DEFAULTS.idleTimeoutSeconds),
       describe: "seconds without a packet after which a connection is closed",
       group: TUNING_GROUP,
     },
     keepalive: {
-      type: "string",
+      requiresArg: true,
       default: String(DEFAULTS.keepaliveSeconds),
       describe: "seconds between keepalive ACKs on an idle connection (0: off)",
       group: TUNING_GROUP,
     },
     "max-connections": {
-      type: "string",
+      requiresArg: true,
       default: String(DEFAULTS.maxConnections),
       describe: "most connections at once",
       group: TUNING_GROUP,
@@ -166,7 +166,7 @@ export function commonOptionDefinitions(role: Role): Record<string, Options> {
       group: OPS_GROUP,
     },
     "stats-interval": {
-      type: "string",
+      requiresArg: true,
       default: String(DEFAULTS.statsIntervalSeconds),
       describe: "seconds between counter lines at info level (0: off; SIGUSR1 logs them too)",
       group: OPS_GROUP,
@@ -228,6 +228,8 @@ function rephraseYargsMessage(message: string): string {
   if (unknown) return `unknown option ${flags(unknown[1])}`;
   const missing = /^Missing required arguments?: (.*)$/s.exec(message);
   if (missing) return `missing required option ${flags(missing[1])}`;
+  const noValue = /^Not enough arguments following: (.*)$/s.exec(message);
+  if (noValue) return `option ${flags(noValue[1])} needs a value`;
   return message.replace(/\n/g, "; ") || "invalid arguments";
 }
 
@@ -247,13 +249,22 @@ export function parseCommandLine(
     own[name] = { group: "Main:", ...option };
   }
   const all = { ...own, ...commonOptionDefinitions(spec.role) };
+  for (const option of Object.values(all)) {
+    if (option.type === "string") option.requiresArg = true;
+  }
   const parser = yargs([...argv])
     .scriptName(spec.program)
     .usage(spec.usage)
     .options(all)
     .config(optionsFromEnv(all, env))
     .strictOptions()
-    .parserConfiguration({ "duplicate-arguments-array": true, "strip-dashed": true })
+    // Numbers stay text: the validators below give precise errors ("0x10" is not a port).
+    .parserConfiguration({
+      "duplicate-arguments-array": true,
+      "strip-dashed": true,
+      "parse-numbers": false,
+      "parse-positional-numbers": false,
+    })
     .help("help")
     .alias("help", "h")
     .version(version)

@@ -1,0 +1,83 @@
+/**
+ * The client's host setup and teardown in a throw-away namespace: the nft table and the TUN
+ * device exist while it runs, SIGTERM removes both and exits 0 within 2 s, and after a
+ * SIGKILL the next start replaces the stale table.
+ */
+import { afterAll, describe, expect, it } from "vitest";
+import { cleanupAll, Netns, realDeviceGate } from "../../../test-support/netns.js";
+import { RunningProgram } from "../../common/test/program-harness.js";
+
+const gate = realDeviceGate();
+
+function hasTable(ns: Netns, table: string): boolean {
+  return ns.exec("nft", ["list", "tables"]).includes(`table inet ${table}`);
+}
+
+function hasLink(ns: Netns, name: string): boolean {
+  return ns.exec("ip", ["-o", "link", "show"]).includes(` ${name}:`);
+}
+
+describe.skipIf(gate.skip)("fake-tcp-client lifecycle", () => {
+  afterAll(cleanupAll);
+
+  it("sets up, tears down on SIGTERM, and replaces a stale table after SIGKILL", async () => {
+    const ns = new Netns("ftcl");
+    const args = ["--local", "1234", "--remote", "127.0.0.1:4567", "--tun", "ftcl0"];
+    ns.exec("sh", ["-c", "echo 0 > /proc/sys/net/ipv4/ip_forward"]);
+
+    const first = new RunningProgram(ns, "client", args);
+    const added = await first.waitFor("nft rules added");
+    expect(added.rules).toEqual([
+      'oifname != "ftcl0" ip saddr 192.168.200.2 masquerade',
+      'oifname != "ftcl0" ip6 saddr fcc8::2 masquerade',
+    ]);
+    await first.waitFor("fake-tcp-client running");
+    expect(hasTable(ns, "fake_tcp_ftcl0")).toBe(true);
+    expect(hasLink(ns, "ftcl0")).toBe(true);
+    expect(ns.exec("cat", ["/proc/sys/net/ipv4/ip_forward"]).trim()).toBe("1");
+    expect(first.logged("forwarding enabled (left enabled at exit)")).toHaveLength(1);
+
+    // SIGUSR1 logs the counters.
+    first.child.kill("SIGUSR1");
+    const stats = await first.waitFor("stats");
+    expect(stats.connections).toBe(0);
+
+    const stopped = await first.stop("SIGTERM");
+    expect(stopped.code).toBe(0);
+    expect(stopped.ms).toBeLessThan(2_000);
+    expect(hasTable(ns, "fake_tcp_ftcl0")).toBe(false);
+    expect(hasLink(ns, "ftcl0")).toBe(false);
+    expect(first.logged("nft rules removed")).toHaveLength(1);
+
+    const crashed = new RunningProgram(ns, "client", args);
+    await crashed.waitFor("fake-tcp-client running");
+    await crashed.stop("SIGKILL");
+    expect(hasTable(ns, "fake_tcp_ftcl0")).toBe(true);
+
+    const restarted = new RunningProgram(ns, "client", args);
+    await restarted.waitFor("fake-tcp-client running");
+    expect(restarted.logged("removed stale nft table left by an earlier run")).toHaveLength(1);
+    expect(ns.exec("nft", ["list", "ruleset"]).match(/table inet fake_tcp_ftcl0/g)).toHaveLength(1);
+    const again = await restarted.stop("SIGINT");
+    expect(again.code).toBe(0);
+    expect(hasTable(ns, "fake_tcp_ftcl0")).toBe(false);
+    ns.destroy();
+  });
+
+  it("--no-auto-rules leaves nft and forwarding alone", async () => {
+    const ns = new Netns("ftcl");
+    ns.exec("sh", ["-c", "echo 0 > /proc/sys/net/ipv4/ip_forward"]);
+    const program = new RunningProgram(ns, "client", [
+      "--local",
+      "1234",
+      "--remote",
+      "127.0.0.1:4567",
+      "--no-auto-rules",
+    ]);
+    await program.waitFor("fake-tcp-client running");
+    expect(ns.exec("nft", ["list", "ruleset"]).trim()).toBe("");
+    expect(ns.exec("cat", ["/proc/sys/net/ipv4/ip_forward"]).trim()).toBe("0");
+    expect((await program.stop()).code).toBe(0);
+    ns.destroy();
+  });
+});
