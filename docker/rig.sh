@@ -14,7 +14,9 @@
 #
 # Env: BASE_IMAGE (default: node:24-bookworm-slim if present or pullable, else the local base
 #      that docker/make-local-base.sh makes), RIG_IPERF_RATE (20M), RIG_IPERF_SECONDS (3),
-#      RIG_KEEP_LOGS=1 (keep the work directory), FAKE_TCP_LOG_LEVEL (info).
+#      RIG_KEEP_LOGS=1 (keep the work directory), FAKE_TCP_LOG_LEVEL (info),
+#      RIG_NO_BUILD=1 (use the images already built),
+#      RIG_SOURCE (worktree: the files git would track, as they are now; or a commit, e.g. HEAD).
 set -uo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -216,8 +218,8 @@ pick_compose() {
   else
     return 1
   fi
+  say "compose: ${compose[*]} ($("${compose[@]}" version --short 2>/dev/null || echo '?'))"
   compose+=(-p "$project" -f docker/compose.yaml)
-  say "compose: ${compose[*]:0:2} ($("${compose[@]:0:2}" version --short 2>/dev/null || echo '?'))"
 }
 
 require "engine: a Docker engine answers" start_engine
@@ -248,18 +250,27 @@ pick_base() {
 # The build context is streamed as a tar of the files git would track (so no node_modules,
 # dist, build, .git), plus the CA bundle of this host for npm behind an inspecting proxy.
 build_images() {
-  local ca=${NODE_EXTRA_CA_CERTS:-/etc/ssl/certs/ca-certificates.crt}
+  local ca=${NODE_EXTRA_CA_CERTS:-/etc/ssl/certs/ca-certificates.crt} src=$repo
+  if [ "${RIG_SOURCE:-worktree}" != worktree ]; then
+    # A commit instead of the working tree (e.g. RIG_SOURCE=HEAD while others edit the tree).
+    src="$work/src"
+    mkdir -p "$src"
+    git archive --format=tar "$RIG_SOURCE" | tar -xf - -C "$src" || return 1
+  fi
   mkdir -p "$work/ctx/docker"
   [ -f "$ca" ] && cp "$ca" "$work/ctx/docker/extra-ca.crt"
-  git ls-files -z --cached --others --exclude-standard |
-    while IFS= read -r -d '' f; do [ -f "$f" ] && printf '%s\0' "$f"; done >"$work/context.lst"
+  if [ "$src" = "$repo" ]; then
+    git ls-files -z --cached --others --exclude-standard
+  else
+    (cd "$src" && find . -type f -print0)
+  fi | while IFS= read -r -d '' f; do [ -f "$src/$f" ] && printf '%s\0' "$f"; done >"$work/context.lst"
   local target tag
   for target in runtime rig; do
     tag=$image
     [ "$target" = rig ] && tag=$rig_image
     say "building $tag (target $target, base $BASE_IMAGE; log: $work/build-$target.log)"
     local t0=$SECONDS
-    if ! tar -cf - --null -T "$work/context.lst" -C "$work/ctx" $(cd "$work/ctx" && find docker -type f) |
+    if ! tar -cf - -C "$src" --null -T "$work/context.lst" -C "$work/ctx" $(cd "$work/ctx" && find docker -type f) |
       bounded 1500 docker build -f docker/Dockerfile --network host --target "$target" \
         --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$tag" - >"$work/build-$target.log" 2>&1; then
       tail -40 "$work/build-$target.log" >&2
@@ -269,8 +280,15 @@ build_images() {
   done
 }
 
-require "base image available" pick_base
-require "images built ($image, $rig_image)" build_images
+images_present() {
+  docker image inspect "$image" >/dev/null 2>&1 && docker image inspect "$rig_image" >/dev/null 2>&1
+}
+if [ "${RIG_NO_BUILD:-0}" = 1 ]; then
+  require "images present ($image, $rig_image; RIG_NO_BUILD=1)" images_present
+else
+  require "base image available" pick_base
+  require "images built ($image, $rig_image)" build_images
+fi
 
 # ---------------------------------------------------------------------------------------------
 # Keys and the rig
