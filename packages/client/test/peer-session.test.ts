@@ -1,0 +1,196 @@
+/**
+ * The client's per-peer logic without a device: queueing while connecting, the handshake
+ * packet first, copying the zero-copy view, closing, and the LRU table's bound and TTL.
+ * The connection is a small recording implementation of `TunnelSocket`.
+ */
+import { createSocket, type Socket } from "node:dgram";
+import type { TunnelSocket } from "fake-tcp-common";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ConnectionTable } from "../src/connection-table.js";
+import {
+  MAX_QUEUED_DATAGRAMS,
+  newCounters,
+  PeerSession,
+  type SessionContext,
+} from "../src/peer-session.js";
+
+class RecordingSocket implements TunnelSocket {
+  readonly localAddress = "192.168.200.2";
+  readonly localPort = 40000;
+  readonly remoteAddress = "10.0.0.2";
+  readonly remotePort = 4567;
+  sent: string[] = [];
+  closed = false;
+  datagramHandler: ((view: Uint8Array) => void) | undefined;
+  closeHandler: ((cause: string) => void) | undefined;
+  send(datagram: Uint8Array): boolean {
+    this.sent.push(Buffer.from(datagram).toString());
+    return true;
+  }
+  onDatagram(handler: (view: Uint8Array) => void): void {
+    this.datagramHandler = handler;
+  }
+  onClose(handler: (cause: string) => void): void {
+    this.closeHandler = handler;
+  }
+  close(): void {
+    this.closed = true;
+  }
+}
+
+function deferred<T>() {
+  let resolve!: (value: T) => void;
+  let reject!: (err: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
+}
+
+function context(connect: () => Promise<TunnelSocket>, handshake?: string) {
+  const events: string[] = [];
+  const ctx: SessionContext = {
+    connect,
+    handshakePacket: handshake === undefined ? undefined : Buffer.from(handshake),
+    totals: newCounters(),
+    touch: () => events.push("touch"),
+    opened: () => events.push("opened"),
+    failed: () => events.push("failed"),
+    closed: (_s, cause) => events.push(`closed:${cause}`),
+  };
+  return { ctx, events };
+}
+
+describe("PeerSession", () => {
+  let udp: Socket;
+  let receiver: Socket;
+  let receiverPort: number;
+  const received: string[] = [];
+  beforeAll(async () => {
+    udp = createSocket("udp4");
+    receiver = createSocket("udp4");
+    receiver.on("message", (m) => received.push(m.toString()));
+    await new Promise<void>((r) => udp.bind(0, "127.0.0.1", () => r()));
+    await new Promise<void>((r) => receiver.bind(0, "127.0.0.1", () => r()));
+    receiverPort = receiver.address().port;
+  });
+  afterAll(() => {
+    udp.close();
+    receiver.close();
+  });
+
+  it("queues while connecting, sends the handshake packet first, then the queue in order", async () => {
+    const pending = deferred<TunnelSocket>();
+    const { ctx, events } = context(() => pending.promise, "HELLO");
+    const peer = { address: "127.0.0.1", port: receiverPort, family: 4 as const };
+    const session = new PeerSession(peer, udp, ctx);
+    for (let i = 0; i < MAX_QUEUED_DATAGRAMS + 3; i++) session.fromPeer(Buffer.from(`d${i}`), udp);
+    expect(ctx.totals.queueDrops).toBe(3);
+    const sock = new RecordingSocket();
+    pending.resolve(sock);
+    await pending.promise;
+    await Promise.resolve();
+    expect(events).toEqual(["opened"]);
+    expect(sock.sent[0]).toBe("HELLO");
+    expect(sock.sent.slice(1)).toEqual(
+      Array.from({ length: MAX_QUEUED_DATAGRAMS }, (_, i) => `d${i}`),
+    );
+    session.fromPeer(Buffer.from("later"), udp);
+    expect(sock.sent.at(-1)).toBe("later");
+    expect(ctx.totals.udpToTunnel).toBe(MAX_QUEUED_DATAGRAMS + 1);
+
+    // Tunnel -> UDP: the view is reused by the stack right after the call; the peer must
+    // still get what it held during the call.
+    const view = Buffer.from("reply-1");
+    sock.datagramHandler!(view);
+    view.write("XXXXXXX");
+    const deadline = Date.now() + 2_000;
+    while (received.length === 0 && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 5));
+    expect(received).toEqual(["reply-1"]);
+    expect(events).toContain("touch");
+
+    sock.closeHandler!("peer-reset");
+    expect(events.at(-1)).toBe("closed:peer-reset");
+    expect(session.isOpen).toBe(false);
+  });
+
+  it("a failed connect is reported and ends the session", async () => {
+    const { ctx, events } = context(() => Promise.reject(new Error("no answer")));
+    const session = new PeerSession({ address: "127.0.0.1", port: 9, family: 4 }, udp, ctx);
+    session.fromPeer(Buffer.from("x"), udp);
+    await new Promise((r) => setTimeout(r, 0));
+    expect(events).toEqual(["failed", "closed:connect-failed"]);
+    expect(ctx.totals.queueDrops).toBe(1);
+  });
+
+  it("a session closed while connecting resets the connection when it arrives", async () => {
+    const pending = deferred<TunnelSocket>();
+    const { ctx } = context(() => pending.promise);
+    const session = new PeerSession({ address: "127.0.0.1", port: 9, family: 4 }, udp, ctx);
+    session.close("local");
+    const sock = new RecordingSocket();
+    pending.resolve(sock);
+    await pending.promise;
+    await Promise.resolve();
+    expect(sock.closed).toBe(true);
+    expect(sock.sent).toEqual([]);
+  });
+});
+
+describe("ConnectionTable", () => {
+  let udp: Socket;
+  beforeAll(async () => {
+    udp = createSocket("udp4");
+    await new Promise<void>((r) => udp.bind(0, "127.0.0.1", () => r()));
+  });
+  afterAll(() => udp.close());
+
+  async function openSession(table: ConnectionTable, port: number, events: string[]) {
+    const sock = new RecordingSocket();
+    const { ctx } = context(() => Promise.resolve(sock));
+    ctx.closed = (s, cause) => {
+      events.push(`${s.key}:${cause}`);
+      table.forget(s);
+    };
+    const session = new PeerSession({ address: "127.0.0.1", port, family: 4 }, udp, ctx);
+    table.add(session);
+    await new Promise((r) => setTimeout(r, 0));
+    return { session, sock };
+  }
+
+  it("evicts the least recently used peer beyond the bound, with an RST", async () => {
+    const events: string[] = [];
+    const table = new ConnectionTable(2, 60_000);
+    const a = await openSession(table, 1001, events);
+    await openSession(table, 1002, events);
+    table.get(a.session.key); // a is now the most recently used
+    await openSession(table, 1003, events);
+    expect(events).toEqual(["127.0.0.1:1002:evicted"]);
+    expect(table.size).toBe(2);
+    table.closeAll("local");
+    expect(events.sort()).toEqual([
+      "127.0.0.1:1001:local",
+      "127.0.0.1:1002:evicted",
+      "127.0.0.1:1003:local",
+    ]);
+    expect(a.sock.closed).toBe(true);
+  });
+
+  it("expires an idle peer after the TTL; traffic refreshes it", async () => {
+    const events: string[] = [];
+    const table = new ConnectionTable(10, 300);
+    const busy = await openSession(table, 2001, events);
+    const idle = await openSession(table, 2002, events);
+    for (let i = 0; i < 8; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      table.touch(busy.session);
+    }
+    // 800 ms in: the idle peer was swept (the sweep runs every 300 ms here), the busy not.
+    expect(events).toEqual(["127.0.0.1:2002:idle-timeout"]);
+    expect(idle.sock.closed).toBe(true);
+    expect(busy.sock.closed).toBe(false);
+    table.closeAll("local");
+  });
+});
