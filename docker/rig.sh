@@ -152,7 +152,7 @@ finish() {
   exit 1
 }
 trap finish EXIT
-trap 'say "interrupted"; exit 130' INT TERM
+trap 'fail "interrupted by a signal"; exit 130' INT TERM
 
 # Stops at the first failed prerequisite: the checks after it cannot run.
 require() {
@@ -196,14 +196,17 @@ start_engine() {
   fi
   command -v dockerd >/dev/null 2>&1 || apt_install docker.io || return 1
   say "starting dockerd (--iptables=false --bridge=none; log: $work/dockerd.log)"
-  dockerd --iptables=false --ip-masq=false --ip-forward=false --bridge=none \
-    --pidfile "$work/dockerd.pid" >"$work/dockerd.log" 2>&1 &
-  dockerd_pid=$!
+  # In a session of its own: a Ctrl-C (sent to the terminal's whole process group) must reach
+  # this script, which tears the rig down through the engine, and not stop the engine first.
+  setsid dockerd --iptables=false --ip-masq=false --ip-forward=false --bridge=none \
+    --pidfile "$work/dockerd.pid" >"$work/dockerd.log" 2>&1 </dev/null &
+  local launcher=$! i
   engine_started=1
-  local i
   for i in $(seq 1 60); do
-    docker info >/dev/null 2>&1 && return 0
-    kill -0 "$dockerd_pid" 2>/dev/null || break
+    [ -z "$dockerd_pid" ] && [ -s "$work/dockerd.pid" ] && dockerd_pid=$(cat "$work/dockerd.pid")
+    [ -n "$dockerd_pid" ] && docker info >/dev/null 2>&1 && return 0
+    [ -n "$dockerd_pid" ] && ! kill -0 "$dockerd_pid" 2>/dev/null && break
+    [ -z "$dockerd_pid" ] && ! kill -0 "$launcher" 2>/dev/null && break
     sleep 0.5
   done
   tail -20 "$work/dockerd.log" >&2
