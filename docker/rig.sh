@@ -448,4 +448,17 @@ if control_check; then
 else
   fail "control: router UDP drop ($control_line)"
 fi
+still_running() {
+  local svc id
+  for svc in router client wg-client server wg-server; do
+    id=$(cid "$svc")
+    [ "$(docker inspect -f '{{.State.Running}}' "$id" 2>/dev/null)" = true ] || {
+      say "service $svc stopped during the test"
+      return 1
+    }
+  done
+}
+if still_running; then pass "every service still running after the traffic"; else
+  fail "a service stopped during the test"
+fi
 # finish (EXIT trap) tears down, checks the host and prints the summary.
