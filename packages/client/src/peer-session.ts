@@ -137,7 +137,7 @@ export class PeerSession {
       totals.tunnelToUdp++;
       this.context.touch(this);
     });
-    sock.onClose((cause) => this.finish(cause));
+    sock.once("close", (info) => this.finish(info.cause));
     this.context.opened(this, sock);
     if (this.context.handshakePacket) sock.send(this.context.handshakePacket);
     const queued = this.queue;

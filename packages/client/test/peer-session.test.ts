@@ -30,8 +30,9 @@ class RecordingSocket implements TunnelSocket {
   onDatagram(handler: (view: Uint8Array) => void): void {
     this.datagramHandler = handler;
   }
-  onClose(handler: (cause: string) => void): void {
-    this.closeHandler = handler;
+  once(_event: "close", handler: (info: { cause: string }) => void): this {
+    this.closeHandler = (cause) => handler({ cause });
+    return this;
   }
   close(): void {
     this.closed = true;

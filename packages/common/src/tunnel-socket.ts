@@ -20,8 +20,11 @@ export interface TunnelSocket {
    * anything asynchronous (such as `dgram.send`).
    */
   onDatagram(handler: (view: Uint8Array) => void): void;
-  /** Called once when the connection ends, with the cause. */
-  onClose(handler: (cause: CloseCause) => void): void;
+  /**
+   * Registers a listener for the end of the connection (emitted once, with the cause). The
+   * stack's socket is an EventEmitter whose `close` event carries `{ cause, message }`.
+   */
+  once(event: "close", listener: (info: { cause: CloseCause }) => void): unknown;
   /** Closes the connection, sending an RST. Idempotent. */
   close(): void;
 }

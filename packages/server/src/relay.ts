@@ -60,9 +60,9 @@ export class Relay {
         totals.queueDrops++;
       }
     });
-    sock.onClose((cause) => {
+    sock.once("close", (info) => {
       this.close();
-      onClose(this, cause);
+      onClose(this, info.cause);
     });
     this.udp.connect(remote.port, remote.address, () => {
       const pending = this.pending ?? [];
