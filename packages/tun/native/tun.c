@@ -1,0 +1,781 @@
+/*
+ * Native half of fake-tcp-tun: opens and configures Linux TUN queues and moves packets
+ * between them and JavaScript. Plain C on Node-API (ABI-stable: one build loads on every
+ * Node >= 20) plus libuv's uv_poll for readiness on the calling thread's own loop, so a
+ * queue works the same on the main thread and inside a worker_thread.
+ *
+ * Reads drain up to `batch` packets per wake-up into one buffer shared with JS and call JS
+ * once per batch. Writes are single syscalls (write/writev); with IFF_VNET_HDR a 10-byte
+ * virtio_net_hdr is prepended through the iovec, never copied next to the packet.
+ */
+#define NAPI_VERSION 8
+#include <node_api.h>
+#include <uv.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/if_tun.h>
+#include <linux/virtio_net.h>
+#include <net/if.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define VNET_HDR_LEN 10 /* sizeof(struct virtio_net_hdr): no mergeable buffers, no v1 hash */
+
+/* ------------------------------------------------------------------------------------------ */
+/* Error helpers                                                                              */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Throws an Error whose `code` is the errno name (e.g. "EBUSY"), with `errno` and `syscall`. */
+static void throw_errno(napi_env env, int err, const char* syscall, const char* what) {
+  char msg[256];
+  snprintf(msg, sizeof msg, "%s failed for %s: %s", syscall, what, strerror(err));
+  napi_value message, error, code, num, sc;
+  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &message);
+  napi_create_string_utf8(env, uv_err_name(-err), NAPI_AUTO_LENGTH, &code);
+  napi_create_error(env, code, message, &error);
+  napi_create_int32(env, err, &num);
+  napi_set_named_property(env, error, "errno", num);
+  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &sc);
+  napi_set_named_property(env, error, "syscall", sc);
+  napi_throw(env, error);
+}
+
+#define NAPI_CALL(env, call)                                                                   \
+  do {                                                                                         \
+    if ((call) != napi_ok) {                                                                   \
+      bool pending_;                                                                           \
+      napi_is_exception_pending((env), &pending_);                                             \
+      if (!pending_) napi_throw_error((env), "ERR_TUN_NATIVE", "Node-API call failed: " #call); \
+      return NULL;                                                                             \
+    }                                                                                          \
+  } while (0)
+
+/* Reads a JS string argument into buf (NUL-terminated); false (with a TypeError) if too long. */
+static bool get_string(napi_env env, napi_value v, char* buf, size_t cap, const char* what) {
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, v, buf, cap, &len) != napi_ok) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "%s must be a string", what);
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
+    return false;
+  }
+  if (len >= cap - 1) {
+    /* napi truncates silently: a full buffer means the input may not have fitted. */
+    size_t full = 0;
+    napi_get_value_string_utf8(env, v, NULL, 0, &full);
+    if (full >= cap) {
+      char msg[96];
+      snprintf(msg, sizeof msg, "%s is too long", what);
+      napi_throw_range_error(env, "ENAMETOOLONG", msg);
+      return false;
+    }
+  }
+  return true;
+}
+
+/* Gets a byte view of any Uint8Array (Buffer included). False (with a TypeError) otherwise. */
+static bool get_bytes(napi_env env, napi_value v, uint8_t** data, size_t* len, const char* what) {
+  napi_typedarray_type type;
+  size_t length;
+  void* ptr;
+  if (napi_get_typedarray_info(env, v, &type, &length, &ptr, NULL, NULL) != napi_ok ||
+      (type != napi_uint8_array && type != napi_uint8_clamped_array)) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "%s must be a Uint8Array or Buffer", what);
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
+    return false;
+  }
+  *data = ptr;
+  *len = length;
+  return true;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Device-level functions: open a queue fd, interface ioctls                                  */
+/* ------------------------------------------------------------------------------------------ */
+
+/* openQueue(devicePath, name, multiQueue, vnetHdr) -> { fd, name } */
+static napi_value open_queue(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  char path[256], name[IFNAMSIZ];
+  bool multi = false, vnet = false;
+  if (!get_string(env, argv[0], path, sizeof path, "device path")) return NULL;
+  if (!get_string(env, argv[1], name, sizeof name, "interface name")) return NULL;
+  napi_get_value_bool(env, argv[2], &multi);
+  napi_get_value_bool(env, argv[3], &vnet);
+
+  int fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    throw_errno(env, errno, "open", path);
+    return NULL;
+  }
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (multi ? IFF_MULTI_QUEUE : 0) | (vnet ? IFF_VNET_HDR : 0);
+  memcpy(ifr.ifr_name, name, strlen(name));
+  if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+    int err = errno;
+    close(fd);
+    throw_errno(env, err, "ioctl(TUNSETIFF)", name[0] ? name : "a new TUN device");
+    return NULL;
+  }
+  if (vnet) {
+    int hdr_size = VNET_HDR_LEN;
+    /* Checksum offload only: TSO/USO would let the kernel merge datagrams into one packet. */
+    if (ioctl(fd, TUNSETVNETHDRSZ, &hdr_size) < 0 ||
+        ioctl(fd, TUNSETOFFLOAD, (unsigned long)TUN_F_CSUM) < 0) {
+      int err = errno;
+      close(fd);
+      throw_errno(env, err, "ioctl(TUNSETOFFLOAD)", ifr.ifr_name);
+      return NULL;
+    }
+  }
+  napi_value result, jfd, jname;
+  NAPI_CALL(env, napi_create_object(env, &result));
+  NAPI_CALL(env, napi_create_int32(env, fd, &jfd));
+  NAPI_CALL(env, napi_create_string_utf8(env, ifr.ifr_name, strnlen(ifr.ifr_name, IFNAMSIZ), &jname));
+  NAPI_CALL(env, napi_set_named_property(env, result, "fd", jfd));
+  NAPI_CALL(env, napi_set_named_property(env, result, "name", jname));
+  return result;
+}
+
+/* queueInfo(fd) -> { name, flags }: what TUN device (and mode) an fd is attached to. */
+static napi_value queue_info(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int32_t fd = -1;
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  NAPI_CALL(env, napi_get_value_int32(env, argv[0], &fd));
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  if (ioctl(fd, TUNGETIFF, &ifr) < 0) {
+    throw_errno(env, errno, "ioctl(TUNGETIFF)", "the given fd");
+    return NULL;
+  }
+  napi_value result, jname, jflags;
+  NAPI_CALL(env, napi_create_object(env, &result));
+  NAPI_CALL(env, napi_create_string_utf8(env, ifr.ifr_name, strnlen(ifr.ifr_name, IFNAMSIZ), &jname));
+  NAPI_CALL(env, napi_create_uint32(env, (uint16_t)ifr.ifr_flags, &jflags));
+  NAPI_CALL(env, napi_set_named_property(env, result, "name", jname));
+  NAPI_CALL(env, napi_set_named_property(env, result, "flags", jflags));
+  return result;
+}
+
+/* dupFd(fd) -> new fd (close-on-exec, non-blocking) */
+static napi_value dup_fd(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], out;
+  int32_t fd = -1;
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  NAPI_CALL(env, napi_get_value_int32(env, argv[0], &fd));
+  int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (copy < 0) {
+    throw_errno(env, errno, "fcntl(F_DUPFD_CLOEXEC)", "the given fd");
+    return NULL;
+  }
+  int fl = fcntl(copy, F_GETFL);
+  if (fl >= 0) fcntl(copy, F_SETFL, fl | O_NONBLOCK);
+  NAPI_CALL(env, napi_create_int32(env, copy, &out));
+  return out;
+}
+
+/* closeFd(fd): used to release fds when a later setup step fails. */
+static napi_value close_fd(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int32_t fd = -1;
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  NAPI_CALL(env, napi_get_value_int32(env, argv[0], &fd));
+  if (fd >= 0) close(fd);
+  return NULL;
+}
+
+/* Runs one interface ioctl on a throw-away socket of the current network namespace. */
+static int if_ioctl(unsigned long req, struct ifreq* ifr) {
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return -errno;
+  int rc = ioctl(s, req, ifr) < 0 ? -errno : 0;
+  close(s);
+  return rc;
+}
+
+/* Parses (name, value) arguments shared by the interface setters. */
+static bool if_args(napi_env env, napi_callback_info info, struct ifreq* ifr, int32_t* value) {
+  size_t argc = 2;
+  napi_value argv[2];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return false;
+  memset(ifr, 0, sizeof *ifr);
+  if (!get_string(env, argv[0], ifr->ifr_name, IFNAMSIZ, "interface name")) return false;
+  if (value != NULL && napi_get_value_int32(env, argv[1], value) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "value must be a number");
+    return false;
+  }
+  return true;
+}
+
+/* setMtu(name, mtu) */
+static napi_value set_mtu(napi_env env, napi_callback_info info) {
+  struct ifreq ifr;
+  int32_t mtu;
+  if (!if_args(env, info, &ifr, &mtu)) return NULL;
+  ifr.ifr_mtu = mtu;
+  int rc = if_ioctl(SIOCSIFMTU, &ifr);
+  if (rc < 0) throw_errno(env, -rc, "ioctl(SIOCSIFMTU)", ifr.ifr_name);
+  return NULL;
+}
+
+/* getMtu(name) -> mtu */
+static napi_value get_mtu(napi_env env, napi_callback_info info) {
+  struct ifreq ifr;
+  if (!if_args(env, info, &ifr, NULL)) return NULL;
+  int rc = if_ioctl(SIOCGIFMTU, &ifr);
+  if (rc < 0) {
+    throw_errno(env, -rc, "ioctl(SIOCGIFMTU)", ifr.ifr_name);
+    return NULL;
+  }
+  napi_value out;
+  NAPI_CALL(env, napi_create_int32(env, ifr.ifr_mtu, &out));
+  return out;
+}
+
+/* setTxQueueLen(name, len) */
+static napi_value set_txqueuelen(napi_env env, napi_callback_info info) {
+  struct ifreq ifr;
+  int32_t len;
+  if (!if_args(env, info, &ifr, &len)) return NULL;
+  ifr.ifr_qlen = len;
+  int rc = if_ioctl(SIOCSIFTXQLEN, &ifr);
+  if (rc < 0) throw_errno(env, -rc, "ioctl(SIOCSIFTXQLEN)", ifr.ifr_name);
+  return NULL;
+}
+
+/* setUp(name, up) */
+static napi_value set_up(napi_env env, napi_callback_info info) {
+  struct ifreq ifr;
+  int32_t up;
+  if (!if_args(env, info, &ifr, &up)) return NULL;
+  int rc = if_ioctl(SIOCGIFFLAGS, &ifr);
+  if (rc == 0) {
+    if (up)
+      ifr.ifr_flags |= IFF_UP;
+    else
+      ifr.ifr_flags &= ~IFF_UP;
+    rc = if_ioctl(SIOCSIFFLAGS, &ifr);
+  }
+  if (rc < 0) throw_errno(env, -rc, "ioctl(SIOCSIFFLAGS)", ifr.ifr_name);
+  return NULL;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* NativeQueue: one open queue fd, its read loop and its writers                              */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct {
+  napi_env env;
+  int fd;
+  bool vnet;
+  bool closed;
+  bool poll_started; /* uv_poll_init done: the handle must be uv_close()d */
+  int owners;        /* JS wrapper + poll handle: freed when both are gone */
+
+  uv_poll_t poll;
+  napi_ref handler;
+  napi_async_context async_ctx;
+  napi_async_cleanup_hook_handle cleanup;
+
+  napi_ref buf_ref, off_ref; /* keep the shared ArrayBuffers alive while we write into them */
+  uint8_t* buf;
+  size_t buf_len;
+  uint32_t* offsets;
+  uint32_t batch;
+  uint32_t slot; /* largest read, virtio header included */
+
+  double packets_read, bytes_read, packets_written, bytes_written, write_drops, read_batches;
+} queue_t;
+
+static void queue_release(queue_t* q) {
+  if (--q->owners == 0) free(q);
+}
+
+static void on_poll_closed(uv_handle_t* h) {
+  queue_t* q = h->data;
+  /* The handle is gone: only now is teardown complete, so the env may finish exiting. */
+  if (q->cleanup != NULL) {
+    napi_remove_async_cleanup_hook(q->cleanup);
+    q->cleanup = NULL;
+  }
+  queue_release(q);
+}
+
+/* Stops polling, closes the fd and schedules the handle close. Safe to call repeatedly and
+ * from the env cleanup hook. The fd is closed right after uv_poll_stop (which removes it from
+ * epoll), so no further read callback can fire for it. */
+static void queue_close(queue_t* q) {
+  if (q->closed) return;
+  q->closed = true;
+  if (q->poll_started) uv_poll_stop(&q->poll);
+  if (q->fd >= 0) {
+    close(q->fd);
+    q->fd = -1;
+  }
+  if (q->handler != NULL) {
+    napi_delete_reference(q->env, q->handler);
+    q->handler = NULL;
+  }
+  if (q->buf_ref != NULL) {
+    napi_delete_reference(q->env, q->buf_ref);
+    q->buf_ref = NULL;
+  }
+  if (q->off_ref != NULL) {
+    napi_delete_reference(q->env, q->off_ref);
+    q->off_ref = NULL;
+  }
+  if (q->async_ctx != NULL) {
+    napi_async_destroy(q->env, q->async_ctx);
+    q->async_ctx = NULL;
+  }
+  if (q->poll_started) {
+    uv_close((uv_handle_t*)&q->poll, on_poll_closed);
+  } else if (q->cleanup != NULL) {
+    napi_remove_async_cleanup_hook(q->cleanup);
+    q->cleanup = NULL;
+  }
+}
+
+/* Env teardown (worker exit, process exit): close like close() and let Node wait for the
+ * handle close before it tears down the loop. */
+static void on_env_cleanup(napi_async_cleanup_hook_handle handle, void* arg) {
+  (void)handle;
+  queue_close((queue_t*)arg);
+}
+
+static void queue_finalize(napi_env env, void* data, void* hint) {
+  (void)env;
+  (void)hint;
+  queue_t* q = data;
+  queue_close(q);
+  queue_release(q);
+}
+
+static queue_t* unwrap(napi_env env, napi_callback_info info, size_t* argc, napi_value* argv) {
+  napi_value self;
+  void* data = NULL;
+  if (napi_get_cb_info(env, info, argc, argv, &self, NULL) != napi_ok) return NULL;
+  if (napi_unwrap(env, self, &data) != napi_ok || data == NULL) {
+    napi_throw_type_error(env, "ERR_INVALID_THIS", "not a NativeQueue");
+    return NULL;
+  }
+  return data;
+}
+
+/* new NativeQueue(fd, vnetHdr, slotSize, batchSize): takes ownership of fd. Exposes the
+ * shared read buffer and offsets as `readBuffer` and `readOffsets` (ArrayBuffers). */
+static napi_value queue_new(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4], self;
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, &self, NULL));
+  int32_t fd = -1;
+  bool vnet = false;
+  uint32_t slot = 0, batch = 0;
+  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 ||
+      napi_get_value_bool(env, argv[1], &vnet) != napi_ok ||
+      napi_get_value_uint32(env, argv[2], &slot) != napi_ok ||
+      napi_get_value_uint32(env, argv[3], &batch) != napi_ok || slot < 64 || slot > 65536 + 64 ||
+      batch < 1 || batch > 4096) {
+    napi_throw_range_error(env, "ERR_INVALID_ARG_VALUE", "NativeQueue(fd, vnetHdr, slot, batch)");
+    return NULL;
+  }
+  queue_t* q = calloc(1, sizeof *q);
+  if (q == NULL) {
+    napi_throw_error(env, "ENOMEM", "out of memory");
+    return NULL;
+  }
+  q->env = env;
+  q->fd = fd;
+  q->vnet = vnet;
+  q->slot = slot;
+  q->batch = batch;
+  q->owners = 1;
+  q->buf_len = (size_t)slot * batch;
+
+  napi_value buf, off;
+  void *buf_data, *off_data;
+  if (napi_create_arraybuffer(env, q->buf_len, &buf_data, &buf) != napi_ok ||
+      napi_create_arraybuffer(env, (size_t)batch * 2 * sizeof(uint32_t), &off_data, &off) != napi_ok ||
+      napi_create_reference(env, buf, 1, &q->buf_ref) != napi_ok ||
+      napi_create_reference(env, off, 1, &q->off_ref) != napi_ok ||
+      napi_set_named_property(env, self, "readBuffer", buf) != napi_ok ||
+      napi_set_named_property(env, self, "readOffsets", off) != napi_ok ||
+      napi_wrap(env, self, q, queue_finalize, NULL, NULL) != napi_ok) {
+    if (q->buf_ref) napi_delete_reference(env, q->buf_ref);
+    if (q->off_ref) napi_delete_reference(env, q->off_ref);
+    free(q);
+    napi_throw_error(env, "ERR_TUN_NATIVE", "could not set up the queue buffers");
+    return NULL;
+  }
+  q->buf = buf_data;
+  q->offsets = off_data;
+  napi_add_async_cleanup_hook(env, on_env_cleanup, q, &q->cleanup);
+  return self;
+}
+
+/* Calls the JS handler with the batch size, routing a thrown exception to 'uncaughtException'
+ * like any other event callback. */
+static void deliver_batch(queue_t* q, uint32_t count) {
+  napi_env env = q->env;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value fn, recv, arg, result;
+  if (napi_get_reference_value(env, q->handler, &fn) == napi_ok && fn != NULL) {
+    napi_get_global(env, &recv); /* napi_make_callback needs an object receiver */
+    napi_create_uint32(env, count, &arg);
+    if (napi_make_callback(env, q->async_ctx, recv, fn, 1, &arg, &result) != napi_ok) {
+      bool pending = false;
+      napi_is_exception_pending(env, &pending);
+      if (pending) {
+        napi_value exc;
+        napi_get_and_clear_last_exception(env, &exc);
+        napi_fatal_exception(env, exc);
+      }
+    }
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+static void on_readable(uv_poll_t* h, int status, int events) {
+  (void)events;
+  queue_t* q = h->data;
+  if (q->closed) return; /* a wake-up that raced close(): nothing to read, nothing to call */
+  if (status < 0) {
+    uv_poll_stop(h);
+    return;
+  }
+  uint32_t count = 0;
+  size_t cursor = 0;
+  size_t hdr = q->vnet ? VNET_HDR_LEN : 0;
+  /* Packets are packed back to back; each read may be as large as a whole slot. */
+  while (count < q->batch && cursor + q->slot <= q->buf_len) {
+    ssize_t n = read(q->fd, q->buf + cursor, q->slot);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      break; /* EAGAIN: drained; anything else: retry on the next wake-up */
+    }
+    if ((size_t)n <= hdr) continue; /* nothing but a header: malformed, skip */
+    q->offsets[2 * count] = (uint32_t)(cursor + hdr);
+    q->offsets[2 * count + 1] = (uint32_t)(n - hdr);
+    q->bytes_read += (double)(n - hdr);
+    cursor += (size_t)n;
+    count++;
+  }
+  if (count == 0) return;
+  q->packets_read += count;
+  q->read_batches += 1;
+  deliver_batch(q, count);
+}
+
+/* start(handler): (re)places the batch handler and starts polling. */
+static napi_value queue_start(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  queue_t* q = unwrap(env, info, &argc, argv);
+  if (q == NULL) return NULL;
+  if (q->closed) {
+    napi_throw_error(env, "ERR_TUN_CLOSED", "the TUN queue is closed");
+    return NULL;
+  }
+  napi_valuetype t;
+  if (argc < 1 || napi_typeof(env, argv[0], &t) != napi_ok || t != napi_function) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "handler must be a function");
+    return NULL;
+  }
+  if (q->handler != NULL) napi_delete_reference(env, q->handler);
+  NAPI_CALL(env, napi_create_reference(env, argv[0], 1, &q->handler));
+  if (q->async_ctx == NULL) {
+    napi_value name;
+    NAPI_CALL(env, napi_create_string_utf8(env, "TunQueue", NAPI_AUTO_LENGTH, &name));
+    NAPI_CALL(env, napi_async_init(env, NULL, name, &q->async_ctx));
+  }
+  if (!q->poll_started) {
+    uv_loop_t* loop;
+    NAPI_CALL(env, napi_get_uv_event_loop(env, &loop));
+    int rc = uv_poll_init(loop, &q->poll, q->fd);
+    if (rc < 0) {
+      throw_errno(env, -rc, "uv_poll_init", "the TUN queue");
+      return NULL;
+    }
+    q->poll.data = q;
+    q->poll_started = true;
+    q->owners++;
+  }
+  int rc = uv_poll_start(&q->poll, UV_READABLE, on_readable);
+  if (rc < 0) throw_errno(env, -rc, "uv_poll_start", "the TUN queue");
+  return NULL;
+}
+
+/* ref(keep): whether an active reader keeps the event loop (and so the thread) alive. */
+static napi_value queue_ref(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  queue_t* q = unwrap(env, info, &argc, argv);
+  if (q == NULL) return NULL;
+  bool keep = true;
+  napi_get_value_bool(env, argv[0], &keep);
+  if (q->poll_started && !q->closed) {
+    if (keep)
+      uv_ref((uv_handle_t*)&q->poll);
+    else
+      uv_unref((uv_handle_t*)&q->poll);
+  }
+  return NULL;
+}
+
+/* Byte `i` of the logical packet a ++ b. */
+static inline uint8_t byte_at(const uint8_t* a, size_t alen, const uint8_t* b, size_t i) {
+  return i < alen ? a[i] : b[i - alen];
+}
+
+/* Fills the virtio_net_hdr for a packet (split in a ++ b). With `partial`, asks the kernel to
+ * finish the TCP/UDP checksum, locating it from the packet's own IP header. Returns false when
+ * the packet cannot carry a partial checksum (not IPv4/IPv6 TCP/UDP, or truncated). */
+static bool fill_vnet_hdr(uint8_t* vh, const uint8_t* a, size_t alen, const uint8_t* b, size_t blen,
+                          bool partial) {
+  memset(vh, 0, VNET_HDR_LEN);
+  if (!partial) return true;
+  size_t total = alen + blen;
+  if (total < 20) return false;
+  uint8_t v0 = byte_at(a, alen, b, 0);
+  size_t ip_len;
+  uint8_t proto;
+  if ((v0 >> 4) == 4) {
+    ip_len = (size_t)(v0 & 0x0f) * 4;
+    if (ip_len < 20) return false;
+    proto = byte_at(a, alen, b, 9);
+  } else if ((v0 >> 4) == 6) {
+    if (total < 40) return false;
+    ip_len = 40;
+    proto = byte_at(a, alen, b, 6);
+  } else {
+    return false;
+  }
+  size_t csum_off = proto == 6 ? 16 : proto == 17 ? 6 : 0;
+  if (csum_off == 0 || ip_len + csum_off + 2 > total) return false;
+  vh[0] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+  vh[1] = VIRTIO_NET_HDR_GSO_NONE;
+  vh[6] = (uint8_t)(ip_len & 0xff); /* csum_start, little-endian */
+  vh[7] = (uint8_t)(ip_len >> 8);
+  vh[8] = (uint8_t)csum_off; /* csum_offset, little-endian */
+  vh[9] = 0;
+  return true;
+}
+
+/* One packet = a ++ b, in one syscall. EAGAIN/ENOBUFS (and any other failure) count as a
+ * drop: the hot path never throws. */
+static bool queue_send(queue_t* q, const uint8_t* a, size_t alen, const uint8_t* b, size_t blen,
+                       bool partial) {
+  if (q->closed || alen + blen == 0) {
+    q->write_drops += 1;
+    return false;
+  }
+  uint8_t vh[VNET_HDR_LEN];
+  struct iovec iov[3];
+  int n = 0;
+  if (q->vnet) {
+    if (!fill_vnet_hdr(vh, a, alen, b, blen, partial)) {
+      q->write_drops += 1;
+      return false;
+    }
+    iov[n].iov_base = vh;
+    iov[n++].iov_len = VNET_HDR_LEN;
+  }
+  if (alen > 0) {
+    iov[n].iov_base = (void*)a;
+    iov[n++].iov_len = alen;
+  }
+  if (blen > 0) {
+    iov[n].iov_base = (void*)b;
+    iov[n++].iov_len = blen;
+  }
+  ssize_t rc;
+  do {
+    rc = n == 1 ? write(q->fd, iov[0].iov_base, iov[0].iov_len) : writev(q->fd, iov, n);
+  } while (rc < 0 && errno == EINTR);
+  if (rc < 0) {
+    q->write_drops += 1;
+    return false;
+  }
+  q->packets_written += 1;
+  q->bytes_written += (double)(alen + blen);
+  return true;
+}
+
+/* Partial checksums need the virtio header: asking for one without it is a programming error. */
+static bool check_partial(napi_env env, queue_t* q, napi_value v, bool* partial) {
+  *partial = false;
+  napi_valuetype t;
+  if (v == NULL || napi_typeof(env, v, &t) != napi_ok || t != napi_boolean) return true;
+  napi_get_value_bool(env, v, partial);
+  if (*partial && !q->vnet) {
+    napi_throw_error(env, "ERR_TUN_NO_CHECKSUM_OFFLOAD",
+                     "partialChecksum needs a queue opened with vnetHdr: true "
+                     "(checksumOffload is false; write complete checksums instead)");
+    return false;
+  }
+  return true;
+}
+
+/* write(packet, partialChecksum) -> boolean */
+static napi_value queue_write(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2] = {NULL, NULL};
+  queue_t* q = unwrap(env, info, &argc, argv);
+  if (q == NULL) return NULL;
+  uint8_t* data;
+  size_t len;
+  bool partial;
+  if (!get_bytes(env, argv[0], &data, &len, "packet")) return NULL;
+  if (!check_partial(env, q, argc > 1 ? argv[1] : NULL, &partial)) return NULL;
+  napi_value out;
+  napi_get_boolean(env, queue_send(q, data, len, NULL, 0, partial), &out);
+  return out;
+}
+
+/* writeGather(header, payload, partialChecksum) -> boolean */
+static napi_value queue_write_gather(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3] = {NULL, NULL, NULL};
+  queue_t* q = unwrap(env, info, &argc, argv);
+  if (q == NULL) return NULL;
+  uint8_t *h, *p;
+  size_t hlen, plen;
+  bool partial;
+  if (!get_bytes(env, argv[0], &h, &hlen, "header")) return NULL;
+  if (!get_bytes(env, argv[1], &p, &plen, "payload")) return NULL;
+  if (!check_partial(env, q, argc > 2 ? argv[2] : NULL, &partial)) return NULL;
+  napi_value out;
+  napi_get_boolean(env, queue_send(q, h, hlen, p, plen, partial), &out);
+  return out;
+}
+
+/* writeBatch(buffer, offsets, count, partialChecksum) -> number of packets written */
+static napi_value queue_write_batch(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4] = {NULL, NULL, NULL, NULL};
+  queue_t* q = unwrap(env, info, &argc, argv);
+  if (q == NULL) return NULL;
+  uint8_t* buf;
+  size_t len;
+  if (!get_bytes(env, argv[0], &buf, &len, "buffer")) return NULL;
+  napi_typedarray_type type;
+  size_t n_off;
+  void* off_data;
+  if (napi_get_typedarray_info(env, argv[1], &type, &n_off, &off_data, NULL, NULL) != napi_ok ||
+      type != napi_uint32_array) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "offsets must be a Uint32Array");
+    return NULL;
+  }
+  uint32_t count = 0;
+  if (napi_get_value_uint32(env, argv[2], &count) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "count must be a number");
+    return NULL;
+  }
+  bool partial;
+  if (!check_partial(env, q, argc > 3 ? argv[3] : NULL, &partial)) return NULL;
+  if ((size_t)count * 2 > n_off) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "count exceeds offsets.length / 2");
+    return NULL;
+  }
+  const uint32_t* off = off_data;
+  uint32_t written = 0;
+  for (uint32_t i = 0; i < count; i++) {
+    size_t start = off[2 * i], plen = off[2 * i + 1];
+    if (start > len || plen > len - start) {
+      q->write_drops += 1; /* out-of-bounds entry: dropped, never read past the buffer */
+      continue;
+    }
+    if (queue_send(q, buf + start, plen, NULL, 0, partial)) written++;
+  }
+  napi_value out;
+  napi_create_uint32(env, written, &out);
+  return out;
+}
+
+/* stats() -> [packetsRead, bytesRead, packetsWritten, bytesWritten, writeDrops, readBatches] */
+static napi_value queue_stats(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  queue_t* q = unwrap(env, info, &argc, NULL);
+  if (q == NULL) return NULL;
+  double values[6] = {q->packets_read,  q->bytes_read,  q->packets_written,
+                      q->bytes_written, q->write_drops, q->read_batches};
+  napi_value arr, v;
+  NAPI_CALL(env, napi_create_array_with_length(env, 6, &arr));
+  for (uint32_t i = 0; i < 6; i++) {
+    napi_create_double(env, values[i], &v);
+    napi_set_element(env, arr, i, v);
+  }
+  return arr;
+}
+
+/* close(): idempotent. */
+static napi_value queue_close_js(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  queue_t* q = unwrap(env, info, &argc, NULL);
+  if (q == NULL) return NULL;
+  queue_close(q);
+  return NULL;
+}
+
+/* fd getter: -1 once closed. */
+static napi_value queue_fd(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  queue_t* q = unwrap(env, info, &argc, NULL);
+  if (q == NULL) return NULL;
+  napi_value out;
+  napi_create_int32(env, q->fd, &out);
+  return out;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Module                                                                                     */
+/* ------------------------------------------------------------------------------------------ */
+
+#define METHOD(name, fn) {name, NULL, fn, NULL, NULL, NULL, napi_default_method, NULL}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor queue_props[] = {
+      METHOD("start", queue_start),
+      METHOD("ref", queue_ref),
+      METHOD("write", queue_write),
+      METHOD("writeGather", queue_write_gather),
+      METHOD("writeBatch", queue_write_batch),
+      METHOD("stats", queue_stats),
+      METHOD("close", queue_close_js),
+      {"fd", NULL, NULL, queue_fd, NULL, NULL, napi_default, NULL},
+  };
+  napi_value cls;
+  NAPI_CALL(env, napi_define_class(env, "NativeQueue", NAPI_AUTO_LENGTH, queue_new, NULL,
+                                   sizeof queue_props / sizeof queue_props[0], queue_props, &cls));
+  napi_property_descriptor fns[] = {
+      {"NativeQueue", NULL, NULL, NULL, NULL, cls, napi_enumerable, NULL},
+      METHOD("openQueue", open_queue),
+      METHOD("queueInfo", queue_info),
+      METHOD("dupFd", dup_fd),
+      METHOD("closeFd", close_fd),
+      METHOD("setMtu", set_mtu),
+      METHOD("getMtu", get_mtu),
+      METHOD("setTxQueueLen", set_txqueuelen),
+      METHOD("setUp", set_up),
+  };
+  NAPI_CALL(env, napi_define_properties(env, exports, sizeof fns / sizeof fns[0], fns));
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -1,0 +1,73 @@
+/**
+ * Loads the compiled Node-API addon (`build/Release/tun.node`) and types its surface. The
+ * addon is built from source by `pnpm run build:native`; this module only finds it.
+ */
+import { existsSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+/** One open queue fd in the addon: its read loop, writers and counters. */
+export interface NativeQueue {
+  /** The shared read buffer (one per queue, reused by every batch). */
+  readonly readBuffer: ArrayBuffer;
+  /** The shared start/len pairs of the current batch. */
+  readonly readOffsets: ArrayBuffer;
+  /** The queue's fd, or -1 once closed. */
+  readonly fd: number;
+  start(handler: (count: number) => void): void;
+  ref(keep: boolean): void;
+  write(packet: Uint8Array, partialChecksum: boolean): boolean;
+  writeGather(header: Uint8Array, payload: Uint8Array, partialChecksum: boolean): boolean;
+  writeBatch(
+    buffer: Uint8Array,
+    offsets: Uint32Array,
+    count: number,
+    partialChecksum: boolean,
+  ): number;
+  /** [packetsRead, bytesRead, packetsWritten, bytesWritten, writeDrops, readBatches] */
+  stats(): number[];
+  close(): void;
+}
+
+/** The addon's exports. */
+export interface NativeAddon {
+  NativeQueue: new (
+    fd: number,
+    vnetHdr: boolean,
+    slotSize: number,
+    batchSize: number,
+  ) => NativeQueue;
+  openQueue(
+    devicePath: string,
+    name: string,
+    multiQueue: boolean,
+    vnetHdr: boolean,
+  ): { fd: number; name: string };
+  queueInfo(fd: number): { name: string; flags: number };
+  dupFd(fd: number): number;
+  closeFd(fd: number): void;
+  setMtu(name: string, mtu: number): void;
+  getMtu(name: string): number;
+  setTxQueueLen(name: string, length: number): void;
+  setUp(name: string, up: 0 | 1): void;
+}
+
+/** Linux TUN flag bits (from linux/if_tun.h) that this package reads back. */
+export const IFF_MULTI_QUEUE = 0x0100;
+export const IFF_VNET_HDR = 0x4000;
+
+function loadAddon(): NativeAddon {
+  // src/ and dist/ are siblings of build/, so the same relative path works from both.
+  const here = dirname(fileURLToPath(import.meta.url));
+  const path = join(here, "..", "build", "Release", "tun.node");
+  if (!existsSync(path)) {
+    throw new Error(
+      `the fake-tcp-tun native addon is not built (${path} is missing): run \`pnpm run build\` (or \`pnpm --filter fake-tcp-tun run build:native\`)`,
+    );
+  }
+  return createRequire(import.meta.url)(path) as NativeAddon;
+}
+
+/** The addon, loaded once per thread on first import. */
+export const addon: NativeAddon = loadAddon();

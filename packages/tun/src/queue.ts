@@ -1,0 +1,265 @@
+/**
+ * One queue of a TUN device: a non-blocking fd polled on the calling thread's event loop.
+ * Satisfies the `DeviceQueue` contract of `fake-tcp` structurally.
+ */
+import { readFileSync } from "node:fs";
+import { explainOpenError, tunError } from "./errors.js";
+import { addon, IFF_MULTI_QUEUE, IFF_VNET_HDR, type NativeQueue } from "./native.js";
+import {
+  DEFAULT_BATCH_SIZE,
+  DEFAULT_DEVICE_PATH,
+  type TunQueueOptions,
+  validateBatchSize,
+  validateName,
+} from "./options.js";
+
+/** Length of the virtio_net_hdr that precedes every packet on a vnetHdr queue. */
+export const VNET_HDR_LEN = 10;
+
+/**
+ * A batch of received IP packets: packet `i` occupies
+ * `buffer[offsets[2 * i], offsets[2 * i] + offsets[2 * i + 1])` (any virtio header already
+ * skipped).
+ *
+ * The buffer and offsets are shared with the addon and reused for every batch: a batch is
+ * valid only until the handler returns. Copy anything that must outlive the call.
+ */
+export interface TunPacketBatch {
+  readonly buffer: Buffer;
+  readonly offsets: Uint32Array;
+  readonly count: number;
+}
+
+/** Called once per batch of received packets. */
+export type TunBatchHandler = (batch: TunPacketBatch) => void;
+
+/** Counters of one queue, since it was opened. */
+export interface TunQueueStats {
+  /** IP packets delivered to the receive handler. */
+  packetsRead: number;
+  /** Bytes of those packets (virtio headers excluded). */
+  bytesRead: number;
+  /** IP packets accepted by the kernel. */
+  packetsWritten: number;
+  /** Bytes of those packets (virtio headers excluded). */
+  bytesWritten: number;
+  /** Writes that failed (EAGAIN/ENOBUFS, malformed or closed) and were dropped. */
+  writeDrops: number;
+  /** Calls of the receive handler (one per wake-up that found packets). */
+  readBatches: number;
+}
+
+/** Options of {@link TunQueue.attach}. */
+export interface TunAttachOptions extends TunQueueOptions {
+  /** The TUN clone device (default "/dev/net/tun"). */
+  devicePath?: string;
+}
+
+/** Reads a device's TUN flags from sysfs, or null when the device does not exist here. */
+function deviceTunFlags(name: string): number | null {
+  try {
+    return Number.parseInt(readFileSync(`/sys/class/net/${name}/tun_flags`, "utf8").trim(), 16);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * One queue of a TUN device. Reads arrive in batches through {@link TunQueue.onReceive};
+ * writes are synchronous single system calls, so buffers may be reused as soon as they return.
+ *
+ * A queue belongs to the thread that opened it (its fd is polled on that thread's event
+ * loop). To use a device from a worker, attach a new queue inside the worker with
+ * {@link TunQueue.attach}.
+ */
+export class TunQueue {
+  /** Name of the TUN interface this queue belongs to. */
+  readonly name: string;
+  /** Largest IP packet the device carries, in bytes (its MTU when the queue was opened). */
+  readonly mtu: number;
+  /**
+   * True on vnetHdr queues: writes may pass `partialChecksum = true` with a transport
+   * checksum holding only the pseudo-header seed, and the kernel completes it.
+   */
+  readonly checksumOffload: boolean;
+  /** Most packets delivered per handler call. */
+  readonly batchSize: number;
+  readonly #native: NativeQueue;
+  readonly #batch: { buffer: Buffer; offsets: Uint32Array; count: number };
+
+  /** @internal Use `TunDevice.open`, {@link TunQueue.attach} or {@link TunQueue.fromFd}. */
+  constructor(fd: number, name: string, mtu: number, vnetHdr: boolean, batchSize: number) {
+    this.name = name;
+    this.mtu = mtu;
+    this.checksumOffload = vnetHdr;
+    this.batchSize = batchSize;
+    // One slot fits the largest packet the kernel can hand us plus its virtio header.
+    const slot = Math.max(mtu, 576) + (vnetHdr ? VNET_HDR_LEN : 0);
+    this.#native = new addon.NativeQueue(fd, vnetHdr, slot, batchSize);
+    this.#batch = {
+      buffer: Buffer.from(this.#native.readBuffer),
+      offsets: new Uint32Array(this.#native.readOffsets),
+      count: 0,
+    };
+  }
+
+  /**
+   * Opens another queue of an existing multi-queue device `name` in this thread (opens the
+   * clone device again with the same name and IFF_MULTI_QUEUE), e.g. inside a worker_thread.
+   * `vnetHdr` defaults to the device's current mode; asking for the other mode is an error
+   * because the kernel would switch every queue of the device.
+   */
+  static attach(name: string, opts: TunAttachOptions = {}): TunQueue {
+    validateName(name);
+    const batchSize = opts.batchSize ?? DEFAULT_BATCH_SIZE;
+    validateBatchSize(batchSize);
+    const flags = deviceTunFlags(name);
+    if (flags === null)
+      throw tunError(
+        "ENODEV",
+        `cannot attach to TUN device "${name}": no such TUN device in this network namespace (open it first with TunDevice.open)`,
+      );
+    if ((flags & IFF_MULTI_QUEUE) === 0)
+      throw tunError(
+        "EINVAL",
+        `cannot attach to TUN device "${name}": it was not opened as multi-queue (open it with queues > 1 or multiQueue: true)`,
+      );
+    const deviceVnet = (flags & IFF_VNET_HDR) !== 0;
+    if (opts.vnetHdr !== undefined && opts.vnetHdr !== deviceVnet)
+      throw tunError(
+        "EINVAL",
+        `cannot attach to TUN device "${name}" with vnetHdr ${opts.vnetHdr}: the device uses vnetHdr ${deviceVnet} and all its queues share that mode`,
+      );
+    const devicePath = opts.devicePath ?? DEFAULT_DEVICE_PATH;
+    let fd: number;
+    try {
+      fd = addon.openQueue(devicePath, name, true, deviceVnet).fd;
+    } catch (error) {
+      throw explainOpenError(error, name, devicePath);
+    }
+    try {
+      return new TunQueue(fd, name, addon.getMtu(name), deviceVnet, batchSize);
+    } catch (error) {
+      addon.closeFd(fd);
+      throw error;
+    }
+  }
+
+  /**
+   * Wraps a queue fd opened elsewhere (e.g. by another process or thread). The fd is
+   * duplicated: the caller keeps ownership of `fd` and closes it when it likes. The vnetHdr
+   * mode is read from the fd itself.
+   */
+  static fromFd(fd: number, opts: TunQueueOptions = {}): TunQueue {
+    const batchSize = opts.batchSize ?? DEFAULT_BATCH_SIZE;
+    validateBatchSize(batchSize);
+    const info = addon.queueInfo(fd);
+    const vnetHdr = (info.flags & IFF_VNET_HDR) !== 0;
+    if (opts.vnetHdr !== undefined && opts.vnetHdr !== vnetHdr)
+      throw tunError(
+        "EINVAL",
+        `fd ${fd} is ${vnetHdr ? "" : "not "}a vnetHdr queue, but vnetHdr ${opts.vnetHdr} was requested`,
+      );
+    let mtu = 1500;
+    try {
+      mtu = addon.getMtu(info.name);
+    } catch {
+      // The device may live in another network namespace: keep the common default.
+    }
+    const copy = addon.dupFd(fd);
+    try {
+      return new TunQueue(copy, info.name, mtu, vnetHdr, batchSize);
+    } catch (error) {
+      addon.closeFd(copy);
+      throw error;
+    }
+  }
+
+  /** The queue's file descriptor, or -1 once closed. */
+  get fd(): number {
+    return this.#native.fd;
+  }
+
+  /**
+   * Starts delivering received packets to `handler`, one call per batch (at most
+   * `batchSize` packets, drained in one wake-up). Replaces any earlier handler. The batch is
+   * valid only until the handler returns. With vnetHdr the virtio header is already skipped;
+   * packets may carry unfinished (partial) checksums, which is normal under TUN_F_CSUM.
+   *
+   * While a handler is installed the queue keeps the event loop alive (see {@link unref}).
+   */
+  onReceive(handler: TunBatchHandler): void {
+    const batch = this.#batch;
+    this.#native.start((count: number) => {
+      batch.count = count;
+      handler(batch);
+    });
+  }
+
+  /**
+   * Writes one IP packet. With `partialChecksum` (vnetHdr queues only) the TCP/UDP checksum
+   * field holds just the pseudo-header seed and the kernel completes it. Returns false when
+   * the packet was dropped (queue full, malformed, closed): counted, never thrown.
+   *
+   * @throws when `partialChecksum` is requested on a queue without checksum offload.
+   */
+  write(packet: Uint8Array, partialChecksum = false): boolean {
+    return this.#native.write(packet, partialChecksum);
+  }
+
+  /**
+   * Writes `header` followed by `payload` as one IP packet in one writev system call; the two
+   * are never copied together. Returns false when dropped.
+   */
+  writeGather(header: Uint8Array, payload: Uint8Array, partialChecksum = false): boolean {
+    return this.#native.writeGather(header, payload, partialChecksum);
+  }
+
+  /**
+   * Writes `count` packets laid out like a received batch (packet `i` at
+   * `buffer[offsets[2i], offsets[2i] + offsets[2i+1])`) in one call into the addon. Returns how
+   * many were written; the rest were dropped and counted.
+   */
+  writeBatch(
+    buffer: Uint8Array,
+    offsets: Uint32Array,
+    count: number,
+    partialChecksum = false,
+  ): number {
+    return this.#native.writeBatch(buffer, offsets, count, partialChecksum);
+  }
+
+  /** Lets the thread exit while this queue waits for packets (like `socket.unref()`). */
+  unref(): this {
+    this.#native.ref(false);
+    return this;
+  }
+
+  /** Undoes {@link unref}: an active reader keeps the thread alive again. */
+  ref(): this {
+    this.#native.ref(true);
+    return this;
+  }
+
+  /** Counters since the queue was opened (they survive close()). */
+  stats(): TunQueueStats {
+    const s = this.#native.stats();
+    return {
+      packetsRead: s[0],
+      bytesRead: s[1],
+      packetsWritten: s[2],
+      bytesWritten: s[3],
+      writeDrops: s[4],
+      readBatches: s[5],
+    };
+  }
+
+  /**
+   * Stops receiving and closes the fd. Idempotent. Safe inside the receive handler; writes
+   * after close return false. The device disappears when its last queue (in any thread or
+   * process) is closed.
+   */
+  close(): void {
+    this.#native.close();
+  }
+}
