@@ -96,7 +96,8 @@ export class Agent {
   }
 
   /** Closes the device and waits for the agent to exit. */
-  async close(): Promise<AgentEvent> {
+  async close(): Promise<AgentEvent | undefined> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return undefined;
     await this.request("exit");
     const bye = await this.waitFor((e) => e.ev === "bye", 5_000, "bye");
     this.child.stdin?.end();
