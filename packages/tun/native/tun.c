@@ -300,6 +300,7 @@ typedef struct {
   uint32_t slot; /* largest read, virtio header included */
 
   double packets_read, bytes_read, packets_written, bytes_written, write_drops, read_batches;
+  double read_errors;
 } queue_t;
 
 static void queue_release(queue_t* q) {
@@ -456,6 +457,8 @@ static void on_readable(uv_poll_t* h, int status, int events) {
   queue_t* q = h->data;
   if (q->closed) return; /* a wake-up that raced close(): nothing to read, nothing to call */
   if (status < 0) {
+    /* EPOLLERR (e.g. the device was deleted): libuv already stopped the handle. */
+    q->read_errors += 1;
     uv_poll_stop(h);
     return;
   }
@@ -467,7 +470,13 @@ static void on_readable(uv_poll_t* h, int status, int events) {
     ssize_t n = read(q->fd, q->buf + cursor, q->slot);
     if (n < 0) {
       if (errno == EINTR) continue;
-      break; /* EAGAIN: drained; anything else: retry on the next wake-up */
+      if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        /* The device is gone or broken (e.g. EBADFD after deletion): the fd would stay
+         * readable-with-error forever, so stop polling instead of spinning. */
+        q->read_errors += 1;
+        uv_poll_stop(h);
+      }
+      break;
     }
     if ((size_t)n <= hdr) continue; /* nothing but a header: malformed, skip */
     q->offsets[2 * count] = (uint32_t)(cursor + hdr);
@@ -708,16 +717,17 @@ static napi_value queue_write_batch(napi_env env, napi_callback_info info) {
   return out;
 }
 
-/* stats() -> [packetsRead, bytesRead, packetsWritten, bytesWritten, writeDrops, readBatches] */
+/* stats() -> [packetsRead, bytesRead, packetsWritten, bytesWritten, writeDrops, readBatches,
+ *            readErrors] */
 static napi_value queue_stats(napi_env env, napi_callback_info info) {
   size_t argc = 0;
   queue_t* q = unwrap(env, info, &argc, NULL);
   if (q == NULL) return NULL;
-  double values[6] = {q->packets_read,  q->bytes_read,  q->packets_written,
-                      q->bytes_written, q->write_drops, q->read_batches};
+  double values[7] = {q->packets_read,  q->bytes_read,   q->packets_written, q->bytes_written,
+                      q->write_drops,   q->read_batches, q->read_errors};
   napi_value arr, v;
-  NAPI_CALL(env, napi_create_array_with_length(env, 6, &arr));
-  for (uint32_t i = 0; i < 6; i++) {
+  NAPI_CALL(env, napi_create_array_with_length(env, 7, &arr));
+  for (uint32_t i = 0; i < 7; i++) {
     napi_create_double(env, values[i], &v);
     napi_set_element(env, arr, i, v);
   }

@@ -25,7 +25,7 @@ export interface NativeQueue {
     count: number,
     partialChecksum: boolean,
   ): number;
-  /** [packetsRead, bytesRead, packetsWritten, bytesWritten, writeDrops, readBatches] */
+  /** [packetsRead, bytesRead, packetsWritten, bytesWritten, writeDrops, readBatches, readErrors] */
   stats(): number[];
   close(): void;
 }

@@ -47,6 +47,11 @@ export interface TunQueueStats {
   writeDrops: number;
   /** Calls of the receive handler (one per wake-up that found packets). */
   readBatches: number;
+  /**
+   * Read failures other than "nothing to read" (e.g. the device was deleted). Reading stops
+   * after one, instead of spinning on an fd that stays in error.
+   */
+  readErrors: number;
 }
 
 /** Options of {@link TunQueue.attach}. */
@@ -251,6 +256,7 @@ export class TunQueue {
       bytesWritten: s[3],
       writeDrops: s[4],
       readBatches: s[5],
+      readErrors: s[6],
     };
   }
 

@@ -141,6 +141,26 @@ describe.skipIf(gate.skip)("TUN read and write (real device in a namespace)", ()
     });
   }
 
+  it("TunQueue.fromFd wraps a duplicate of an existing queue fd", async () => {
+    await agent.request("udpBind", { family: 4, addr: V4.local, port: 6010 });
+    const packet = udpPacket(V4.peer, 4545, V4.local, 6010, Buffer.from("via-fromFd"));
+    const r = await agent.request("fromFdWrite", { hex: packet.toString("hex") });
+    expect(r).toMatchObject({
+      name: "ftrw0",
+      mtu: 1400,
+      offload: false,
+      ok: true,
+      fdAfterClose: -1,
+    });
+    expect(r.tunFds).toBe(1); // the duplicate is closed, the original still open
+    await agent.waitFor(
+      (e) => e.ev === "udp" && e.hex === Buffer.from("via-fromFd").toString("hex"),
+      5_000,
+      "datagram written through fromFd",
+    );
+    expect(await agent.request("write", { hex: packet.toString("hex") })).toBe(true);
+  });
+
   it("counts reads, writes and batches; a malformed write is a drop, not an exception", async () => {
     expect(await agent.request("write", { hex: "00" })).toBe(false);
     const [stats] = await agent.request("stats");
