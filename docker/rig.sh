@@ -25,6 +25,7 @@ cd "$repo" || exit 2
 project=fake-tcp-rig
 image=fake-tcp:latest
 rig_image=fake-tcp-rig:latest
+build_image=fake-tcp-build-cache:latest
 official_base=node:24-bookworm-slim
 local_base=fake-tcp-local-base:bookworm-node24
 lan=10.231.10 wan=10.231.20 wgnet=10.231.30 tcp_port=4567
@@ -268,9 +269,14 @@ build_images() {
     (cd "$src" && find . -type f -print0)
   fi | while IFS= read -r -d '' f; do [ -f "$src/$f" ] && printf '%s\0' "$f"; done >"$work/context.lst"
   local target tag
-  for target in runtime rig; do
-    tag=$image
-    [ "$target" = rig ] && tag=$rig_image
+  # The build stage is tagged too, so that it stays as the cache of the next run while the
+  # untagged images of earlier builds are pruned (each is about 1 GB).
+  for target in build runtime rig; do
+    case $target in
+      build) tag=$build_image ;;
+      runtime) tag=$image ;;
+      rig) tag=$rig_image ;;
+    esac
     say "building $tag (target $target, base $BASE_IMAGE; log: $work/build-$target.log)"
     local t0=$SECONDS
     if ! tar -cf - -C "$src" --null -T "$work/context.lst" -C "$work/ctx" $(cd "$work/ctx" && find docker -type f) |
@@ -281,6 +287,7 @@ build_images() {
     fi
     say "built $tag in $((SECONDS - t0)) s"
   done
+  bounded 120 docker image prune -f --filter label=org.fake-tcp.image >/dev/null 2>&1 || true
 }
 
 images_present() {
