@@ -280,7 +280,7 @@ build_images() {
     say "building $tag (target $target, base $BASE_IMAGE; log: $work/build-$target.log)"
     local t0=$SECONDS
     if ! tar -cf - -C "$src" --null -T "$work/context.lst" -C "$work/ctx" $(cd "$work/ctx" && find docker -type f) |
-      bounded 1500 docker build -f docker/Dockerfile --network host --target "$target" \
+      bounded 1500 docker build -f docker/Dockerfile --network host --force-rm --target "$target" \
         --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$tag" - >"$work/build-$target.log" 2>&1; then
       tail -40 "$work/build-$target.log" >&2
       return 1
