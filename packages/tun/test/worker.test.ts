@@ -115,3 +115,30 @@ describe.skipIf(gate.skip)("terminating a worker with an open, polling queue", (
     expect(agent.child.exitCode).toBeNull(); // the process did not abort
   });
 });
+
+describe.skipIf(gate.skip)(
+  "process exit with queues still polling in the main thread and a worker",
+  () => {
+    let ns: Netns;
+
+    beforeAll(() => {
+      ns = new Netns("fttwx");
+    });
+    afterAll(() => cleanupAll());
+
+    it("exits with the requested code, without an abort or a hang", async () => {
+      const { agent } = await Agent.start(ns, { name: "ftwx0", multiQueue: true, ipv4: V4 });
+      await agent.request("workerStart", {});
+      const exited = new Promise<number | null>((resolve) => agent.child.once("exit", resolve));
+      await agent.request("exitNow");
+      const code = await Promise.race([
+        exited,
+        new Promise<string>((r) => setTimeout(() => r("hang"), 10_000)),
+      ]);
+      expect(code).toBe(7);
+      expect(agent.stderr.join("")).toBe("");
+      // Its queues closed with the process, so the device is gone.
+      expect(() => ns.exec("ip", ["link", "show", "ftwx0"])).toThrow();
+    });
+  },
+);
