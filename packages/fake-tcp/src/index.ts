@@ -1,1 +1,13 @@
 export * from "./device.js";
+export { BoundedQueue } from "./stack/bounded-queue.js";
+export type { StackLogger, StackOptions } from "./stack/options.js";
+export {
+  type CloseCause,
+  type CloseInfo,
+  Socket,
+  type SocketCounters,
+  SocketState,
+} from "./stack/socket.js";
+export { Stack, type StackStats } from "./stack/stack.js";
+export type { Endpoint } from "./wire/address.js";
+export * as wire from "./wire/index.js";

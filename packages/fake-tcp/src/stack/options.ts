@@ -1,0 +1,105 @@
+/** Stack configuration: every knob, its default, and why it has that default. */
+import type { DeviceQueue } from "../device.js";
+
+/** A log sink for the stack's rare, rate-limited messages (oversize drops, handler errors). */
+export type StackLogger = (level: "warn" | "info" | "debug", message: string) => void;
+
+export interface StackOptions {
+  /** Device queues the stack reads and writes (at least one). */
+  queues: DeviceQueue[];
+  /** The stack's own IPv4 address (source of what it sends). Needed to connect over IPv4. */
+  local4?: string;
+  /** The stack's own IPv6 address. Needed to connect over IPv6. */
+  local6?: string;
+  /** SYN / SYN-ACK transmissions before giving up (phantun: 3). */
+  handshakeAttempts?: number;
+  /** Wait per handshake attempt, in ms (phantun: 1000). */
+  handshakeTimeoutMs?: number;
+  /** Most connections in any state (half-open included); more are refused. Default 65536. */
+  maxConnections?: number;
+  /** Most passive handshakes in progress; more SYNs are refused with RST. Default 1024. */
+  maxHalfOpen?: number;
+  /** Most established connections waiting for `accept()`. Default 1024. */
+  acceptBacklog?: number;
+  /** Close a connection after this long without traffic either way (phantun: 180 s). */
+  idleTimeoutMs?: number;
+  /** Send a pure ACK once received data has gone unacknowledged this long. Default 1000 ms. */
+  ackDelayMs?: number;
+  /** ...or once this many received bytes are unacknowledged. Default 4 MiB. */
+  ackBytes?: number;
+  /**
+   * Send a keepalive probe after this long without receiving anything; 0 disables probing
+   * (the default). Probes are pure ACKs, harmless to a phantun peer.
+   */
+  keepaliveIntervalMs?: number;
+  /**
+   * Unanswered probes in a row after which a peer is declared dead (only a peer that has
+   * answered a probe before: a phantun peer never answers, so it is never declared dead).
+   */
+  deadPeerProbes?: number;
+  /** Minimum gap between two answers to the peer's probes on one connection. Default 1000 ms. */
+  probeAnswerIntervalMs?: number;
+  /** RST replies to unknown tuples: sustained rate per second (token bucket). Default 1000. */
+  rstRatePerSecond?: number;
+  /** ...and burst size. Default 200. */
+  rstBurst?: number;
+  /** Datagrams buffered per socket while nobody consumes them (async iterator). Default 1024. */
+  receiveQueueLimit?: number;
+  /** Period of the timer sweep, in ms (handshake retries, acks, keepalive, idle). Default 100. */
+  tickMs?: number;
+  /** Where rate-limited messages go (default: nowhere). */
+  log?: StackLogger;
+}
+
+/** Options with every default applied. */
+export type ResolvedOptions = Required<Omit<StackOptions, "local4" | "local6" | "log">> &
+  Pick<StackOptions, "local4" | "local6" | "log">;
+
+function positiveInt(name: string, value: number, min = 1): number {
+  if (!Number.isInteger(value) || value < min)
+    throw new RangeError(`stack option ${name} must be an integer >= ${min}, got ${value}`);
+  return value;
+}
+
+/** Applies defaults and validates. Throws RangeError/TypeError on nonsense configuration. */
+export function resolveOptions(o: StackOptions): ResolvedOptions {
+  if (!Array.isArray(o.queues) || o.queues.length === 0)
+    throw new TypeError("stack option queues must be a non-empty array of device queues");
+  const r: ResolvedOptions = {
+    queues: o.queues,
+    local4: o.local4,
+    local6: o.local6,
+    log: o.log,
+    handshakeAttempts: o.handshakeAttempts ?? 3,
+    handshakeTimeoutMs: o.handshakeTimeoutMs ?? 1000,
+    maxConnections: o.maxConnections ?? 65536,
+    maxHalfOpen: o.maxHalfOpen ?? 1024,
+    acceptBacklog: o.acceptBacklog ?? 1024,
+    idleTimeoutMs: o.idleTimeoutMs ?? 180_000,
+    ackDelayMs: o.ackDelayMs ?? 1000,
+    ackBytes: o.ackBytes ?? 4 * 1024 * 1024,
+    keepaliveIntervalMs: o.keepaliveIntervalMs ?? 0,
+    deadPeerProbes: o.deadPeerProbes ?? 3,
+    probeAnswerIntervalMs: o.probeAnswerIntervalMs ?? 1000,
+    rstRatePerSecond: o.rstRatePerSecond ?? 1000,
+    rstBurst: o.rstBurst ?? 200,
+    receiveQueueLimit: o.receiveQueueLimit ?? 1024,
+    tickMs: o.tickMs ?? 100,
+  };
+  positiveInt("handshakeAttempts", r.handshakeAttempts);
+  positiveInt("handshakeTimeoutMs", r.handshakeTimeoutMs);
+  positiveInt("maxConnections", r.maxConnections);
+  positiveInt("maxHalfOpen", r.maxHalfOpen);
+  positiveInt("acceptBacklog", r.acceptBacklog);
+  positiveInt("idleTimeoutMs", r.idleTimeoutMs);
+  positiveInt("ackDelayMs", r.ackDelayMs);
+  positiveInt("ackBytes", r.ackBytes);
+  positiveInt("keepaliveIntervalMs", r.keepaliveIntervalMs, 0);
+  positiveInt("deadPeerProbes", r.deadPeerProbes);
+  positiveInt("probeAnswerIntervalMs", r.probeAnswerIntervalMs, 0);
+  positiveInt("rstRatePerSecond", r.rstRatePerSecond, 0);
+  positiveInt("rstBurst", r.rstBurst, 0);
+  positiveInt("receiveQueueLimit", r.receiveQueueLimit);
+  positiveInt("tickMs", r.tickMs);
+  return r;
+}

@@ -1,0 +1,728 @@
+/**
+ * The fake-TCP stack: dispatches received segments to connections by 4-tuple, runs the
+ * phantun-compatible handshake and unknown-tuple rules, and drives per-connection timers from
+ * one coarse periodic sweep (no timer per connection or per packet).
+ */
+import type { DeviceQueue, PacketBatch } from "../device.js";
+import { type Endpoint, parseEndpoint, parseIpv4, parseIpv6 } from "../wire/address.js";
+import { ipv4PseudoBase, ipv6PseudoBase } from "../wire/checksum.js";
+import { ParseError, parseErrorNames } from "../wire/errors.js";
+import { ipv4HeaderBaseSum } from "../wire/ipv4.js";
+import { SegmentParser } from "../wire/segment.js";
+import { TcpFlags } from "../wire/tcp.js";
+import { BoundedQueue } from "./bounded-queue.js";
+import { ConnectionTable, hashTuple } from "./conn-table.js";
+import { type ResolvedOptions, resolveOptions, type StackOptions } from "./options.js";
+import { type SegmentTuple, SegmentWriter, WriteResult } from "./segment-writer.js";
+import { type CloseCause, Socket, type SocketHost, SocketState } from "./socket.js";
+import { TokenBucket } from "./token-bucket.js";
+
+const { SYN, ACK, RST } = TcpFlags;
+const SYN_ACK = SYN | ACK;
+const RST_ACK = RST | ACK;
+
+/** First and count of the client source ports (Linux's default ephemeral range). */
+const EPHEMERAL_FIRST = 32768;
+const EPHEMERAL_COUNT = 61000 - 32768;
+
+/** How far back (in probes) a keepalive probe's sequence number may step; see `sendProbe`. */
+const MAX_PROBE_STEP = 8;
+
+/** A snapshot of the stack's counters. */
+export interface StackStats {
+  /** Connections in the table, any state. */
+  connections: number;
+  /** Passive handshakes in progress. */
+  halfOpen: number;
+  /** Established connections waiting for `accept()`. */
+  acceptQueue: number;
+  packetsReceived: number;
+  packetsSent: number;
+  /** Received packets dropped as malformed or not ours to parse, by reason. */
+  malformed: Record<string, number>;
+  /** Packets whose destination is not one of our addresses. */
+  notForUs: number;
+  /** RST replies sent for unknown tuples and refused handshakes. */
+  rstSent: number;
+  /** RST replies suppressed by the rate limit. */
+  rstRateLimited: number;
+  /** RSTs received for unknown tuples (ignored). */
+  rstIgnored: number;
+  /** SYNs refused because a table (connections, half-open, backlog) was full. */
+  refusedFull: number;
+  /** Segments ignored during a handshake (wrong flags or ack). */
+  handshakeIgnored: number;
+  /** Datagrams dropped because they would not fit the MTU. */
+  droppedTooBig: number;
+  /** Packets the device refused to write. */
+  droppedByDevice: number;
+  accepted: number;
+  connected: number;
+  /** Sockets closed, by cause. */
+  closed: Record<CloseCause, number>;
+}
+
+type MutableCounters = Omit<StackStats, "connections" | "halfOpen" | "acceptQueue" | "malformed">;
+
+/** A mutable tuple used for replies to packets that belong to no connection. */
+class ReplyTuple implements SegmentTuple {
+  family: 4 | 6 = 4;
+  r0 = 0;
+  r1 = 0;
+  r2 = 0;
+  r3 = 0;
+  l0 = 0;
+  l1 = 0;
+  l2 = 0;
+  l3 = 0;
+  remotePort = 0;
+  localPort = 0;
+  pseudoBase = 0;
+  ipBase = 0;
+}
+
+/**
+ * A userspace fake-TCP stack over one or more device queues.
+ *
+ * ```ts
+ * const stack = new Stack({ queues: tun.queues, local4: "192.168.201.2" });
+ * stack.listen(4567);
+ * for await (const socket of stack) socket.onDatagram((d) => ...);
+ * ```
+ */
+export class Stack implements SocketHost {
+  private readonly opts: ResolvedOptions;
+  private readonly queues: DeviceQueue[];
+  private readonly local4: number | null;
+  private readonly local6: number[] | null;
+  private readonly table = new ConnectionTable();
+  private readonly handshaking = new Set<Socket>();
+  private halfOpen = 0;
+  private readonly listening = new Set<number>();
+  private readonly acceptQueue: BoundedQueue<Socket>;
+  private readonly parser = new SegmentParser();
+  private readonly writer = new SegmentWriter();
+  private readonly reply = new ReplyTuple();
+  private readonly rstBucket: TokenBucket;
+  private readonly malformed = new Array<number>(parseErrorNames.length).fill(0);
+  private readonly c: MutableCounters;
+  private readonly timer: NodeJS.Timeout;
+  private clock: number;
+  private ticks = 0;
+  private isClosed = false;
+  private lastTooBigLog = Number.NEGATIVE_INFINITY;
+  private tooBigSinceLog = 0;
+
+  constructor(options: StackOptions) {
+    this.opts = resolveOptions(options);
+    this.queues = this.opts.queues.slice();
+    if (this.opts.local4 !== undefined) {
+      const a = parseIpv4(this.opts.local4);
+      if (a === null) throw new TypeError(`invalid local4 address "${this.opts.local4}"`);
+      this.local4 = a | 0;
+    } else this.local4 = null;
+    if (this.opts.local6 !== undefined) {
+      const a = parseIpv6(this.opts.local6);
+      if (a === null) throw new TypeError(`invalid local6 address "${this.opts.local6}"`);
+      this.local6 = a.map((w) => w | 0);
+    } else this.local6 = null;
+    this.clock = Date.now();
+    this.rstBucket = new TokenBucket(this.opts.rstRatePerSecond, this.opts.rstBurst, this.clock);
+    this.acceptQueue = new BoundedQueue(this.opts.acceptBacklog);
+    this.c = {
+      packetsReceived: 0,
+      packetsSent: 0,
+      notForUs: 0,
+      rstSent: 0,
+      rstRateLimited: 0,
+      rstIgnored: 0,
+      refusedFull: 0,
+      handshakeIgnored: 0,
+      droppedTooBig: 0,
+      droppedByDevice: 0,
+      accepted: 0,
+      connected: 0,
+      closed: {
+        local: 0,
+        "stack-closed": 0,
+        "peer-reset": 0,
+        "peer-restarted": 0,
+        "idle-timeout": 0,
+        "dead-peer": 0,
+        "handshake-failed": 0,
+      },
+    };
+    this.queues.forEach((q, i) => {
+      q.onReceive((batch) => this.receiveBatch(i, batch));
+    });
+    this.timer = setInterval(() => this.tick(), this.opts.tickMs);
+    this.timer.unref();
+  }
+
+  /** Accepts passive handshakes on `port` (any of our addresses). */
+  listen(port: number): void {
+    if (!Number.isInteger(port) || port < 1 || port > 65535)
+      throw new RangeError(`invalid listen port ${port}`);
+    if (this.isClosed) throw new Error("stack is closed");
+    this.listening.add(port);
+  }
+
+  /** Stops accepting new handshakes on `port`; existing connections are untouched. */
+  unlisten(port: number): void {
+    this.listening.delete(port);
+  }
+
+  /** The next established passive connection. Rejects once the stack is closed. */
+  async accept(): Promise<Socket> {
+    const r = await this.acceptQueue.next();
+    if (r.done) throw new Error("stack is closed");
+    return r.value;
+  }
+
+  /** Iterates accepted connections until the stack closes. */
+  [Symbol.asyncIterator](): AsyncIterator<Socket> {
+    return { next: () => this.acceptQueue.next() };
+  }
+
+  /**
+   * Opens a connection (client handshake: SYN seq 0 with NOP + WS 14). Accepts `{address, port}`,
+   * `"a.b.c.d:port"` or `"[v6]:port"`. Resolves once established; rejects with `code`
+   * ECONNREFUSED (RST), ETIMEDOUT (no answer after all attempts), EADDRNOTAVAIL (no free
+   * source port or no local address of that family) or ENOBUFS (connection table full).
+   */
+  async connect(remote: Endpoint | string): Promise<Socket> {
+    if (this.isClosed) throw new Error("stack is closed");
+    const ep = parseEndpoint(remote);
+    let remoteWords: number[];
+    let localWords: number[];
+    if (ep.family === 4) {
+      if (this.local4 === null)
+        throw codeError("EADDRNOTAVAIL", "no local IPv4 address configured (option local4)");
+      remoteWords = [parseIpv4(ep.address)! | 0];
+      localWords = [this.local4];
+    } else {
+      if (this.local6 === null)
+        throw codeError("EADDRNOTAVAIL", "no local IPv6 address configured (option local6)");
+      remoteWords = parseIpv6(ep.address)!.map((w) => w | 0);
+      localWords = this.local6;
+    }
+    if (this.table.size >= this.opts.maxConnections)
+      throw codeError("ENOBUFS", `connection table full (${this.opts.maxConnections})`);
+    const localPort = this.pickSourcePort(ep.family, remoteWords, localWords, ep.port);
+    this.clock = Date.now();
+    const s = this.newSocket(ep.family, remoteWords, localWords, ep.port, localPort, false, -1);
+    s.sndNxt = 1; // the SYN consumes one sequence number
+    this.table.insert(s);
+    this.handshaking.add(s);
+    const p = new Promise<Socket>((resolve, reject) => {
+      s.connectResolve = resolve;
+      s.connectReject = reject;
+    });
+    this.sendHandshake(s);
+    return p;
+  }
+
+  /** Counters and table sizes, as a snapshot. */
+  stats(): StackStats {
+    const malformed: Record<string, number> = {};
+    for (let i = 1; i < parseErrorNames.length; i++)
+      malformed[parseErrorNames[i]] = this.malformed[i];
+    return {
+      ...this.c,
+      closed: { ...this.c.closed },
+      connections: this.table.size,
+      halfOpen: this.halfOpen,
+      acceptQueue: this.acceptQueue.length,
+      malformed,
+    };
+  }
+
+  /** Every connection currently in the table (any state), as a snapshot. */
+  connections(): Socket[] {
+    return this.table.snapshot();
+  }
+
+  /**
+   * Closes every connection (one RST each), ends `accept()`/iteration and stops the timers.
+   * The device queues are left open: their owner closes them. Idempotent.
+   */
+  close(): void {
+    if (this.isClosed) return;
+    this.isClosed = true;
+    clearInterval(this.timer);
+    for (const s of this.table.snapshot())
+      this.closeSocket(s, "stack-closed", "stack closed", true);
+    this.acceptQueue.end();
+    for (let s = this.acceptQueue.shift(); s !== undefined; s = this.acceptQueue.shift()) {}
+    for (const q of this.queues) q.onReceive(() => {});
+    this.listening.clear();
+  }
+
+  // ---- SocketHost ------------------------------------------------------------------------
+
+  /** @internal */
+  sendData(s: Socket, datagram: Uint8Array): boolean {
+    if (s.state !== SocketState.established || datagram.length === 0) return false;
+    const q = this.queues[s.queueIndex];
+    const r = this.writer.writeData(q, s, s.sndNxt, s.rcvHigh, datagram);
+    if (r === WriteResult.ok) {
+      const len = datagram.length;
+      s.sndNxt = (s.sndNxt + len) | 0;
+      s.lastSentLength = len;
+      s.lastSent = this.clock;
+      s.unackedBytes = 0; // the segment carries ack = rcvHigh
+      s.counters.datagramsSent++;
+      s.counters.bytesSent += len;
+      this.c.packetsSent++;
+      return true;
+    }
+    if (r === WriteResult.tooBig) {
+      s.counters.droppedTooBig++;
+      this.c.droppedTooBig++;
+      this.logTooBig(datagram.length, q.mtu, s.family);
+    } else {
+      s.counters.droppedByDevice++;
+      this.c.droppedByDevice++;
+    }
+    return false;
+  }
+
+  /** @internal */
+  closeSocket(s: Socket, cause: CloseCause, message: string, sendRst: boolean): void {
+    if (s.state === SocketState.closed) return;
+    if (sendRst) this.sendControl(s, RST, s.sndNxt, 0, false);
+    this.table.remove(s);
+    if (this.handshaking.delete(s) && s.passive) this.halfOpen--;
+    this.c.closed[cause]++;
+    s.finish({ cause, message });
+  }
+
+  // ---- receive path ----------------------------------------------------------------------
+
+  private receiveBatch(queueIndex: number, batch: PacketBatch): void {
+    this.clock = Date.now();
+    const buf = batch.buffer;
+    const offsets = batch.offsets;
+    const n = batch.count;
+    for (let i = 0; i < n; i++)
+      this.receivePacket(queueIndex, buf, offsets[2 * i], offsets[2 * i + 1]);
+  }
+
+  private receivePacket(queueIndex: number, buf: Buffer, offset: number, length: number): void {
+    const p = this.parser;
+    const err = p.parse(buf, offset, length);
+    if (err !== ParseError.ok) {
+      this.malformed[err]++;
+      return;
+    }
+    this.c.packetsReceived++;
+    const t = p.tcp;
+    let s: Socket | null;
+    if (p.family === 4) {
+      const dst = p.ip4.dst | 0;
+      if (this.local4 !== null && dst !== this.local4) {
+        this.c.notForUs++;
+        return;
+      }
+      s = this.table.find4(p.ip4.src | 0, dst, t.srcPort, t.dstPort);
+    } else {
+      const l = this.local6;
+      const d = p.ip6.dst;
+      if (
+        l !== null &&
+        ((d[0] | 0) !== l[0] || (d[1] | 0) !== l[1] || (d[2] | 0) !== l[2] || (d[3] | 0) !== l[3])
+      ) {
+        this.c.notForUs++;
+        return;
+      }
+      s = this.table.find6(p.ip6.src, d, t.srcPort, t.dstPort);
+    }
+    if (s === null) this.receiveUnknown(queueIndex, buf);
+    else if (s.state === SocketState.established) this.receiveEstablished(queueIndex, s, buf);
+    else if (s.state === SocketState.synSent) this.receiveSynSent(s);
+    else this.receiveSynReceived(queueIndex, s, buf);
+  }
+
+  /** Segments of an established connection: deliver, track acks, keepalive, RST. */
+  private receiveEstablished(queueIndex: number, s: Socket, buf: Buffer): void {
+    const t = this.parser.tcp;
+    const flags = t.flags;
+    if ((flags & RST) !== 0) {
+      this.closeSocket(s, "peer-reset", "reset by peer", false);
+      return;
+    }
+    const seq = t.seq | 0;
+    const ack = t.ack | 0;
+    s.lastReceived = this.clock;
+    if ((flags & ACK) !== 0) s.peerAck = ack;
+    if ((flags & SYN) !== 0) {
+      this.receiveSynWhileEstablished(queueIndex, s, buf, flags, seq);
+      return;
+    }
+    const len = t.payloadLength;
+    if (len === 0) {
+      this.receiveEmpty(s, seq, ack);
+      return;
+    }
+    // Any data shows the peer is alive; restart the probe sequence.
+    s.probesUnanswered = 0;
+    s.probeOutstanding = false;
+    s.probeStep = 0;
+    const end = (seq + len) | 0;
+    if (((end - s.rcvHigh) | 0) > 0) s.rcvHigh = end;
+    if (s.unackedBytes === 0) s.unackedSince = this.clock;
+    s.unackedBytes += len;
+    if (s.unackedBytes >= this.opts.ackBytes) this.sendPureAck(s);
+    const start = t.payloadOffset;
+    try {
+      s.deliver(buf.subarray(start, start + len));
+    } catch (e) {
+      this.opts.log?.("warn", `datagram handler threw: ${(e as Error)?.message ?? e}`);
+    }
+  }
+
+  /**
+   * A zero-length segment: an answer to our probe (its ack echoes the probe's seq), a probe
+   * from the peer (its seq is below what we have seen: answered, rate-limited), or a pure ACK
+   * (its seq tells us how far the peer has sent; we never ack beyond it).
+   */
+  private receiveEmpty(s: Socket, seq: number, ack: number): void {
+    if (s.probeOutstanding && ack === s.probeSeq) {
+      s.probeOutstanding = false;
+      s.probesUnanswered = 0;
+      s.counters.probesAnswered++;
+      if (s.probeCanMark) s.peerAnswersProbes = true;
+      return;
+    }
+    const d = (seq - s.rcvHigh) | 0;
+    if (d < 0) {
+      if (this.clock - s.lastAnswerAt >= this.opts.probeAnswerIntervalMs) {
+        s.lastAnswerAt = this.clock;
+        s.counters.acksSent++;
+        this.sendControl(s, ACK, s.sndNxt, seq, false);
+      }
+    } else if (d > 0) s.rcvHigh = seq;
+  }
+
+  private receiveSynWhileEstablished(
+    queueIndex: number,
+    s: Socket,
+    buf: Buffer,
+    flags: number,
+    seq: number,
+  ): void {
+    if (!s.passive && flags === SYN_ACK) {
+      // The server missed our ACK and resent its SYN-ACK: acknowledge again.
+      this.sendControl(s, ACK, s.sndNxt, s.rcvHigh, false);
+      return;
+    }
+    if (s.passive && flags === SYN && seq === 0 && this.listening.has(s.localPort)) {
+      // A new handshake on this tuple: the peer restarted. Replace the old connection.
+      this.closeSocket(s, "peer-restarted", "peer started a new handshake", false);
+      this.receiveUnknown(queueIndex, buf);
+      return;
+    }
+    this.c.handshakeIgnored++;
+  }
+
+  /** Client side: waiting for exactly SYN+ACK with ack 1. */
+  private receiveSynSent(s: Socket): void {
+    const t = this.parser.tcp;
+    if ((t.flags & RST) !== 0) {
+      this.closeSocket(s, "handshake-failed", "connection refused (reset by peer)", false);
+      return;
+    }
+    if (t.flags !== SYN_ACK || t.ack !== 1) {
+      this.c.handshakeIgnored++;
+      return;
+    }
+    s.rcvHigh = (t.seq + 1) | 0;
+    s.lastReceived = this.clock;
+    this.sendControl(s, ACK, s.sndNxt, s.rcvHigh, false);
+    this.handshaking.delete(s);
+    s.state = SocketState.established;
+    this.c.connected++;
+    const resolve = s.connectResolve;
+    s.connectResolve = null;
+    s.connectReject = null;
+    resolve?.(s);
+  }
+
+  /** Server side: waiting for exactly ACK with ack 1 (a first data segment qualifies). */
+  private receiveSynReceived(queueIndex: number, s: Socket, buf: Buffer): void {
+    const t = this.parser.tcp;
+    if ((t.flags & RST) !== 0) {
+      this.closeSocket(s, "handshake-failed", "handshake reset by peer", false);
+      return;
+    }
+    if (t.flags === SYN && t.seq === 0) {
+      // The client resent its SYN: our SYN-ACK was probably lost.
+      this.sendControl(s, SYN_ACK, 0, s.rcvHigh, true);
+      return;
+    }
+    if (t.flags !== ACK || t.ack !== 1) {
+      this.c.handshakeIgnored++;
+      return;
+    }
+    this.handshaking.delete(s);
+    this.halfOpen--;
+    s.state = SocketState.established;
+    s.lastReceived = this.clock;
+    if (!this.acceptQueue.push(s)) {
+      this.closeSocket(s, "handshake-failed", "accept backlog full", true);
+      this.c.refusedFull++;
+      return;
+    }
+    this.c.accepted++;
+    if (t.payloadLength > 0) this.receiveEstablished(queueIndex, s, buf);
+  }
+
+  /** A segment for no connection: phantun's listener rules, RSTs rate-limited. */
+  private receiveUnknown(queueIndex: number, _buf: Buffer): void {
+    const p = this.parser;
+    const t = p.tcp;
+    const flags = t.flags;
+    if ((flags & RST) !== 0) {
+      this.c.rstIgnored++;
+      return;
+    }
+    const len = t.payloadLength;
+    if (flags === SYN && this.listening.has(t.dstPort)) {
+      if (t.seq !== 0) {
+        this.replyRst(queueIndex, 0, t.seq + len + 1);
+        return;
+      }
+      if (
+        this.table.size >= this.opts.maxConnections ||
+        this.halfOpen >= this.opts.maxHalfOpen ||
+        this.halfOpen + this.acceptQueue.length >= this.opts.acceptBacklog
+      ) {
+        this.c.refusedFull++;
+        this.replyRst(queueIndex, 0, t.seq + len + 1);
+        return;
+      }
+      let s: Socket;
+      if (p.family === 4)
+        s = this.newSocket(4, [p.ip4.src], [p.ip4.dst], t.srcPort, t.dstPort, true, queueIndex);
+      else s = this.newSocket(6, p.ip6.src, p.ip6.dst, t.srcPort, t.dstPort, true, queueIndex);
+      s.rcvHigh = 1;
+      s.sndNxt = 1; // our SYN-ACK consumes one sequence number
+      this.table.insert(s);
+      this.handshaking.add(s);
+      this.halfOpen++;
+      this.sendHandshake(s);
+      return;
+    }
+    this.replyRst(queueIndex, t.ack, t.seq + len);
+  }
+
+  // ---- send helpers ----------------------------------------------------------------------
+
+  /** (Re)sends the SYN (active) or SYN-ACK (passive) and arms the attempt deadline. */
+  private sendHandshake(s: Socket): void {
+    s.attempts++;
+    s.deadline = this.clock + this.opts.handshakeTimeoutMs;
+    if (s.passive) this.sendControl(s, SYN_ACK, 0, s.rcvHigh, true);
+    else this.sendControl(s, SYN, 0, 0, true);
+  }
+
+  private sendPureAck(s: Socket): void {
+    s.unackedBytes = 0;
+    s.counters.acksSent++;
+    this.sendControl(s, ACK, s.sndNxt, s.rcvHigh, false);
+  }
+
+  private sendControl(s: Socket, flags: number, seq: number, ack: number, syn: boolean): void {
+    if (this.writer.writeControl(this.queues[s.queueIndex], s, flags, seq | 0, ack | 0, syn))
+      this.c.packetsSent++;
+    else this.c.droppedByDevice++;
+  }
+
+  /** RST+ACK to the sender of the packet being handled (rate-limited). */
+  private replyRst(queueIndex: number, seq: number, ack: number): void {
+    if (!this.rstBucket.take(this.clock)) {
+      this.c.rstRateLimited++;
+      return;
+    }
+    const p = this.parser;
+    const r = this.reply;
+    if (p.family === 4) {
+      r.family = 4;
+      r.r0 = p.ip4.src | 0;
+      r.l0 = p.ip4.dst | 0;
+      r.r1 = r.r2 = r.r3 = r.l1 = r.l2 = r.l3 = 0;
+      r.pseudoBase = ipv4PseudoBase(p.ip4.dst, p.ip4.src);
+      r.ipBase = ipv4HeaderBaseSum(p.ip4.dst, p.ip4.src);
+    } else {
+      const src = p.ip6.src;
+      const dst = p.ip6.dst;
+      r.family = 6;
+      r.r0 = src[0] | 0;
+      r.r1 = src[1] | 0;
+      r.r2 = src[2] | 0;
+      r.r3 = src[3] | 0;
+      r.l0 = dst[0] | 0;
+      r.l1 = dst[1] | 0;
+      r.l2 = dst[2] | 0;
+      r.l3 = dst[3] | 0;
+      r.pseudoBase = ipv6PseudoBase(dst, src);
+      r.ipBase = 0;
+    }
+    r.remotePort = p.tcp.srcPort;
+    r.localPort = p.tcp.dstPort;
+    if (this.writer.writeControl(this.queues[queueIndex], r, RST_ACK, seq | 0, ack | 0, false)) {
+      this.c.packetsSent++;
+      this.c.rstSent++;
+    } else this.c.droppedByDevice++;
+  }
+
+  // ---- timers ----------------------------------------------------------------------------
+
+  /**
+   * The periodic sweep. Handshakes are checked every tick; established connections (acks,
+   * keepalive, idle) about every 500 ms, which is plenty for second-scale timers and keeps
+   * 10,000+ connections cheap.
+   */
+  private tick(): void {
+    this.clock = Date.now();
+    const now = this.clock;
+    if (this.handshaking.size > 0) {
+      const expired: Socket[] = [];
+      for (const s of this.handshaking) if (now >= s.deadline) expired.push(s);
+      for (const s of expired) {
+        if (s.attempts < this.opts.handshakeAttempts) this.sendHandshake(s);
+        else
+          this.closeSocket(
+            s,
+            "handshake-failed",
+            `no answer after ${s.attempts} attempts (timed out)`,
+            true,
+          );
+      }
+    }
+    const every = Math.max(1, Math.round(500 / this.opts.tickMs));
+    if (++this.ticks % every !== 0) return;
+    const idle = this.opts.idleTimeoutMs;
+    const ackDelay = this.opts.ackDelayMs;
+    const keepalive = this.opts.keepaliveIntervalMs;
+    const closing: Array<[Socket, CloseCause]> = [];
+    this.table.forEach((s) => {
+      if (s.state !== SocketState.established) return;
+      const last = Math.max(s.lastReceived, s.lastSent);
+      if (now - last >= idle) {
+        closing.push([s, "idle-timeout"]);
+        return;
+      }
+      if (s.unackedBytes > 0 && now - s.unackedSince >= ackDelay) this.sendPureAck(s);
+      if (keepalive > 0 && now - s.lastReceived >= keepalive && now - s.lastProbeAt >= keepalive) {
+        if (s.probeOutstanding) s.probesUnanswered++;
+        if (s.peerAnswersProbes && s.probesUnanswered >= this.opts.deadPeerProbes) {
+          closing.push([s, "dead-peer"]);
+          return;
+        }
+        this.sendProbe(s, now);
+      }
+    });
+    for (const [s, cause] of closing)
+      this.closeSocket(
+        s,
+        cause,
+        cause === "idle-timeout"
+          ? `no traffic for ${idle} ms`
+          : `peer stopped answering keepalive probes (${s.probesUnanswered} unanswered)`,
+        true,
+      );
+  }
+
+  /**
+   * Sends a keepalive probe: a pure ACK whose seq lies just below what we have sent, so our
+   * peer sees an old sequence number and answers (echoing it in its ack). Each probe of an idle
+   * period steps one further back, so a peer that missed our last data (and so saw the first
+   * probe as new) still finds the next one old. An answer marks the peer as one that answers
+   * only if the probe's seq was strictly inside our last datagram (or we sent none): no
+   * segment boundary, so no ack a phantun peer could ever send can match it.
+   */
+  private sendProbe(s: Socket, now: number): void {
+    const step = Math.min(s.probeStep, MAX_PROBE_STEP);
+    s.probeStep++;
+    s.probeSeq = (s.sndNxt - 1 - step) | 0;
+    s.probeCanMark = s.sndNxt === 1 || s.lastSentLength >= step + 2;
+    s.probeOutstanding = true;
+    s.lastProbeAt = now;
+    s.counters.probesSent++;
+    this.sendControl(s, ACK, s.probeSeq, s.rcvHigh, false);
+  }
+
+  // ---- helpers ---------------------------------------------------------------------------
+
+  private newSocket(
+    family: 4 | 6,
+    remote: ArrayLike<number>,
+    local: ArrayLike<number>,
+    remotePort: number,
+    localPort: number,
+    passive: boolean,
+    queueIndex: number,
+  ): Socket {
+    const r = [remote[0] | 0, (remote[1] ?? 0) | 0, (remote[2] ?? 0) | 0, (remote[3] ?? 0) | 0];
+    const hash = hashTuple(r[0], r[1], r[2], r[3], remotePort, localPort);
+    const uLocal = Array.from({ length: family === 4 ? 1 : 4 }, (_, i) => local[i] >>> 0);
+    const uRemote = Array.from({ length: family === 4 ? 1 : 4 }, (_, i) => remote[i] >>> 0);
+    return new Socket(this, {
+      state: passive ? SocketState.synReceived : SocketState.synSent,
+      family,
+      remote,
+      local,
+      remotePort,
+      localPort,
+      passive,
+      queueIndex: queueIndex >= 0 ? queueIndex : (hash >>> 0) % this.queues.length,
+      hash,
+      pseudoBase:
+        family === 4 ? ipv4PseudoBase(uLocal[0], uRemote[0]) : ipv6PseudoBase(uLocal, uRemote),
+      ipBase: family === 4 ? ipv4HeaderBaseSum(uLocal[0], uRemote[0]) : 0,
+      queueLimit: this.opts.receiveQueueLimit,
+      now: this.clock,
+    });
+  }
+
+  /** Random start in 32768..60999, then the first port whose tuple is free, counting up. */
+  private pickSourcePort(
+    family: 4 | 6,
+    remote: number[],
+    local: number[],
+    remotePort: number,
+  ): number {
+    const start = Math.floor(Math.random() * EPHEMERAL_COUNT);
+    for (let i = 0; i < EPHEMERAL_COUNT; i++) {
+      const port = EPHEMERAL_FIRST + ((start + i) % EPHEMERAL_COUNT);
+      const taken =
+        family === 4
+          ? this.table.find4(remote[0], local[0], remotePort, port)
+          : this.table.find6(remote, local, remotePort, port);
+      if (taken === null) return port;
+    }
+    throw codeError(
+      "EADDRNOTAVAIL",
+      `no free source port towards port ${remotePort}: all ${EPHEMERAL_COUNT} in use`,
+    );
+  }
+
+  private logTooBig(length: number, mtu: number, family: 4 | 6): void {
+    this.tooBigSinceLog++;
+    if (!this.opts.log || this.clock - this.lastTooBigLog < 10_000) return;
+    const max = mtu - (family === 4 ? 40 : 60);
+    this.opts.log(
+      "warn",
+      `dropped ${this.tooBigSinceLog} datagram(s) too big for the MTU (last: ${length} bytes, max ${max} over IPv${family} with MTU ${mtu})`,
+    );
+    this.lastTooBigLog = this.clock;
+    this.tooBigSinceLog = 0;
+  }
+}
+
+function codeError(code: string, message: string): Error {
+  const e = new Error(message) as Error & { code: string };
+  e.code = code;
+  return e;
+}

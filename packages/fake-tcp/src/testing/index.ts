@@ -1,0 +1,7 @@
+export {
+  createMemoryPair,
+  MemoryLink,
+  type MemoryPair,
+  type MemoryPairOptions,
+  MemoryQueue,
+} from "./memory-pair.js";

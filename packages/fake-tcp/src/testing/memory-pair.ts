@@ -1,0 +1,189 @@
+/**
+ * An in-memory point-to-point link between two sets of device queues, for tests: packets
+ * written on one side arrive on the same-index queue of the other side, in batches, on a later
+ * microtask (never re-entrantly inside `write`). Hooks can inspect, drop, hold and reorder.
+ */
+import type { DeviceQueue, PacketBatchHandler } from "../device.js";
+import { finishChecksum, sumWords } from "../wire/checksum.js";
+
+export interface MemoryPairOptions {
+  /** MTU of every queue (default 1500). Larger writes are dropped (write returns false). */
+  mtu?: number;
+  /**
+   * Advertise checksum offload (default false). Like a kernel, the link completes partial
+   * checksums before delivery, so receivers always see valid checksums.
+   */
+  checksumOffload?: boolean;
+  /** Queues per side (default 1). */
+  queues?: number;
+}
+
+/** One direction of the link, with its test hooks. */
+export class MemoryLink {
+  /** Called for every packet written in this direction (a copy; keep it if you like). */
+  tap: ((packet: Buffer) => void) | null = null;
+  /** Return false to drop the packet (counted in `dropped`). */
+  filter: ((packet: Buffer) => boolean) | null = null;
+  /** While true, packets are kept in `held` instead of delivered; see `release`. */
+  holding = false;
+  readonly held: Array<{ queue: number; packet: Buffer }> = [];
+  /** Every packet written in this direction, when `capture` is true. */
+  capture = false;
+  readonly captured: Buffer[] = [];
+  delivered = 0;
+  dropped = 0;
+
+  /** @internal */
+  constructor(private readonly deliver: (queue: number, packet: Buffer) => void) {}
+
+  /** @internal Entry point for packets written on the sending side. */
+  accept(queue: number, packet: Buffer): void {
+    this.tap?.(packet);
+    if (this.capture) this.captured.push(packet);
+    if (this.filter && !this.filter(packet)) {
+      this.dropped++;
+      return;
+    }
+    if (this.holding) {
+      this.held.push({ queue, packet });
+      return;
+    }
+    this.delivered++;
+    this.deliver(queue, packet);
+  }
+
+  /**
+   * Stops holding and delivers the held packets, in `order` (indices into `held`) or reversed
+   * when `order` is "reverse", or as held.
+   */
+  release(order?: number[] | "reverse"): void {
+    this.holding = false;
+    const items = this.held.splice(0);
+    const seq = order === "reverse" ? items.reverse() : order ? order.map((i) => items[i]) : items;
+    for (const { queue, packet } of seq) {
+      this.delivered++;
+      this.deliver(queue, packet);
+    }
+  }
+}
+
+/** A DeviceQueue backed by memory. */
+export class MemoryQueue implements DeviceQueue {
+  readonly mtu: number;
+  readonly checksumOffload: boolean;
+  /** Packets written by this queue and refused (too big or closed). */
+  refused = 0;
+  private handler: PacketBatchHandler | null = null;
+  private pending: Buffer[] = [];
+  private scheduled = false;
+  private closed = false;
+
+  /** @internal */
+  constructor(
+    mtu: number,
+    checksumOffload: boolean,
+    private readonly send: (packet: Buffer) => void,
+    private readonly settleHook: (delta: number) => void,
+  ) {
+    this.mtu = mtu;
+    this.checksumOffload = checksumOffload;
+  }
+
+  onReceive(handler: PacketBatchHandler): void {
+    this.handler = handler;
+  }
+
+  write(packet: Uint8Array, partialChecksum = false): boolean {
+    return this.writeGather(packet, new Uint8Array(0), partialChecksum);
+  }
+
+  writeGather(header: Uint8Array, payload: Uint8Array, partialChecksum = false): boolean {
+    const length = header.length + payload.length;
+    if (this.closed || length > this.mtu) {
+      this.refused++;
+      return false;
+    }
+    const packet = Buffer.allocUnsafe(length);
+    packet.set(header, 0);
+    packet.set(payload, header.length);
+    if (partialChecksum) completeChecksum(packet);
+    this.send(packet);
+    return true;
+  }
+
+  close(): void {
+    this.closed = true;
+    this.handler = null;
+  }
+
+  /** @internal Queues a packet for delivery to this queue's handler on a microtask. */
+  enqueue(packet: Buffer): void {
+    if (this.closed) return;
+    this.pending.push(packet);
+    if (this.scheduled) return;
+    this.scheduled = true;
+    this.settleHook(1);
+    queueMicrotask(() => this.flush());
+  }
+
+  private flush(): void {
+    this.scheduled = false;
+    this.settleHook(-1);
+    const packets = this.pending;
+    this.pending = [];
+    if (!this.handler || packets.length === 0) return;
+    const buffer = Buffer.concat(packets);
+    const offsets = new Uint32Array(2 * packets.length);
+    let at = 0;
+    packets.forEach((p, i) => {
+      offsets[2 * i] = at;
+      offsets[2 * i + 1] = p.length;
+      at += p.length;
+    });
+    this.handler({ buffer, offsets, count: packets.length });
+  }
+}
+
+/** Completes a TCP checksum whose field holds the pseudo-header seed, as a kernel would. */
+function completeChecksum(packet: Buffer): void {
+  const v4 = packet[0] >>> 4 === 4;
+  const ip = v4 ? (packet[0] & 15) * 4 : 40;
+  const sum = sumWords(packet, ip, packet.length - ip);
+  packet.writeUInt16BE(finishChecksum(sum), ip + 16);
+}
+
+export interface MemoryPair {
+  /** Side A's queues (give them to one stack) and side B's. */
+  a: MemoryQueue[];
+  b: MemoryQueue[];
+  /** Hooks for packets travelling A -> B and B -> A. */
+  aToB: MemoryLink;
+  bToA: MemoryLink;
+  /** Resolves once no delivery is pending (bounded: gives up after 10,000 rounds). */
+  settle(): Promise<void>;
+}
+
+/** Creates a linked pair of in-memory devices. */
+export function createMemoryPair(options: MemoryPairOptions = {}): MemoryPair {
+  const mtu = options.mtu ?? 1500;
+  const offload = options.checksumOffload ?? false;
+  const n = options.queues ?? 1;
+  let inFlight = 0;
+  const hook = (d: number) => {
+    inFlight += d;
+  };
+  const a: MemoryQueue[] = [];
+  const b: MemoryQueue[] = [];
+  const aToB = new MemoryLink((q, p) => b[q].enqueue(p));
+  const bToA = new MemoryLink((q, p) => a[q].enqueue(p));
+  for (let i = 0; i < n; i++) {
+    a.push(new MemoryQueue(mtu, offload, (p) => aToB.accept(i, p), hook));
+    b.push(new MemoryQueue(mtu, offload, (p) => bToA.accept(i, p), hook));
+  }
+  const settle = async () => {
+    for (let i = 0; i < 10_000 && inFlight > 0; i++) await new Promise<void>(queueMicrotask);
+    // One more turn so that promise callbacks resolved by the last batch run too.
+    await new Promise<void>(queueMicrotask);
+  };
+  return { a, b, aToB, bToA, settle };
+}
