@@ -1,0 +1,38 @@
+/** Command-line options of `pnpm bench` (parsed by hand: three flags need no library). */
+
+export interface BenchOptions {
+  /** Names the run in docs/benchmarks.md ("before", "after"...). */
+  label: string;
+  /** Shorter everything, for smoke testing. */
+  quick: boolean;
+  /** Print only; do not append to docs/benchmarks.md nor write the chart. */
+  noDocs: boolean;
+  help: boolean;
+}
+
+export const USAGE = `usage: pnpm bench [--label NAME] [--quick] [--no-docs]
+  --label NAME  names the run in docs/benchmarks.md (default "run")
+  --quick       short sweeps and probes, for smoke testing (about a minute)
+  --no-docs     print the table only; leave docs/ untouched`;
+
+/** Parses argv (without node and script); throws an Error with a message on bad input. */
+export function parseBenchArgs(argv: readonly string[]): BenchOptions {
+  const opts: BenchOptions = { label: "run", quick: false, noDocs: false, help: false };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg === "--quick") opts.quick = true;
+    else if (arg === "--no-docs") opts.noDocs = true;
+    else if (arg === "--help" || arg === "-h") opts.help = true;
+    else if (arg === "--label" || arg.startsWith("--label=")) {
+      const value = arg === "--label" ? argv[++i] : arg.slice("--label=".length);
+      if (value === undefined || value.trim() === "" || value.startsWith("--")) {
+        throw new Error("--label needs a name");
+      }
+      if (!/^[\w .+-]{1,40}$/.test(value)) {
+        throw new Error(`--label "${value}": use up to 40 letters, digits, spaces or . _ + -`);
+      }
+      opts.label = value.trim();
+    } else throw new Error(`unknown argument "${arg}"`);
+  }
+  return opts;
+}

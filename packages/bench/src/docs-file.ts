@@ -1,0 +1,63 @@
+/**
+ * Appending a run to docs/benchmarks.md: inside the "## Tunnel (pnpm bench)" section (created
+ * with its description when missing), after the runs already there, leaving every other
+ * section as it is.
+ */
+
+export const SECTION_TITLE = "## Tunnel (pnpm bench)";
+
+/** The section's description, written once when the section is created. */
+export const SECTION_INTRO = `Command: \`pnpm bench [--label NAME] [--quick]\` (builds, then runs
+\`node packages/bench/dist/tunnel-bench.js\` as root; about 5 minutes, 15 at most: a watchdog
+tears everything down and exits non-zero past that). It builds the e2e namespace NAT rig
+(\`packages/e2e\`: app client A and tunnel client C behind router R, tunnel server S with DNAT,
+app server B) twice, in the same run: "direct" (R lets UDP through: the reference path) and
+"tunnel" (R's WAN passes only TCP; UDP rides fake-tcp-client → fake-tcp-server). All traffic
+stays inside the rig's namespaces. Each run appends a subsection below and a chart
+\`docs/bench-<date>-<label>.svg\`.
+
+How it measures:
+
+- **Highest rate under 1 % loss**: iperf3 UDP with 1400-byte datagrams (\`-l 1400\`), A→B and
+  B→A (\`-R\`), loss and rate measured by the receiver. Bounded sweep per path and direction:
+  start at 100 Mbit/s, double while loss < 1 %, then bisect between the best good and the
+  lowest bad rate (3 steps); at most 10 steps of 3 s. The sweep also stops when iperf3 itself
+  cannot send the offered rate ("sender-limited"). The table gives the delivered rate at the
+  highest good offered rate, and the **headline is tunnel/direct of that rate**: every process
+  shares the same 2 cores, so only ratios within one run compare well across runs.
+- **CPU per gigabit**: utime + stime of fake-tcp-client and fake-tcp-server from
+  \`/proc/PID/stat\` (all threads of each process) across the iperf3 step at the highest good
+  rate, divided by the gigabits the receiver got. The step includes iperf3's ~0.5 s of set-up
+  and tear-down, during which the programs are nearly idle.
+- **Echo RTT**: a probe on A sends 32-byte datagrams at a fixed interval to an echo on B and
+  times each echo with the monotonic clock (probe and echo are Node programs, so the figures
+  include two event-loop hops each way); p50 and p99, idle and alongside an iperf3 A→B load.
+  The last column is the latency the tunnel adds.
+- **Concurrent flows**: A opens that many UDP sockets (source ports) and each sends a datagram
+  to the echo on B (and a second 1 s later in case the first was lost during set-up); set-up
+  rate = flows / time until every flow got its first echo. In tunnel mode each flow is a fake
+  TCP connection (handshake through R), and the programs are restarted just before, so RSS
+  "before" is a freshly started program.
+`;
+
+/** Returns the new file text with `runSection` appended to the tunnel section. */
+export function appendRun(existing: string | null, runSection: string): string {
+  let text = existing ?? "# Benchmarks\n";
+  if (!text.endsWith("\n")) text += "\n";
+  const start = findSectionStart(text);
+  if (start < 0) {
+    return `${text}\n${SECTION_TITLE}\n\n${SECTION_INTRO}\n${runSection}`;
+  }
+  // The section ends where the next level-2 heading starts (or at the end of the file).
+  const afterTitle = start + SECTION_TITLE.length;
+  const next = text.slice(afterTitle).search(/^## /m);
+  const end = next < 0 ? text.length : afterTitle + next;
+  const before = text.slice(0, end).replace(/\n*$/, "\n");
+  const after = text.slice(end);
+  return `${before}\n${runSection}${after ? `\n${after}` : ""}`;
+}
+
+function findSectionStart(text: string): number {
+  const m = /^## Tunnel \(pnpm bench\)[ \t]*$/m.exec(text);
+  return m ? m.index : -1;
+}

@@ -1,0 +1,191 @@
+/**
+ * The run as text: the comparison table (printed and written to docs/benchmarks.md), the
+ * headline ratio, and the chart's series.
+ */
+import type { BenchRun, ModeResult } from "./results.js";
+import type { ChartSeries } from "./svg-chart.js";
+import { cpuPerGigabit, type SweepResult } from "./throughput.js";
+
+const NA = "–";
+
+function mbitText(bps: number): string {
+  return (bps / 1e6).toFixed(bps >= 1e9 ? 0 : 1);
+}
+
+function bestText(s: SweepResult | null): string {
+  if (!s) return NA;
+  if (!s.best) return `none under 1 % loss (${s.end})`;
+  const b = s.best;
+  const limited = s.end === "sender-limited" ? ", sender-limited" : "";
+  return `${mbitText(b.deliveredBps)} (offered ${mbitText(b.offeredBps)}, loss ${b.lossPercent.toFixed(2)} %${limited})`;
+}
+
+/** tunnel/direct of the delivered rate at each side's highest good rate. */
+export function rateRatio(direct: SweepResult | null, tunnel: SweepResult | null): number | null {
+  const d = direct?.best?.deliveredBps;
+  const t = tunnel?.best?.deliveredBps;
+  return d && t !== undefined ? t / d : null;
+}
+
+function ratioText(r: number | null): string {
+  return r === null ? NA : r.toFixed(2);
+}
+
+function usText(v: number | null | undefined): string {
+  return v === null || v === undefined || Number.isNaN(v) ? NA : `${Math.round(v)}`;
+}
+
+function addedText(tunnel: number | undefined, direct: number | undefined): string {
+  if (tunnel === undefined || direct === undefined) return NA;
+  const d = tunnel - direct;
+  return `${d >= 0 ? "+" : ""}${Math.round(d)} µs`;
+}
+
+function mib(bytes: number | null): string {
+  return bytes === null ? "?" : (bytes / 1048576).toFixed(1);
+}
+
+function rssText(pair: [number | null, number | null] | undefined): string {
+  return pair ? `${mib(pair[0])} → ${mib(pair[1])}` : NA;
+}
+
+function cpuText(s: SweepResult | null): string {
+  const v = cpuPerGigabit(s?.best ?? null);
+  return v === null ? NA : v.toFixed(2);
+}
+
+function scaleText(m: ModeResult): string {
+  const s = m.scale;
+  if (!s) return NA;
+  if (s.flowsPerSecond === null) return `${s.answered}/${s.flows} flows answered`;
+  return `${Math.round(s.flowsPerSecond)} flows/s (all ${s.flows} in ${s.allAnsweredMs} ms)`;
+}
+
+function lossText(l: { sent: number; received: number } | null): string {
+  return l ? ` (${l.sent - l.received} lost)` : "";
+}
+
+/** The comparison table as Markdown rows. */
+export function renderTable(run: BenchRun): string {
+  const { direct: d, tunnel: t } = run;
+  const rows: string[][] = [
+    ["Measurement", "direct UDP", "tunnel", "tunnel vs direct"],
+    [
+      "highest rate under 1 % loss, A→B (Mbit/s delivered)",
+      bestText(d.forward),
+      bestText(t.forward),
+      ratioText(rateRatio(d.forward, t.forward)),
+    ],
+    [
+      "highest rate under 1 % loss, B→A (Mbit/s delivered)",
+      bestText(d.reverse),
+      bestText(t.reverse),
+      ratioText(rateRatio(d.reverse, t.reverse)),
+    ],
+    ["tunnel CPU s per Gbit delivered, A→B (client + server)", NA, cpuText(t.forward), NA],
+    ["tunnel CPU s per Gbit delivered, B→A (client + server)", NA, cpuText(t.reverse), NA],
+  ];
+  const lat = (label: string, pick: (m: ModeResult) => number | undefined, loaded: boolean) => {
+    const lossD = loaded ? d.latencyLoaded : d.latencyIdle;
+    const lossT = loaded ? t.latencyLoaded : t.latencyIdle;
+    rows.push([
+      label,
+      usText(pick(d)) + (label.includes("p50") ? lossText(lossD) : ""),
+      usText(pick(t)) + (label.includes("p50") ? lossText(lossT) : ""),
+      addedText(pick(t), pick(d)),
+    ]);
+  };
+  lat("echo RTT p50, idle (µs)", (m) => m.latencyIdle?.p50Us, false);
+  lat("echo RTT p99, idle (µs)", (m) => m.latencyIdle?.p99Us, false);
+  const load = `${run.settings.loadBps / 1e6} Mbit/s load`;
+  lat(`echo RTT p50, ${load} (µs)`, (m) => m.latencyLoaded?.p50Us, true);
+  lat(`echo RTT p99, ${load} (µs)`, (m) => m.latencyLoaded?.p99Us, true);
+  const sd = d.scale?.flowsPerSecond ?? null;
+  const st = t.scale?.flowsPerSecond ?? null;
+  rows.push(
+    [
+      `${run.settings.flows} concurrent flows: set-up (until every first echo)`,
+      scaleText(d),
+      scaleText(t),
+      sd && st ? ratioText(st / sd) : NA,
+    ],
+    ["fake-tcp-client RSS before → after the flows (MiB)", NA, rssText(t.scale?.rss?.client), NA],
+    ["fake-tcp-server RSS before → after the flows (MiB)", NA, rssText(t.scale?.rss?.server), NA],
+  );
+  const lines = rows.map((r) => `| ${r.join(" | ")} |`);
+  lines.splice(1, 0, "|---|---|---|---|");
+  return lines.join("\n");
+}
+
+/** The headline: tunnel/direct of the highest good rate, per direction. */
+export function renderHeadline(run: BenchRun): string {
+  const f = rateRatio(run.direct.forward, run.tunnel.forward);
+  const r = rateRatio(run.direct.reverse, run.tunnel.reverse);
+  if (f === null && r === null) {
+    return "**Headline: tunnel/direct could not be measured** (see the errors below).";
+  }
+  return `**Headline — tunnel/direct, highest rate under 1 % loss: A→B ${ratioText(f)}, B→A ${ratioText(r)}.**`;
+}
+
+/** Errors of the run, one bullet each (empty when none). */
+export function renderErrors(run: BenchRun): string {
+  return [run.direct, run.tunnel]
+    .filter((m) => m.error)
+    .map((m) => `- ${m.mode}: could not be (fully) measured: \`${oneLine(m.error ?? "")}\``)
+    .join("\n");
+}
+
+/**
+ * An error on one line for the table: its first line plus the programs' stderr lines from the
+ * log tail the rig attaches (the pino stdout lines there are noise).
+ */
+export function oneLine(text: string): string {
+  const [first, ...rest] = text.split("\n");
+  const stderr = rest
+    .filter((l) => / stderr\] /.test(l))
+    .map((l) => l.replace(/^\s*\[[^\]]*\]\s*/, ""));
+  const line = [first, ...stderr.slice(-3)]
+    .join(" / ")
+    .replace(/\s+/g, " ")
+    .replace(/`/g, "'")
+    .trim();
+  return line.length > 400 ? `${line.slice(0, 400)}…` : line;
+}
+
+/** The "### Run ..." subsection for docs/benchmarks.md. */
+export function renderRunSection(run: BenchRun, chartFile: string | null): string {
+  const s = run.settings;
+  const parts = [
+    `### Run ${run.startedAt.toISOString()} — ${run.label}${run.quick ? " (quick)" : ""}`,
+    "",
+    `Machine: ${run.cores} cores (shared with other work; load average ${run.loadAverage.toFixed(2)} at start), ` +
+      `Node ${run.nodeVersion}, commit ${run.commit}. Run took ${Math.round(run.durationSeconds)} s ` +
+      `(iperf3 steps of ${s.stepSeconds} s; ${s.probes} echo probes every ${s.probeIntervalMs} ms).`,
+    "",
+    renderHeadline(run),
+    "",
+    renderTable(run),
+  ];
+  const errors = renderErrors(run);
+  if (errors) parts.push("", errors);
+  if (chartFile) {
+    parts.push("", `![delivered vs offered rate, direct and tunnel](${chartFile})`);
+  }
+  return `${parts.join("\n")}\n`;
+}
+
+/** The chart's series: delivered vs offered, per path and direction, in Mbit/s. */
+export function chartSeries(run: BenchRun): ChartSeries[] {
+  const series = (name: string, color: string, dashed: boolean, s: SweepResult | null) => ({
+    name,
+    color,
+    dashed,
+    points: (s?.steps ?? []).map((p) => ({ x: p.offeredBps / 1e6, y: p.deliveredBps / 1e6 })),
+  });
+  return [
+    series("direct A→B", "#1f77b4", false, run.direct.forward),
+    series("direct B→A", "#1f77b4", true, run.direct.reverse),
+    series("tunnel A→B", "#d62728", false, run.tunnel.forward),
+    series("tunnel B→A", "#d62728", true, run.tunnel.reverse),
+  ];
+}

@@ -1,0 +1,51 @@
+/** What one `pnpm bench` run measured (shared by the runner, the table and the chart). */
+import type { LatencyResult } from "./latency.js";
+import type { ScaleResult } from "./scale.js";
+import type { SweepResult } from "./throughput.js";
+
+export type PathMode = "direct" | "tunnel";
+
+/** Everything measured on one path; fields stay null when a phase failed or did not run. */
+export interface ModeResult {
+  mode: PathMode;
+  /** The first error that stopped this path's measurements, if any. */
+  error: string | null;
+  forward: SweepResult | null;
+  reverse: SweepResult | null;
+  latencyIdle: LatencyResult | null;
+  latencyLoaded: LatencyResult | null;
+  scale: ScaleResult | null;
+}
+
+export interface BenchRun {
+  label: string;
+  quick: boolean;
+  startedAt: Date;
+  durationSeconds: number;
+  cores: number;
+  nodeVersion: string;
+  commit: string;
+  loadAverage: number;
+  /** Settings that shape the figures, printed with them. */
+  settings: {
+    stepSeconds: number;
+    probes: number;
+    probeIntervalMs: number;
+    loadBps: number;
+    flows: number;
+  };
+  direct: ModeResult;
+  tunnel: ModeResult;
+}
+
+export function emptyModeResult(mode: PathMode): ModeResult {
+  return {
+    mode,
+    error: null,
+    forward: null,
+    reverse: null,
+    latencyIdle: null,
+    latencyLoaded: null,
+    scale: null,
+  };
+}

@@ -1,0 +1,88 @@
+/**
+ * Throughput sweeps: iperf3 UDP (1400-byte datagrams) through a rig, one direction at a time,
+ * with the tunnel programs' CPU time sampled around every step.
+ */
+import type { Rig } from "fake-tcp-e2e";
+import { processCpuSeconds } from "./proc-stat.js";
+import { RateSweep, type SweepConfig, type SweepEnd, type SweepStep } from "./sweep.js";
+
+/** iperf3 UDP payload size (-l). */
+export const DATAGRAM_BYTES = 1400;
+
+/** A sweep step plus the CPU the tunnel programs used during it (tunnel mode only). */
+export interface MeasuredStep extends SweepStep {
+  seconds: number;
+  /** CPU seconds of client + server during the step, null when no tunnel runs. */
+  tunnelCpuSeconds: number | null;
+}
+
+export interface SweepResult {
+  direction: "A→B" | "B→A";
+  steps: MeasuredStep[];
+  best: MeasuredStep | null;
+  end: SweepEnd;
+}
+
+/** Sum of the CPU seconds of the given processes (a vanished process counts as an error). */
+function cpuOf(pids: readonly number[]): number {
+  return pids.reduce((sum, pid) => sum + processCpuSeconds(pid), 0);
+}
+
+/**
+ * Runs the bounded sweep in one direction. `cpuPids` are the tunnel programs (empty for the
+ * direct path). `log` reports each step as it is measured.
+ */
+export async function sweepDirection(
+  rig: Rig,
+  reverse: boolean,
+  config: SweepConfig,
+  stepSeconds: number,
+  cpuPids: readonly number[],
+  log: (line: string) => void,
+): Promise<SweepResult> {
+  const sweep = new RateSweep(config);
+  const steps: MeasuredStep[] = [];
+  const direction = reverse ? "B→A" : "A→B";
+  for (let rate = sweep.next(); rate !== null; rate = sweep.next()) {
+    const cpuBefore = cpuPids.length ? cpuOf(cpuPids) : 0;
+    const r = await rig.iperf({
+      bitrate: rate,
+      seconds: stepSeconds,
+      length: DATAGRAM_BYTES,
+      reverse,
+    });
+    const cpu = cpuPids.length ? cpuOf(cpuPids) - cpuBefore : null;
+    const step: MeasuredStep = {
+      offeredBps: rate,
+      sentBps: r.sentBitsPerSecond,
+      deliveredBps: r.receivedBitsPerSecond,
+      lossPercent: r.lostPercent,
+      seconds: r.seconds,
+      tunnelCpuSeconds: cpu,
+    };
+    steps.push(step);
+    sweep.record(step);
+    log(
+      `  ${rig.mode} ${direction} offered ${mbit(rate)} sent ${mbit(step.sentBps)} delivered ` +
+        `${mbit(step.deliveredBps)} Mbit/s, loss ${step.lossPercent.toFixed(2)} %` +
+        (cpu === null ? "" : `, tunnel CPU ${cpu.toFixed(2)} s`),
+    );
+  }
+  const best = sweep.best ? (steps.find((s) => s === sweep.best) ?? null) : null;
+  return { direction, steps, best, end: sweep.end };
+}
+
+/**
+ * CPU seconds of the tunnel programs per gigabit delivered in a step (delivered bits =
+ * receiver rate × duration), or null without a CPU sample or delivery.
+ */
+export function cpuPerGigabit(step: MeasuredStep | null): number | null {
+  if (!step || step.tunnelCpuSeconds === null) return null;
+  const gigabits = (step.deliveredBps * step.seconds) / 1e9;
+  return gigabits > 0 ? step.tunnelCpuSeconds / gigabits : null;
+}
+
+/** Bits per second as Mbit/s text. */
+export function mbit(bps: number): string {
+  return (bps / 1e6).toFixed(bps >= 1e9 ? 0 : 1);
+}

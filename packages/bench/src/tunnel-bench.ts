@@ -1,0 +1,208 @@
+/**
+ * `pnpm bench`: direct UDP vs the fake-TCP tunnel on the e2e namespace NAT rig, in one run.
+ * Measures the highest iperf3 UDP rate under 1 % loss each way, the tunnel's CPU per gigabit,
+ * echo latency idle and under load, and 1,000-flow set-up; prints a table, appends it to
+ * docs/benchmarks.md and draws docs/bench-<date>-<label>.svg. Must run as root.
+ */
+import { execFileSync } from "node:child_process";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { availableParallelism, loadavg } from "node:os";
+import { join } from "node:path";
+import { parseBenchArgs, USAGE } from "./cli-options.js";
+import { appendRun } from "./docs-file.js";
+import { measureLatency, startProbeEcho } from "./latency.js";
+import {
+  chartSeries,
+  renderErrors,
+  renderHeadline,
+  renderRunSection,
+  renderTable,
+} from "./report.js";
+import { type BenchRun, emptyModeResult, type ModeResult, type PathMode } from "./results.js";
+import { destroyAllNamespaces, REPO_ROOT_DIR, Rig } from "./rig-access.js";
+import { measureScale } from "./scale.js";
+import { renderRateChart } from "./svg-chart.js";
+import type { SweepConfig } from "./sweep.js";
+import { DATAGRAM_BYTES, sweepDirection } from "./throughput.js";
+
+/** Durations and sizes of a run. */
+interface Plan {
+  sweep: SweepConfig;
+  stepSeconds: number;
+  probes: number;
+  probeIntervalMs: number;
+  loadBps: number;
+  flows: number;
+  retryMs: number;
+  watchdogMs: number;
+}
+
+const FULL: Plan = {
+  sweep: { startBps: 100e6, maxBps: 6.4e9, minBps: 10e6, bisectSteps: 3, maxSteps: 10 },
+  stepSeconds: 3,
+  probes: 1000,
+  probeIntervalMs: 5,
+  loadBps: 100e6,
+  flows: 1000,
+  retryMs: 1000,
+  watchdogMs: 14 * 60_000,
+};
+
+const QUICK: Plan = {
+  sweep: { startBps: 100e6, maxBps: 400e6, minBps: 25e6, bisectSteps: 1, maxSteps: 3 },
+  stepSeconds: 1,
+  probes: 200,
+  probeIntervalMs: 5,
+  loadBps: 100e6,
+  flows: 100,
+  retryMs: 1000,
+  watchdogMs: 4 * 60_000,
+};
+
+function log(line: string): void {
+  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** Runs every measurement on one path; a failing phase ends the path but keeps what it got. */
+async function measurePath(mode: PathMode, plan: Plan): Promise<ModeResult> {
+  const result = emptyModeResult(mode);
+  let rig: Rig | null = null;
+  try {
+    log(`${mode}: building the rig`);
+    rig = await Rig.create({ mode });
+    const cpuPids =
+      mode === "tunnel" && rig.client && rig.server ? [rig.client.pid, rig.server.pid] : [];
+    for (const reverse of [false, true]) {
+      log(`${mode}: rate sweep ${reverse ? "B→A" : "A→B"}`);
+      const sweep = await sweepDirection(rig, reverse, plan.sweep, plan.stepSeconds, cpuPids, log);
+      if (reverse) result.reverse = sweep;
+      else result.forward = sweep;
+    }
+    log(`${mode}: echo latency, idle`);
+    await startProbeEcho(rig);
+    result.latencyIdle = await measureLatency(rig, plan.probes, plan.probeIntervalMs);
+    log(`${mode}: echo latency under ${plan.loadBps / 1e6} Mbit/s iperf3 load`);
+    const probeMs = plan.probes * plan.probeIntervalMs;
+    const loadSeconds = Math.ceil(probeMs / 1000) + 3;
+    const activeRig = rig;
+    const [, loaded] = await Promise.all([
+      activeRig.iperf({ bitrate: plan.loadBps, seconds: loadSeconds, length: DATAGRAM_BYTES }),
+      sleep(1000).then(() => measureLatency(activeRig, plan.probes, plan.probeIntervalMs)),
+    ]);
+    result.latencyLoaded = loaded;
+    if (mode === "tunnel") {
+      // Fresh programs, so "RSS before" is an idle program, not one that just ran the sweeps.
+      log("tunnel: restarting the programs for the flow test");
+      await rig.client?.stop(3_000);
+      await rig.server?.stop(3_000);
+      await rig.startTunnel();
+    }
+    log(`${mode}: ${plan.flows} concurrent flows`);
+    result.scale = await measureScale(rig, plan.flows, plan.retryMs);
+  } catch (err) {
+    result.error = errorText(err);
+    log(`${mode}: FAILED: ${result.error}`);
+  } finally {
+    await rig?.destroy();
+  }
+  return result;
+}
+
+function gitCommit(): string {
+  try {
+    const hash = execFileSync("git", ["-C", REPO_ROOT_DIR, "rev-parse", "--short", "HEAD"], {
+      encoding: "utf8",
+    }).trim();
+    const dirty = execFileSync(
+      "git",
+      ["-C", REPO_ROOT_DIR, "status", "--porcelain", "--untracked-files=no", "packages"],
+      { encoding: "utf8" },
+    ).trim();
+    return dirty ? `${hash} (with uncommitted changes under packages/)` : hash;
+  } catch {
+    return "unknown";
+  }
+}
+
+/** Writes the chart and appends the run to docs/benchmarks.md; returns the chart's path. */
+function writeDocs(run: BenchRun): string {
+  const docs = join(REPO_ROOT_DIR, "docs");
+  const stamp = run.startedAt.toISOString().slice(0, 16).replace(/:/g, "");
+  const safeLabel = run.label.replace(/[^\w.-]+/g, "_");
+  const chartName = `bench-${stamp}Z-${safeLabel}${run.quick ? "-quick" : ""}.svg`;
+  const title = `Delivered vs offered (iperf3 UDP, 1400 B): ${run.label}, ${run.startedAt.toISOString().slice(0, 16)}Z`;
+  writeFileSync(join(docs, chartName), renderRateChart(title, chartSeries(run)));
+  const mdPath = join(docs, "benchmarks.md");
+  const existing = existsSync(mdPath) ? readFileSync(mdPath, "utf8") : null;
+  writeFileSync(mdPath, appendRun(existing, renderRunSection(run, chartName)));
+  return join(docs, chartName);
+}
+
+async function main(): Promise<number> {
+  let opts: ReturnType<typeof parseBenchArgs>;
+  try {
+    opts = parseBenchArgs(process.argv.slice(2));
+  } catch (err) {
+    console.error(`${errorText(err)}\n${USAGE}`);
+    return 2;
+  }
+  if (opts.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  if (process.getuid?.() !== 0) {
+    console.error("pnpm bench needs root (it creates network namespaces)");
+    return 2;
+  }
+  const plan = opts.quick ? QUICK : FULL;
+  const watchdog = setTimeout(() => {
+    log(`watchdog: the run exceeded ${plan.watchdogMs / 60_000} min; tearing down`);
+    destroyAllNamespaces();
+    process.exit(3);
+  }, plan.watchdogMs);
+  const startedAt = new Date();
+  const t0 = performance.now();
+  const loadAverage = loadavg()[0];
+  const direct = await measurePath("direct", plan);
+  const tunnel = await measurePath("tunnel", plan);
+  clearTimeout(watchdog);
+  const run: BenchRun = {
+    label: opts.label,
+    quick: opts.quick,
+    startedAt,
+    durationSeconds: (performance.now() - t0) / 1000,
+    cores: availableParallelism(),
+    nodeVersion: process.version,
+    commit: gitCommit(),
+    loadAverage,
+    settings: {
+      stepSeconds: plan.stepSeconds,
+      probes: plan.probes,
+      probeIntervalMs: plan.probeIntervalMs,
+      loadBps: plan.loadBps,
+      flows: plan.flows,
+    },
+    direct,
+    tunnel,
+  };
+  console.log(`\n${renderHeadline(run)}\n\n${renderTable(run)}\n`);
+  const errors = renderErrors(run);
+  if (errors) console.log(`${errors}\n`);
+  if (!opts.noDocs) {
+    const chart = writeDocs(run);
+    log(`appended to docs/benchmarks.md; chart ${chart}`);
+  }
+  log(`done in ${Math.round(run.durationSeconds)} s`);
+  // Direct figures are the reference: without them the run measured nothing comparable.
+  return direct.error ? 1 : 0;
+}
+
+process.exitCode = await main();
