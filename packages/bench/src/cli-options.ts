@@ -7,23 +7,38 @@ export interface BenchOptions {
   quick: boolean;
   /** Print only; do not append to docs/benchmarks.md nor write the chart. */
   noDocs: boolean;
+  /** Where to write benchmarks.md and the chart (default: the repository's docs/). */
+  docsDir: string | null;
   help: boolean;
 }
 
-export const USAGE = `usage: pnpm bench [--label NAME] [--quick] [--no-docs]
+export const USAGE = `usage: pnpm bench [--label NAME] [--quick] [--no-docs] [--docs-dir DIR]
   --label NAME  names the run in docs/benchmarks.md (default "run")
   --quick       short sweeps and probes, for smoke testing (about a minute)
-  --no-docs     print the table only; leave docs/ untouched`;
+  --no-docs     print the table only; leave docs/ untouched
+  --docs-dir D  write benchmarks.md and the chart to D instead of docs/ (trial runs)`;
 
 /** Parses argv (without node and script); throws an Error with a message on bad input. */
 export function parseBenchArgs(argv: readonly string[]): BenchOptions {
-  const opts: BenchOptions = { label: "run", quick: false, noDocs: false, help: false };
+  const opts: BenchOptions = {
+    label: "run",
+    quick: false,
+    noDocs: false,
+    docsDir: null,
+    help: false,
+  };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === "--quick") opts.quick = true;
     else if (arg === "--no-docs") opts.noDocs = true;
     else if (arg === "--help" || arg === "-h") opts.help = true;
-    else if (arg === "--label" || arg.startsWith("--label=")) {
+    else if (arg === "--docs-dir") {
+      const value = argv[++i];
+      if (value === undefined || value === "" || value.startsWith("--")) {
+        throw new Error("--docs-dir needs a directory");
+      }
+      opts.docsDir = value;
+    } else if (arg === "--label" || arg.startsWith("--label=")) {
       const value = arg === "--label" ? argv[++i] : arg.slice("--label=".length);
       if (value === undefined || value.trim() === "" || value.startsWith("--")) {
         throw new Error("--label needs a name");

@@ -1,6 +1,8 @@
 /**
  * A hand-written SVG line chart of delivered vs offered rate (no dependencies): one polyline
- * per series, a dashed "delivered = offered" diagonal, axes with round ticks and a legend.
+ * per series, a dashed "delivered = offered" diagonal, log-log axes (the sweep doubles its
+ * rate, so its steps fall evenly and a slow path stays readable next to a fast one) with
+ * 1-2-5 ticks, and a legend.
  */
 
 export interface ChartPoint {
@@ -31,37 +33,47 @@ export function escapeXml(text: string): string {
     .replace(/"/g, "&quot;");
 }
 
-/** A "nice" tick step (1, 2 or 5 times a power of ten) giving about `count` ticks up to max. */
-export function niceStep(max: number, count = 5): number {
-  if (!(max > 0)) return 1;
-  const raw = max / count;
-  const power = 10 ** Math.floor(Math.log10(raw));
-  const unit = raw / power;
-  const nice = unit <= 1 ? 1 : unit <= 2 ? 2 : unit <= 5 ? 5 : 10;
-  return nice * power;
+/** Log-axis ticks: 1, 2 and 5 times each power of ten from `lo` to `hi` (both powers of 10). */
+export function logTicks(lo: number, hi: number): number[] {
+  const ticks: number[] = [];
+  for (let decade = lo; decade < hi * 1.0001 && ticks.length < 100; decade *= 10) {
+    for (const m of [1, 2, 5]) if (decade * m <= hi * 1.0001) ticks.push(decade * m);
+  }
+  return ticks;
+}
+
+/** The powers of ten just below and above the positive values (a decade at least). */
+export function logRange(values: readonly number[]): [number, number] {
+  const positive = values.filter((v) => v > 0);
+  if (positive.length === 0) return [1, 10];
+  const lo = 10 ** Math.floor(Math.log10(Math.min(...positive)));
+  let hi = 10 ** Math.ceil(Math.log10(Math.max(...positive)));
+  if (hi <= lo) hi = lo * 10;
+  return [lo, hi];
 }
 
 function fmt(n: number): string {
-  return Number.isInteger(n) ? String(n) : n.toFixed(1);
+  return n >= 1 ? String(Math.round(n)) : String(Number(n.toPrecision(2)));
 }
 
 /** Renders the chart as a complete SVG document. */
 export function renderRateChart(title: string, series: readonly ChartSeries[]): string {
   const all = series.flatMap((s) => s.points);
-  const dataMax = Math.max(1, ...all.map((p) => Math.max(p.x, p.y)));
-  const step = niceStep(dataMax);
-  const axisMax = Math.ceil(dataMax / step) * step;
+  const [lo, hi] = logRange(all.flatMap((p) => [p.x, p.y]));
   const plotW = WIDTH - MARGIN.left - MARGIN.right;
   const plotH = HEIGHT - MARGIN.top - MARGIN.bottom;
-  const sx = (v: number) => MARGIN.left + (v / axisMax) * plotW;
-  const sy = (v: number) => MARGIN.top + plotH - (v / axisMax) * plotH;
+  const span = Math.log10(hi / lo);
+  // Values at or below the axis minimum (a path that delivered nothing) sit on the axis.
+  const frac = (v: number) => Math.log10(Math.max(v, lo) / lo) / span;
+  const sx = (v: number) => MARGIN.left + frac(v) * plotW;
+  const sy = (v: number) => MARGIN.top + plotH - frac(v) * plotH;
   const out: string[] = [];
   out.push(
     `<svg xmlns="http://www.w3.org/2000/svg" width="${WIDTH}" height="${HEIGHT}" viewBox="0 0 ${WIDTH} ${HEIGHT}" font-family="sans-serif" font-size="12">`,
     `<rect width="${WIDTH}" height="${HEIGHT}" fill="white"/>`,
     `<text x="${WIDTH / 2 - MARGIN.right / 2}" y="22" text-anchor="middle" font-size="15">${escapeXml(title)}</text>`,
   );
-  for (let v = 0; v <= axisMax + step / 1e6; v += step) {
+  for (const v of logTicks(lo, hi)) {
     const x = sx(v).toFixed(1);
     const y = sy(v).toFixed(1);
     out.push(
@@ -73,9 +85,9 @@ export function renderRateChart(title: string, series: readonly ChartSeries[]): 
   }
   out.push(
     `<rect x="${MARGIN.left}" y="${MARGIN.top}" width="${plotW}" height="${plotH}" fill="none" stroke="#333"/>`,
-    `<line x1="${sx(0)}" y1="${sy(0)}" x2="${sx(axisMax)}" y2="${sy(axisMax)}" stroke="#999" stroke-dasharray="4 4"/>`,
-    `<text x="${MARGIN.left + plotW / 2}" y="${HEIGHT - 12}" text-anchor="middle">offered (Mbit/s)</text>`,
-    `<text transform="translate(18 ${MARGIN.top + plotH / 2}) rotate(-90)" text-anchor="middle">delivered (Mbit/s)</text>`,
+    `<line x1="${sx(lo)}" y1="${sy(lo)}" x2="${sx(hi)}" y2="${sy(hi)}" stroke="#999" stroke-dasharray="4 4"/>`,
+    `<text x="${MARGIN.left + plotW / 2}" y="${HEIGHT - 12}" text-anchor="middle">offered (Mbit/s, log scale)</text>`,
+    `<text transform="translate(18 ${MARGIN.top + plotH / 2}) rotate(-90)" text-anchor="middle">delivered (Mbit/s, log scale)</text>`,
   );
   series.forEach((s, i) => {
     const pts = [...s.points].sort((a, b) => a.x - b.x);

@@ -5,7 +5,7 @@
  * docs/benchmarks.md and draws docs/bench-<date>-<label>.svg. Must run as root.
  */
 import { execFileSync } from "node:child_process";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { availableParallelism, loadavg } from "node:os";
 import { join } from "node:path";
 import { parseBenchArgs, USAGE } from "./cli-options.js";
@@ -133,8 +133,9 @@ function gitCommit(): string {
 }
 
 /** Writes the chart and appends the run to docs/benchmarks.md; returns the chart's path. */
-function writeDocs(run: BenchRun): string {
-  const docs = join(REPO_ROOT_DIR, "docs");
+function writeDocs(run: BenchRun, docsDir: string | null): string {
+  const docs = docsDir ?? join(REPO_ROOT_DIR, "docs");
+  mkdirSync(docs, { recursive: true });
   const stamp = run.startedAt.toISOString().slice(0, 16).replace(/:/g, "");
   const safeLabel = run.label.replace(/[^\w.-]+/g, "_");
   const chartName = `bench-${stamp}Z-${safeLabel}${run.quick ? "-quick" : ""}.svg`;
@@ -197,8 +198,8 @@ async function main(): Promise<number> {
   const errors = renderErrors(run);
   if (errors) console.log(`${errors}\n`);
   if (!opts.noDocs) {
-    const chart = writeDocs(run);
-    log(`appended to docs/benchmarks.md; chart ${chart}`);
+    const chart = writeDocs(run, opts.docsDir);
+    log(`appended the run to benchmarks.md; chart ${chart}`);
   }
   log(`done in ${Math.round(run.durationSeconds)} s`);
   // Direct figures are the reference: without them the run measured nothing comparable.

@@ -3,7 +3,7 @@ import { parseBenchArgs } from "../src/cli-options.js";
 import { appendRun, SECTION_TITLE } from "../src/docs-file.js";
 import { percentile } from "../src/percentile.js";
 import { parseProcStat } from "../src/proc-stat.js";
-import { niceStep, renderRateChart } from "../src/svg-chart.js";
+import { logRange, logTicks, renderRateChart } from "../src/svg-chart.js";
 import { RateSweep, type SweepConfig } from "../src/sweep.js";
 
 /** Drives a sweep against a path that loses everything above `capacityBps`. */
@@ -150,13 +150,14 @@ describe("renderRateChart", () => {
     expect(svg).toContain("tunnel &lt;x&gt;");
     expect(svg).not.toContain("<x>");
     expect(svg).toContain(">200<");
+    expect(svg).not.toMatch(/NaN|Infinity/);
   });
 
-  it("picks 1-2-5 tick steps", () => {
-    expect(niceStep(1000)).toBe(200);
-    expect(niceStep(730)).toBe(200);
-    expect(niceStep(3200)).toBe(1000);
-    expect(niceStep(0)).toBe(1);
+  it("spans whole decades with 1-2-5 ticks", () => {
+    expect(logRange([100, 3200, 0])).toEqual([100, 10000]);
+    expect(logRange([100])).toEqual([100, 1000]);
+    expect(logRange([])).toEqual([1, 10]);
+    expect(logTicks(100, 10000)).toEqual([100, 200, 500, 1000, 2000, 5000, 10000]);
   });
 });
 
@@ -189,7 +190,14 @@ describe("appendRun", () => {
 
 describe("parseBenchArgs", () => {
   it("parses the flags", () => {
-    expect(parseBenchArgs([])).toEqual({ label: "run", quick: false, noDocs: false, help: false });
+    expect(parseBenchArgs([])).toEqual({
+      label: "run",
+      quick: false,
+      noDocs: false,
+      docsDir: null,
+      help: false,
+    });
+    expect(parseBenchArgs(["--docs-dir", "/tmp/x"]).docsDir).toBe("/tmp/x");
     expect(parseBenchArgs(["--label", "before", "--quick"]).label).toBe("before");
     expect(parseBenchArgs(["--label=after", "--no-docs"])).toMatchObject({
       label: "after",
@@ -202,5 +210,6 @@ describe("parseBenchArgs", () => {
     expect(() => parseBenchArgs(["--label", "--quick"])).toThrow(/needs a name/);
     expect(() => parseBenchArgs(["--label", "a/b"])).toThrow();
     expect(() => parseBenchArgs(["--fast"])).toThrow(/unknown/);
+    expect(() => parseBenchArgs(["--docs-dir"])).toThrow(/needs a directory/);
   });
 });
