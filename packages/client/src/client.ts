@@ -27,8 +27,8 @@ import { bindUdpEndpoints, type UdpEndpoint } from "./udp-endpoints.js";
 /** Options for {@link startClient} beyond the configuration (for tests). */
 export interface StartClientOptions {
   readonly logger?: Logger;
-  /** Opens the tunnel; default: a real TUN device and the fake-TCP stack. */
-  readonly openTunnel?: (config: ClientConfig) => Tunnel;
+  /** Called when the running program fails (default: log it). */
+  readonly fatal?: (err: unknown) => void;
 }
 
 /** Connects to the first address of `targets` that completes a handshake. */
@@ -98,7 +98,9 @@ async function start(
     });
   }
 
-  const tunnel = (options.openTunnel ?? openTunnel)(config);
+  const fatal =
+    options.fatal ?? ((err: unknown) => logger.error({ err: oneLine(err) }, "tunnel failed"));
+  const tunnel = openTunnel(config, { logger, fatal });
   cleanup.add("TUN device", () => tunnel.close());
   logger.info(
     {

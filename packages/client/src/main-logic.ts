@@ -11,9 +11,9 @@ export async function runClientMain(argv: readonly string[]): Promise<void> {
   await runMain({
     program: CLIENT_PROGRAM,
     statsIntervalMs: () => config?.statsIntervalMs ?? 0,
-    start: async () => {
+    start: async (fatal) => {
       config = parseClientArgs(argv);
-      return config ? startClient(config) : null;
+      return config ? startClient(config, { fatal }) : null;
     },
   });
 }

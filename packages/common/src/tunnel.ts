@@ -5,9 +5,11 @@
  */
 
 import { readFileSync } from "node:fs";
+import { Stack } from "fake-tcp";
 import { TunDevice } from "fake-tcp-tun";
 import type { SocketAddress } from "./address.js";
 import { UsageError } from "./errors.js";
+import type { Logger } from "./logger.js";
 import type { CommonConfig } from "./options.js";
 import { describeTunError } from "./tun-errors.js";
 import type { TunnelSocket } from "./tunnel-socket.js";
@@ -27,8 +29,16 @@ export interface Tunnel {
   close(): void;
 }
 
+/** What {@link openTunnel} needs besides the configuration. */
+export interface OpenTunnelOptions {
+  /** Receives the stack's rare, rate-limited messages (oversize drops and the like). */
+  readonly logger: Logger;
+  /** Called when accepting fails unexpectedly (the program should stop). */
+  readonly fatal: (err: unknown) => void;
+}
+
 /** Opens the TUN device and starts the stack. Throws a `UsageError` for device problems. */
-export function openTunnel(config: CommonConfig): Tunnel {
+export function openTunnel(config: CommonConfig, options: OpenTunnelOptions): Tunnel {
   // A multi-queue TUN lets any process attach more queues to an existing device, so a
   // second instance with the same --tun would silently share (and steal) its packets.
   if (interfaceExists(config.tun)) {
@@ -48,18 +58,40 @@ export function openTunnel(config: CommonConfig): Tunnel {
   } catch (err) {
     throw describeTunError(err, config.tun);
   }
+  let stack: Stack;
+  try {
+    stack = new Stack({
+      queues: device.queues,
+      local4: config.ipv4.peer,
+      local6: config.ipv6?.peer,
+      maxConnections: config.maxConnections,
+      idleTimeoutMs: config.idleTimeoutMs,
+      keepaliveIntervalMs: config.keepaliveMs,
+      log: (level, message) => options.logger[level]({ component: "stack" }, message),
+    });
+  } catch (err) {
+    device.close();
+    throw err;
+  }
   let closed = false;
   return {
     name: device.name,
     mtu: device.mtu,
-    connect: () => Promise.reject(new Error("fake-tcp stack not available yet")),
-    listen: () => {
-      throw new Error("fake-tcp stack not available yet");
+    connect: (target) => stack.connect({ address: target.address, port: target.port }),
+    listen: (port, onConnection) => {
+      stack.listen(port);
+      void (async () => {
+        for await (const sock of stack) onConnection(sock);
+      })().catch((err: unknown) => {
+        if (!closed) options.fatal(err);
+      });
     },
-    stats: () => ({}),
+    stats: () => stack.stats() as unknown as Record<string, unknown>,
     close: () => {
       if (closed) return;
       closed = true;
+      // The stack RSTs every connection through the device, so it closes first.
+      stack.close();
       device.close();
     },
   };

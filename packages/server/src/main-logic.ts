@@ -11,9 +11,9 @@ export async function runServerMain(argv: readonly string[]): Promise<void> {
   await runMain({
     program: SERVER_PROGRAM,
     statsIntervalMs: () => config?.statsIntervalMs ?? 0,
-    start: async () => {
+    start: async (fatal) => {
       config = parseServerArgs(argv);
-      return config ? startServer(config) : null;
+      return config ? startServer(config, { fatal }) : null;
     },
   });
 }

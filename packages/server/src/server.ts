@@ -14,7 +14,6 @@ import {
   readHandshakePacket,
   resolveHostPort,
   setUpHost,
-  type Tunnel,
 } from "fake-tcp-common";
 import type { ServerConfig } from "./cli.js";
 import { newRelayCounters, Relay } from "./relay.js";
@@ -22,8 +21,8 @@ import { newRelayCounters, Relay } from "./relay.js";
 /** Options for {@link startServer} beyond the configuration (for tests). */
 export interface StartServerOptions {
   readonly logger?: Logger;
-  /** Opens the tunnel; default: a real TUN device and the fake-TCP stack. */
-  readonly openTunnel?: (config: ServerConfig) => Tunnel;
+  /** Called when the running program fails (default: log it). */
+  readonly fatal?: (err: unknown) => void;
 }
 
 /**
@@ -74,7 +73,9 @@ async function start(
     });
   }
 
-  const tunnel = (options.openTunnel ?? openTunnel)(config);
+  const fatal =
+    options.fatal ?? ((err: unknown) => logger.error({ err: oneLine(err) }, "tunnel failed"));
+  const tunnel = openTunnel(config, { logger, fatal });
   cleanup.add("TUN device", () => tunnel.close());
   logger.info(
     {

@@ -1,0 +1,78 @@
+/**
+ * `fake-tcp-server` command line, run as the built program inside a throw-away namespace:
+ * bad input exits 2 with one line; phantun's `--local` works as `--listen`; SIGTERM tears
+ * the host setup down.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { cleanupAll, Netns, realDeviceGate } from "../../../test-support/netns.js";
+import {
+  expectOneLineError,
+  RunningProgram,
+  runProgram,
+} from "../../common/test/program-harness.js";
+
+const gate = realDeviceGate();
+
+describe.skipIf(gate.skip)("fake-tcp-server command line", () => {
+  let ns: Netns;
+  beforeAll(() => {
+    ns = new Netns("ftcs");
+  });
+  afterAll(cleanupAll);
+
+  const remote = ["--remote", "127.0.0.1:51820"];
+  it.each([
+    [[...remote], /missing required option --listen/],
+    [["--listen", "4567"], /missing required option --remote/],
+    [["--listen", "port", ...remote], /--listen: "port" is not a port number/],
+    [["--listen", "0", ...remote], /--listen: port 0 is out of range/],
+    [["--listen", "4567", "--remote", "51820"], /--remote: "51820" is not HOST:PORT/],
+    [["--listen", "4567", "--remote", "no-such-app.invalid:1"], /cannot resolve host/],
+    [["--listen", "4567", ...remote, "--keepalive", "-5"], /--keepalive/],
+    [["--listen", "4567", ...remote, "--max-connections", "lots"], /--max-connections/],
+    [["--listen", "4567", ...remote, "--tun-local6", "fcc9::2"], /must differ/],
+    [["--listen", "4567", ...remote, "--local", "4568"], /given more than once/],
+    [["--listen", "4567", ...remote, "--frob"], /unknown option --frob/],
+  ])("%j", (args, message) => {
+    const line = expectOneLineError(runProgram(ns, "server", args));
+    expect(line).toMatch(/^fake-tcp-server: error: /);
+    expect(line).toMatch(message);
+  });
+
+  it("takes phantun's --local for --listen, DNATs that port, and cleans up on SIGTERM", async () => {
+    const server = new RunningProgram(ns, "server", [
+      "--local",
+      "4567",
+      ...remote,
+      "--tun",
+      "ftsl0",
+    ]);
+    const added = await server.waitFor("nft rules added");
+    expect(added.rules).toEqual([
+      'iifname != "ftsl0" tcp dport 4567 dnat ip to 192.168.201.2',
+      'iifname != "ftsl0" tcp dport 4567 dnat ip6 to fcc9::2',
+    ]);
+    await server.waitFor("fake-tcp-server running");
+    expect(ns.exec("cat", ["/proc/sys/net/ipv6/conf/all/forwarding"]).trim()).toBe("1");
+    expect(ns.exec("ip", ["-o", "addr", "show", "dev", "ftsl0"])).toContain("192.168.201.1");
+    const stopped = await server.stop();
+    expect(stopped.code).toBe(0);
+    expect(stopped.ms).toBeLessThan(2_000);
+    expect(ns.exec("nft", ["list", "ruleset"])).not.toContain("fake_tcp_ftsl0");
+    expect(ns.exec("ip", ["-o", "link", "show"])).not.toContain("ftsl0");
+  });
+
+  it("-4 adds IPv4 rules only", async () => {
+    const server = new RunningProgram(ns, "server", [
+      "--listen",
+      "4567",
+      ...remote,
+      "--tun",
+      "ftsl1",
+      "-4",
+    ]);
+    const added = await server.waitFor("nft rules added");
+    expect(added.rules).toEqual(['iifname != "ftsl1" tcp dport 4567 dnat ip to 192.168.201.2']);
+    expect((await server.stop()).code).toBe(0);
+  });
+});
