@@ -24,6 +24,8 @@ table inet ${ROUTER_TABLE} {
     ${tcpOnly ? `iifname ${wan} meta l4proto != tcp counter drop` : ""}
     ${tcpOnly ? `oifname ${wan} meta l4proto != tcp counter drop` : ""}
     ct state invalid counter drop
+    # Bridged LAN traffic (A <-> C) reaches this hook when br_netfilter is loaded on the host.
+    iifname ${lan} oifname ${lan} accept
     iifname ${lan} oifname ${wan} accept
     iifname ${wan} oifname ${lan} ct state established,related accept
   }
