@@ -19,7 +19,7 @@ function peer(opts: Parameters<typeof rawPeer>[0] = {}) {
 }
 
 /** A raw peer that plays the server towards our client stack. */
-function clientUnderTest(stackOpts: Parameters<typeof rawPeer>[0]["stack"] = {}) {
+function clientUnderTest(stackOpts: NonNullable<Parameters<typeof rawPeer>[0]>["stack"] = {}) {
   // rawPeer's stack has address SERVER4 and the peer is PEER4; the stack connects to PEER4.
   const p = peer({ stack: stackOpts });
   const connect = () => p.stack.connect("192.168.200.2:4567");

@@ -1,0 +1,321 @@
+/** Two of our stacks over the in-memory pair: ports, limits, keepalive, idle, scale. */
+import { afterEach, describe, expect, it, vi } from "vitest";
+import type { Socket } from "../src/index.js";
+import { TcpFlags } from "../src/wire/index.js";
+import { rawPeer, summarize, twoStacks } from "./helpers.js";
+
+const { SYN, ACK, RST } = TcpFlags;
+
+let cleanup: Array<() => void> = [];
+afterEach(() => {
+  for (const c of cleanup) c();
+  cleanup = [];
+  vi.useRealTimers();
+  vi.restoreAllMocks();
+});
+function pairOf(opts: Parameters<typeof twoStacks>[0] = {}) {
+  const t = twoStacks(opts);
+  cleanup.push(t.close);
+  return t;
+}
+function closeCause(s: Socket): Promise<string> {
+  return new Promise((r) => s.once("close", (i) => r(i.cause)));
+}
+
+describe("datagrams between two stacks", () => {
+  for (const family of [4, 6] as const) {
+    it(`IPv${family}: boundaries kept both ways, loss and reordering passed through`, async () => {
+      const { pair, client, server } = pairOf({ pair: { checksumOffload: family === 6 } });
+      server.listen(7000);
+      const target = family === 4 ? "192.168.201.2:7000" : "[fcc9::2]:7000";
+      const [c, s] = await Promise.all([client.connect(target), server.accept()]);
+      expect(c.family).toBe(family);
+      expect(s.remotePort).toBe(c.localPort);
+      const atServer: string[] = [];
+      const atClient: string[] = [];
+      s.onDatagram((d) => atServer.push(d.toString()));
+      c.onDatagram((d) => atClient.push(d.toString()));
+      for (const m of ["a", "bb", "ccc"]) c.send(Buffer.from(m));
+      for (const m of ["x", "yy"]) s.send(Buffer.from(m));
+      await pair.settle();
+      expect(atServer).toEqual(["a", "bb", "ccc"]);
+      expect(atClient).toEqual(["x", "yy"]);
+      // Drop every second packet, then reorder a burst.
+      let n = 0;
+      pair.aToB.filter = () => n++ % 2 === 0;
+      for (const m of ["1", "2", "3", "4"]) c.send(Buffer.from(m));
+      await pair.settle();
+      pair.aToB.filter = null;
+      pair.aToB.holding = true;
+      for (const m of ["5", "6", "7"]) c.send(Buffer.from(m));
+      pair.aToB.release("reverse");
+      await pair.settle();
+      expect(atServer.slice(3)).toEqual(["1", "3", "7", "6", "5"]);
+      expect(c.counters.datagramsSent).toBe(10);
+      expect(s.counters.datagramsReceived).toBe(8);
+    });
+  }
+
+  it("multi-queue: each flow stays on one queue and replies use the arrival queue", async () => {
+    const { pair, client, server } = pairOf({ pair: { queues: 4 } });
+    const seenOn: Array<Set<number>> = [new Set(), new Set(), new Set(), new Set()];
+    for (let q = 0; q < 4; q++) {
+      const inner = pair.b[q];
+      const orig = inner.writeGather.bind(inner);
+      inner.writeGather = (h, p2, c) => {
+        seenOn[q].add(summarize(Buffer.concat([h, p2])).dstPort);
+        return orig(h, p2, c);
+      };
+    }
+    server.listen(7000);
+    const conns = await Promise.all(
+      Array.from({ length: 16 }, () => client.connect("192.168.201.2:7000")),
+    );
+    const accepted: Socket[] = [];
+    for (let i = 0; i < 16; i++) accepted.push(await server.accept());
+    const used = new Set(conns.map((c) => c.queueIndex));
+    expect(used.size).toBeGreaterThan(1);
+    for (const s of accepted) {
+      const c = conns.find((x) => x.localPort === s.remotePort)!;
+      expect(s.queueIndex).toBe(c.queueIndex);
+      expect(seenOn[c.queueIndex].has(c.localPort)).toBe(true);
+    }
+    const total = seenOn.reduce((n, set) => n + set.size, 0);
+    expect(total).toBe(16); // each flow's server replies went out on exactly one queue
+    // Every queue that carried a flow's packets one way carried its replies the other way.
+    for (let q = 0; q < 4; q++) expect(pair.a[q].refused + pair.b[q].refused).toBe(0);
+  });
+});
+
+describe("client source ports", () => {
+  it("random start in 32768..60999, then counting up, wrapping", async () => {
+    const { client, server } = pairOf();
+    server.listen(7000);
+    vi.spyOn(Math, "random").mockReturnValue(0.999999999);
+    const a = await client.connect("192.168.201.2:7000");
+    const b = await client.connect("192.168.201.2:7000");
+    expect(a.localPort).toBe(60999);
+    expect(b.localPort).toBe(32768);
+    vi.spyOn(Math, "random").mockReturnValue(0);
+    const c = await client.connect("192.168.201.2:7000");
+    expect(c.localPort).toBe(32769);
+    // Another destination port is another tuple: 32768 is free there.
+    server.listen(7001);
+    const d = await client.connect("192.168.201.2:7001");
+    expect(d.localPort).toBe(32768);
+  });
+
+  it("exhaustion gives a clear error", async () => {
+    const { pair, client } = pairOf({ client: { maxConnections: 100_000 } });
+    pair.aToB.filter = () => false; // nobody answers: sockets stay in SYN-SENT
+    const pending: Promise<unknown>[] = [];
+    for (let i = 0; i < 61000 - 32768; i++) {
+      const p = client.connect("192.168.201.2:7000");
+      p.catch(() => {});
+      pending.push(p);
+    }
+    await expect(client.connect("192.168.201.2:7000")).rejects.toMatchObject({
+      code: "EADDRNOTAVAIL",
+      message: expect.stringMatching(/no free source port/),
+    });
+    client.close();
+    await Promise.allSettled(pending);
+  });
+
+  it("needs a local address of the family", async () => {
+    const { client } = pairOf({ client: { local6: undefined } });
+    await expect(client.connect("[fcc9::2]:1")).rejects.toMatchObject({ code: "EADDRNOTAVAIL" });
+    await expect(client.connect("nonsense")).rejects.toThrow(TypeError);
+  });
+});
+
+describe("table limits", () => {
+  it("max half-open: extra SYNs refused with RST, established connections untouched", async () => {
+    const p = rawPeer({ stack: { maxHalfOpen: 2 } });
+    cleanup.push(p.close);
+    p.stack.listen(4567);
+    p.send({ srcPort: 1000, seq: 0, ack: 0, flags: SYN });
+    p.send({ srcPort: 1000, seq: 1, ack: 1, flags: ACK });
+    const first = await p.stack.accept();
+    p.send({ srcPort: 1001, seq: 0, ack: 0, flags: SYN });
+    p.send({ srcPort: 1002, seq: 0, ack: 0, flags: SYN });
+    p.send({ srcPort: 1003, seq: 0, ack: 0, flags: SYN });
+    await p.settle();
+    const replies = p.take();
+    expect(replies.map((x) => [x.dstPort, x.flags, x.seq, x.ack])).toEqual([
+      [1000, SYN | ACK, 0, 1],
+      [1001, SYN | ACK, 0, 1],
+      [1002, SYN | ACK, 0, 1],
+      [1003, RST | ACK, 0, 1],
+    ]);
+    expect(p.stack.stats()).toMatchObject({ halfOpen: 2, refusedFull: 1, connections: 3 });
+    expect(first.established).toBe(true);
+    p.send({ srcPort: 1000, seq: 1, ack: 1, flags: ACK, payload: Buffer.from("still ok") });
+    const it = first[Symbol.asyncIterator]();
+    expect((await it.next()).value.toString()).toBe("still ok");
+  });
+
+  it("max connections: SYNs refused, connect() rejects with ENOBUFS", async () => {
+    const { client, server } = pairOf({ server: { maxConnections: 2 } });
+    server.listen(7000);
+    const a = await client.connect("192.168.201.2:7000");
+    await client.connect("192.168.201.2:7000");
+    await expect(client.connect("192.168.201.2:7000")).rejects.toMatchObject({
+      code: "ECONNREFUSED",
+    });
+    expect(server.stats().refusedFull).toBe(1);
+    expect(server.stats().connections).toBe(2);
+    // The client side: its own table holds 2 and its limit is 2.
+    const { client: c2, server: s2 } = pairOf({ client: { maxConnections: 2 } });
+    s2.listen(7000);
+    await c2.connect("192.168.201.2:7000");
+    await c2.connect("192.168.201.2:7000");
+    await expect(c2.connect("192.168.201.2:7000")).rejects.toMatchObject({ code: "ENOBUFS" });
+    a.close();
+  });
+
+  it("accept backlog is bounded", async () => {
+    const { client, server } = pairOf({ server: { acceptBacklog: 2 } });
+    server.listen(7000);
+    await client.connect("192.168.201.2:7000");
+    await client.connect("192.168.201.2:7000");
+    await expect(client.connect("192.168.201.2:7000")).rejects.toMatchObject({
+      code: "ECONNREFUSED",
+    });
+    expect(server.stats().acceptQueue).toBe(2);
+  });
+});
+
+describe("keepalive and dead peers", () => {
+  it("a peer of ours answers probes, stays up while alive, is detected dead once silent", async () => {
+    vi.useFakeTimers();
+    const { pair, client, server } = pairOf({
+      client: { keepaliveIntervalMs: 2000, deadPeerProbes: 3 },
+    });
+    server.listen(7000);
+    const [c, s] = await Promise.all([client.connect("192.168.201.2:7000"), server.accept()]);
+    c.send(Buffer.alloc(100));
+    s.send(Buffer.alloc(100));
+    await vi.advanceTimersByTimeAsync(30_000);
+    expect(c.closed).toBe(false);
+    expect(s.closed).toBe(false);
+    expect(c.counters.probesSent).toBeGreaterThan(5);
+    expect(c.counters.probesAnswered).toBeGreaterThan(5);
+    expect(c.peerAnswersProbes).toBe(true);
+    // The server vanishes silently (e.g. lost NAT mapping): nothing comes back any more.
+    const cause = closeCause(c);
+    pair.bToA.filter = () => false;
+    await vi.advanceTimersByTimeAsync(12_000);
+    expect(await cause).toBe("dead-peer");
+  });
+
+  it("still detects a dead peer when the last data segment was lost", async () => {
+    vi.useFakeTimers();
+    const { pair, client, server } = pairOf({
+      client: { keepaliveIntervalMs: 2000, deadPeerProbes: 3 },
+    });
+    server.listen(7000);
+    const [c] = await Promise.all([client.connect("192.168.201.2:7000"), server.accept()]);
+    pair.aToB.filter = () => false;
+    c.send(Buffer.alloc(100)); // lost
+    pair.aToB.filter = null;
+    await vi.advanceTimersByTimeAsync(20_000);
+    expect(c.peerAnswersProbes).toBe(true);
+    expect(c.closed).toBe(false);
+  });
+
+  it("a phantun-like peer (never answers probes) is never declared dead", async () => {
+    vi.useFakeTimers();
+    const p = rawPeer({ stack: { keepaliveIntervalMs: 1000, deadPeerProbes: 2 } });
+    cleanup.push(p.close);
+    p.stack.listen(4567);
+    p.send({ seq: 0, ack: 0, flags: SYN });
+    p.send({ seq: 1, ack: 1, flags: ACK, payload: Buffer.alloc(10) });
+    const s = await p.stack.accept();
+    s.send(Buffer.alloc(1));
+    s.send(Buffer.alloc(1)); // one-byte datagrams: probe seqs land on segment boundaries
+    await vi.advanceTimersByTimeAsync(5_000);
+    const probes = p.take().filter((x) => x.payload.length === 0 && x.flags === ACK);
+    expect(probes.length).toBeGreaterThan(2);
+    // phantun sends a pure ACK (after 128 MiB) acking whatever it last received: every
+    // possible boundary, while our probes are outstanding. None may count as an answer.
+    for (const ack of [1, 2, 3, 4, 11]) p.send({ seq: 11, ack, flags: ACK });
+    await vi.advanceTimersByTimeAsync(100_000);
+    expect(s.peerAnswersProbes).toBe(false);
+    expect(s.closed).toBe(false);
+    expect(s.counters.probesSent).toBeGreaterThan(50);
+  });
+
+  it("our stack answers a probe (old seq) with a pure ACK echoing it, rate-limited", async () => {
+    vi.useFakeTimers();
+    const p = rawPeer({ stack: { probeAnswerIntervalMs: 1000 } });
+    cleanup.push(p.close);
+    p.stack.listen(4567);
+    p.send({ seq: 0, ack: 0, flags: SYN });
+    p.send({ seq: 1, ack: 1, flags: ACK, payload: Buffer.alloc(10) });
+    await p.stack.accept();
+    await p.settle();
+    p.take();
+    p.send({ seq: 10, ack: 1, flags: ACK }); // probe: seq below 11
+    p.send({ seq: 10, ack: 1, flags: ACK }); // within the rate limit: not answered
+    p.send({ seq: 11, ack: 1, flags: ACK }); // a plain pure ACK: never answered
+    await p.settle();
+    expect(p.take().map((x) => [x.flags, x.seq, x.ack, x.payload.length])).toEqual([
+      [ACK, 1, 10, 0],
+    ]);
+    await vi.advanceTimersByTimeAsync(1100);
+    p.take(); // the delayed ACK for the 10 bytes received
+    p.send({ seq: 9, ack: 1, flags: ACK });
+    await p.settle();
+    expect(p.take()).toMatchObject([{ flags: ACK, seq: 1, ack: 9 }]);
+  });
+});
+
+describe("idle timeout", () => {
+  it("closes after 180 s without traffic, not while traffic flows either way", async () => {
+    vi.useFakeTimers();
+    const { client, server } = pairOf();
+    server.listen(7000);
+    const [c, s] = await Promise.all([client.connect("192.168.201.2:7000"), server.accept()]);
+    for (let i = 0; i < 4; i++) {
+      await vi.advanceTimersByTimeAsync(100_000);
+      if (i % 2) c.send(Buffer.from("x"));
+      else s.send(Buffer.from("y"));
+    }
+    expect(c.closed || s.closed).toBe(false);
+    const cc = closeCause(c);
+    const sc = closeCause(s);
+    await vi.advanceTimersByTimeAsync(181_000);
+    // Both time out in the same sweep; whichever goes first resets the other.
+    const causes = [await cc, await sc];
+    expect(causes).toContain("idle-timeout");
+    for (const cause of causes) expect(["idle-timeout", "peer-reset"]).toContain(cause);
+    expect(client.stats().connections + server.stats().connections).toBe(0);
+  });
+});
+
+describe("scale", () => {
+  it("10,000 concurrent connections: all established, all carry a datagram, close cleanly", async () => {
+    const { pair, client, server } = pairOf({
+      server: { maxHalfOpen: 20_000, acceptBacklog: 20_000 },
+    });
+    server.listen(7000);
+    const N = 10_000;
+    const clients: Socket[] = [];
+    for (let i = 0; i < N; i += 1000) {
+      const batch = [];
+      for (let j = 0; j < 1000; j++) batch.push(client.connect("192.168.201.2:7000"));
+      clients.push(...(await Promise.all(batch)));
+    }
+    expect(server.stats()).toMatchObject({ connections: N, acceptQueue: N });
+    let received = 0;
+    for (let i = 0; i < N; i++) (await server.accept()).onDatagram(() => received++);
+    for (const c of clients) c.send(Buffer.from("ping"));
+    await pair.settle();
+    expect(received).toBe(N);
+    client.close();
+    await pair.settle();
+    expect(server.stats().connections).toBe(0);
+    expect(server.stats().closed["peer-reset"]).toBe(N);
+  });
+});
