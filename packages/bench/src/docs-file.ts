@@ -13,8 +13,8 @@ tears everything down and exits non-zero past that). It builds the e2e namespace
 (\`packages/e2e\`: app client A and tunnel client C behind router R, tunnel server S with DNAT,
 app server B) twice, in the same run: "direct" (R lets UDP through: the reference path) and
 "tunnel" (R's WAN passes only TCP; UDP rides fake-tcp-client → fake-tcp-server). All traffic
-stays inside the rig's namespaces. Each run appends a subsection below and a chart
-\`docs/bench-<date>-<label>.svg\`.
+stays inside the rig's namespaces. Each run appends a subsection below, a chart
+\`docs/bench-<date>-<label>.svg\` and every step's raw figures in the \`.json\` beside it.
 
 How it measures:
 

@@ -169,7 +169,12 @@ export function renderRunSection(run: BenchRun, chartFile: string | null): strin
   const errors = renderErrors(run);
   if (errors) parts.push("", errors);
   if (chartFile) {
-    parts.push("", `![delivered vs offered rate, direct and tunnel](${chartFile})`);
+    parts.push(
+      "",
+      `![delivered vs offered rate, direct and tunnel](${chartFile})`,
+      "",
+      `Every step's figures: [${chartFile.replace(/\.svg$/, ".json")}](${chartFile.replace(/\.svg$/, ".json")}).`,
+    );
   }
   return `${parts.join("\n")}\n`;
 }

@@ -141,6 +141,11 @@ function writeDocs(run: BenchRun, docsDir: string | null): string {
   const chartName = `bench-${stamp}Z-${safeLabel}${run.quick ? "-quick" : ""}.svg`;
   const title = `Delivered vs offered (iperf3 UDP, 1400 B): ${run.label}, ${run.startedAt.toISOString().slice(0, 16)}Z`;
   writeFileSync(join(docs, chartName), renderRateChart(title, chartSeries(run)));
+  // Every step's raw figures, for comparing runs later (the table shows only the best ones).
+  writeFileSync(
+    join(docs, chartName.replace(/\.svg$/, ".json")),
+    `${JSON.stringify(run, null, 1)}\n`,
+  );
   const mdPath = join(docs, "benchmarks.md");
   const existing = existsSync(mdPath) ? readFileSync(mdPath, "utf8") : null;
   writeFileSync(mdPath, appendRun(existing, renderRunSection(run, chartName)));

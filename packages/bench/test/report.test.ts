@@ -1,0 +1,85 @@
+import { describe, expect, it } from "vitest";
+import { chartSeries, oneLine, renderRunSection, renderTable } from "../src/report.js";
+import { type BenchRun, emptyModeResult } from "../src/results.js";
+import type { MeasuredStep, SweepResult } from "../src/throughput.js";
+
+function step(offeredMbit: number, deliveredMbit: number, cpu: number | null): MeasuredStep {
+  return {
+    offeredBps: offeredMbit * 1e6,
+    sentBps: offeredMbit * 1e6,
+    deliveredBps: deliveredMbit * 1e6,
+    lossPercent: ((offeredMbit - deliveredMbit) / offeredMbit) * 100,
+    seconds: 2,
+    tunnelCpuSeconds: cpu,
+  };
+}
+
+function sweep(direction: "A→B" | "B→A", best: MeasuredStep, bad: MeasuredStep): SweepResult {
+  return { direction, steps: [best, bad], best, end: "bracketed" };
+}
+
+function makeRun(): BenchRun {
+  const direct = emptyModeResult("direct");
+  const tunnel = emptyModeResult("tunnel");
+  direct.forward = sweep("A→B", step(800, 800, null), step(1600, 1200, null));
+  direct.reverse = sweep("B→A", step(400, 400, null), step(800, 700, null));
+  tunnel.forward = sweep("A→B", step(200, 200, 0.8), step(400, 300, 1));
+  tunnel.latencyIdle = { sent: 100, received: 99, p50Us: 150, p99Us: 900 };
+  direct.latencyIdle = { sent: 100, received: 100, p50Us: 100, p99Us: 700 };
+  tunnel.error = "server@S exited (1)\n  [server@S stdout] {}\n  [server@S stderr] boom";
+  return {
+    label: "before",
+    quick: false,
+    startedAt: new Date("2026-11-23T10:00:00Z"),
+    durationSeconds: 300,
+    cores: 2,
+    nodeVersion: "v20.0.0",
+    commit: "abc1234",
+    loadAverage: 1.5,
+    settings: { stepSeconds: 2, probes: 100, probeIntervalMs: 5, loadBps: 100e6, flows: 1000 },
+    direct,
+    tunnel,
+  };
+}
+
+describe("report", () => {
+  it("gives ratios, CPU per gigabit and added latency", () => {
+    const table = renderTable(makeRun());
+    expect(table).toMatch(/A→B \(Mbit\/s delivered\) \| 800\.0 .*\| 200\.0 .*\| 0\.25 \|/);
+    // 0.8 CPU s over 200 Mbit/s × 2 s = 0.4 Gbit: 2 s per Gbit.
+    expect(table).toMatch(/per Gbit delivered, A→B .*\| 2\.00 \|/);
+    expect(table).toMatch(/p50, idle \(µs\) \| 100 \(0 lost\) \| 150 \(1 lost\) \| \+50 µs \|/);
+    expect(table).toMatch(/B→A \(Mbit\/s delivered\) \| 400\.0 .*\| – \| – \|/);
+  });
+
+  it("writes a dated run section with the headline, chart link and errors", () => {
+    const text = renderRunSection(makeRun(), "bench-x.svg");
+    expect(text.startsWith("### Run 2026-11-23T10:00:00.000Z — before\n")).toBe(true);
+    expect(text).toContain("2 cores");
+    expect(text).toContain("commit abc1234");
+    expect(text).toContain("A→B 0.25, B→A –");
+    expect(text).toContain("](bench-x.svg)");
+    expect(text).toContain("server@S exited (1) / boom");
+    expect(text).not.toContain("stdout");
+  });
+
+  it("keeps errors on one bounded line", () => {
+    expect(oneLine("a\n  [p stderr] b\n  [p stdout] c")).toBe("a / b");
+    expect(oneLine("x".repeat(1000)).length).toBeLessThanOrEqual(401);
+  });
+
+  it("charts every step in Mbit/s, one series per path and direction", () => {
+    const series = chartSeries(makeRun());
+    expect(series.map((s) => s.name)).toEqual([
+      "direct A→B",
+      "direct B→A",
+      "tunnel A→B",
+      "tunnel B→A",
+    ]);
+    expect(series[0].points).toEqual([
+      { x: 800, y: 800 },
+      { x: 1600, y: 1200 },
+    ]);
+    expect(series[3].points).toEqual([]);
+  });
+});
