@@ -21,7 +21,8 @@ How it measures:
 - **Highest rate under 1 % loss**: iperf3 UDP with 1400-byte datagrams (\`-l 1400\`), A→B and
   B→A (\`-R\`), loss and rate measured by the receiver. Bounded sweep per path and direction:
   start at 100 Mbit/s, double while loss < 1 %, then bisect between the best good and the
-  lowest bad rate (3 steps); at most 10 steps of 3 s. The sweep also stops when iperf3 itself
+  lowest bad rate (3 steps); at most 11 steps of 4 s. The first bad rate is measured twice
+  (the second result counts), since other work on the machine can spoil a single step. The sweep also stops when iperf3 itself
   cannot send the offered rate ("sender-limited"). The table gives the delivered rate at the
   highest good offered rate, and the **headline is tunnel/direct of that rate**: every process
   shares the same 2 cores, so only ratios within one run compare well across runs.

@@ -6,7 +6,8 @@
  * loses too much, bisect between the best good rate and the lowest bad one for a few steps.
  * If the start rate already loses too much, halve until a rate is good (or `minBps` is
  * passed). Stops early when the sender cannot reach the offered rate (then a higher offer
- * measures the sender, not the path) and always after `maxSteps` steps.
+ * measures the sender, not the path) and always after `maxSteps` steps. Optionally the first
+ * bad rate is measured twice (noise from other work on the machine).
  */
 
 /** One measured step of the sweep (rates in bits per second). */
@@ -32,6 +33,11 @@ export interface SweepConfig {
   /** Hard cap on the number of steps. */
   maxSteps: number;
   /**
+   * Measure the first bad rate a second time and believe the second result: on a shared
+   * machine one noisy step would otherwise end the doubling early. Default false.
+   */
+  retryFirstBad?: boolean;
+  /**
    * A good step whose sender reached less than this fraction of the offered rate ends the
    * sweep (the sender is saturated). Default 0.85.
    */
@@ -52,6 +58,7 @@ export class RateSweep {
   private bestGood: SweepStep | null = null;
   private lowestBad: SweepStep | null = null;
   private bisections = 0;
+  private retried = false;
   private pending: number | null;
   private endReason: SweepEnd = "running";
   private readonly lossLimit: number;
@@ -83,6 +90,12 @@ export class RateSweep {
     if (this.pending === null) throw new Error("the sweep is over");
     this.steps.push(step);
     const good = this.isGood(step);
+    if (!good && !this.lowestBad && !this.retried && this.config.retryFirstBad) {
+      this.retried = true;
+      this.pending =
+        this.steps.length >= this.config.maxSteps ? this.finish("max-steps") : step.offeredBps;
+      return;
+    }
     if (good) {
       if (!this.bestGood || step.offeredBps > this.bestGood.offeredBps) this.bestGood = step;
     } else if (!this.lowestBad || step.offeredBps < this.lowestBad.offeredBps) {

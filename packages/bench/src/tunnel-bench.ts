@@ -38,8 +38,15 @@ interface Plan {
 }
 
 const FULL: Plan = {
-  sweep: { startBps: 100e6, maxBps: 6.4e9, minBps: 10e6, bisectSteps: 3, maxSteps: 10 },
-  stepSeconds: 3,
+  sweep: {
+    startBps: 100e6,
+    maxBps: 6.4e9,
+    minBps: 10e6,
+    bisectSteps: 3,
+    maxSteps: 11,
+    retryFirstBad: true,
+  },
+  stepSeconds: 4,
   probes: 1000,
   probeIntervalMs: 5,
   loadBps: 100e6,

@@ -83,6 +83,25 @@ describe("RateSweep", () => {
     expect(sweep.next()).toBe(50e6);
   });
 
+  it("measures the first bad rate again when asked, and believes the retry", () => {
+    const sweep = new RateSweep({ ...base, retryFirstBad: true });
+    const measure = (offered: number, loss: number) =>
+      sweep.record({
+        offeredBps: offered,
+        sentBps: offered,
+        deliveredBps: offered,
+        lossPercent: loss,
+      });
+    measure(100e6, 0);
+    measure(200e6, 3); // noise
+    expect(sweep.next()).toBe(200e6);
+    measure(200e6, 0);
+    expect(sweep.next()).toBe(400e6);
+    measure(400e6, 5); // bad, but the retry is spent
+    expect(sweep.next()).toBe(300e6);
+    expect(sweep.best?.offeredBps).toBe(200e6);
+  });
+
   it("rejects impossible configurations", () => {
     expect(() => new RateSweep({ ...base, startBps: 0 })).toThrow(RangeError);
     expect(() => new RateSweep({ ...base, maxBps: 1 })).toThrow(RangeError);
