@@ -104,6 +104,8 @@ describe.skipIf(gate.skip)("fake-tcp-client <-> fake-tcp-server in namespaces", 
     nsC = new Netns("ftec");
     nsS = new Netns("ftes");
     linkNamespaces(nsC, "10.77.0.1/24", nsS, "10.77.0.2/24");
+    nsC.exec("ip", ["-6", "addr", "add", "fd77::1/64", "dev", "veth0", "nodad"]);
+    nsS.exec("ip", ["-6", "addr", "add", "fd77::2/64", "dev", "veth1", "nodad"]);
     const echo = nsS.spawn(process.execPath, ["-e", ECHO, "7777"]);
     await new Promise<void>((resolve, reject) => {
       echo.stdout!.once("data", () => resolve());
@@ -190,5 +192,29 @@ describe.skipIf(gate.skip)("fake-tcp-client <-> fake-tcp-server in namespaces", 
     expect(nsC.exec("ip", ["-o", "link", "show"])).not.toContain("ftce0");
     expect((await restarted.stop()).code).toBe(0);
     expect(nsS.exec("nft", ["list", "ruleset"])).not.toContain("fake_tcp_ftse0");
+  });
+
+  it("works over IPv6 (ip6 masquerade and DNAT rules, IPv6 forwarding)", async () => {
+    const server = new RunningProgram(nsS, "server", serverArgs());
+    await server.waitFor("fake-tcp-server running");
+    const v6client = new RunningProgram(nsC, "client", [
+      "--local",
+      "1234",
+      "--remote",
+      "[fd77::2]:4567",
+      "--tun",
+      "ftce6",
+    ]);
+    await v6client.waitFor("fake-tcp-client running");
+    expect(nsC.exec("cat", ["/proc/sys/net/ipv6/conf/all/forwarding"]).trim()).toBe("1");
+    const received = await runSender(nsC, 40003, 10);
+    expect(pings(received)).toEqual(expectedPings(10));
+    const opened = await v6client.waitFor("connection opened");
+    expect(opened.remote).toBe("[fd77::2]:4567");
+    expect(String(opened.local)).toMatch(/^\[fcc8::2\]:\d+$/);
+    const serverOpened = await server.waitFor("connection opened");
+    expect(String(serverOpened.peer)).toMatch(/^\[fd77::1\]:\d+$/);
+    expect((await v6client.stop()).code).toBe(0);
+    expect((await server.stop()).code).toBe(0);
   });
 });
