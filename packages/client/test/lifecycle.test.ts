@@ -64,7 +64,7 @@ describe.skipIf(gate.skip)("fake-tcp-client lifecycle", () => {
     ns.destroy();
   });
 
-  it("--no-auto-rules leaves nft and forwarding alone", async () => {
+  it("--no-auto-rules leaves nft and forwarding alone; stats at the interval", async () => {
     const ns = new Netns("ftcl");
     ns.exec("sh", ["-c", "echo 0 > /proc/sys/net/ipv4/ip_forward"]);
     const program = new RunningProgram(ns, "client", [
@@ -73,8 +73,14 @@ describe.skipIf(gate.skip)("fake-tcp-client lifecycle", () => {
       "--remote",
       "127.0.0.1:4567",
       "--no-auto-rules",
+      "--stats-interval",
+      "0.2",
     ]);
     await program.waitFor("fake-tcp-client running");
+    // Counters arrive on their own at the stats interval.
+    const stats = await program.waitFor("stats", () => true, 3_000);
+    expect(stats.level).toBe(30);
+    expect(stats).toMatchObject({ connections: 0, opened: 0, udpToTunnel: 0, tunnelToUdp: 0 });
     expect(ns.exec("nft", ["list", "ruleset"]).trim()).toBe("");
     expect(ns.exec("cat", ["/proc/sys/net/ipv4/ip_forward"]).trim()).toBe("0");
     expect((await program.stop()).code).toBe(0);
