@@ -239,7 +239,15 @@ export class Rig {
    * Starts a steady stream of numbered datagrams from A to the echo app (one per
    * `intervalMs`), recording when each echo comes back. Call `stop()` for the result.
    */
-  startStream(opts: { intervalMs?: number; durationMs?: number; size?: number } = {}): {
+  startStream(
+    opts: {
+      intervalMs?: number;
+      durationMs?: number;
+      size?: number;
+      pauseAtMs?: number;
+      pauseForMs?: number;
+    } = {},
+  ): {
     stop(): Promise<StreamResult>;
     process: ManagedProcess;
   } {
@@ -255,6 +263,10 @@ export class Rig {
       String(opts.durationMs ?? 60_000),
       "--size",
       String(opts.size ?? 64),
+      "--pause-at",
+      String(opts.pauseAtMs ?? -1),
+      "--pause-for",
+      String(opts.pauseForMs ?? 0),
     ]);
     return {
       process: proc,

@@ -5,8 +5,9 @@
  * echo: `--sockets N --count K --size S --interval MS --wait MS`: N sockets (N source ports)
  *   each send K datagrams tagged with their own index and sequence; a reply counts only if it
  *   comes back to the socket that sent it with the same bytes.
- * stream: `--interval MS --duration MS --size S`: one socket sends a numbered datagram every
- *   interval and records when each reply arrives (ms epoch), so a caller can measure outages.
+ * stream: `--interval MS --duration MS --size S [--pause-at MS --pause-for MS]`: one socket
+ *   sends a numbered datagram every interval (except during the optional pause) and records
+ *   when each reply arrives (ms epoch), so a caller can measure outages.
  *
  * Usage: node udp-probe.js echo|stream --target host:port [...]
  */
@@ -92,9 +93,18 @@ async function streamMode(): Promise<void> {
   };
   process.on("SIGTERM", stop);
   process.on("SIGINT", stop);
-  const end = Date.now() + duration;
+  const started = Date.now();
+  const end = started + duration;
+  // Optional quiet spell: nothing is sent from pause-at until pause-at + pause-for.
+  const pauseFrom = started + numberArg(args, "pause-at", -1);
+  const pauseUntil = pauseFrom + numberArg(args, "pause-for", 0);
   let seq = 0;
   while (!stopped && Date.now() < end) {
+    const now = Date.now();
+    if (now >= pauseFrom && now < pauseUntil) {
+      await sleep(Math.min(interval, pauseUntil - now));
+      continue;
+    }
     sentAt.push(Date.now());
     s.send(payload(0, seq++), target.port, target.host);
     await sleep(interval);
