@@ -163,6 +163,7 @@ describe.skipIf(gate.skip)("fake-tcp-client <-> fake-tcp-server in namespaces", 
 
     // The server restarts: its RSTs close the client's connections...
     const stopped = await server.stop();
+    console.log(`server SIGTERM -> exit ${stopped.code} in ${stopped.ms} ms`);
     expect(stopped.code).toBe(0);
     expect(stopped.ms).toBeLessThan(2_000);
     await client.waitFor("connection closed", (l) => l.peer === "127.0.0.1:40001");
@@ -185,6 +186,7 @@ describe.skipIf(gate.skip)("fake-tcp-client <-> fake-tcp-server in namespaces", 
 
     // Client shutdown: RST to the server, rules and device gone, exit 0 within 2 s.
     const clientStopped = await client.stop();
+    console.log(`client SIGTERM -> exit ${clientStopped.code} in ${clientStopped.ms} ms`);
     expect(clientStopped.code).toBe(0);
     expect(clientStopped.ms).toBeLessThan(2_000);
     await restarted.waitFor("connection closed", (l) => l.cause === "peer-reset");
