@@ -34,9 +34,10 @@ How it measures:
   times each echo with the monotonic clock (probe and echo are Node programs, so the figures
   include two event-loop hops each way); p50 and p99, idle and alongside an iperf3 A→B load.
   The last column is the latency the tunnel adds.
-- **Concurrent flows**: A opens that many UDP sockets (source ports) and each sends a datagram
-  to the echo on B (and a second 1 s later in case the first was lost during set-up); set-up
-  rate = flows / time until every flow got its first echo. In tunnel mode each flow is a fake
+- **Concurrent flows**: A opens that many UDP sockets (source ports); each sends a 64-byte
+  datagram to the echo on B, all at once, and every socket still unanswered resends each
+  250 ms (a datagram can be lost while its flow is being set up; "datagrams sent" counts the
+  resends); set-up rate = flows / time until every flow got its first echo (15 s at most). In tunnel mode each flow is a fake
   TCP connection (handshake through R), and the programs are restarted just before, so RSS
   "before" is a freshly started program.
 `;

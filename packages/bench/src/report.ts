@@ -57,8 +57,12 @@ function cpuText(s: SweepResult | null): string {
 function scaleText(m: ModeResult): string {
   const s = m.scale;
   if (!s) return NA;
-  if (s.flowsPerSecond === null) return `${s.answered}/${s.flows} flows answered`;
-  return `${Math.round(s.flowsPerSecond)} flows/s (all ${s.flows} in ${s.allAnsweredMs} ms)`;
+  const sent = `${s.datagramsSent} datagrams sent`;
+  if (s.flowsPerSecond === null) return `only ${s.answered}/${s.flows} flows answered (${sent})`;
+  return (
+    `${Math.round(s.flowsPerSecond)} flows/s (all ${s.flows} in ${s.allAnsweredMs} ms; ` +
+    `median first echo ${s.medianFirstReplyMs} ms; ${sent})`
+  );
 }
 
 function lossText(l: { sent: number; received: number } | null): string {

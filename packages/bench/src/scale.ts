@@ -3,15 +3,24 @@
  * server, against the rig's echo on B. Measures how fast every flow got its first reply and
  * the programs' memory before and after.
  */
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import type { Rig } from "fake-tcp-e2e";
+import { percentile } from "./percentile.js";
+
+const FLOW_PROBE = join(dirname(fileURLToPath(import.meta.url)), "tools", "flow-probe.js");
 
 export interface ScaleResult {
   flows: number;
-  /** Flows that got at least one echo back. */
+  /** Flows that got an echo back before the deadline. */
   answered: number;
-  /** ms from the first send until the last flow got its first reply. */
+  /** Datagrams sent in all (flows + resends of unanswered flows). */
+  datagramsSent: number;
+  /** ms from the first send until the last flow got its first reply (null: some never did). */
   allAnsweredMs: number | null;
-  /** answered / (allAnsweredMs / 1000). */
+  /** Median ms until a flow's first reply. */
+  medianFirstReplyMs: number | null;
+  /** flows / (allAnsweredMs / 1000). */
   flowsPerSecond: number | null;
   /** RSS in bytes before/after, per program (tunnel mode only). */
   rss: { client: [number | null, number | null]; server: [number | null, number | null] } | null;
@@ -19,30 +28,58 @@ export interface ScaleResult {
 }
 
 /**
- * Opens `flows` sockets on A, each sending a datagram (and a second one `retryMs` later, in
- * case the first was lost while its connection was being set up) and waiting for the echoes.
+ * Opens `flows` sockets on A and has each send until its first echo comes back (resending
+ * every `retryMs`), within `deadlineMs`.
  */
-export async function measureScale(rig: Rig, flows: number, retryMs: number): Promise<ScaleResult> {
+export async function measureScale(
+  rig: Rig,
+  flows: number,
+  retryMs: number,
+  deadlineMs: number,
+): Promise<ScaleResult> {
   await rig.startEcho();
   const client = rig.mode === "tunnel" ? rig.client : null;
   const server = rig.mode === "tunnel" ? rig.server : null;
   const rssBefore = [client?.rssBytes() ?? null, server?.rssBytes() ?? null];
   const openedBefore = [client?.connectionsOpened() ?? 0, server?.connectionsOpened() ?? 0];
-  const res = await rig.udpEcho({
-    sockets: flows,
-    count: 2,
-    size: 64,
-    intervalMs: retryMs,
-    waitMs: 5_000,
-  });
-  const firsts = res.sockets.map((s) => s.firstReplyMs).filter((v): v is number => v !== null);
-  const answered = firsts.length;
-  const allAnsweredMs = answered === flows ? Math.max(...firsts) : null;
+  const t = rig.appTarget;
+  const res = await rig.a.execAsync(
+    process.execPath,
+    [
+      FLOW_PROBE,
+      "--target",
+      `${t.host}:${t.port}`,
+      "--flows",
+      String(flows),
+      "--retry",
+      String(retryMs),
+      "--deadline",
+      String(deadlineMs),
+    ],
+    deadlineMs + 30_000,
+  );
+  let probe: {
+    answered: number;
+    datagramsSent: number;
+    allAnsweredMs: number | null;
+    firstReplyMs: Array<number | null>;
+  };
+  try {
+    probe = JSON.parse(res.stdout) as typeof probe;
+  } catch {
+    throw new Error(`flow probe failed (exit ${res.code}): ${res.stderr}${res.stdout}`);
+  }
+  // Let the programs' last log lines ("connection opened") arrive before counting them.
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const times = probe.firstReplyMs.filter((v): v is number => v !== null);
+  const all = probe.allAnsweredMs;
   return {
     flows,
-    answered,
-    allAnsweredMs,
-    flowsPerSecond: allAnsweredMs !== null ? flows / (Math.max(allAnsweredMs, 1) / 1000) : null,
+    answered: probe.answered,
+    datagramsSent: probe.datagramsSent,
+    allAnsweredMs: all === null ? null : Math.round(all),
+    medianFirstReplyMs: times.length ? Math.round(percentile(times, 50)) : null,
+    flowsPerSecond: all !== null ? flows / (Math.max(all, 1) / 1000) : null,
     rss:
       client && server
         ? {

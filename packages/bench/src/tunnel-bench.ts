@@ -34,6 +34,7 @@ interface Plan {
   loadBps: number;
   flows: number;
   retryMs: number;
+  flowDeadlineMs: number;
   watchdogMs: number;
 }
 
@@ -51,7 +52,8 @@ const FULL: Plan = {
   probeIntervalMs: 5,
   loadBps: 100e6,
   flows: 1000,
-  retryMs: 1000,
+  retryMs: 250,
+  flowDeadlineMs: 15_000,
   watchdogMs: 14 * 60_000,
 };
 
@@ -62,7 +64,8 @@ const QUICK: Plan = {
   probeIntervalMs: 5,
   loadBps: 100e6,
   flows: 100,
-  retryMs: 1000,
+  retryMs: 250,
+  flowDeadlineMs: 15_000,
   watchdogMs: 4 * 60_000,
 };
 
@@ -113,7 +116,7 @@ async function measurePath(mode: PathMode, plan: Plan): Promise<ModeResult> {
       await rig.startTunnel();
     }
     log(`${mode}: ${plan.flows} concurrent flows`);
-    result.scale = await measureScale(rig, plan.flows, plan.retryMs);
+    result.scale = await measureScale(rig, plan.flows, plan.retryMs, plan.flowDeadlineMs);
   } catch (err) {
     result.error = errorText(err);
     log(`${mode}: FAILED: ${result.error}`);

@@ -26,6 +26,16 @@ function makeRun(): BenchRun {
   tunnel.forward = sweep("A→B", step(200, 200, 0.8), step(400, 300, 1));
   tunnel.latencyIdle = { sent: 100, received: 99, p50Us: 150, p99Us: 900 };
   direct.latencyIdle = { sent: 100, received: 100, p50Us: 100, p99Us: 700 };
+  tunnel.scale = {
+    flows: 1000,
+    answered: 1000,
+    datagramsSent: 2300,
+    allAnsweredMs: 800,
+    medianFirstReplyMs: 300,
+    flowsPerSecond: 1250,
+    rss: { client: [64 * 1048576, 70 * 1048576], server: [60 * 1048576, null] },
+    connectionsOpened: { client: 1000, server: 1000 },
+  };
   tunnel.error = "server@S exited (1)\n  [server@S stdout] {}\n  [server@S stderr] boom";
   return {
     label: "before",
@@ -50,6 +60,11 @@ describe("report", () => {
     expect(table).toMatch(/per Gbit delivered, A→B .*\| 2\.00 \|/);
     expect(table).toMatch(/p50, idle \(µs\) \| 100 \(0 lost\) \| 150 \(1 lost\) \| \+50 µs \|/);
     expect(table).toMatch(/B→A \(Mbit\/s delivered\) \| 400\.0 .*\| – \| – \|/);
+    expect(table).toMatch(
+      /flows: .*\| – \| 1250 flows\/s \(all 1000 in 800 ms; .*2300 datagrams sent\) \|/,
+    );
+    expect(table).toMatch(/client RSS .*\| 64\.0 → 70\.0 \|/);
+    expect(table).toMatch(/server RSS .*\| 60\.0 → \? \|/);
   });
 
   it("writes a dated run section with the headline, chart link and errors", () => {
