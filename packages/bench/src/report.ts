@@ -54,6 +54,12 @@ function cpuText(s: SweepResult | null): string {
   return v === null ? NA : v.toFixed(2);
 }
 
+/** CPU per gigabit at a fixed offered rate (comparable between runs whatever their best). */
+function cpuAtText(s: SweepResult | null, offeredBps: number): string {
+  const v = cpuPerGigabit(s?.steps.find((p) => p.offeredBps === offeredBps) ?? null);
+  return v === null ? NA : v.toFixed(2);
+}
+
 function scaleText(m: ModeResult): string {
   const s = m.scale;
   if (!s) return NA;
@@ -72,6 +78,7 @@ function lossText(l: { sent: number; received: number } | null): string {
 /** The comparison table as Markdown rows. */
 export function renderTable(run: BenchRun): string {
   const { direct: d, tunnel: t } = run;
+  const fixed = run.settings.startBps;
   const rows: string[][] = [
     ["Measurement", "direct UDP", "tunnel", "tunnel vs direct"],
     [
@@ -86,8 +93,24 @@ export function renderTable(run: BenchRun): string {
       bestText(t.reverse),
       ratioText(rateRatio(d.reverse, t.reverse)),
     ],
-    ["tunnel CPU s per Gbit delivered, A→B (client + server)", NA, cpuText(t.forward), NA],
-    ["tunnel CPU s per Gbit delivered, B→A (client + server)", NA, cpuText(t.reverse), NA],
+    [
+      "tunnel CPU s per Gbit delivered at that rate, A→B (client + server)",
+      NA,
+      cpuText(t.forward),
+      NA,
+    ],
+    [
+      "tunnel CPU s per Gbit delivered at that rate, B→A (client + server)",
+      NA,
+      cpuText(t.reverse),
+      NA,
+    ],
+    [
+      `same, at ${fixed / 1e6} Mbit/s offered (the first step), A→B / B→A`,
+      NA,
+      `${cpuAtText(t.forward, fixed)} / ${cpuAtText(t.reverse, fixed)}`,
+      NA,
+    ],
   ];
   const lat = (label: string, pick: (m: ModeResult) => number | undefined, loaded: boolean) => {
     const lossD = loaded ? d.latencyLoaded : d.latencyIdle;
@@ -162,7 +185,8 @@ export function renderRunSection(run: BenchRun, chartFile: string | null): strin
   const parts = [
     `### Run ${run.startedAt.toISOString()} — ${run.label}${run.quick ? " (quick)" : ""}`,
     "",
-    `Machine: ${run.cores} cores (shared with other work; load average ${run.loadAverage.toFixed(2)} at start), ` +
+    `Machine: ${run.cores} cores (shared with other work; load average ${run.loadAverage.toFixed(2)} at start, ` +
+      `${run.loadAverageEnd.toFixed(2)} at the end), ` +
       `Node ${run.nodeVersion}, commit ${run.commit}. Run took ${Math.round(run.durationSeconds)} s ` +
       `(iperf3 steps of ${s.stepSeconds} s; ${s.probes} echo probes every ${s.probeIntervalMs} ms).`,
     "",

@@ -25,9 +25,13 @@ export interface BenchRun {
   cores: number;
   nodeVersion: string;
   commit: string;
+  /** 1-minute load average at the start and at the end of the run. */
   loadAverage: number;
+  loadAverageEnd: number;
   /** Settings that shape the figures, printed with them. */
   settings: {
+    /** The sweep's first offered rate (bit/s). */
+    startBps: number;
     stepSeconds: number;
     probes: number;
     probeIntervalMs: number;

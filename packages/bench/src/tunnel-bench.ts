@@ -201,7 +201,9 @@ async function main(): Promise<number> {
     nodeVersion: process.version,
     commit: gitCommit(),
     loadAverage,
+    loadAverageEnd: loadavg()[0],
     settings: {
+      startBps: plan.sweep.startBps,
       stepSeconds: plan.stepSeconds,
       probes: plan.probes,
       probeIntervalMs: plan.probeIntervalMs,

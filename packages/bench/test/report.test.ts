@@ -46,7 +46,15 @@ function makeRun(): BenchRun {
     nodeVersion: "v20.0.0",
     commit: "abc1234",
     loadAverage: 1.5,
-    settings: { stepSeconds: 2, probes: 100, probeIntervalMs: 5, loadBps: 100e6, flows: 1000 },
+    loadAverageEnd: 1.7,
+    settings: {
+      startBps: 200e6,
+      stepSeconds: 2,
+      probes: 100,
+      probeIntervalMs: 5,
+      loadBps: 100e6,
+      flows: 1000,
+    },
     direct,
     tunnel,
   };
@@ -57,7 +65,8 @@ describe("report", () => {
     const table = renderTable(makeRun());
     expect(table).toMatch(/A→B \(Mbit\/s delivered\) \| 800\.0 .*\| 200\.0 .*\| 0\.25 \|/);
     // 0.8 CPU s over 200 Mbit/s × 2 s = 0.4 Gbit: 2 s per Gbit.
-    expect(table).toMatch(/per Gbit delivered, A→B .*\| 2\.00 \|/);
+    expect(table).toMatch(/per Gbit delivered at that rate, A→B .*\| 2\.00 \|/);
+    expect(table).toMatch(/at 200 Mbit\/s offered .*\| 2\.00 \/ – \|/);
     expect(table).toMatch(/p50, idle \(µs\) \| 100 \(0 lost\) \| 150 \(1 lost\) \| \+50 µs \|/);
     expect(table).toMatch(/B→A \(Mbit\/s delivered\) \| 400\.0 .*\| – \| – \|/);
     expect(table).toMatch(
