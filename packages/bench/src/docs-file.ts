@@ -28,8 +28,9 @@ How it measures:
   shares the same 2 cores, so only ratios within one run compare well across runs.
 - **CPU per gigabit**: utime + stime of fake-tcp-client and fake-tcp-server from
   \`/proc/PID/stat\` (all threads of each process) across the iperf3 step at the highest good
-  rate, divided by the gigabits the receiver got. The step includes iperf3's ~0.5 s of set-up
-  and tear-down, during which the programs are nearly idle.
+  rate, divided by the gigabits the receiver got; also at the sweep's fixed first rate
+  (100 Mbit/s), which compares across runs whatever their highest rate. Each iperf3 run is a
+  new flow, so a step includes one tunnel connection set-up.
 - **Echo RTT**: a probe on A sends 32-byte datagrams at a fixed interval to an echo on B and
   times each echo with the monotonic clock (probe and echo are Node programs, so the figures
   include two event-loop hops each way); p50 and p99, idle and alongside an iperf3 A→B load.
