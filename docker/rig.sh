@@ -339,8 +339,9 @@ bring_up() {
         return 1
       fi
     done
-    [ "$round" = 1 ] && sleep 3
+    if [ "$round" = 1 ]; then sleep 3; fi
   done
+  return 0
 }
 require "compose up: router, client, wg-client, server, wg-server running" bring_up
 
@@ -349,7 +350,7 @@ require "compose up: router, client, wg-client, server, wg-server running" bring
 
 # The capture runs on the router's wan interface for the whole tunnel traffic.
 start_capture() {
-  in_svc router sh -c 'tcpdump -i "$(cat /run/rig-wan-interface)" -n -U -w /tmp/wan.pcap \
+  in_svc router sh -c 'tcpdump -i "$(cat /run/rig-wan-interface)" -n -U -B 8192 -w /tmp/wan.pcap \
     >/tmp/tcpdump.log 2>&1 & echo $! >/tmp/tcpdump.pid' || return 1
   local i
   for i in $(seq 1 50); do
@@ -375,7 +376,7 @@ wait_handshake() {
   return 1
 }
 if wait_handshake; then
-  pass "WireGuard handshake through the tunnel (within ${handshake_seconds} s)"
+  pass "WireGuard handshake through the tunnel (seen after ${handshake_seconds} s of waiting)"
 else
   fail "WireGuard handshake through the tunnel (none within 30 tries)"
 fi
