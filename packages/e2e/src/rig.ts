@@ -360,6 +360,31 @@ export class Rig {
     }
   }
 
+  /**
+   * The kernel's UDP counters in each namespace (`/proc/net/snmp`): `RcvbufErrors` shows
+   * datagrams dropped because a program did not read its socket fast enough.
+   */
+  udpCounters(): Record<string, Record<string, number>> {
+    const out: Record<string, Record<string, number>> = {};
+    for (const ns of this.topology.namespaces) {
+      const lines = ns
+        .exec("cat", ["/proc/net/snmp"])
+        .split("\n")
+        .filter((l) => l.startsWith("Udp:"));
+      if (lines.length < 2) continue;
+      const names = lines[0].split(/\s+/).slice(1);
+      const values = lines[1].split(/\s+/).slice(1).map(Number);
+      out[ns.role] = Object.fromEntries(
+        names
+          .map((n, i) => [n, values[i]] as const)
+          .filter(([n]) =>
+            ["InDatagrams", "OutDatagrams", "RcvbufErrors", "SndbufErrors", "InErrors"].includes(n),
+          ),
+      );
+    }
+    return out;
+  }
+
   /** Pings `dest` from `ns` (ICMP echo); counts the replies. */
   async ping(
     ns: Namespace,

@@ -33,7 +33,14 @@ describe.skipIf(gate.skip)("tunnel end to end", () => {
     const forward = await rig.iperf({ bitrate: 50e6, seconds: 3 });
     const reverse = await rig.iperf({ bitrate: 50e6, seconds: 3, reverse: true });
     const wan = await cap.stop();
-    console.log("iperf3 through the tunnel:", { forward, reverse, wan });
+    const client = await rig.client!.requestStats();
+    const server = await rig.server!.requestStats();
+    // Where datagrams were lost, if any: the programs' counters and each namespace's UDP
+    // socket drops (RcvbufErrors: a reader that fell behind).
+    console.log(
+      "iperf3 through the tunnel:",
+      JSON.stringify({ forward, reverse, wan, udp: rig.udpCounters(), client, server }),
+    );
     for (const result of [forward, reverse]) {
       expect(result.packets).toBeGreaterThan(10_000);
       expect(result.lostPercent).toBeLessThan(1);
