@@ -157,8 +157,7 @@ export function renderHeadline(run: BenchRun): string {
 /** Errors of the run, one bullet each (empty when none). */
 export function renderErrors(run: BenchRun): string {
   return [run.direct, run.tunnel]
-    .filter((m) => m.error)
-    .map((m) => `- ${m.mode}: could not be (fully) measured: \`${oneLine(m.error ?? "")}\``)
+    .flatMap((m) => m.errors.map((e) => `- ${m.mode}: not measured: \`${oneLine(e)}\``))
     .join("\n");
 }
 

@@ -8,8 +8,8 @@ export type PathMode = "direct" | "tunnel";
 /** Everything measured on one path; fields stay null when a phase failed or did not run. */
 export interface ModeResult {
   mode: PathMode;
-  /** The first error that stopped this path's measurements, if any. */
-  error: string | null;
+  /** Why phases of this path failed ("phase: message"), empty when all ran. */
+  errors: string[];
   forward: SweepResult | null;
   reverse: SweepResult | null;
   latencyIdle: LatencyResult | null;
@@ -45,7 +45,7 @@ export interface BenchRun {
 export function emptyModeResult(mode: PathMode): ModeResult {
   return {
     mode,
-    error: null,
+    errors: [],
     forward: null,
     reverse: null,
     latencyIdle: null,

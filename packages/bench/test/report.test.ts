@@ -36,7 +36,10 @@ function makeRun(): BenchRun {
     rss: { client: [64 * 1048576, 70 * 1048576], server: [60 * 1048576, null] },
     connectionsOpened: { client: 1000, server: 1000 },
   };
-  tunnel.error = "server@S exited (1)\n  [server@S stdout] {}\n  [server@S stderr] boom";
+  tunnel.errors = [
+    "rate sweep B→A: server@S exited (1)\n  [server@S stdout] {}\n  [server@S stderr] boom",
+    "echo latency, idle: no echo",
+  ];
   return {
     label: "before",
     quick: false,
@@ -83,7 +86,8 @@ describe("report", () => {
     expect(text).toContain("commit abc1234");
     expect(text).toContain("A→B 0.25, B→A –");
     expect(text).toContain("](bench-x.svg)");
-    expect(text).toContain("server@S exited (1) / boom");
+    expect(text).toContain("- tunnel: not measured: `rate sweep B→A: server@S exited (1) / boom`");
+    expect(text).toContain("- tunnel: not measured: `echo latency, idle: no echo`");
     expect(text).not.toContain("stdout");
   });
 
