@@ -5,10 +5,10 @@
  */
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
-import { Stack } from "../stack/stack.js";
 import type { Socket } from "../stack/socket.js";
+import { Stack } from "../stack/stack.js";
 import { createMemoryPair } from "../testing/memory-pair.js";
-import { benchPair, type BenchQueue } from "./bench-device.js";
+import { type BenchQueue, benchPair } from "./bench-device.js";
 
 const PAYLOAD = 1400;
 const BATCH = 64;
