@@ -22,10 +22,11 @@ How it measures:
   B→A (\`-R\`), loss and rate measured by the receiver. Bounded sweep per path and direction:
   start at 100 Mbit/s, double while loss < 1 %, then bisect between the best good and the
   lowest bad rate (3 steps); at most 11 steps of 4 s. The first bad rate is measured twice
-  (the second result counts), since other work on the machine can spoil a single step. The sweep also stops when iperf3 itself
-  cannot send the offered rate ("sender-limited"). The table gives the delivered rate at the
-  highest good offered rate, and the **headline is tunnel/direct of that rate**: every process
-  shares the same 2 cores, so only ratios within one run compare well across runs.
+  (the second result counts), since other work on the machine can spoil a single step. The
+  sweep also stops when iperf3 itself cannot send the offered rate ("sender-limited"). The
+  table gives the delivered rate at the highest good offered rate, and the **headline is
+  tunnel/direct of that rate**: every process shares the same 2 cores, so only ratios within
+  one run compare well across runs.
 - **CPU per gigabit**: utime + stime of fake-tcp-client and fake-tcp-server from
   \`/proc/PID/stat\` (all threads of each process) across the iperf3 step at the highest good
   rate, divided by the gigabits the receiver got; also at the sweep's fixed first rate
@@ -33,14 +34,14 @@ How it measures:
   new flow, so a step includes one tunnel connection set-up.
 - **Echo RTT**: a probe on A sends 32-byte datagrams at a fixed interval to an echo on B and
   times each echo with the monotonic clock (probe and echo are Node programs, so the figures
-  include two event-loop hops each way); p50 and p99, idle and alongside an iperf3 A→B load.
-  The last column is the latency the tunnel adds.
+  include their event loops); p50 and p99, idle and alongside an iperf3 A→B load. The last
+  column is the latency the tunnel adds (tunnel − direct).
 - **Concurrent flows**: A opens that many UDP sockets (source ports); each sends a 64-byte
   datagram to the echo on B, all at once, and every socket still unanswered resends each
   250 ms (a datagram can be lost while its flow is being set up; "datagrams sent" counts the
-  resends); set-up rate = flows / time until every flow got its first echo (15 s at most). In tunnel mode each flow is a fake
-  TCP connection (handshake through R), and the programs are restarted just before, so RSS
-  "before" is a freshly started program.
+  resends); set-up rate = flows / time until every flow got its first echo (15 s at most).
+  In tunnel mode each flow is a fake TCP connection (handshake through R), and the programs
+  are restarted just before, so RSS "before" is a freshly started program.
 `;
 
 /** Returns the new file text with `runSection` appended to the tunnel section. */
