@@ -30,6 +30,7 @@ describe.skipIf(gate.skip)("fake-tcp-client lifecycle", () => {
     expect(added.rules).toEqual([
       'oifname != "ftcl0" ip saddr 192.168.200.2 masquerade',
       'oifname != "ftcl0" ip6 saddr fcc8::2 masquerade',
+      'iifname "ftcl0" ct state invalid drop',
     ]);
     await first.waitFor("fake-tcp-client running");
     expect(hasTable(ns, "fake_tcp_ftcl0")).toBe(true);

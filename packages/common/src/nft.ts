@@ -42,39 +42,70 @@ function quoted(name: string): string {
   return `"${name}"`;
 }
 
-/** The rule lines (without the chain around them) for `spec`, one rule per line. */
-export function ruleLines(spec: RulesSpec): string[] {
-  const lines: string[] = [];
+/** One base chain of the table. */
+export interface ChainSpec {
+  readonly name: string;
+  readonly type: "nat" | "filter";
+  readonly hook: "prerouting" | "postrouting" | "forward" | "input";
+  readonly priority: "dstnat" | "srcnat" | "filter";
+  readonly rules: readonly string[];
+}
+
+/** The chains of the table for `spec`, with their rules. */
+export function chains(spec: RulesSpec): ChainSpec[] {
+  const tun = quoted(spec.tun);
   if (spec.role === "client") {
-    const out = `oifname != ${quoted(spec.tun)}`;
-    if (spec.tunnel4) lines.push(`${out} ip saddr ${spec.tunnel4} masquerade`);
-    if (spec.tunnel6) lines.push(`${out} ip6 saddr ${spec.tunnel6} masquerade`);
-  } else {
-    // Packets coming out of the TUN are the stack's own replies: never DNAT them, even when
-    // their destination port happens to equal the listen port.
-    const match = `iifname != ${quoted(spec.tun)} tcp dport ${spec.port}`;
-    if (spec.tunnel4) lines.push(`${match} dnat ip to ${spec.tunnel4}`);
-    if (spec.tunnel6) lines.push(`${match} dnat ip6 to ${spec.tunnel6}`);
+    const nat: string[] = [];
+    if (spec.tunnel4) nat.push(`oifname != ${tun} ip saddr ${spec.tunnel4} masquerade`);
+    if (spec.tunnel6) nat.push(`oifname != ${tun} ip6 saddr ${spec.tunnel6} masquerade`);
+    return [
+      { name: "postrouting", type: "nat", hook: "postrouting", priority: "srcnat", rules: nat },
+      // conntrack does not NAT a segment it finds invalid (e.g. beyond the window it has
+      // seen); forwarded as it is, it would leave with the private tunnel address.
+      {
+        name: "forward",
+        type: "filter",
+        hook: "forward",
+        priority: "filter",
+        rules: [`iifname ${tun} ct state invalid drop`],
+      },
+    ];
   }
-  return lines;
+  // Packets coming out of the TUN are the stack's own replies: never DNAT them, even when
+  // their destination port happens to equal the listen port.
+  const match = `iifname != ${tun} tcp dport ${spec.port}`;
+  const nat: string[] = [];
+  if (spec.tunnel4) nat.push(`${match} dnat ip to ${spec.tunnel4}`);
+  if (spec.tunnel6) nat.push(`${match} dnat ip6 to ${spec.tunnel6}`);
+  return [
+    { name: "prerouting", type: "nat", hook: "prerouting", priority: "dstnat", rules: nat },
+    // A segment conntrack finds invalid is not DNAT-ed and would reach the host's own TCP,
+    // whose RST would reset the client's connection: drop it instead.
+    {
+      name: "input",
+      type: "filter",
+      hook: "input",
+      priority: "filter",
+      rules: [`tcp dport ${spec.port} ct state invalid drop`],
+    },
+  ];
+}
+
+/** Every rule of the table for `spec`, one per line, in table order (for logs). */
+export function ruleLines(spec: RulesSpec): string[] {
+  return chains(spec).flatMap((chain) => chain.rules);
 }
 
 /** The complete table definition for `spec`, in nft's own syntax. */
 export function buildRuleset(spec: RulesSpec): string {
-  const table = tableName(spec.tun);
-  const chain =
-    spec.role === "client"
-      ? { name: "postrouting", hook: "postrouting", priority: "srcnat" }
-      : { name: "prerouting", hook: "prerouting", priority: "dstnat" };
-  const rules = ruleLines(spec).map((line) => `\t\t${line}\n`);
-  return (
-    `table inet ${table} {\n` +
-    `\tchain ${chain.name} {\n` +
-    `\t\ttype nat hook ${chain.hook} priority ${chain.priority}; policy accept;\n` +
-    rules.join("") +
-    "\t}\n" +
-    "}\n"
+  const body = chains(spec).map(
+    (chain) =>
+      `\tchain ${chain.name} {\n` +
+      `\t\ttype ${chain.type} hook ${chain.hook} priority ${chain.priority}; policy accept;\n` +
+      chain.rules.map((rule) => `\t\t${rule}\n`).join("") +
+      "\t}\n",
   );
+  return `table inet ${tableName(spec.tun)} {\n${body.join("")}}\n`;
 }
 
 /**

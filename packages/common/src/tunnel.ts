@@ -29,6 +29,9 @@ export interface Tunnel {
   close(): void;
 }
 
+/** Received bytes after which the stack sends a pure ACK (see the comment at its use). */
+export const ACK_BYTES = 32 * 1024;
+
 /** What {@link openTunnel} needs besides the configuration. */
 export interface OpenTunnelOptions {
   /** Receives the stack's rare, rate-limited messages (oversize drops and the like). */
@@ -67,6 +70,11 @@ export function openTunnel(config: CommonConfig, options: OpenTunnelOptions): Tu
       maxConnections: config.maxConnections,
       idleTimeoutMs: config.idleTimeoutMs,
       keepaliveIntervalMs: config.keepaliveMs,
+      // Linux conntrack (our own masquerade and DNAT, and NAT routers on the way) learns the
+      // scaled window only from a segment after the handshake; until the receiver sends one,
+      // data more than 64 KiB past its last ack is "invalid" and dropped (or leaks un-NATed).
+      // Acknowledging every 32 KiB keeps the sender inside what conntrack has seen.
+      ackBytes: ACK_BYTES,
       log: (level, message) => options.logger[level]({ component: "stack" }, message),
     });
   } catch (err) {

@@ -19,6 +19,10 @@ describe("nft rule text", () => {
         '\t\toifname != "ftc0" ip saddr 192.168.200.2 masquerade',
         '\t\toifname != "ftc0" ip6 saddr fcc8::2 masquerade',
         "\t}",
+        "\tchain forward {",
+        "\t\ttype filter hook forward priority filter; policy accept;",
+        '\t\tiifname "ftc0" ct state invalid drop',
+        "\t}",
         "}",
         "",
       ].join("\n"),
@@ -34,13 +38,19 @@ describe("nft rule text", () => {
         "\t\ttype nat hook prerouting priority dstnat; policy accept;",
         '\t\tiifname != "fts0" tcp dport 4567 dnat ip to 192.168.201.2',
         "\t}",
+        "\tchain input {",
+        "\t\ttype filter hook input priority filter; policy accept;",
+        "\t\ttcp dport 4567 ct state invalid drop",
+        "\t}",
         "}",
         "",
       ].join("\n"),
     );
-    expect(ruleLines({ ...spec, tunnel6: "fcc9::2" }).at(-1)).toBe(
+    expect(ruleLines({ ...spec, tunnel6: "fcc9::2" })).toEqual([
+      'iifname != "fts0" tcp dport 4567 dnat ip to 192.168.201.2',
       'iifname != "fts0" tcp dport 4567 dnat ip6 to fcc9::2',
-    );
+      "tcp dport 4567 ct state invalid drop",
+    ]);
   });
 
   it("the apply script replaces a stale table in the same transaction", () => {
@@ -88,6 +98,7 @@ describe.skipIf(gate.skip)("nft table in a throw-away namespace", () => {
     const listed = ns.exec("nft", ["list", "table", "inet", "fake_tcp_fts0"]);
     expect(listed).toContain('iifname != "fts0" tcp dport 4567 dnat ip to 192.168.201.2');
     expect(listed).toContain('iifname != "fts0" tcp dport 4567 dnat ip6 to fcc9::2');
+    expect(listed).toContain("tcp dport 4567 ct state invalid drop");
     expect(listed).not.toContain("9999");
 
     // Applying again (no stale table this time... but ours) stays idempotent.
@@ -110,6 +121,7 @@ describe.skipIf(gate.skip)("nft table in a throw-away namespace", () => {
     const listed = ns.exec("nft", ["list", "table", "inet", "fake_tcp_ftc0"]);
     expect(listed).toContain('oifname != "ftc0" ip saddr 192.168.200.2 masquerade');
     expect(listed).toContain('oifname != "ftc0" ip6 saddr fcc8::2 masquerade');
+    expect(listed).toContain('iifname "ftc0" ct state invalid drop');
     await table.remove();
     ns.destroy();
   });

@@ -51,6 +51,7 @@ describe.skipIf(gate.skip)("fake-tcp-server command line", () => {
     expect(added.rules).toEqual([
       'iifname != "ftsl0" tcp dport 4567 dnat ip to 192.168.201.2',
       'iifname != "ftsl0" tcp dport 4567 dnat ip6 to fcc9::2',
+      "tcp dport 4567 ct state invalid drop",
     ]);
     await server.waitFor("fake-tcp-server running");
     expect(ns.exec("cat", ["/proc/sys/net/ipv6/conf/all/forwarding"]).trim()).toBe("1");
@@ -72,7 +73,10 @@ describe.skipIf(gate.skip)("fake-tcp-server command line", () => {
       "-4",
     ]);
     const added = await server.waitFor("nft rules added");
-    expect(added.rules).toEqual(['iifname != "ftsl1" tcp dport 4567 dnat ip to 192.168.201.2']);
+    expect(added.rules).toEqual([
+      'iifname != "ftsl1" tcp dport 4567 dnat ip to 192.168.201.2',
+      "tcp dport 4567 ct state invalid drop",
+    ]);
     expect((await server.stop()).code).toBe(0);
   });
 });
