@@ -49,6 +49,8 @@ async function main(): Promise<number> {
 
     step("Checking that plain UDP cannot cross R's WAN");
     await rig.startEcho();
+    // A second echo on B, at a port A does not redirect into the tunnel.
+    await rig.startEcho(rig.appPort + 1);
     const blocked = await rig.udpEcho({
       count: 3,
       waitMs: 500,

@@ -38,6 +38,8 @@ export interface IperfUdpOptions {
   /** UDP payload size in bytes (iperf3 -l). */
   length?: number;
   reverse?: boolean;
+  /** Socket buffer size of both iperf3 ends in bytes (iperf3 -w). Default 4 MiB. */
+  socketBuffer?: number;
 }
 
 /**
@@ -58,6 +60,9 @@ export async function runIperfUdp(ns: Namespace, opts: IperfUdpOptions): Promise
     String(opts.seconds),
     "-J",
   ];
+  // iperf3's own socket buffers (-w, passed to the server too) are made large so that a
+  // briefly descheduled iperf3 does not drop datagrams itself: losses then belong to the path.
+  args.push("-w", String(opts.socketBuffer ?? 4 * 1024 * 1024));
   if (opts.length) args.push("-l", String(opts.length));
   if (opts.reverse) args.push("-R");
   const res = await ns.execAsync("iperf3", args, (opts.seconds + 20) * 1000);

@@ -75,6 +75,7 @@ export class Rig {
   readonly retired: TunnelProgram[] = [];
   private echo: ManagedProcess | null = null;
   private iperfServer: ManagedProcess | null = null;
+  private readonly extraApps: ManagedProcess[] = [];
 
   private constructor(readonly options: RigOptions) {
     this.mode = options.mode;
@@ -178,16 +179,21 @@ export class Rig {
     return this.startServer();
   }
 
-  /** Starts the UDP echo app on B at the app port (replacing iperf3 there). */
-  async startEcho(): Promise<ManagedProcess> {
-    await this.stopApps();
-    this.echo = new ManagedProcess(`udp-echo@B`, this.b, process.execPath, [
+  /**
+   * Starts the UDP echo app on B at the app port (replacing iperf3 there), or at another
+   * `port` alongside whatever runs on the app port (e.g. to show that direct UDP is blocked).
+   */
+  async startEcho(port = this.appPort): Promise<ManagedProcess> {
+    if (port === this.appPort) await this.stopApps();
+    const echo = new ManagedProcess(`udp-echo@B:${port}`, this.b, process.execPath, [
       toolPath("udp-echo-server"),
       "--port",
-      String(this.appPort),
+      String(port),
     ]);
-    await this.echo.waitFor((l) => l.json?.event === "ready", 10_000);
-    return this.echo;
+    if (port === this.appPort) this.echo = echo;
+    else this.extraApps.push(echo);
+    await echo.waitFor((l) => l.json?.event === "ready", 10_000);
+    return echo;
   }
 
   /** Stops whatever app runs on B's app port. */
@@ -401,7 +407,12 @@ export class Rig {
 
   /** Stops everything and removes the namespaces. Safe to call more than once. */
   async destroy(): Promise<void> {
-    await Promise.allSettled([this.client?.stop(3_000), this.server?.stop(3_000), this.stopApps()]);
+    await Promise.allSettled([
+      this.client?.stop(3_000),
+      this.server?.stop(3_000),
+      this.stopApps(),
+      ...this.extraApps.map((p) => p.stop(1_000)),
+    ]);
     this.topology.destroy();
   }
 }

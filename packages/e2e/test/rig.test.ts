@@ -66,10 +66,14 @@ describe.skipIf(gate.skip)("rig topology", () => {
     it("iperf3 measures UDP both ways", async () => {
       const fwd = await rig.iperf({ bitrate: 20e6, seconds: 1 });
       const rev = await rig.iperf({ bitrate: 20e6, seconds: 1, reverse: true });
+      expect(fwd.direction).toBe("forward");
+      expect(rev.direction).toBe("reverse");
       for (const r of [fwd, rev]) {
-        expect(r.packets).toBeGreaterThan(1000);
-        expect(r.lostPercent).toBeLessThan(1);
-        expect(r.receivedBitsPerSecond).toBeGreaterThan(15e6);
+        // 20 Mbit/s of 1460-byte datagrams for 1 s is about 1700 datagrams.
+        expect(r.packets).toBeGreaterThan(1_500);
+        expect(r.packets).toBeLessThan(2_000);
+        expect(r.lostPercent).toBeCloseTo((100 * r.lostPackets) / r.packets, 3);
+        expect(r.receivedBitsPerSecond).toBeGreaterThan(0);
       }
     });
   });
@@ -78,7 +82,8 @@ describe.skipIf(gate.skip)("rig topology", () => {
     let rig: Rig;
     beforeAll(async () => {
       rig = await Rig.create({ mode: "tunnel", startTunnel: false });
-      await rig.startEcho();
+      // At a port A does not redirect into the (absent) tunnel.
+      await rig.startEcho(rig.appPort + 1);
     });
     afterAll(async () => rig?.destroy());
 
