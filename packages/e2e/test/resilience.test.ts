@@ -76,11 +76,15 @@ describe.skipIf(gate.skip)("tunnel resilience", () => {
       await sleep(6_000);
       const result = await stream.stop();
       const recovery = recoveryMs(result, flushedAt);
+      // The client's counters say whether it noticed (closed["dead-peer"]) and reconnected.
+      const clientStats = await rig.client!.requestStats();
       console.log(
         "conntrack flush: recovery (ms):",
         recovery,
         "longest gap:",
         longestGapMs(result),
+        "client stats:",
+        JSON.stringify(clientStats),
       );
       expect(recovery).not.toBeNull();
       expect(recovery!).toBeLessThan(5_000);
