@@ -319,3 +319,77 @@ describe("scale", () => {
     expect(server.stats().closed["peer-reset"]).toBe(N);
   });
 });
+
+describe("stack lifecycle and robustness", () => {
+  it("close() resets every connection, ends accept() and iteration, stops listening", async () => {
+    const { pair, client, server } = pairOf();
+    server.listen(7000);
+    const [c, s] = await Promise.all([client.connect("192.168.201.2:7000"), server.accept()]);
+    const iter = server[Symbol.asyncIterator]();
+    const pendingAccept = server.accept();
+    const sCause = closeCause(s);
+    const cCause = closeCause(c);
+    server.close();
+    server.close();
+    expect(await sCause).toBe("stack-closed");
+    expect(await cCause).toBe("peer-reset");
+    await expect(pendingAccept).rejects.toThrow(/closed/);
+    expect((await iter.next()).done).toBe(true);
+    await expect(server.connect("192.168.200.2:7000")).rejects.toThrow(/closed/);
+    expect(() => server.listen(1)).toThrow(/closed/);
+    await pair.settle();
+  });
+
+  it("throwing handlers and close listeners do not break the stack", async () => {
+    const logs: string[] = [];
+    const { pair, client, server } = pairOf({ server: { log: (_l, m) => logs.push(m) } });
+    server.listen(7000);
+    const [c, s] = await Promise.all([client.connect("192.168.201.2:7000"), server.accept()]);
+    const [c2, s2] = await Promise.all([client.connect("192.168.201.2:7000"), server.accept()]);
+    s.onDatagram(() => {
+      throw new Error("boom");
+    });
+    s.on("close", () => {
+      throw new Error("close boom");
+    });
+    const got: string[] = [];
+    s2.onDatagram((d) => got.push(d.toString()));
+    c.send(Buffer.from("a"));
+    c2.send(Buffer.from("b"));
+    c.close();
+    c2.send(Buffer.from("c"));
+    await pair.settle();
+    expect(got).toEqual(["b", "c"]);
+    expect(logs.join("\n")).toMatch(/boom/);
+    expect(logs.join("\n")).toMatch(/close boom/);
+  });
+
+  it("garbage and mutated packets are dropped and counted, never thrown", async () => {
+    const p = rawPeer();
+    cleanup.push(p.close);
+    p.stack.listen(4567);
+    p.send({ seq: 0, ack: 0, flags: SYN });
+    p.send({ seq: 1, ack: 1, flags: ACK });
+    const s = await p.stack.accept();
+    await p.settle();
+    const good = p.raw[0];
+    let seed = 12345;
+    const rnd = () => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return seed;
+    };
+    for (let i = 0; i < 3000; i++) {
+      const pkt = Buffer.from(good);
+      for (let k = rnd() % 6; k >= 0; k--) pkt[rnd() % pkt.length] = rnd() & 255;
+      const cut = rnd() % 3 === 0 ? rnd() % pkt.length : pkt.length;
+      p.pair.b[0].write(pkt.subarray(0, cut));
+      if (i % 7 === 0) p.pair.b[0].write(Buffer.from(Array.from({ length: rnd() % 80 }, rnd)));
+    }
+    await p.settle();
+    const st = p.stack.stats();
+    const malformed = Object.values(st.malformed).reduce((a, b) => a + b, 0);
+    expect(malformed).toBeGreaterThan(100);
+    expect(st.malformed.truncated).toBeGreaterThan(0);
+    expect(s.closed || s.established).toBe(true);
+  });
+});

@@ -294,7 +294,12 @@ export class Stack implements SocketHost {
     this.table.remove(s);
     if (this.handshaking.delete(s) && s.passive) this.halfOpen--;
     this.c.closed[cause]++;
-    s.finish({ cause, message });
+    try {
+      s.finish({ cause, message });
+    } catch (e) {
+      // A throwing `close` listener must not break the receive loop or the timer sweep.
+      this.opts.log?.("warn", `socket close listener threw: ${(e as Error)?.message ?? e}`);
+    }
   }
 
   // ---- receive path ----------------------------------------------------------------------
