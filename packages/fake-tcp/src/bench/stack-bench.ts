@@ -5,6 +5,7 @@
  */
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
+import { ConnectionTable, hashTuple } from "../stack/conn-table.js";
 import type { Socket } from "../stack/socket.js";
 import { Stack } from "../stack/stack.js";
 import { createMemoryPair } from "../testing/memory-pair.js";
@@ -128,6 +129,50 @@ async function heapPerConnection(count: number) {
   return { perSocket, sockets: kept.length, established };
 }
 
+/**
+ * Why the table key is an integer hash: lookups of 10,000 IPv4 tuples through the connection
+ * table versus a Map keyed by a string built from the same tuple per packet.
+ */
+function dispatchKeys(): { table: number; string: number } {
+  const N = 10_000;
+  const table = new ConnectionTable();
+  const byString = new Map<string, object>();
+  const remotes = new Int32Array(N);
+  const ports = new Int32Array(N);
+  for (let i = 0; i < N; i++) {
+    const r0 = (0x0a000000 + i * 7919) | 0;
+    const port = 1024 + (i % 60000);
+    remotes[i] = r0;
+    ports[i] = port;
+    const fake = {
+      family: 4,
+      r0,
+      l0: 0x0a000001,
+      remotePort: port,
+      localPort: 4567,
+      hash: hashTuple(r0, 0, 0, 0, port, 4567),
+      nextInBucket: null,
+    } as unknown as Socket;
+    table.insert(fake);
+    byString.set(`${r0}:${port}:${167772161}:4567`, fake);
+  }
+  let hits = 0;
+  const t = rate(() => {
+    for (let i = 0; i < BATCH; i++) {
+      const k = (hits + i) % N;
+      if (table.find4(remotes[k], 0x0a000001, ports[k], 4567) !== null) hits++;
+    }
+  });
+  const s = rate(() => {
+    for (let i = 0; i < BATCH; i++) {
+      const k = (hits + i) % N;
+      if (byString.get(`${remotes[k]}:${ports[k]}:${167772161}:4567`) !== undefined) hits++;
+    }
+  });
+  if (hits === 0) throw new Error("lookups found nothing");
+  return { table: t, string: s };
+}
+
 function fmt(n: number): string {
   return `${(n / 1e6).toFixed(2)} M/s`;
 }
@@ -148,6 +193,10 @@ async function main() {
         `encode only ${fmt(r.encode)}, decode+dispatch only ${fmt(r.decode)}`,
     );
   }
+  const k = dispatchKeys();
+  console.log(
+    `dispatch lookups among 10,000 tuples: integer-hash table ${fmt(k.table)}, string-keyed Map ${fmt(k.string)}`,
+  );
   const h = await heapPerConnection(10_000);
   console.log(
     `heap per idle established socket: ${h.perSocket.toFixed(0)} bytes ` +
