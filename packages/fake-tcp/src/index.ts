@@ -9,5 +9,5 @@ export {
   SocketState,
 } from "./stack/socket.js";
 export { Stack, type StackStats } from "./stack/stack.js";
-export type { Endpoint } from "./wire/address.js";
+export { type Endpoint, parseEndpoint } from "./wire/address.js";
 export * as wire from "./wire/index.js";
