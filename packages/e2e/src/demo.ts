@@ -96,6 +96,14 @@ async function main(): Promise<number> {
   }
 }
 
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.once(signal, () => {
+    console.error(`\ndemo: ${signal}: tearing down (programs stopped, namespaces removed)`);
+    destroyAllNamespaces();
+    process.exit(130);
+  });
+}
+
 const deadline = setTimeout(() => {
   console.error(`demo: did not finish within ${DEMO_DEADLINE_MS / 1000} s; tearing down`);
   destroyAllNamespaces();
