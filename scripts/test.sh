@@ -35,5 +35,21 @@ for rt in "${runtimes[@]}"; do
     failed=$((failed + 1))
   fi
 done
+# The Docker Compose rig runs once (it does not depend on the Node version of the host).
+# DOCKER_RIG=0 leaves it out, e.g. for a quick local run; CI always runs it.
+if [ "${DOCKER_RIG:-1}" = 1 ] || [ -n "${CI:-}" ]; then
+  echo "=== Docker Compose NAT rig"
+  bash docker/rig.sh 2>&1 | tee .bench-tmp/docker-rig.log
+  rig_status=${PIPESTATUS[0]}
+  line=$(grep -E '^docker-rig: [0-9]+ passed, [0-9]+ failed' .bench-tmp/docker-rig.log | tail -n 1)
+  if [ -n "$line" ]; then
+    read -r p f < <(echo "$line" | sed -E 's/^docker-rig: ([0-9]+) passed, ([0-9]+) failed.*/\1 \2/')
+    passed=$((passed + p)); failed=$((failed + f))
+  else
+    failed=$((failed + 1))
+  fi
+  [ "$rig_status" -eq 0 ] || status=1
+fi
+
 echo "tests: ${passed} passed, ${failed} failed"
 exit $status
