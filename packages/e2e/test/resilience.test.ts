@@ -218,6 +218,14 @@ describe.skipIf(gate.skip)("tunnel resilience", () => {
       expect(rssAfter).not.toBeNull();
       expect(rssAfter! - rssBefore).toBeLessThan(64 * 1024 * 1024);
       expect(newPeerMs).not.toBeNull();
+      // The junk and the SYNs did reach the program (past the kernel), so the above means something.
+      const stack = stats.stack as {
+        malformed: Record<string, number>;
+        halfOpen: number;
+        refusedFull: number;
+      };
+      expect(Object.values(stack.malformed).reduce((a, b) => a + b, 0)).toBeGreaterThan(100);
+      expect(stack.halfOpen + stack.refusedFull).toBeGreaterThan(1_000);
     });
   });
 });
