@@ -26,7 +26,11 @@ export function twoStacks(
   const pair = createMemoryPair(opts.pair);
   const client = new Stack({ queues: pair.a, local4: CLIENT4, local6: CLIENT6, ...opts.client });
   const server = new Stack({ queues: pair.b, local4: SERVER4, local6: SERVER6, ...opts.server });
-  return { pair, client, server, close: () => (client.close(), server.close()) };
+  const close = (): void => {
+    client.close();
+    server.close();
+  };
+  return { pair, client, server, close };
 }
 
 /** Parses a packet into a plain summary, for assertions. */

@@ -209,6 +209,37 @@ describe("keepalive and dead peers", () => {
     expect(await cause).toBe("dead-peer");
   });
 
+  it("a busy flow that never goes idle still learns its peer answers, and detects it dead", async () => {
+    vi.useFakeTimers();
+    const { pair, client, server } = pairOf({
+      client: { keepaliveIntervalMs: 1000, deadPeerProbes: 3 },
+      server: { keepaliveIntervalMs: 1000 },
+    });
+    server.listen(7000);
+    const accepted = server.accept().then((s) => {
+      s.send(Buffer.from("server handshake packet")); // data that overtakes the probe's answer
+      s.onDatagram((d) => s.send(d)); // echo
+      return s;
+    });
+    const [c] = await Promise.all([client.connect("192.168.201.2:7000"), accepted]);
+    const cause = closeCause(c);
+    // Traffic every 100 ms: never a quiet spell as long as the keepalive interval.
+    for (let i = 0; i < 50; i++) {
+      c.send(Buffer.alloc(200));
+      await vi.advanceTimersByTimeAsync(100);
+    }
+    expect(c.peerAnswersProbes).toBe(true);
+    expect(c.closed).toBe(false);
+    // The path dies mid-flow (a NAT forgets the mapping); the client keeps sending.
+    pair.bToA.filter = () => false;
+    pair.aToB.filter = () => false;
+    for (let i = 0; i < 80 && !c.closed; i++) {
+      c.send(Buffer.alloc(200));
+      await vi.advanceTimersByTimeAsync(100);
+    }
+    expect(await cause).toBe("dead-peer");
+  });
+
   it("still detects a dead peer when the last data segment was lost", async () => {
     vi.useFakeTimers();
     const { pair, client, server } = pairOf({

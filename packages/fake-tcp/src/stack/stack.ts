@@ -27,6 +27,8 @@ const EPHEMERAL_COUNT = 61000 - 32768;
 
 /** How far back (in probes) a keepalive probe's sequence number may step; see `sendProbe`. */
 const MAX_PROBE_STEP = 8;
+/** How long a probe stays answerable while data arrives (ms); see `receiveEstablished`. */
+const PROBE_ANSWER_WINDOW_MS = 3_000;
 
 /** A snapshot of the stack's counters. */
 export interface StackStats {
@@ -369,9 +371,10 @@ export class Stack implements SocketHost {
       this.receiveEmpty(s, seq, ack);
       return;
     }
-    // Any data shows the peer is alive; restart the probe sequence.
+    // Any data shows the peer is alive; restart the probe sequence. A probe sent moments ago
+    // stays answerable: its answer may trail data the peer sent before it saw the probe.
     s.probesUnanswered = 0;
-    s.probeOutstanding = false;
+    if (this.clock - s.lastProbeAt >= PROBE_ANSWER_WINDOW_MS) s.probeOutstanding = false;
     s.probeStep = 0;
     const end = (seq + len) | 0;
     if (((end - s.rcvHigh) | 0) > 0) s.rcvHigh = end;
@@ -446,6 +449,7 @@ export class Stack implements SocketHost {
     this.sendControl(s, ACK, s.sndNxt, s.rcvHigh, false);
     this.handshaking.delete(s);
     s.state = SocketState.established;
+    this.sendFirstProbe(s);
     this.c.connected++;
     const resolve = s.connectResolve;
     s.connectResolve = null;
@@ -479,6 +483,7 @@ export class Stack implements SocketHost {
       return;
     }
     this.c.accepted++;
+    this.sendFirstProbe(s);
     if (t.payloadLength > 0) this.receiveEstablished(queueIndex, s, buf);
   }
 
@@ -637,6 +642,20 @@ export class Stack implements SocketHost {
           : `peer stopped answering keepalive probes (${s.probesUnanswered} unanswered)`,
         true,
       );
+  }
+
+  /**
+   * With keepalives on, probes once as soon as a connection is established, while nothing has
+   * been sent yet, so an answer marks the peer as one that answers probes (see `sendProbe`)
+   * even on a flow too busy ever to go idle: without that mark a busy flow whose path dies
+   * (a NAT or firewall losing its state) would never be declared dead. The probe is also the
+   * first segment after the handshake in our direction, from which Linux conntrack on the
+   * path learns our window scale (until then it judges data by the unscaled window).
+   */
+  private sendFirstProbe(s: Socket): void {
+    if (this.opts.keepaliveIntervalMs <= 0) return;
+    this.sendProbe(s, this.clock);
+    s.probeStep = 0;
   }
 
   /**
