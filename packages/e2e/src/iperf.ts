@@ -62,7 +62,8 @@ export async function runIperfUdp(ns: Namespace, opts: IperfUdpOptions): Promise
   ];
   // iperf3's own socket buffers (-w, passed to the server too) are made large so that a
   // briefly descheduled iperf3 does not drop datagrams itself: losses then belong to the path.
-  args.push("-w", String(opts.socketBuffer ?? 4 * 1024 * 1024));
+  // iperf3 fails when the kernel grants less than asked, so stay within net.core.*mem_max.
+  args.push("-w", String(opts.socketBuffer ?? socketBufferLimit(ns, 4 * 1024 * 1024)));
   if (opts.length) args.push("-l", String(opts.length));
   if (opts.reverse) args.push("-R");
   const res = await ns.execAsync("iperf3", args, (opts.seconds + 20) * 1000);
@@ -101,4 +102,16 @@ interface IperfJson {
     sum_sent?: { bits_per_second: number };
     sum_received?: { bits_per_second: number };
   };
+}
+
+/** `wanted`, capped by the namespace's net.core.rmem_max and wmem_max. */
+function socketBufferLimit(ns: Namespace, wanted: number): number {
+  let limit = wanted;
+  for (const key of ["rmem_max", "wmem_max"]) {
+    try {
+      const value = Number(ns.exec("cat", [`/proc/sys/net/core/${key}`]).trim());
+      if (Number.isFinite(value) && value > 0) limit = Math.min(limit, value);
+    } catch {}
+  }
+  return limit;
 }
