@@ -101,17 +101,20 @@ static bool get_bytes(napi_env env, napi_value v, uint8_t** data, size_t* len, c
 /* Device-level functions: open a queue fd, interface ioctls                                  */
 /* ------------------------------------------------------------------------------------------ */
 
-/* openQueue(devicePath, name, multiQueue, vnetHdr) -> { fd, name } */
+/* openQueue(devicePath, name, multiQueue, vnetHdr, exclusive) -> { fd, name }
+ * exclusive (IFF_TUN_EXCL) makes the kernel refuse a name that exists already, instead of
+ * silently adding a queue to another process's multi-queue device. */
 static napi_value open_queue(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
+  size_t argc = 5;
+  napi_value argv[5];
   NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   char path[256], name[IFNAMSIZ];
-  bool multi = false, vnet = false;
+  bool multi = false, vnet = false, excl = false;
   if (!get_string(env, argv[0], path, sizeof path, "device path")) return NULL;
   if (!get_string(env, argv[1], name, sizeof name, "interface name")) return NULL;
   napi_get_value_bool(env, argv[2], &multi);
   napi_get_value_bool(env, argv[3], &vnet);
+  if (argc >= 5) napi_get_value_bool(env, argv[4], &excl);
 
   int fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) {
@@ -120,7 +123,8 @@ static napi_value open_queue(napi_env env, napi_callback_info info) {
   }
   struct ifreq ifr;
   memset(&ifr, 0, sizeof ifr);
-  ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (multi ? IFF_MULTI_QUEUE : 0) | (vnet ? IFF_VNET_HDR : 0);
+  ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (multi ? IFF_MULTI_QUEUE : 0) | (vnet ? IFF_VNET_HDR : 0) |
+                  (excl ? IFF_TUN_EXCL : 0);
   memcpy(ifr.ifr_name, name, strlen(name));
   if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
     int err = errno;

@@ -65,7 +65,9 @@ export class TunDevice {
     try {
       for (let i = 0; i < queueCount; i++) {
         try {
-          const opened = addon.openQueue(devicePath, name, multiQueue, vnetHdr);
+          // The first queue claims the name exclusively: an existing device of that name (another
+          // process's) is refused, not joined.
+          const opened = addon.openQueue(devicePath, name, multiQueue, vnetHdr, i === 0);
           fds.push(opened.fd);
           name = opened.name;
         } catch (error) {

@@ -3,6 +3,8 @@
  * say what to do. Every error keeps the errno name in `code` so callers can branch on it.
  */
 
+import { existsSync } from "node:fs";
+
 /** An Error with a Node-style `code` (errno name such as "EBUSY", or an ERR_* code). */
 export interface TunError extends Error {
   code: string;
@@ -27,7 +29,10 @@ const NEEDS_NET_ADMIN =
 
 /** Explains a failure to open or attach a TUN queue (open(2) or TUNSETIFF). */
 export function explainOpenError(error: unknown, name: string, devicePath: string): TunError {
-  const code = codeOf(error);
+  let code = codeOf(error);
+  // The first queue is opened exclusively, so the kernel answers EBUSY for any existing
+  // name; an interface that is not a TUN device at all deserves its own explanation.
+  if (code === "EBUSY" && name !== "" && isNonTunInterface(name)) code = "EINVAL";
   const label = name === "" ? "a new TUN device" : `TUN device "${name}"`;
   let hint: string;
   switch (code) {
@@ -61,4 +66,9 @@ export function explainConfigError(error: unknown, name: string, what: string): 
   else if (code === "EINVAL" && what.startsWith("MTU"))
     hint = "the kernel rejected it (valid range 68..65535; IPv6 needs at least 1280)";
   return tunError(code, `cannot set ${what} on ${name}: ${hint}`, error);
+}
+
+/** True when an interface of this name exists in this namespace and is not a TUN/TAP device. */
+function isNonTunInterface(name: string): boolean {
+  return existsSync(`/sys/class/net/${name}`) && !existsSync(`/sys/class/net/${name}/tun_flags`);
 }

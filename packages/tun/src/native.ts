@@ -43,6 +43,7 @@ export interface NativeAddon {
     name: string,
     multiQueue: boolean,
     vnetHdr: boolean,
+    exclusive: boolean,
   ): { fd: number; name: string };
   queueInfo(fd: number): { name: string; flags: number };
   dupFd(fd: number): number;

@@ -138,7 +138,7 @@ export class TunQueue {
     const devicePath = opts.devicePath ?? DEFAULT_DEVICE_PATH;
     let fd: number;
     try {
-      fd = addon.openQueue(devicePath, name, true, deviceVnet).fd;
+      fd = addon.openQueue(devicePath, name, true, deviceVnet, false).fd;
     } catch (error) {
       throw explainOpenError(error, name, devicePath);
     }

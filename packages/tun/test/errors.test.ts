@@ -120,6 +120,16 @@ describe.skipIf(gate.skip)("system errors (real devices in a namespace)", () => 
     expect(r.message).toMatch(/choose another --tun name or stop the other process/);
   });
 
+  it("a multi-queue open never joins another process's multi-queue device (EBUSY)", async () => {
+    const { agent: other } = await Agent.start(ns, { name: "fterrmq0", queues: 2 });
+    try {
+      const r = await tryOpen(ns, { name: "fterrmq0", queues: 2 });
+      expect(r).toMatchObject({ ok: false, code: "EBUSY" });
+    } finally {
+      await other.close().catch(() => {});
+    }
+  });
+
   it("an existing non-TUN name is EINVAL", async () => {
     const r = await tryOpen(ns, { name: "lo" });
     expect(r).toMatchObject({ ok: false, code: "EINVAL" });
