@@ -91,10 +91,14 @@ export class Namespace {
     return runAsync("ip", ["netns", "exec", this.name, cmd, ...args], timeoutMs);
   }
 
-  /** Sets sysctls inside the namespace (keys like "net.ipv4.ip_forward"). */
+  /**
+   * Sets sysctls inside the namespace (keys like "net.ipv4.ip_forward"). Written straight to
+   * /proc/sys (its net/ part belongs to the writer's namespace): no dependency on procps.
+   */
   sysctl(values: Record<string, string | number>): void {
     for (const [key, value] of Object.entries(values)) {
-      this.exec("sysctl", ["-q", "-w", `${key}=${value}`]);
+      const path = `/proc/sys/${key.replaceAll(".", "/")}`;
+      this.exec("sh", ["-c", 'printf "%s\\n" "$1" > "$2"', "sysctl", String(value), path]);
     }
   }
 
