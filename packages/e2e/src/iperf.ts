@@ -44,8 +44,8 @@ export interface IperfUdpOptions {
 
 /**
  * Runs `iperf3 -c -u` in `ns` and parses its JSON. iperf3's control connection is TCP and its
- * data UDP: through the tunnel both must reach B, so the tunnel's --remote must be B's iperf3
- * port and the control TCP goes... see `Rig.iperf` for how the rig routes it.
+ * data UDP, both to the same host and port: the rig sends the TCP straight through R and
+ * diverts the UDP into the tunnel (see `Rig`), so the server's --remote is B's iperf3 port.
  */
 export async function runIperfUdp(ns: Namespace, opts: IperfUdpOptions): Promise<IperfUdpResult> {
   const args = [
