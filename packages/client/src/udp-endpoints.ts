@@ -10,7 +10,13 @@
  */
 import { createSocket, type Socket } from "node:dgram";
 import { networkInterfaces } from "node:os";
-import { errnoCode, formatAddress, type SocketAddress, UsageError } from "fake-tcp-common";
+import {
+  errnoCode,
+  formatAddress,
+  type SocketAddress,
+  UDP_SOCKET_BUFFER_BYTES,
+  UsageError,
+} from "fake-tcp-common";
 
 /** One bound UDP socket and the local address it stands for. */
 export interface UdpEndpoint {
@@ -52,6 +58,8 @@ export function bindUdp(address: SocketAddress): Promise<UdpEndpoint> {
     const socket = createSocket({
       type: address.family === 6 ? "udp6" : "udp4",
       ipv6Only: address.family === 6,
+      recvBufferSize: UDP_SOCKET_BUFFER_BYTES,
+      sendBufferSize: UDP_SOCKET_BUFFER_BYTES,
     });
     const name = formatAddress(address.address, address.port);
     socket.once("error", (err) => {

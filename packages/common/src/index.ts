@@ -12,3 +12,4 @@ export * from "./sysctl.js";
 export * from "./tun-errors.js";
 export * from "./tunnel.js";
 export * from "./tunnel-socket.js";
+export * from "./udp-buffers.js";

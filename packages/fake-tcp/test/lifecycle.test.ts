@@ -233,11 +233,18 @@ describe("keepalive and dead peers", () => {
     // The path dies mid-flow (a NAT forgets the mapping); the client keeps sending.
     pair.bToA.filter = () => false;
     pair.aToB.filter = () => false;
+    const diedAt = Date.now();
+    let closedAt = 0;
+    c.once("close", () => {
+      closedAt = Date.now();
+    });
     for (let i = 0; i < 80 && !c.closed; i++) {
       c.send(Buffer.alloc(200));
       await vi.advanceTimersByTimeAsync(100);
     }
     expect(await cause).toBe("dead-peer");
+    // keepalive 1 s, then 3 unanswered probes repeated every half interval (+ sweep period).
+    expect(closedAt - diedAt).toBeLessThanOrEqual(1_000 + 3 * 500 + 500);
   });
 
   it("still detects a dead peer when the last data segment was lost", async () => {

@@ -5,7 +5,7 @@
  * view is only valid during the callback and dgram's send is asynchronous).
  */
 import { createSocket, type Socket } from "node:dgram";
-import type { SocketAddress, TunnelSocket } from "fake-tcp-common";
+import { type SocketAddress, type TunnelSocket, UDP_SOCKET_BUFFER_BYTES } from "fake-tcp-common";
 
 /** Datagrams held from the tunnel while the UDP socket is still connecting. */
 export const MAX_PENDING_DATAGRAMS = 64;
@@ -39,7 +39,11 @@ export class Relay {
     totals: RelayCounters,
     onClose: (relay: Relay, cause: string) => void,
   ) {
-    this.udp = createSocket(remote.family === 6 ? "udp6" : "udp4");
+    this.udp = createSocket({
+      type: remote.family === 6 ? "udp6" : "udp4",
+      recvBufferSize: UDP_SOCKET_BUFFER_BYTES,
+      sendBufferSize: UDP_SOCKET_BUFFER_BYTES,
+    });
     this.udp.on("error", () => {
       // A connected UDP socket reports ICMP errors (application not listening) here; the
       // datagram is lost like any other, the connection stays.

@@ -35,6 +35,8 @@ export interface StackOptions {
   /**
    * Unanswered probes in a row after which a peer is declared dead (only a peer that has
    * answered a probe before: a phantun peer never answers, so it is never declared dead).
+   * Such a peer's unanswered probe is repeated every half interval, so silence is detected
+   * after about `keepaliveIntervalMs * (1 + deadPeerProbes / 2)`. Default 3.
    */
   deadPeerProbes?: number;
   /** Minimum gap between two answers to the peer's probes on one connection. Default 1000 ms. */

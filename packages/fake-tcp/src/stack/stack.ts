@@ -624,7 +624,11 @@ export class Stack implements SocketHost {
         return;
       }
       if (s.unackedBytes > 0 && now - s.unackedSince >= ackDelay) this.sendPureAck(s);
-      if (keepalive > 0 && now - s.lastReceived >= keepalive && now - s.lastProbeAt >= keepalive) {
+      // A peer known to answer gets its unanswered probe repeated at half the interval, so a
+      // dead path is noticed within about keepalive * (1 + deadPeerProbes / 2); a peer that
+      // never answers (phantun) is only ever probed at the keepalive interval.
+      const probeEvery = s.peerAnswersProbes && s.probeOutstanding ? keepalive / 2 : keepalive;
+      if (keepalive > 0 && now - s.lastReceived >= keepalive && now - s.lastProbeAt >= probeEvery) {
         if (s.probeOutstanding) s.probesUnanswered++;
         if (s.peerAnswersProbes && s.probesUnanswered >= this.opts.deadPeerProbes) {
           closing.push([s, "dead-peer"]);
