@@ -263,8 +263,12 @@ build_images() {
   fi
   mkdir -p "$work/ctx/docker"
   [ -f "$ca" ] && cp "$ca" "$work/ctx/docker/extra-ca.crt"
-  if [ "$src" = "$repo" ]; then
+  if [ "$src" = "$repo" ] && git rev-parse --git-dir >/dev/null 2>&1; then
     git ls-files -z --cached --others --exclude-standard
+  elif [ "$src" = "$repo" ]; then
+    # Not a git checkout: everything but what .dockerignore names.
+    find . \( -name node_modules -o -name dist -o -name build -o -name .git -o -name coverage \
+      -o -path ./docker/.base -o -name '*.tsbuildinfo' \) -prune -o -type f -print0
   else
     (cd "$src" && find . -type f -print0)
   fi | while IFS= read -r -d '' f; do [ -f "$src/$f" ] && printf '%s\0' "$f"; done >"$work/context.lst"
@@ -470,5 +474,20 @@ still_running() {
 }
 if still_running; then pass "every service still running after the traffic"; else
   fail "a service stopped during the test"
+fi
+# tini must hand SIGTERM to the programs, which then exit 0 after removing their rules.
+clean_stop() {
+  local svc id code
+  for svc in client server; do
+    id=$(cid "$svc")
+    bounded 30 docker stop -t 5 "$id" >/dev/null || return 1
+    code=$(docker inspect -f '{{.State.ExitCode}}' "$id")
+    stop_line+="$svc exit $code; "
+    [ "$code" = 0 ] && docker logs "$id" 2>&1 | grep -q 'nft rules removed' || return 1
+  done
+}
+stop_line=
+if clean_stop; then pass "docker stop: both programs exit 0 on SIGTERM, rules removed (${stop_line%; })"; else
+  fail "docker stop: a program did not stop cleanly (${stop_line:-no exit code})"
 fi
 # finish (EXIT trap) tears down, checks the host and prints the summary.
