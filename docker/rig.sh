@@ -115,7 +115,7 @@ check_firewall_restored() {
     local family name
     while read -r family name; do
       if ! grep -q "^table $family $name {" "$work/nft-before.txt" &&
-        nft -s list table "$family" "$name" 2>/dev/null | grep -q DOCKER; then
+        [ "$(nft -s list table "$family" "$name" 2>/dev/null | grep -c DOCKER)" -gt 0 ]; then
         say "removing nftables table $family $name left by Docker"
         nft delete table "$family" "$name" || true
       fi
@@ -483,7 +483,9 @@ clean_stop() {
     bounded 30 docker stop -t 5 "$id" >/dev/null || return 1
     code=$(docker inspect -f '{{.State.ExitCode}}' "$id")
     stop_line+="$svc exit $code; "
-    [ "$code" = 0 ] && docker logs "$id" 2>&1 | grep -q 'nft rules removed' || return 1
+    # grep -c reads to the end: with -q, `docker logs` could die of SIGPIPE (pipefail).
+    [ "$code" = 0 ] || return 1
+    [ "$(docker logs "$id" 2>&1 | grep -c 'nft rules removed')" -gt 0 ] || return 1
   done
 }
 stop_line=
