@@ -16,7 +16,7 @@ fi
 declare -A tools=(
   [ip]=iproute2 [nft]=nftables [iperf3]=iperf3 [tcpdump]=tcpdump
   [wireguard-go]=wireguard-go [wg]=wireguard-tools [conntrack]=conntrack
-  [socat]=socat [make]=make [g++]=g++ [python3]=python3
+  [socat]=socat [make]=make [g++]=g++ [python3]=python3 [docker-compose]=docker-compose
 )
 missing=()
 for cmd in "${!tools[@]}"; do
