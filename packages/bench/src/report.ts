@@ -17,7 +17,8 @@ function bestText(s: SweepResult | null): string {
   if (!s.best) return `none under 1 % loss (${s.end})`;
   const b = s.best;
   const limited = s.end === "sender-limited" ? ", sender-limited" : "";
-  return `${mbitText(b.deliveredBps)} (offered ${mbitText(b.offeredBps)}, loss ${b.lossPercent.toFixed(2)} %${limited})`;
+  const failed = s.failedRuns ? `; ${s.failedRuns} iperf3 run(s) failed and were repeated` : "";
+  return `${mbitText(b.deliveredBps)} (offered ${mbitText(b.offeredBps)}, loss ${b.lossPercent.toFixed(2)} %${limited}${failed})`;
 }
 
 /** tunnel/direct of the delivered rate at each side's highest good rate. */

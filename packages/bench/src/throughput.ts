@@ -21,7 +21,12 @@ export interface SweepResult {
   steps: MeasuredStep[];
   best: MeasuredStep | null;
   end: SweepEnd;
+  /** iperf3 runs that failed (no result) and were repeated. */
+  failedRuns: number;
 }
+
+/** Pause before repeating a failed iperf3 run (lets queues from the last step drain). */
+const RETRY_PAUSE_MS = 2_000;
 
 /** Sum of the CPU seconds of the given processes (a vanished process counts as an error). */
 function cpuOf(pids: readonly number[]): number {
@@ -43,14 +48,22 @@ export async function sweepDirection(
   const sweep = new RateSweep(config);
   const steps: MeasuredStep[] = [];
   const direction = reverse ? "B→A" : "A→B";
+  let failedRuns = 0;
   for (let rate = sweep.next(); rate !== null; rate = sweep.next()) {
-    const cpuBefore = cpuPids.length ? cpuOf(cpuPids) : 0;
-    const r = await rig.iperf({
-      bitrate: rate,
-      seconds: stepSeconds,
-      length: DATAGRAM_BYTES,
-      reverse,
-    });
+    let cpuBefore = cpuPids.length ? cpuOf(cpuPids) : 0;
+    const options = { bitrate: rate, seconds: stepSeconds, length: DATAGRAM_BYTES, reverse };
+    let r: Awaited<ReturnType<Rig["iperf"]>>;
+    try {
+      r = await rig.iperf(options);
+    } catch (err) {
+      // iperf3 waits without end when its first UDP datagram is lost (e.g. while a tunnel
+      // flow is being set up behind a congested queue): repeat the run once.
+      failedRuns++;
+      log(`  ${rig.mode} ${direction} offered ${mbit(rate)}: ${String(err)}; repeating once`);
+      await new Promise((resolve) => setTimeout(resolve, RETRY_PAUSE_MS));
+      cpuBefore = cpuPids.length ? cpuOf(cpuPids) : 0;
+      r = await rig.iperf(options);
+    }
     const cpu = cpuPids.length ? cpuOf(cpuPids) - cpuBefore : null;
     const step: MeasuredStep = {
       offeredBps: rate,
@@ -69,7 +82,7 @@ export async function sweepDirection(
     );
   }
   const best = sweep.best ? (steps.find((s) => s === sweep.best) ?? null) : null;
-  return { direction, steps, best, end: sweep.end };
+  return { direction, steps, best, end: sweep.end, failedRuns };
 }
 
 /**

@@ -15,7 +15,7 @@ function step(offeredMbit: number, deliveredMbit: number, cpu: number | null): M
 }
 
 function sweep(direction: "A→B" | "B→A", best: MeasuredStep, bad: MeasuredStep): SweepResult {
-  return { direction, steps: [best, bad], best, end: "bracketed" };
+  return { direction, steps: [best, bad], best, end: "bracketed", failedRuns: 0 };
 }
 
 function makeRun(): BenchRun {
