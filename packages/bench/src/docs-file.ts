@@ -23,13 +23,12 @@ How it measures:
   start at 100 Mbit/s, double while loss < 1 %, then bisect between the best good and the
   lowest bad rate (3 steps); at most 11 steps of 4 s. The first bad rate is measured twice
   (the second result counts), since other work on the machine can spoil a single step. The
-  sweep also stops when iperf3 itself cannot send the offered rate ("sender-limited"). The
-  table gives the delivered rate at the highest good offered rate, and the **headline is
-  tunnel/direct of that rate**: every process shares the same 2 cores, so only ratios within
-  one run compare well across runs.
+  sweep also stops when iperf3 itself cannot send the offered rate ("sender-limited": then
+  the figure is iperf3's limit, not the path's). The table gives the highest delivered rate
+  among the steps under 1 % loss, and the **headline is tunnel/direct of that rate**: every
+  process shares the same 2 cores, so only ratios within one run compare well across runs.
 - **CPU per gigabit**: utime + stime of fake-tcp-client and fake-tcp-server from
-  \`/proc/PID/stat\` (all threads of each process) across the iperf3 step at the highest good
-  rate, divided by the gigabits the receiver got; also at the sweep's fixed first rate
+  \`/proc/PID/stat\` (all threads of each process) across that iperf3 step, divided by the gigabits the receiver got; also at the sweep's fixed first rate
   (100 Mbit/s), which compares across runs whatever their highest rate. Each iperf3 run is a
   new flow, so a step includes one tunnel connection set-up.
 - **Echo RTT**: a probe on A sends 32-byte datagrams at a fixed interval to an echo on B and

@@ -21,7 +21,7 @@ function bestText(s: SweepResult | null): string {
   return `${mbitText(b.deliveredBps)} (offered ${mbitText(b.offeredBps)}, loss ${b.lossPercent.toFixed(2)} %${limited}${failed})`;
 }
 
-/** tunnel/direct of the delivered rate at each side's highest good rate. */
+/** tunnel/direct of the highest delivered rate under the loss limit (see RateSweep.best). */
 export function rateRatio(direct: SweepResult | null, tunnel: SweepResult | null): number | null {
   const d = direct?.best?.deliveredBps;
   const t = tunnel?.best?.deliveredBps;
@@ -145,7 +145,7 @@ export function renderTable(run: BenchRun): string {
   return lines.join("\n");
 }
 
-/** The headline: tunnel/direct of the highest good rate, per direction. */
+/** The headline: tunnel/direct of the highest delivered rate under 1 % loss, per direction. */
 export function renderHeadline(run: BenchRun): string {
   const f = rateRatio(run.direct.forward, run.tunnel.forward);
   const r = rateRatio(run.direct.reverse, run.tunnel.reverse);

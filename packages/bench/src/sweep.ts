@@ -139,8 +139,15 @@ export class RateSweep {
     return this.endReason;
   }
 
-  /** The good step with the highest offered rate, or null if no step was good. */
+  /**
+   * The good step that delivered the most, or null if no step was good. (Usually the one
+   * with the highest offered rate too, but not when the sender fell short of a higher offer.)
+   */
   get best(): SweepStep | null {
-    return this.bestGood;
+    let best: SweepStep | null = null;
+    for (const step of this.steps) {
+      if (this.isGood(step) && (!best || step.deliveredBps > best.deliveredBps)) best = step;
+    }
+    return best;
   }
 }

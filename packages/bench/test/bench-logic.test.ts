@@ -66,6 +66,14 @@ describe("RateSweep", () => {
     expect(sweep.best?.offeredBps).toBe(1600e6);
   });
 
+  it("reports the good step that delivered the most, not the highest offer", () => {
+    const sweep = new RateSweep(base);
+    sweep.record({ offeredBps: 3200e6, sentBps: 2900e6, deliveredBps: 2890e6, lossPercent: 0.5 });
+    sweep.record({ offeredBps: 6400e6, sentBps: 2400e6, deliveredBps: 2380e6, lossPercent: 0.8 });
+    expect(sweep.end).toBe("sender-limited");
+    expect(sweep.best?.offeredBps).toBe(3200e6);
+  });
+
   it("never exceeds maxSteps", () => {
     const sweep = runSweep({ ...base, maxSteps: 3, bisectSteps: 10 }, 350e6);
     expect(sweep.steps.length).toBe(3);
