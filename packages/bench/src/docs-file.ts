@@ -21,7 +21,8 @@ How it measures:
 - **Highest rate under 1 % loss**: iperf3 UDP with 1400-byte datagrams (\`-l 1400\`), A→B and
   B→A (\`-R\`), loss and rate measured by the receiver. Bounded sweep per path and direction:
   start at 100 Mbit/s, double while loss < 1 %, then bisect between the best good and the
-  lowest bad rate (3 steps); at most 11 steps of 4 s. The first bad rate is measured twice
+  lowest bad rate (3 steps); at most 11 steps of 4 s, and no step starts after 2 minutes (a
+  hung iperf3 run, killed after 24 s and repeated once, counts against that). The first bad rate is measured twice
   (the second result counts), since other work on the machine can spoil a single step. The
   sweep also stops when iperf3 itself cannot send the offered rate ("sender-limited": then
   the figure is iperf3's limit, not the path's). The table gives the highest delivered rate

@@ -16,7 +16,12 @@ function bestText(s: SweepResult | null): string {
   if (!s) return NA;
   if (!s.best) return `none under 1 % loss (${s.end})`;
   const b = s.best;
-  const limited = s.end === "sender-limited" ? ", sender-limited" : "";
+  const limited =
+    s.end === "sender-limited"
+      ? ", sender-limited"
+      : s.end === "time-budget"
+        ? ", sweep cut short by its time budget"
+        : "";
   const failed = s.failedRuns ? `; ${s.failedRuns} iperf3 run(s) failed and were repeated` : "";
   return `${mbitText(b.deliveredBps)} (offered ${mbitText(b.offeredBps)}, loss ${b.lossPercent.toFixed(2)} %${limited}${failed})`;
 }

@@ -20,7 +20,8 @@ export interface SweepResult {
   direction: "A→B" | "B→A";
   steps: MeasuredStep[];
   best: MeasuredStep | null;
-  end: SweepEnd;
+  /** Why the sweep ended ("time-budget": it ran out of its time before the sweep did). */
+  end: SweepEnd | "time-budget";
   /** iperf3 runs that failed (no result) and were repeated. */
   failedRuns: number;
 }
@@ -35,21 +36,30 @@ function cpuOf(pids: readonly number[]): number {
 
 /**
  * Runs the bounded sweep in one direction. `cpuPids` are the tunnel programs (empty for the
- * direct path). `log` reports each step as it is measured.
+ * direct path). No step starts after `budgetMs` (hung iperf3 runs cost ~24 s each, so the
+ * step cap alone does not bound the time). `log` reports each step as it is measured.
  */
 export async function sweepDirection(
   rig: Rig,
   reverse: boolean,
   config: SweepConfig,
   stepSeconds: number,
+  budgetMs: number,
   cpuPids: readonly number[],
   log: (line: string) => void,
 ): Promise<SweepResult> {
+  const deadline = Date.now() + budgetMs;
+  let outOfTime = false;
   const sweep = new RateSweep(config);
   const steps: MeasuredStep[] = [];
   const direction = reverse ? "B→A" : "A→B";
   let failedRuns = 0;
   for (let rate = sweep.next(); rate !== null; rate = sweep.next()) {
+    if (Date.now() >= deadline) {
+      outOfTime = true;
+      log(`  ${rig.mode} ${direction}: sweep time budget spent; stopping before ${mbit(rate)}`);
+      break;
+    }
     let cpuBefore = cpuPids.length ? cpuOf(cpuPids) : 0;
     const options = { bitrate: rate, seconds: stepSeconds, length: DATAGRAM_BYTES, reverse };
     let r: Awaited<ReturnType<Rig["iperf"]>>;
@@ -82,7 +92,7 @@ export async function sweepDirection(
     );
   }
   const best = sweep.best ? (steps.find((s) => s === sweep.best) ?? null) : null;
-  return { direction, steps, best, end: sweep.end, failedRuns };
+  return { direction, steps, best, end: outOfTime ? "time-budget" : sweep.end, failedRuns };
 }
 
 /**

@@ -29,6 +29,8 @@ import { DATAGRAM_BYTES, sweepDirection } from "./throughput.js";
 interface Plan {
   sweep: SweepConfig;
   stepSeconds: number;
+  /** No sweep step starts after this long (per sweep). */
+  sweepBudgetMs: number;
   probes: number;
   probeIntervalMs: number;
   loadBps: number;
@@ -48,6 +50,7 @@ const FULL: Plan = {
     retryFirstBad: true,
   },
   stepSeconds: 4,
+  sweepBudgetMs: 120_000,
   probes: 1000,
   probeIntervalMs: 5,
   loadBps: 100e6,
@@ -60,6 +63,7 @@ const FULL: Plan = {
 const QUICK: Plan = {
   sweep: { startBps: 100e6, maxBps: 400e6, minBps: 25e6, bisectSteps: 1, maxSteps: 3 },
   stepSeconds: 1,
+  sweepBudgetMs: 40_000,
   probes: 200,
   probeIntervalMs: 5,
   loadBps: 100e6,
@@ -105,10 +109,26 @@ async function measurePath(mode: PathMode, plan: Plan): Promise<ModeResult> {
     rig = r;
     const cpuPids = mode === "tunnel" && r.client && r.server ? [r.client.pid, r.server.pid] : [];
     await phase("rate sweep A→B", async () => {
-      result.forward = await sweepDirection(r, false, plan.sweep, plan.stepSeconds, cpuPids, log);
+      result.forward = await sweepDirection(
+        r,
+        false,
+        plan.sweep,
+        plan.stepSeconds,
+        plan.sweepBudgetMs,
+        cpuPids,
+        log,
+      );
     });
     await phase("rate sweep B→A", async () => {
-      result.reverse = await sweepDirection(r, true, plan.sweep, plan.stepSeconds, cpuPids, log);
+      result.reverse = await sweepDirection(
+        r,
+        true,
+        plan.sweep,
+        plan.stepSeconds,
+        plan.sweepBudgetMs,
+        cpuPids,
+        log,
+      );
     });
     await phase("echo latency, idle", async () => {
       await startProbeEcho(r);
