@@ -42,11 +42,15 @@ export function logTicks(lo: number, hi: number): number[] {
   return ticks;
 }
 
-/** The powers of ten just below and above the positive values (a decade at least). */
+/**
+ * The powers of ten just below and above the positive values (a decade at least). A value a
+ * few percent under a power of ten (99.9 delivered of 100 offered) does not open a decade
+ * of its own: it is drawn on the axis.
+ */
 export function logRange(values: readonly number[]): [number, number] {
   const positive = values.filter((v) => v > 0);
   if (positive.length === 0) return [1, 10];
-  const lo = 10 ** Math.floor(Math.log10(Math.min(...positive)));
+  const lo = 10 ** Math.floor(Math.log10(Math.min(...positive) * 1.05));
   let hi = 10 ** Math.ceil(Math.log10(Math.max(...positive)));
   if (hi <= lo) hi = lo * 10;
   return [lo, hi];

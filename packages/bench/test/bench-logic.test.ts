@@ -183,6 +183,8 @@ describe("renderRateChart", () => {
   it("spans whole decades with 1-2-5 ticks", () => {
     expect(logRange([100, 3200, 0])).toEqual([100, 10000]);
     expect(logRange([100])).toEqual([100, 1000]);
+    expect(logRange([99.9, 3119])).toEqual([100, 10000]);
+    expect(logRange([90, 3119])).toEqual([10, 10000]);
     expect(logRange([])).toEqual([1, 10]);
     expect(logTicks(100, 10000)).toEqual([100, 200, 500, 1000, 2000, 5000, 10000]);
   });
