@@ -52,7 +52,14 @@ export interface NativeAddon {
   getMtu(name: string): number;
   setTxQueueLen(name: string, length: number): void;
   setUp(name: string, up: 0 | 1): void;
+  /** Attaches ("port-sum") or detaches (null) the device-wide eBPF steering program via `fd`. */
+  setSteering(fd: number, mode: SteeringMode | null): void;
+  /** null when the steering program loads here, else why not. */
+  steeringProbe(): { code: string; message: string } | null;
 }
+
+/** Queue steering programs the addon can attach to a multi-queue TUN device. */
+export type SteeringMode = "port-sum";
 
 /** Linux TUN flag bits (from linux/if_tun.h) that this package reads back. */
 export const IFF_MULTI_QUEUE = 0x0100;
