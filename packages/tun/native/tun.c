@@ -28,6 +28,7 @@
 
 #include "napi-util.h"
 #include "steering.h"
+#include "udp.h"
 
 #define VNET_HDR_LEN 10 /* sizeof(struct virtio_net_hdr): no mergeable buffers, no v1 hash */
 
@@ -725,6 +726,10 @@ static napi_value init(napi_env env, napi_value exports) {
       METHOD("steeringProbe", steering_probe),
   };
   NAPI_CALL(env, napi_define_properties(env, exports, sizeof fns / sizeof fns[0], fns));
+  if (!udp_define_class(env, exports)) {
+    napi_throw_error(env, "ERR_UDP_NATIVE", "could not define NativeUdp");
+    return NULL;
+  }
   return exports;
 }
 
