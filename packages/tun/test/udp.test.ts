@@ -126,6 +126,15 @@ describe.skipIf(gate.skip)("UdpBatchSocket (real sockets in a namespace)", () =>
     expect(r.stderr).toBe("");
   });
 
+  it("a terminated worker's socket is closed by env cleanup; exit with a polling socket is clean", async () => {
+    const r = await runScenario(ns, "teardown");
+    expect(r.during).toBe(r.before + 1);
+    expect(r.code).toBe(1); // terminate()'s documented exit code
+    expect(r.after).toBe(r.before);
+    expect(r.exitCode).toBe(7);
+    expect(r.stderr).toBe("");
+  });
+
   it("bind errors carry the errno code and say what is wrong", async () => {
     const r = await runScenario(ns, "errors");
     expect(r.inUse).toMatchObject({ ok: false, code: "EADDRINUSE" });
