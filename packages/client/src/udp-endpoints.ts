@@ -8,7 +8,7 @@
  * that socket makes the kernel use it as the source. Addresses added to the host after start
  * are not listened on (restart the client to pick them up).
  */
-import { createSocket, type Socket } from "node:dgram";
+import { createSocket, type Socket, type SocketOptions } from "node:dgram";
 import { networkInterfaces } from "node:os";
 import {
   errnoCode,
@@ -18,9 +18,14 @@ import {
   UsageError,
 } from "fake-tcp-common";
 
+/** dgram's options with `reusePort` (Node >= 22.12; older versions ignore it). */
+type ReusePortSocketOptions = SocketOptions & { reusePort?: boolean };
+
 /** One bound UDP socket and the local address it stands for. */
 export interface UdpEndpoint {
   readonly socket: Socket;
+  /** The address it is bound to (concrete, never a wildcard). */
+  readonly address: SocketAddress;
   /** The local address and port, e.g. `127.0.0.1:1234`, for logs. */
   readonly name: string;
 }
@@ -52,15 +57,21 @@ export function bindAddresses(listen: SocketAddress): SocketAddress[] {
   return result;
 }
 
-/** Binds one UDP socket; rejects with a `UsageError` naming the address and the fix. */
-export function bindUdp(address: SocketAddress): Promise<UdpEndpoint> {
+/**
+ * Binds one UDP socket; rejects with a `UsageError` naming the address and the fix. With
+ * `reusePort`, several shards bind the same address (SO_REUSEPORT; the kernel keeps each
+ * peer's datagrams on one of the sockets).
+ */
+export function bindUdp(address: SocketAddress, reusePort = false): Promise<UdpEndpoint> {
   return new Promise((resolve, reject) => {
-    const socket = createSocket({
+    const options: ReusePortSocketOptions = {
       type: address.family === 6 ? "udp6" : "udp4",
       ipv6Only: address.family === 6,
+      reusePort,
       recvBufferSize: UDP_SOCKET_BUFFER_BYTES,
       sendBufferSize: UDP_SOCKET_BUFFER_BYTES,
-    });
+    };
+    const socket = createSocket(options);
     const name = formatAddress(address.address, address.port);
     socket.once("error", (err) => {
       socket.close();
@@ -85,7 +96,7 @@ export function bindUdp(address: SocketAddress): Promise<UdpEndpoint> {
     });
     socket.bind({ address: address.address, port: address.port, exclusive: true }, () => {
       socket.removeAllListeners("error");
-      resolve({ socket, name });
+      resolve({ socket, address, name });
     });
   });
 }
@@ -112,4 +123,48 @@ export async function bindUdpEndpoints(listen: SocketAddress): Promise<UdpEndpoi
     throw new UsageError(`--local: this host has no address to listen on for ${listen.address}`);
   }
   return endpoints;
+}
+
+/** Binds every address of `addresses` (each shard binds the same list); all or nothing. */
+export async function bindUdpAddresses(
+  addresses: readonly SocketAddress[],
+  reusePort: boolean,
+): Promise<UdpEndpoint[]> {
+  const endpoints: UdpEndpoint[] = [];
+  try {
+    for (const address of addresses) endpoints.push(await bindUdp(address, reusePort));
+  } catch (err) {
+    for (const endpoint of endpoints) endpoint.socket.close();
+    throw err;
+  }
+  return endpoints;
+}
+
+/**
+ * True when this Node's dgram sets SO_REUSEPORT (`reusePort`, Node >= 22.12): checked by
+ * binding two sockets to one loopback port.
+ */
+export async function dgramReusePortWorks(): Promise<boolean> {
+  const options: ReusePortSocketOptions = { type: "udp4", reusePort: true };
+  const first = createSocket(options);
+  const second = createSocket(options);
+  try {
+    const port = await new Promise<number>((resolve, reject) => {
+      first.once("error", reject);
+      first.bind({ address: "127.0.0.1", port: 0 }, () => resolve(first.address().port));
+    });
+    return await new Promise<boolean>((resolve) => {
+      second.once("error", () => resolve(false));
+      second.bind({ address: "127.0.0.1", port }, () => resolve(true));
+    });
+  } catch {
+    return false;
+  } finally {
+    first.close();
+    try {
+      second.close();
+    } catch {
+      // never bound
+    }
+  }
 }
