@@ -28,6 +28,9 @@
 
 #define ADDR_RECORD 32
 #define SEND_CHUNK 64 /* messages per sendmmsg call */
+/* Room for one IP_PKTINFO or IPV6_PKTINFO control message (the larger, in6_pktinfo, plus
+ * slack for a second one, since a dual-stack socket may report both). */
+#define CTRL_SPACE 128
 
 typedef struct {
   napi_env env;
@@ -52,6 +55,11 @@ typedef struct {
   struct mmsghdr* msgs;
   struct iovec* iovs;
   struct sockaddr_storage* froms;
+  bool pktinfo;        /* IP_PKTINFO / IPV6_RECVPKTINFO on: report each datagram's destination */
+  uint16_t local_port; /* after bind: the port of destination records */
+  uint8_t* ctrl;       /* batch * CTRL_SPACE control buffers for recvmmsg */
+  uint8_t* dst_records;
+  napi_ref dst_ref;
 
   double dgrams_in, bytes_in, dgrams_out, bytes_out, send_drops, batches, truncated, recv_errors;
 } udp_t;
@@ -176,6 +184,7 @@ static void udp_release(udp_t* u) {
     free(u->msgs);
     free(u->iovs);
     free(u->froms);
+    free(u->ctrl);
     free(u);
   }
 }
@@ -198,7 +207,7 @@ static void udp_close(udp_t* u) {
     close(u->fd);
     u->fd = -1;
   }
-  napi_ref* refs[] = {&u->handler, &u->buf_ref, &u->off_ref, &u->addr_ref};
+  napi_ref* refs[] = {&u->handler, &u->buf_ref, &u->off_ref, &u->addr_ref, &u->dst_ref};
   for (size_t i = 0; i < sizeof refs / sizeof refs[0]; i++) {
     if (*refs[i] != NULL) {
       napi_delete_reference(u->env, *refs[i]);
@@ -272,13 +281,15 @@ static napi_value udp_new(napi_env env, napi_callback_info info) {
     u->msgs = calloc(batch, sizeof *u->msgs);
     u->iovs = calloc(batch, sizeof *u->iovs);
     u->froms = calloc(batch, sizeof *u->froms);
+    u->ctrl = calloc(batch, CTRL_SPACE);
   }
-  if (u == NULL || u->msgs == NULL || u->iovs == NULL || u->froms == NULL) {
+  if (u == NULL || u->msgs == NULL || u->iovs == NULL || u->froms == NULL || u->ctrl == NULL) {
     close(fd);
     if (u) {
       free(u->msgs);
       free(u->iovs);
       free(u->froms);
+      free(u->ctrl);
       free(u);
     }
     napi_throw_error(env, "ENOMEM", "out of memory");
@@ -290,11 +301,14 @@ static napi_value udp_new(napi_env env, napi_callback_info info) {
   u->slot = slot;
   u->batch = batch;
   u->owners = 1;
-  napi_value buf, off, rec;
-  void *buf_data, *off_data, *rec_data;
+  napi_value buf, off, rec, dst;
+  void *buf_data, *off_data, *rec_data, *dst_data;
   if (napi_create_arraybuffer(env, (size_t)slot * batch, &buf_data, &buf) != napi_ok ||
       napi_create_arraybuffer(env, (size_t)batch * 2 * sizeof(uint32_t), &off_data, &off) != napi_ok ||
       napi_create_arraybuffer(env, (size_t)batch * ADDR_RECORD, &rec_data, &rec) != napi_ok ||
+      napi_create_arraybuffer(env, (size_t)batch * ADDR_RECORD, &dst_data, &dst) != napi_ok ||
+      napi_create_reference(env, dst, 1, &u->dst_ref) != napi_ok ||
+      napi_set_named_property(env, self, "readDestinations", dst) != napi_ok ||
       napi_create_reference(env, buf, 1, &u->buf_ref) != napi_ok ||
       napi_create_reference(env, off, 1, &u->off_ref) != napi_ok ||
       napi_create_reference(env, rec, 1, &u->addr_ref) != napi_ok ||
@@ -305,10 +319,12 @@ static napi_value udp_new(napi_env env, napi_callback_info info) {
     if (u->buf_ref) napi_delete_reference(env, u->buf_ref);
     if (u->off_ref) napi_delete_reference(env, u->off_ref);
     if (u->addr_ref) napi_delete_reference(env, u->addr_ref);
+    if (u->dst_ref) napi_delete_reference(env, u->dst_ref);
     close(fd);
     free(u->msgs);
     free(u->iovs);
     free(u->froms);
+    free(u->ctrl);
     free(u);
     napi_throw_error(env, "ERR_UDP_NATIVE", "could not set up the socket buffers");
     return NULL;
@@ -316,6 +332,7 @@ static napi_value udp_new(napi_env env, napi_callback_info info) {
   u->buf = buf_data;
   u->offsets = off_data;
   u->records = rec_data;
+  u->dst_records = dst_data;
   /* The receive message headers never change: each slot of the buffer is one datagram. */
   for (uint32_t i = 0; i < batch; i++) {
     u->iovs[i].iov_base = u->buf + (size_t)i * slot;
@@ -331,17 +348,19 @@ static int set_buffer(int fd, int force_opt, int opt, int bytes) {
   return setsockopt(fd, SOL_SOCKET, opt, &bytes, sizeof bytes) == 0 ? 0 : errno;
 }
 
-/* bind(address, port, reusePort, recvBufferBytes, sendBufferBytes) (0 = leave the default) */
+/* bind(address, port, reusePort, recvBufferBytes, sendBufferBytes, packetInfo) (buffer sizes:
+ * 0 = leave the default) */
 static napi_value udp_bind(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
+  size_t argc = 6;
+  napi_value argv[6] = {NULL, NULL, NULL, NULL, NULL, NULL};
   udp_t* u = udp_unwrap(env, info, &argc, argv);
   if (u == NULL || !require_open(env, u)) return NULL;
   char addr[64];
   uint32_t port = 0;
   int32_t rcv = 0, snd = 0;
-  bool reuse = false;
+  bool reuse = false, pktinfo = false;
   if (!get_string(env, argv[0], addr, sizeof addr, "address")) return NULL;
+  if (argv[5] != NULL) napi_get_value_bool(env, argv[5], &pktinfo);
   napi_get_value_uint32(env, argv[1], &port);
   napi_get_value_bool(env, argv[2], &reuse);
   napi_get_value_int32(env, argv[3], &rcv);
@@ -366,10 +385,28 @@ static napi_value udp_bind(napi_env env, napi_callback_info info) {
     throw_errno(env, err, "setsockopt(SO_SNDBUF)", addr);
     return NULL;
   }
+  if (pktinfo) {
+    /* IPv4 sockets: IP_PKTINFO. IPv6: IPV6_RECVPKTINFO, plus IP_PKTINFO for the IPv4 traffic
+     * of a dual-stack socket (refused on a v6-only socket, which needs none). */
+    int rc = u->family == AF_INET ? setsockopt(u->fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof one)
+                                  : setsockopt(u->fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof one);
+    if (rc < 0) {
+      throw_errno(env, errno, u->family == AF_INET ? "setsockopt(IP_PKTINFO)" : "setsockopt(IPV6_RECVPKTINFO)", addr);
+      return NULL;
+    }
+    if (u->family == AF_INET6) setsockopt(u->fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof one);
+    u->pktinfo = true;
+  }
   if (bind(u->fd, (struct sockaddr*)&ss, len) < 0) {
     throw_errno(env, errno, "bind", addr);
     return NULL;
   }
+  struct sockaddr_storage bound;
+  socklen_t blen = sizeof bound;
+  memset(&bound, 0, sizeof bound);
+  if (getsockname(u->fd, (struct sockaddr*)&bound, &blen) == 0)
+    u->local_port = ntohs(bound.ss_family == AF_INET ? ((struct sockaddr_in*)&bound)->sin_port
+                                                     : ((struct sockaddr_in6*)&bound)->sin6_port);
   return NULL;
 }
 
@@ -456,6 +493,91 @@ static void udp_deliver(udp_t* u, uint32_t count) {
   napi_close_handle_scope(env, scope);
 }
 
+/* Destination record of a received datagram from its IP_PKTINFO / IPV6_PKTINFO control
+ * message (address it was sent to, with the socket's port); all zero when there is none. */
+static void fill_destination(const udp_t* u, struct msghdr* m, uint8_t* rec) {
+  struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof ss);
+  for (struct cmsghdr* c = CMSG_FIRSTHDR(m); c != NULL; c = CMSG_NXTHDR(m, c)) {
+    if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
+      struct in_pktinfo pi;
+      memcpy(&pi, CMSG_DATA(c), sizeof pi);
+      struct sockaddr_in* in = (struct sockaddr_in*)&ss;
+      in->sin_family = AF_INET;
+      in->sin_port = htons(u->local_port);
+      in->sin_addr = pi.ipi_addr;
+      break;
+    }
+    if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO) {
+      struct in6_pktinfo pi;
+      memcpy(&pi, CMSG_DATA(c), sizeof pi);
+      struct sockaddr_in6* in6 = (struct sockaddr_in6*)&ss;
+      in6->sin6_family = AF_INET6;
+      in6->sin6_port = htons(u->local_port);
+      in6->sin6_addr = pi.ipi6_addr;
+      break;
+    }
+  }
+  fill_record(rec, &ss); /* zero record for an unknown family */
+}
+
+/* Writes a control message making `rec` (an address record) the source address of a send;
+ * returns its length, 0 when the record does not fit the socket. */
+static size_t source_cmsg(const udp_t* u, const uint8_t* rec, uint8_t* ctrl) {
+  struct sockaddr_storage ss;
+  socklen_t len;
+  if (!record_to_sockaddr(u->family, rec, &ss, &len)) return 0;
+  memset(ctrl, 0, CTRL_SPACE);
+  struct msghdr m;
+  memset(&m, 0, sizeof m);
+  m.msg_control = ctrl;
+  if (u->family == AF_INET) {
+    m.msg_controllen = CMSG_SPACE(sizeof(struct in_pktinfo));
+    struct cmsghdr* c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = IPPROTO_IP;
+    c->cmsg_type = IP_PKTINFO;
+    c->cmsg_len = CMSG_LEN(sizeof(struct in_pktinfo));
+    struct in_pktinfo pi;
+    memset(&pi, 0, sizeof pi);
+    pi.ipi_spec_dst = ((struct sockaddr_in*)&ss)->sin_addr;
+    memcpy(CMSG_DATA(c), &pi, sizeof pi);
+  } else {
+    /* Also right for IPv4 peers of a dual-stack socket: the kernel accepts a v4-mapped
+     * IPV6_PKTINFO address on their path. */
+    m.msg_controllen = CMSG_SPACE(sizeof(struct in6_pktinfo));
+    struct cmsghdr* c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = IPPROTO_IPV6;
+    c->cmsg_type = IPV6_PKTINFO;
+    c->cmsg_len = CMSG_LEN(sizeof(struct in6_pktinfo));
+    struct in6_pktinfo pi;
+    memset(&pi, 0, sizeof pi);
+    pi.ipi6_addr = ((struct sockaddr_in6*)&ss)->sin6_addr;
+    memcpy(CMSG_DATA(c), &pi, sizeof pi);
+  }
+  return m.msg_controllen;
+}
+
+/* Reads an optional source record argument: (records, index) -> pointer or NULL. False (JS
+ * error thrown) when malformed. */
+static bool get_source(napi_env env, napi_value recs, napi_value index, const uint8_t** out) {
+  *out = NULL;
+  if (recs == NULL) return true;
+  napi_valuetype t;
+  if (napi_typeof(env, recs, &t) != napi_ok) return false;
+  if (t == napi_undefined || t == napi_null) return true;
+  uint8_t* data;
+  size_t len;
+  if (!get_bytes(env, recs, &data, &len, "source address records")) return false;
+  uint32_t i = 0;
+  if (index != NULL) napi_get_value_uint32(env, index, &i);
+  if ((size_t)(i + 1) * ADDR_RECORD > len) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "source record index out of range");
+    return false;
+  }
+  *out = data + (size_t)i * ADDR_RECORD;
+  return true;
+}
+
 static void on_udp_readable(uv_poll_t* h, int status, int events) {
   (void)events;
   udp_t* u = h->data;
@@ -469,8 +591,8 @@ static void on_udp_readable(uv_poll_t* h, int status, int events) {
     m->msg_namelen = sizeof u->froms[i];
     m->msg_iov = &u->iovs[i];
     m->msg_iovlen = 1;
-    m->msg_control = NULL;
-    m->msg_controllen = 0;
+    m->msg_control = u->pktinfo ? u->ctrl + (size_t)i * CTRL_SPACE : NULL;
+    m->msg_controllen = u->pktinfo ? CTRL_SPACE : 0;
     m->msg_flags = 0;
   }
   int n;
@@ -493,6 +615,7 @@ static void on_udp_readable(uv_poll_t* h, int status, int events) {
     u->offsets[2 * count] = (uint32_t)i * u->slot;
     u->offsets[2 * count + 1] = len;
     fill_record(u->records + (size_t)count * ADDR_RECORD, &u->froms[i]);
+    if (u->pktinfo) fill_destination(u, &u->msgs[i].msg_hdr, u->dst_records + (size_t)count * ADDR_RECORD);
     u->bytes_in += len;
     count++;
   }
@@ -592,10 +715,11 @@ static bool get_destination(napi_env env, udp_t* u, napi_value addr, napi_value 
   return true;
 }
 
-/* send(buffer, offset, length, address?, portOrRecordIndex?) -> boolean */
+/* send(buffer, offset, length, address?, portOrRecordIndex?, sourceRecords?, sourceIndex?)
+ * -> boolean */
 static napi_value udp_send(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5] = {NULL, NULL, NULL, NULL, NULL};
+  size_t argc = 7;
+  napi_value argv[7] = {NULL, NULL, NULL, NULL, NULL, NULL, NULL};
   udp_t* u = udp_unwrap(env, info, &argc, argv);
   if (u == NULL) return NULL;
   uint8_t* data;
@@ -612,12 +736,31 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
   socklen_t slen = 0;
   bool has;
   if (!get_destination(env, u, argv[3], argv[4], &ss, &slen, &has)) return NULL;
+  const uint8_t* src;
+  if (!get_source(env, argv[5], argv[6], &src)) return NULL;
   bool ok = false;
   if (!u->closed && (has || u->connected)) {
     ssize_t rc;
-    do {
-      rc = sendto(u->fd, data + off, len, MSG_DONTWAIT, has ? (struct sockaddr*)&ss : NULL, has ? slen : 0);
-    } while (rc < 0 && errno == EINTR);
+    if (src == NULL) {
+      do {
+        rc = sendto(u->fd, data + off, len, MSG_DONTWAIT, has ? (struct sockaddr*)&ss : NULL, has ? slen : 0);
+      } while (rc < 0 && errno == EINTR);
+    } else {
+      uint8_t ctrl[CTRL_SPACE];
+      struct iovec iov = {.iov_base = data + off, .iov_len = len};
+      struct msghdr m;
+      memset(&m, 0, sizeof m);
+      m.msg_name = has ? &ss : NULL;
+      m.msg_namelen = has ? slen : 0;
+      m.msg_iov = &iov;
+      m.msg_iovlen = 1;
+      m.msg_control = ctrl;
+      m.msg_controllen = source_cmsg(u, src, ctrl);
+      if (m.msg_controllen == 0) m.msg_control = NULL; /* unusable source: kernel's choice */
+      do {
+        rc = sendmsg(u->fd, &m, MSG_DONTWAIT);
+      } while (rc < 0 && errno == EINTR);
+    }
     ok = rc >= 0;
   }
   if (ok) {
@@ -631,11 +774,12 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
   return out;
 }
 
-/* sendBatch(buffer, offsets, count, records?) -> datagrams sent. Datagram i is
- * buffer[offsets[2i], +offsets[2i+1]) to record i (or the connected peer). */
+/* sendBatch(buffer, offsets, count, records?, sourceRecords?) -> datagrams sent. Datagram i
+ * is buffer[offsets[2i], +offsets[2i+1]) to record i (or the connected peer), from source
+ * record i when sourceRecords is given. */
 static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4] = {NULL, NULL, NULL, NULL};
+  size_t argc = 5;
+  napi_value argv[5] = {NULL, NULL, NULL, NULL, NULL};
   udp_t* u = udp_unwrap(env, info, &argc, argv);
   if (u == NULL) return NULL;
   uint8_t* buf;
@@ -665,7 +809,19 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
       return NULL;
     }
   }
+  uint8_t* srcs = NULL;
+  size_t src_len = 0;
+  t = napi_undefined;
+  if (argv[4] != NULL) napi_typeof(env, argv[4], &t);
+  if (t != napi_undefined && t != napi_null) {
+    if (!get_bytes(env, argv[4], &srcs, &src_len, "source address records")) return NULL;
+    if (src_len < (size_t)count * ADDR_RECORD) {
+      napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "source records hold fewer than count records");
+      return NULL;
+    }
+  }
   const uint32_t* off = off_data;
+  uint8_t ctrls[SEND_CHUNK][CTRL_SPACE];
   struct mmsghdr msgs[SEND_CHUNK];
   struct iovec iovs[SEND_CHUNK];
   struct sockaddr_storage dests[SEND_CHUNK];
@@ -690,6 +846,13 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
       if (to_record) {
         msgs[n].msg_hdr.msg_name = &dests[n];
         msgs[n].msg_hdr.msg_namelen = slen;
+      }
+      if (srcs != NULL) {
+        size_t clen = source_cmsg(u, srcs + (size_t)i * ADDR_RECORD, ctrls[n]);
+        if (clen > 0) {
+          msgs[n].msg_hdr.msg_control = ctrls[n];
+          msgs[n].msg_hdr.msg_controllen = clen;
+        }
       }
       n++;
     }

@@ -38,6 +38,8 @@ export interface NativeUdp {
   readonly readOffsets: ArrayBuffer;
   /** Shared source address records of the current batch (ADDRESS_RECORD_BYTES each). */
   readonly readAddresses: ArrayBuffer;
+  /** Shared destination address records of the current batch (with packetInfo). */
+  readonly readDestinations: ArrayBuffer;
   /** The socket's fd, or -1 once closed. */
   readonly fd: number;
   bind(
@@ -46,6 +48,7 @@ export interface NativeUdp {
     reusePort: boolean,
     recvBufferBytes: number,
     sendBufferBytes: number,
+    packetInfo: boolean,
   ): void;
   connect(address: string, port: number): void;
   localAddress(): { address: string; port: number; family: 4 | 6 };
@@ -57,12 +60,15 @@ export interface NativeUdp {
     length: number,
     address?: string | Uint8Array | null,
     portOrRecordIndex?: number,
+    sourceRecords?: Uint8Array | null,
+    sourceIndex?: number,
   ): boolean;
   sendBatch(
     buffer: Uint8Array,
     offsets: Uint32Array,
     count: number,
     records?: Uint8Array | null,
+    sourceRecords?: Uint8Array | null,
   ): number;
   /** [datagramsIn, bytesIn, datagramsOut, bytesOut, sendDrops, receiveBatches, truncated, receiveErrors] */
   stats(): number[];

@@ -62,22 +62,37 @@ export class UdpBatch {
   readonly buffer: Buffer;
   /** Start/len pairs of the datagrams. */
   readonly offsets: Uint32Array;
-  /** The shared address records (one per datagram). */
+  /** The shared source address records (one per datagram). */
   readonly addresses: Uint8Array;
+  /**
+   * The shared destination address records (one per datagram: the address the datagram was
+   * sent to, with this socket's port), filled only on sockets bound with `packetInfo: true`
+   * (all zero otherwise). Pass `destinations, i` as the source of a reply to answer from the
+   * address the peer used.
+   */
+  readonly destinations: Uint8Array;
   /** Datagrams in this batch. */
   count = 0;
   readonly #u16: Uint16Array;
   readonly #u32: Uint32Array;
   readonly #f64: Float64Array;
+  readonly #dstF64: Float64Array;
 
   /** @internal Made by UdpBatchSocket over the addon's buffers. */
-  constructor(buffer: ArrayBuffer, offsets: ArrayBuffer, addresses: ArrayBuffer) {
+  constructor(
+    buffer: ArrayBuffer,
+    offsets: ArrayBuffer,
+    addresses: ArrayBuffer,
+    destinations: ArrayBuffer,
+  ) {
     this.buffer = Buffer.from(buffer);
     this.offsets = new Uint32Array(offsets);
     this.addresses = new Uint8Array(addresses);
     this.#u16 = new Uint16Array(addresses);
     this.#u32 = new Uint32Array(addresses);
     this.#f64 = new Float64Array(addresses);
+    this.destinations = new Uint8Array(destinations);
+    this.#dstF64 = new Float64Array(destinations);
   }
 
   /** Byte offset of datagram `i` in {@link buffer}. */
@@ -119,6 +134,21 @@ export class UdpBatch {
     const b = index * ADDRESS_RECORD_BYTES;
     for (let k = 0; k < 20; k++) if (this.addresses[a + k] !== record[b + k]) return false;
     return true;
+  }
+
+  /**
+   * Numeric key of the destination (local address and port) of datagram `i`, same scheme as
+   * {@link key}; 0 without `packetInfo`.
+   */
+  destinationKey(i: number): number {
+    return this.#dstF64[i * 4 + 3];
+  }
+
+  /** Destination address of datagram `i` as text (allocates); "" without `packetInfo`. */
+  destinationAddress(i: number): string {
+    return this.destinations[i * ADDRESS_RECORD_BYTES + 18] === 0
+      ? ""
+      : formatAddressRecord(this.destinations, i);
   }
 
   /** Source address of datagram `i` as text (allocates: for logs and slow paths). */

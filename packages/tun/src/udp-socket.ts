@@ -26,6 +26,12 @@ export interface UdpBindOptions {
   recvBufferBytes?: number;
   /** SO_SNDBUF in bytes (SO_SNDBUFFORCE first). */
   sendBufferBytes?: number;
+  /**
+   * Report each datagram's destination address (IP_PKTINFO / IPV6_RECVPKTINFO) in
+   * `batch.destinations`, so one wildcard-bound socket can tell which local address a peer
+   * used, and answer from it (the `source` arguments of send / sendBatch). Default false.
+   */
+  packetInfo?: boolean;
   /** Most datagrams per receive call (default 64, 1..1024). */
   batchSize?: number;
   /**
@@ -117,6 +123,7 @@ export class UdpBatchSocket {
       this.#native.readBuffer,
       this.#native.readOffsets,
       this.#native.readAddresses,
+      this.#native.readDestinations,
     );
   }
 
@@ -158,6 +165,7 @@ export class UdpBatchSocket {
         opts.reusePort ?? false,
         opts.recvBufferBytes ?? 0,
         opts.sendBufferBytes ?? 0,
+        opts.packetInfo ?? false,
       );
     } catch (error) {
       socket.close();
@@ -211,7 +219,10 @@ export class UdpBatchSocket {
    * Sends `buffer[offset, offset + length)` as one datagram, synchronously: the buffer may be
    * reused as soon as this returns. The destination is a text address and a port, or an
    * address record (`records` at record `index`, e.g. `batch.addresses, i` to answer datagram
-   * `i`, or a record from {@link encodeAddress}); a connected socket ignores it. Returns false
+   * `i`, or a record from {@link encodeAddress}); a connected socket ignores it. With a
+   * destination record, `sourceRecords` at `sourceIndex` (e.g. `batch.destinations, i`) sets
+   * the source address (IP_PKTINFO / IPV6_PKTINFO; any socket, most useful on a wildcard-bound
+   * one). Returns false
    * when the datagram was dropped (socket buffer full, ICMP error pending, closed): counted,
    * never thrown.
    *
@@ -227,6 +238,8 @@ export class UdpBatchSocket {
     length: number,
     records: Uint8Array,
     index?: number,
+    sourceRecords?: Uint8Array,
+    sourceIndex?: number,
   ): boolean;
   send(
     buffer: Uint8Array,
@@ -234,14 +247,25 @@ export class UdpBatchSocket {
     length = buffer.length - offset,
     address?: string | Uint8Array,
     portOrIndex = 0,
+    sourceRecords?: Uint8Array,
+    sourceIndex = 0,
   ): boolean {
-    return this.#native.send(buffer, offset, length, address, portOrIndex);
+    return this.#native.send(
+      buffer,
+      offset,
+      length,
+      address,
+      portOrIndex,
+      sourceRecords,
+      sourceIndex,
+    );
   }
 
   /**
    * Sends `count` datagrams in as few sendmmsg calls as possible: datagram `i` is
    * `buffer[offsets[2i], offsets[2i] + offsets[2i+1])`, to address record `i` of
-   * `addressRecords` (omit on a connected socket). Synchronous. Returns how many were sent;
+   * `addressRecords` (omit on a connected socket), from source record `i` of `sourceRecords`
+   * when given (see {@link send}). Synchronous. Returns how many were sent;
    * the rest were dropped and counted (a full socket buffer drops the rest of the batch).
    */
   sendBatch(
@@ -249,8 +273,9 @@ export class UdpBatchSocket {
     offsets: Uint32Array,
     count: number,
     addressRecords?: Uint8Array,
+    sourceRecords?: Uint8Array,
   ): number {
-    return this.#native.sendBatch(buffer, offsets, count, addressRecords);
+    return this.#native.sendBatch(buffer, offsets, count, addressRecords, sourceRecords);
   }
 
   /** Lets the thread exit while this socket waits for datagrams. */

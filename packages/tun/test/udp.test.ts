@@ -51,6 +51,8 @@ describe.skipIf(gate.skip)("UdpBatchSocket (real sockets in a namespace)", () =>
   beforeAll(() => {
     ns = new Netns("fttud");
     ns.exec("ip", ["link", "set", "lo", "up"]);
+    for (const a of ["fd00:208::1/128", "fd00:208::2/128"])
+      ns.exec("ip", ["-6", "addr", "add", a, "dev", "lo", "nodad"]);
   });
   afterAll(() => cleanupAll());
 
@@ -82,6 +84,32 @@ describe.skipIf(gate.skip)("UdpBatchSocket (real sockets in a namespace)", () =>
       expect(r.sendAfterClose).toBe(false);
       expect(r.statsAfterClose.sendDrops).toBe(1);
       expect(r.fd).toBe(-1);
+    });
+  }
+
+  const pktinfoCases = {
+    4: [{ family: 4, bind: "127.0.0.1", to: "127.0.0.2", text: "v4-to-B" }],
+    6: [
+      { family: 6, bind: "fd00:208::1", to: "fd00:208::2", text: "v6-to-B" },
+      { family: 4, bind: "127.0.0.1", to: "127.0.0.2", text: "v4-to-dual-stack" },
+    ],
+  } as const;
+  for (const family of [4, 6] as const) {
+    it(`IPv${family} packetInfo: a wildcard socket sees each destination and answers from it`, async () => {
+      const peers = pktinfoCases[family];
+      const r = await runScenario(ns, "pktinfo", { family, peers });
+      for (const p of peers) {
+        const seen = r.seen.find((d: Report) => d.text === p.text);
+        expect(seen).toMatchObject({ to: p.to, toFamily: p.family, toPort: r.port, from: p.bind });
+        const reply = (kind: string) =>
+          r.replies.find((x: Report) => x.text === `${kind}:${p.text}`);
+        expect(reply("single")).toMatchObject({ from: p.to, fromPort: r.port });
+        expect(reply("batch")).toMatchObject({ from: p.to, fromPort: r.port });
+        // Without a source the kernel answers from the address it prefers (the peer's own,
+        // on loopback): so the source argument is what made the difference above.
+        expect(reply("default")?.from).toBe(p.bind);
+      }
+      expect(r.stats.sendDrops).toBe(0);
     });
   }
 
