@@ -19,7 +19,7 @@ import {
 } from "fake-tcp-common";
 import type { ClientConfig } from "./cli.js";
 import { type ClientShardData, startClientShard } from "./shard.js";
-import { bindUdpEndpoints, dgramReusePortWorks } from "./udp-endpoints.js";
+import { bindUdpEndpoints } from "./udp-endpoints.js";
 
 /** Options for {@link startClient} beyond the configuration (for tests). */
 export interface StartClientOptions {
@@ -78,15 +78,6 @@ async function start(
   })();
   cleanup.add("UDP sockets", closeProbe);
 
-  let queues = config.queues;
-  if (queues > 1 && !(await dgramReusePortWorks())) {
-    logger.warn(
-      { queues, node: process.version },
-      "UDP SO_REUSEPORT unavailable in this Node.js (needs >= 22.12), running one shard",
-    );
-    queues = 1;
-  }
-
   if (config.autoRules) {
     await setUpHost({
       rules: {
@@ -103,7 +94,7 @@ async function start(
 
   const fatal =
     options.fatal ?? ((err: unknown) => logger.error({ err: oneLine(err) }, "tunnel failed"));
-  const device = openTunnelDevice({ ...config, queues }, logger);
+  const device = openTunnelDevice(config, logger);
   cleanup.add("TUN device", () => device.close());
   logger.info(
     {

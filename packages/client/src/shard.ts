@@ -5,7 +5,6 @@
  * connections use source ports that the device steers back to this queue. Runs in a
  * worker_thread (or in the main thread when there is one shard).
  */
-import type { Socket } from "node:dgram";
 import {
   formatAddress,
   oneLine,
@@ -19,10 +18,16 @@ import {
   type Tunnel,
   type TunnelSocket,
 } from "fake-tcp-common";
+import type { UdpBatch } from "fake-tcp-tun/udp";
 import type { ClientConfig } from "./cli.js";
 import { ConnectionTable } from "./connection-table.js";
-import { newCounters, PeerSession, type SessionContext } from "./peer-session.js";
-import { bindUdpAddresses, type UdpEndpoint } from "./udp-endpoints.js";
+import {
+  newCounters,
+  type PeerEndpoint,
+  PeerSession,
+  type SessionContext,
+} from "./peer-session.js";
+import { type BatchEndpoint, bindBatchUdpAddresses } from "./udp-endpoints.js";
 
 /** What the main thread hands a shard (structured-clonable). */
 export interface ClientShardData {
@@ -33,6 +38,11 @@ export interface ClientShardData {
   readonly shard: ShardPosition;
   /** This shard's TUN queue (an fd of the main thread's device). */
   readonly fd: number;
+}
+
+/** The numeric key of an address record (see `ADDRESS_RECORD_BYTES` of fake-tcp-tun/udp). */
+function keyOfRecord(record: Uint8Array): number {
+  return new DataView(record.buffer, record.byteOffset, record.byteLength).getFloat64(24, true);
 }
 
 /** Connects to the first address of `targets` that completes a handshake. */
@@ -57,7 +67,10 @@ export async function startClientShard(
   const { logger } = context;
   // A worker receives the main thread's Buffer as a plain Uint8Array (structured clone).
   const handshakePacket = data.handshakePacket && Buffer.from(data.handshakePacket);
-  const endpoints = await bindUdpAddresses(data.listen, shard.count > 1);
+  // A slot of the receive batch fits an MTU-sized datagram, so one that is too large for a
+  // segment still reaches the stack and is counted in sendDrops; larger ones are cut off by
+  // the socket (counted too, see stats).
+  const endpoints = bindBatchUdpAddresses(data.listen, shard.count > 1, config.mtu);
   let tunnel: Tunnel;
   try {
     tunnel = startTunnel(data.fd, config, { logger, fatal: context.fatal, shard });
@@ -100,6 +113,7 @@ export async function startClientShard(
     },
     closed: (session, cause) => {
       table.forget(session);
+      forgetKey(session);
       const sock = session.socket;
       if (!sock) return; // never opened: "connection failed" said it all
       counters.closed++;
@@ -116,32 +130,69 @@ export async function startClientShard(
     },
   };
 
-  const onMessage = (endpoint: UdpEndpoint) => {
-    const socket: Socket = endpoint.socket;
-    return (datagram: Buffer, rinfo: { address: string; port: number; family: string }) => {
-      const key = formatAddress(rinfo.address, rinfo.port);
-      let session = table.get(key);
-      if (session === undefined) {
-        const peer: SocketAddress = {
-          address: rinfo.address,
-          port: rinfo.port,
-          family: rinfo.family === "IPv6" ? 6 : 4,
-        };
-        session = new PeerSession(peer, socket, sessionContext);
-        table.add(session);
+  // Peers by the numeric key of their address record (no string per datagram); the table
+  // keyed by "ip:port" stays the authority (LRU bound, TTL, logs).
+  const byKey = new Map<number, PeerSession>();
+  const lookUp = (batch: UdpBatch, i: number, endpoint: PeerEndpoint): PeerSession => {
+    const numeric = batch.key(i);
+    const known = byKey.get(numeric);
+    if (known !== undefined && !known.isClosed && batch.sameSource(i, known.record!)) {
+      table.touch(known);
+      return known;
+    }
+    const key = formatAddress(batch.address(i), batch.port(i));
+    let session = table.get(key);
+    if (session === undefined) {
+      const peer: SocketAddress = {
+        address: batch.address(i),
+        port: batch.port(i),
+        family: batch.family(i),
+      };
+      session = new PeerSession(peer, endpoint, sessionContext);
+      session.record = batch.copyAddress(i);
+      table.add(session);
+    }
+    byKey.set(numeric, session);
+    return session;
+  };
+  const forgetKey = (session: PeerSession): void => {
+    if (session.record === undefined) return;
+    const numeric = keyOfRecord(session.record);
+    if (byKey.get(numeric) === session) byKey.delete(numeric);
+  };
+  const receive = (endpoint: BatchEndpoint) => {
+    const socket = endpoint.socket;
+    // Replies leave from the socket the peer sent to: a synchronous native send of the
+    // stack's view, no copy.
+    const reply: PeerEndpoint = {
+      sendToPeer: (datagram, session) =>
+        socket.send(datagram, 0, datagram.length, session.record!, 0),
+    };
+    return (batch: UdpBatch) => {
+      const buffer = batch.buffer;
+      for (let i = 0; i < batch.count; i++) {
+        const start = batch.start(i);
+        const session = lookUp(batch, i, reply);
+        session.fromPeer(buffer.subarray(start, start + batch.length(i)), reply);
       }
-      session.fromPeer(datagram, socket);
     };
   };
-  for (const endpoint of endpoints) {
-    endpoint.socket.on("message", onMessage(endpoint));
-    endpoint.socket.on("error", (err) =>
-      logger.warn({ endpoint: endpoint.name, err: oneLine(err) }, "UDP socket error"),
-    );
-  }
+  for (const endpoint of endpoints) endpoint.socket.onReceive(receive(endpoint));
 
   return {
-    stats: () => ({ connections: table.size, ...counters, ...totals, stack: tunnel.stats() }),
+    stats: () => {
+      // Datagrams too large for a receive slot never reached a session: dropped like those
+      // the stack refuses.
+      let truncated = 0;
+      for (const endpoint of endpoints) truncated += endpoint.socket.stats().truncated;
+      return {
+        connections: table.size,
+        ...counters,
+        ...totals,
+        sendDrops: totals.sendDrops + truncated,
+        stack: tunnel.stats(),
+      };
+    },
     stop: async () => {
       // Every connection is reset (RST through this shard's queue) before the queue closes.
       table.closeAll("local");

@@ -8,18 +8,17 @@
  * that socket makes the kernel use it as the source. Addresses added to the host after start
  * are not listened on (restart the client to pick them up).
  */
-import { createSocket, type Socket, type SocketOptions } from "node:dgram";
+import { createSocket, type Socket } from "node:dgram";
 import { networkInterfaces } from "node:os";
 import {
   errnoCode,
   formatAddress,
+  oneLine,
   type SocketAddress,
   UDP_SOCKET_BUFFER_BYTES,
   UsageError,
 } from "fake-tcp-common";
-
-/** dgram's options with `reusePort` (Node >= 22.12; older versions ignore it). */
-type ReusePortSocketOptions = SocketOptions & { reusePort?: boolean };
+import { UdpBatchSocket } from "fake-tcp-tun/udp";
 
 /** One bound UDP socket and the local address it stands for. */
 export interface UdpEndpoint {
@@ -57,21 +56,15 @@ export function bindAddresses(listen: SocketAddress): SocketAddress[] {
   return result;
 }
 
-/**
- * Binds one UDP socket; rejects with a `UsageError` naming the address and the fix. With
- * `reusePort`, several shards bind the same address (SO_REUSEPORT; the kernel keeps each
- * peer's datagrams on one of the sockets).
- */
-export function bindUdp(address: SocketAddress, reusePort = false): Promise<UdpEndpoint> {
+/** Binds one UDP socket; rejects with a `UsageError` naming the address and the fix. */
+export function bindUdp(address: SocketAddress): Promise<UdpEndpoint> {
   return new Promise((resolve, reject) => {
-    const options: ReusePortSocketOptions = {
+    const socket = createSocket({
       type: address.family === 6 ? "udp6" : "udp4",
       ipv6Only: address.family === 6,
-      reusePort,
       recvBufferSize: UDP_SOCKET_BUFFER_BYTES,
       sendBufferSize: UDP_SOCKET_BUFFER_BYTES,
-    };
-    const socket = createSocket(options);
+    });
     const name = formatAddress(address.address, address.port);
     socket.once("error", (err) => {
       socket.close();
@@ -125,46 +118,61 @@ export async function bindUdpEndpoints(listen: SocketAddress): Promise<UdpEndpoi
   return endpoints;
 }
 
+/** A shard's batched UDP socket on one `--local` address. */
+export interface BatchEndpoint {
+  readonly socket: UdpBatchSocket;
+  readonly address: SocketAddress;
+  readonly name: string;
+}
+
+/**
+ * Binds a batched UDP socket (recvmmsg/sendmmsg, synchronous sends) on `address`, with
+ * SO_REUSEPORT when several shards share it. Datagrams up to `maxDatagramBytes` are received
+ * (larger ones are dropped and counted by the socket). Throws a `UsageError` like
+ * {@link bindUdp}.
+ */
+export function bindBatchUdp(
+  address: SocketAddress,
+  reusePort: boolean,
+  maxDatagramBytes: number,
+): BatchEndpoint {
+  const name = formatAddress(address.address, address.port);
+  try {
+    const socket = UdpBatchSocket.bind({
+      address: address.address,
+      port: address.port,
+      family: address.family,
+      reusePort,
+      recvBufferBytes: UDP_SOCKET_BUFFER_BYTES,
+      sendBufferBytes: UDP_SOCKET_BUFFER_BYTES,
+      maxDatagramBytes,
+    });
+    return { socket, address, name };
+  } catch (err) {
+    const code = errnoCode(err);
+    if (code === "EADDRINUSE")
+      throw new UsageError(
+        `--local: UDP ${name} is already in use; stop the program using it or choose another --local`,
+      );
+    if (code === "EADDRNOTAVAIL")
+      throw new UsageError(`--local: ${address.address} is not an address of this host`);
+    throw new UsageError(`--local: cannot bind UDP ${name} (${oneLine(err)})`);
+  }
+}
+
 /** Binds every address of `addresses` (each shard binds the same list); all or nothing. */
-export async function bindUdpAddresses(
+export function bindBatchUdpAddresses(
   addresses: readonly SocketAddress[],
   reusePort: boolean,
-): Promise<UdpEndpoint[]> {
-  const endpoints: UdpEndpoint[] = [];
+  maxDatagramBytes: number,
+): BatchEndpoint[] {
+  const endpoints: BatchEndpoint[] = [];
   try {
-    for (const address of addresses) endpoints.push(await bindUdp(address, reusePort));
+    for (const address of addresses)
+      endpoints.push(bindBatchUdp(address, reusePort, maxDatagramBytes));
   } catch (err) {
     for (const endpoint of endpoints) endpoint.socket.close();
     throw err;
   }
   return endpoints;
-}
-
-/**
- * True when this Node's dgram sets SO_REUSEPORT (`reusePort`, Node >= 22.12): checked by
- * binding two sockets to one loopback port.
- */
-export async function dgramReusePortWorks(): Promise<boolean> {
-  const options: ReusePortSocketOptions = { type: "udp4", reusePort: true };
-  const first = createSocket(options);
-  const second = createSocket(options);
-  try {
-    const port = await new Promise<number>((resolve, reject) => {
-      first.once("error", reject);
-      first.bind({ address: "127.0.0.1", port: 0 }, () => resolve(first.address().port));
-    });
-    return await new Promise<boolean>((resolve) => {
-      second.once("error", () => resolve(false));
-      second.bind({ address: "127.0.0.1", port }, () => resolve(true));
-    });
-  } catch {
-    return false;
-  } finally {
-    first.close();
-    try {
-      second.close();
-    } catch {
-      // never bound
-    }
-  }
 }

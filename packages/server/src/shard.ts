@@ -5,6 +5,7 @@
  */
 import {
   formatAddress,
+  oneLine,
   type RunningShard,
   type ShardContext,
   type ShardPosition,
@@ -43,7 +44,20 @@ export async function startServerShard(
   const remoteName = formatAddress(remote.address, remote.port);
 
   tunnel.listen(config.listen, (sock) => {
-    const relay = new Relay(sock, remote, totals, (ended, cause) => {
+    let relay: Relay;
+    try {
+      relay = new Relay(sock, remote, totals, config.mtu, onRelayClosed);
+    } catch (err) {
+      // No UDP socket for this connection (e.g. out of file descriptors): refuse it.
+      totals.udpErrors++;
+      logger.warn(
+        { peer: formatAddress(sock.remoteAddress, sock.remotePort), err: oneLine(err) },
+        "cannot open a UDP socket for the connection, resetting it",
+      );
+      sock.close();
+      return;
+    }
+    function onRelayClosed(ended: Relay, cause: string): void {
       if (!relays.delete(ended)) return;
       counters.closed++;
       logger.info(
@@ -56,7 +70,7 @@ export async function startServerShard(
         },
         "connection closed",
       );
-    });
+    }
     relays.add(relay);
     counters.opened++;
     logger.info(
