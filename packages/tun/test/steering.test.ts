@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cleanupAll, Netns, realDeviceGate } from "../../../test-support/netns.js";
 import { TunDevice } from "../src/index.js";
 import { Agent } from "./agent.js";
-import { parsePacket } from "./packets.js";
+import { checksum, parsePacket, udpPacket } from "./packets.js";
 
 const gate = realDeviceGate();
 const V4 = { local: "10.207.0.1", peer: "10.207.0.2" };
@@ -19,6 +19,20 @@ const PER_FLOW = 5;
 function flows(): { sport: number; dport: number }[] {
   const out: { sport: number; dport: number }[] = [];
   for (let f = 0; f < FLOWS; f++) out.push({ sport: 42000 + f * 7, dport: 7000 + (f % 5) * 3 });
+  return out;
+}
+
+/** `packet` (IPv4, 20-byte header) with `words` 4-byte groups of NOP options added. */
+function withIpOptions(packet: Buffer, words: number): Buffer {
+  const out = Buffer.concat([
+    packet.subarray(0, 20),
+    Buffer.alloc(4 * words, 1),
+    packet.subarray(20),
+  ]);
+  out[0] = 0x40 | (5 + words);
+  out.writeUInt16BE(out.length, 2);
+  out.writeUInt16BE(0, 10);
+  out.writeUInt16BE(checksum(out.subarray(0, 20 + 4 * words)), 10);
   return out;
 }
 
@@ -82,6 +96,46 @@ for (const queues of [2, 4]) {
 
     it(`IPv6: ${FLOWS} flows x ${PER_FLOW} packets each land on (sport + dport) % ${queues}`, async () => {
       await checkSteering(agent, queues, 6, `v6q${queues}`);
+    });
+
+    it("IPv4 with options: ports read at IHL * 4 (packets forwarded back out by the kernel)", async () => {
+      // The kernel forwards what we write to 10.207.9.9 back into the TUN, options kept: a
+      // real kernel -> TUN packet whose header is longer than 20 bytes.
+      ns.exec("sh", [
+        "-c",
+        `echo 1 > /proc/sys/net/ipv4/ip_forward; for f in all default ftst${queues}; do echo 0 > /proc/sys/net/ipv4/conf/$f/rp_filter; echo 0 > /proc/sys/net/ipv4/conf/$f/send_redirects; done`,
+      ]);
+      ns.exec("ip", ["route", "replace", "10.207.9.0/24", "dev", `ftst${queues}`]);
+      const sent: { sport: number; dport: number }[] = [];
+      for (let f = 0; f < 16; f++) {
+        const sport = 43000 + f * 5; // sums 51000 + 5f: every residue mod 2 and mod 4
+        const dport = 8000;
+        const words = 1 + (f % 3); // 24-, 28- and 32-byte headers
+        for (let n = 0; n < 3; n++) {
+          const packet = udpPacket(
+            V4.peer,
+            sport,
+            "10.207.9.9",
+            dport,
+            Buffer.from(`opt-${f}-${n}`),
+          );
+          await agent.request("write", { q: 0, hex: withIpOptions(packet, words).toString("hex") });
+          sent.push({ sport, dport });
+        }
+      }
+      const forwarded = () =>
+        agent.packets().flatMap(({ q, data }) => {
+          const p = parsePacket(data);
+          if (p?.proto !== 17 || p.dst !== "0acf0909" || (data[0] & 15) === 5) return [];
+          return [{ q, sport: p.sport, dport: p.dport }];
+        });
+      const deadline = Date.now() + 10_000;
+      while (forwarded().length < sent.length && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 20));
+      const seen = forwarded();
+      expect(seen.length).toBe(sent.length);
+      expect(seen.filter((p) => p.q !== (p.sport + p.dport) % queues)).toEqual([]);
+      expect(new Set(seen.map((p) => p.q)).size).toBe(queues);
     });
 
     it("can be detached (back to the kernel's hash) and attached again", async () => {
