@@ -86,8 +86,8 @@ static void explain_load(int err, const char* log, char* msg, size_t cap) {
   const char* hint;
   switch (err) {
     case EPERM:
-      hint = "loading eBPF programs is not permitted: needs CAP_BPF or CAP_SYS_ADMIN (root), "
-             "and kernel.unprivileged_bpf_disabled does not apply to root";
+      hint = "loading eBPF programs is not permitted: run as root or grant CAP_BPF (kernel >= 5.8) "
+             "or CAP_SYS_ADMIN (without them, kernel.unprivileged_bpf_disabled forbids it)";
       break;
     case ENOSYS:
       hint = "this kernel has no bpf() system call (CONFIG_BPF_SYSCALL off)";

@@ -3,6 +3,8 @@
  * into the TUN lands on queue (sport + dport) % queues, for IPv4 and IPv6; detaching and bad
  * modes behave.
  */
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cleanupAll, Netns, realDeviceGate } from "../../../test-support/netns.js";
 import { TunDevice } from "../src/index.js";
@@ -155,5 +157,43 @@ describe.skipIf(gate.skip)("steering API", () => {
     expect(() => TunDevice.open({ queues: 2, steering: "round-robin" as "port-sum" })).toThrow(
       /bad steering mode "round-robin"/,
     );
+  });
+});
+
+describe.skipIf(gate.skip)("steering without CAP_BPF / CAP_SYS_ADMIN", () => {
+  let ns: Netns;
+  beforeAll(() => {
+    ns = new Netns("fttsd");
+  });
+  afterAll(() => cleanupAll());
+
+  it("the probe says why, and a steered open fails with EPERM leaving no device", () => {
+    const script = fileURLToPath(new URL("./fixtures/steering-denied.mjs", import.meta.url));
+    // setpriv drops the two capabilities from the bounding set before exec, so even root's
+    // node starts without them (CAP_NET_ADMIN stays: the TUN device itself can be made).
+    const caps = "-bpf,-sys_admin";
+    const out = ns.exec("setpriv", [
+      "--bounding-set",
+      caps,
+      "--inh-caps",
+      caps,
+      process.execPath,
+      script,
+      "ftsd0",
+    ]);
+    const r = JSON.parse(out.trim().split("\n").pop() ?? "{}");
+    const unprivilegedAllowed =
+      readFileSync("/proc/sys/kernel/unprivileged_bpf_disabled", "utf8").trim() === "0";
+    if (unprivilegedAllowed) {
+      // Socket filters are open to everyone on such a kernel: steering must then just work.
+      expect(r.probe).toBeNull();
+      expect(r.open.ok).toBe(true);
+    } else {
+      expect(r.probe.code).toBe("EPERM");
+      expect(r.probe.message).toMatch(/not permitted: run as root or grant CAP_BPF/);
+      expect(r.open).toMatchObject({ ok: false, code: "EPERM" });
+      expect(r.open.message).toMatch(/TUN device ftsd0: cannot load the port-sum steering program/);
+    }
+    expect(r.deviceLeft).toBe(false);
   });
 });
