@@ -22,12 +22,18 @@ import type { UdpBatch } from "fake-tcp-tun/udp";
 import type { ClientConfig } from "./cli.js";
 import { ConnectionTable } from "./connection-table.js";
 import {
+  dgramEndpoint,
   newCounters,
   type PeerEndpoint,
   PeerSession,
   type SessionContext,
 } from "./peer-session.js";
-import { type BatchEndpoint, bindBatchUdpAddresses } from "./udp-endpoints.js";
+import {
+  type BatchEndpoint,
+  bindBatchUdpAddresses,
+  bindUdpAddresses,
+  type UdpEndpoint,
+} from "./udp-endpoints.js";
 
 /** What the main thread hands a shard (structured-clonable). */
 export interface ClientShardData {
@@ -70,12 +76,33 @@ export async function startClientShard(
   // A slot of the receive batch fits an MTU-sized datagram, so one that is too large for a
   // segment still reaches the stack and is counted in sendDrops; larger ones are cut off by
   // the socket (counted too, see stats).
-  const endpoints = bindBatchUdpAddresses(data.listen, shard.count > 1, config.mtu);
+  // Link-local IPv6 addresses carry a zone (fe80::1%eth0) that the batched socket cannot
+  // bind: those are served by shard 0 alone, with a node:dgram socket (exclusive, so shard 0
+  // owns every peer that sends to them).
+  const zoned = data.listen.filter((a) => a.address.includes("%"));
+  const endpoints = bindBatchUdpAddresses(
+    data.listen.filter((a) => !a.address.includes("%")),
+    shard.count > 1,
+    config.mtu,
+  );
+  let zonedEndpoints: UdpEndpoint[] = [];
+  if (shard.index === 0) {
+    try {
+      zonedEndpoints = await bindUdpAddresses(zoned);
+    } catch (err) {
+      for (const endpoint of endpoints) endpoint.socket.close();
+      throw err;
+    }
+  }
+  const closeSockets = (): void => {
+    for (const endpoint of endpoints) endpoint.socket.close();
+    for (const endpoint of zonedEndpoints) endpoint.socket.close();
+  };
   let tunnel: Tunnel;
   try {
     tunnel = startTunnel(data.fd, config, { logger, fatal: context.fatal, shard });
   } catch (err) {
-    for (const endpoint of endpoints) endpoint.socket.close();
+    closeSockets();
     throw err;
   }
 
@@ -136,7 +163,12 @@ export async function startClientShard(
   const lookUp = (batch: UdpBatch, i: number, endpoint: PeerEndpoint): PeerSession => {
     const numeric = batch.key(i);
     const known = byKey.get(numeric);
-    if (known !== undefined && !known.isClosed && batch.sameSource(i, known.record!)) {
+    if (
+      known !== undefined &&
+      !known.isClosed &&
+      known.record !== undefined &&
+      batch.sameSource(i, known.record)
+    ) {
       table.touch(known);
       return known;
     }
@@ -149,9 +181,9 @@ export async function startClientShard(
         family: batch.family(i),
       };
       session = new PeerSession(peer, endpoint, sessionContext);
-      session.record = batch.copyAddress(i);
       table.add(session);
     }
+    session.record ??= batch.copyAddress(i);
     byKey.set(numeric, session);
     return session;
   };
@@ -178,6 +210,26 @@ export async function startClientShard(
     };
   };
   for (const endpoint of endpoints) endpoint.socket.onReceive(receive(endpoint));
+  for (const endpoint of zonedEndpoints) {
+    const reply = dgramEndpoint(endpoint.socket);
+    endpoint.socket.on("message", (datagram, rinfo) => {
+      const key = formatAddress(rinfo.address, rinfo.port);
+      let session = table.get(key);
+      if (session === undefined) {
+        const peer: SocketAddress = {
+          address: rinfo.address,
+          port: rinfo.port,
+          family: rinfo.family === "IPv6" ? 6 : 4,
+        };
+        session = new PeerSession(peer, reply, sessionContext);
+        table.add(session);
+      }
+      session.fromPeer(datagram, reply);
+    });
+    endpoint.socket.on("error", (err) =>
+      logger.warn({ endpoint: endpoint.name, err: oneLine(err) }, "UDP socket error"),
+    );
+  }
 
   return {
     stats: () => {
@@ -197,7 +249,7 @@ export async function startClientShard(
       // Every connection is reset (RST through this shard's queue) before the queue closes.
       table.closeAll("local");
       tunnel.close();
-      for (const endpoint of endpoints) endpoint.socket.close();
+      closeSockets();
     },
   };
 }

@@ -118,6 +118,20 @@ export async function bindUdpEndpoints(listen: SocketAddress): Promise<UdpEndpoi
   return endpoints;
 }
 
+/** Binds node:dgram sockets on every address of `addresses`; all or nothing. */
+export async function bindUdpAddresses(
+  addresses: readonly SocketAddress[],
+): Promise<UdpEndpoint[]> {
+  const endpoints: UdpEndpoint[] = [];
+  try {
+    for (const address of addresses) endpoints.push(await bindUdp(address));
+  } catch (err) {
+    for (const endpoint of endpoints) endpoint.socket.close();
+    throw err;
+  }
+  return endpoints;
+}
+
 /** A shard's batched UDP socket on one `--local` address. */
 export interface BatchEndpoint {
   readonly socket: UdpBatchSocket;
