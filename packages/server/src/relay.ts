@@ -15,7 +15,7 @@ export const RELAY_BATCH_SIZE = 16;
 export interface RelayCounters {
   udpToTunnel: number;
   tunnelToUdp: number;
-  /** Datagrams the stack refused (e.g. larger than the MTU). */
+  /** Datagrams too large for a segment (refused by the stack, or by the socket beyond the MTU). */
   sendDrops: number;
   /** Datagrams dropped before they could be relayed (kept for the stats' shape; now 0). */
   queueDrops: number;
@@ -41,7 +41,7 @@ export class Relay {
   constructor(
     readonly sock: TunnelSocket,
     remote: SocketAddress,
-    totals: RelayCounters,
+    private readonly totals: RelayCounters,
     maxDatagramBytes: number,
     onClose: (relay: Relay, cause: string) => void,
   ) {
@@ -89,10 +89,16 @@ export class Relay {
     }
   }
 
+  /** Datagrams from the application too large for a receive slot, dropped by the socket. */
+  truncated(): number {
+    return this.udp.stats().truncated;
+  }
+
   /** Closes the UDP socket and the connection (RST). Idempotent. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.totals.sendDrops += this.udp.stats().truncated;
     this.udp.close();
     this.sock.close();
   }

@@ -85,7 +85,17 @@ export async function startServerShard(
   });
 
   return {
-    stats: () => ({ connections: relays.size, ...counters, ...totals, stack: tunnel.stats() }),
+    stats: () => {
+      let truncated = 0;
+      for (const relay of relays) truncated += relay.truncated();
+      return {
+        connections: relays.size,
+        ...counters,
+        ...totals,
+        sendDrops: totals.sendDrops + truncated,
+        stack: tunnel.stats(),
+      };
+    },
     stop: async () => {
       // Every connection is reset (RST through this shard's queue) before the queue closes.
       for (const relay of [...relays]) relay.close();
