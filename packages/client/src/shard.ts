@@ -73,13 +73,13 @@ export async function startClientShard(
   const { logger } = context;
   // A worker receives the main thread's Buffer as a plain Uint8Array (structured clone).
   const handshakePacket = data.handshakePacket && Buffer.from(data.handshakePacket);
-  // A slot of the receive batch fits an MTU-sized datagram, so one that is too large for a
-  // segment still reaches the stack and is counted in sendDrops; larger ones are cut off by
-  // the socket (counted too, see stats).
   // Link-local IPv6 addresses carry a zone (fe80::1%eth0) that the batched socket cannot
   // bind: those are served by shard 0 alone, with a node:dgram socket (exclusive, so shard 0
   // owns every peer that sends to them).
   const zoned = data.listen.filter((a) => a.address.includes("%"));
+  // A slot of the receive batch fits an MTU-sized datagram, so one that is too large for a
+  // segment still reaches the stack and is counted in sendDrops; larger ones are cut off by
+  // the socket (counted too, see stats).
   const endpoints = bindBatchUdpAddresses(
     data.listen.filter((a) => !a.address.includes("%")),
     shard.count > 1,
