@@ -71,34 +71,37 @@ export function openTunnelDevice(config: CommonConfig, logger: Logger): TunnelDe
       shards = 1;
     }
   }
-  const open = (queues: number): TunDevice =>
-    TunDevice.open({
-      name: config.tun,
-      queues,
-      mtu: config.mtu,
-      ipv4: config.ipv4,
-      ipv6: config.ipv6,
-      // The stack's benchmark shows the TCP checksum is its main cost per datagram: with a
-      // virtio header the stack writes only the pseudo-header seed and the kernel finishes it.
-      vnetHdr: config.checksumOffload,
-      steering: queues > 1 ? "port-sum" : null,
-    });
-  let device: TunDevice;
-  try {
+  const open = (queues: number): TunDevice => {
     try {
-      device = open(shards);
+      return TunDevice.open({
+        name: config.tun,
+        queues,
+        mtu: config.mtu,
+        ipv4: config.ipv4,
+        ipv6: config.ipv6,
+        // The stack's benchmark shows the TCP checksum is its main cost per datagram: with a
+        // virtio header the stack writes only the pseudo-header seed, the kernel finishes it.
+        vnetHdr: config.checksumOffload,
+      });
     } catch (err) {
-      // The steering program loads but the kernel refuses to attach it (before 4.16).
-      if (shards === 1 || interfaceExists(config.tun)) throw err;
+      throw describeTunError(err, config.tun);
+    }
+  };
+  let device = open(shards);
+  if (shards > 1) {
+    try {
+      device.setSteering("port-sum");
+    } catch (err) {
+      // The program loads but the kernel refuses to attach it (before 4.16, say): without
+      // steering a flow's packets could reach any shard, so run one.
       logger.warn(
         { queues: config.queues, reason: oneLine(err) },
         "TUN queue steering unavailable, running one shard",
       );
+      device.close();
       shards = 1;
       device = open(1);
     }
-  } catch (err) {
-    throw describeTunError(err, config.tun);
   }
   return {
     name: device.name,
