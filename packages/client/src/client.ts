@@ -2,7 +2,6 @@
  * The client program: UDP peers on `--local`, each with its own fake-TCP connection to
  * `--remote`.
  */
-import type { Socket } from "node:dgram";
 import {
   Cleanup,
   createLogger,
@@ -10,38 +9,23 @@ import {
   type Logger,
   maxPayload,
   oneLine,
-  openTunnel,
+  openTunnelDevice,
   type RunningProgram,
   readHandshakePacket,
   resolveHostPort,
-  type SocketAddress,
   setUpHost,
-  type Tunnel,
-  type TunnelSocket,
+  startShards,
+  sumStats,
 } from "fake-tcp-common";
 import type { ClientConfig } from "./cli.js";
-import { ConnectionTable } from "./connection-table.js";
-import { newCounters, PeerSession, type SessionContext } from "./peer-session.js";
-import { bindUdpEndpoints, type UdpEndpoint } from "./udp-endpoints.js";
+import { type ClientShardData, startClientShard } from "./shard.js";
+import { bindUdpEndpoints } from "./udp-endpoints.js";
 
 /** Options for {@link startClient} beyond the configuration (for tests). */
 export interface StartClientOptions {
   readonly logger?: Logger;
   /** Called when the running program fails (default: log it). */
   readonly fatal?: (err: unknown) => void;
-}
-
-/** Connects to the first address of `targets` that completes a handshake. */
-async function connectFirst(tunnel: Tunnel, targets: SocketAddress[]): Promise<TunnelSocket> {
-  let lastError: unknown = new Error("no address to connect to");
-  for (const target of targets) {
-    try {
-      return await tunnel.connect(target);
-    } catch (err) {
-      lastError = err;
-    }
-  }
-  throw lastError;
 }
 
 /**
@@ -79,10 +63,20 @@ async function start(
       )
     : undefined;
 
-  const endpoints = await bindUdpEndpoints(config.local);
-  cleanup.add("UDP sockets", () => {
-    for (const endpoint of endpoints) endpoint.socket.close();
-  });
+  // Bound once here, exclusively (no SO_REUSEPORT), so that a port already in use is
+  // reported before anything on the host changes; the shards bind their own sockets on the
+  // same addresses when everything else is in place.
+  const probe = await bindUdpEndpoints(config.local);
+  const listen = probe.map((endpoint) => endpoint.address);
+  const listenNames = probe.map((endpoint) => endpoint.name);
+  const closeProbe = (() => {
+    let open = true;
+    return () => {
+      if (open) for (const endpoint of probe) endpoint.socket.close();
+      open = false;
+    };
+  })();
+  cleanup.add("UDP sockets", closeProbe);
 
   if (config.autoRules) {
     await setUpHost({
@@ -100,106 +94,53 @@ async function start(
 
   const fatal =
     options.fatal ?? ((err: unknown) => logger.error({ err: oneLine(err) }, "tunnel failed"));
-  const tunnel = openTunnel(config, { logger, fatal });
-  cleanup.add("TUN device", () => tunnel.close());
+  const device = openTunnelDevice(config, logger);
+  cleanup.add("TUN device", () => device.close());
   logger.info(
     {
-      tun: tunnel.name,
-      mtu: tunnel.mtu,
+      tun: device.name,
+      mtu: device.mtu,
       ipv4: config.ipv4,
       ipv6: config.ipv6,
-      queues: config.queues,
+      queues: device.shards,
     },
     "TUN device up",
   );
 
-  const totals = newCounters();
-  const counters = { opened: 0, closed: 0, failed: 0 };
-  const table = new ConnectionTable(config.maxConnections, config.idleTimeoutMs);
-  const remoteName = formatAddress(config.remote.host, config.remote.port);
-
-  const context: SessionContext = {
-    handshakePacket,
-    totals,
-    connect: async () =>
-      connectFirst(tunnel, await resolveHostPort(config.remote, config.ipv4Only)),
-    touch: (session) => table.touch(session),
-    opened: (session, sock) => {
-      counters.opened++;
-      logger.info(
-        {
-          peer: session.key,
-          local: formatAddress(sock.localAddress, sock.localPort),
-          remote: formatAddress(sock.remoteAddress, sock.remotePort),
-        },
-        "connection opened",
-      );
-    },
-    failed: (session, err) => {
-      counters.failed++;
-      logger.warn(
-        { peer: session.key, remote: remoteName, err: oneLine(err) },
-        "connection failed",
-      );
-    },
-    closed: (session, cause) => {
-      table.forget(session);
-      const sock = session.socket;
-      if (!sock) return; // never opened: "connection failed" said it all
-      counters.closed++;
-      logger.info(
-        {
-          peer: session.key,
-          local: formatAddress(sock.localAddress, sock.localPort),
-          remote: formatAddress(sock.remoteAddress, sock.remotePort),
-          cause,
-          seconds: Math.round((Date.now() - session.openedAt) / 1000),
-        },
-        "connection closed",
-      );
-    },
-  };
-
-  const onMessage = (endpoint: UdpEndpoint) => {
-    const socket: Socket = endpoint.socket;
-    return (datagram: Buffer, rinfo: { address: string; port: number; family: string }) => {
-      const key = formatAddress(rinfo.address, rinfo.port);
-      let session = table.get(key);
-      if (session === undefined) {
-        const peer: SocketAddress = {
-          address: rinfo.address,
-          port: rinfo.port,
-          family: rinfo.family === "IPv6" ? 6 : 4,
-        };
-        session = new PeerSession(peer, socket, context);
-        table.add(session);
-      }
-      session.fromPeer(datagram, socket);
-    };
-  };
-  for (const endpoint of endpoints) {
-    endpoint.socket.on("message", onMessage(endpoint));
-    endpoint.socket.on("error", (err) =>
-      logger.warn({ endpoint: endpoint.name, err: oneLine(err) }, "UDP socket error"),
-    );
-  }
-  cleanup.add("connections", () => table.closeAll("local"));
+  closeProbe();
+  const shards = await startShards<ClientShardData>({
+    count: device.shards,
+    script: new URL("./shard-worker.js", import.meta.url),
+    start: startClientShard,
+    data: (index) => ({
+      config,
+      listen,
+      handshakePacket,
+      shard: { index, count: device.shards },
+      fd: device.queues[index].fd,
+    }),
+    logLevel: config.logLevel,
+    context: { logger, fatal },
+  });
+  // Shards reset their connections through their queues, so they stop before the device closes.
+  cleanup.add("shards", () => Promise.all(shards.map((shard) => shard.stop())));
   logger.info(
     {
-      listen: endpoints.map((e) => e.name),
-      remote: remoteName,
+      listen: listenNames,
+      remote: formatAddress(config.remote.host, config.remote.port),
       addresses: initialTargets.map((t) => t.address),
+      shards: shards.length,
     },
     "fake-tcp-client running",
   );
 
   return {
     logger,
-    logStats: () =>
-      logger.info(
-        { connections: table.size, ...counters, ...totals, stack: tunnel.stats() },
-        "stats",
-      ),
+    logStats: () => {
+      void Promise.all(shards.map((shard) => shard.stats())).then((list) =>
+        logger.info(sumStats(list), "stats"),
+      );
+    },
     stop: () =>
       cleanup.run((what, err) => logger.error({ what, err: oneLine(err) }, "cleanup failed")),
   };

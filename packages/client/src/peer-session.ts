@@ -3,10 +3,28 @@
  *
  * The session opens its connection on the first datagram, queueing a bounded number of
  * datagrams meanwhile so that the one that triggered it is not lost. Once open, the hot
- * path is synchronous in both directions: UDP -> `sock.send`, tunnel -> copy -> `dgram.send`.
+ * path is synchronous in both directions and copies nothing: UDP -> `sock.send(view)`,
+ * tunnel -> `endpoint.sendToPeer(view)` (a synchronous native send).
  */
 import type { Socket } from "node:dgram";
 import { formatAddress, type SocketAddress, type TunnelSocket } from "fake-tcp-common";
+
+/** A local UDP socket that a session's replies leave from (the one the peer sent to). */
+export interface PeerEndpoint {
+  /**
+   * Sends `datagram` to the session's peer. `datagram` is valid only during the call: an
+   * asynchronous implementation must copy it.
+   */
+  sendToPeer(datagram: Uint8Array, session: PeerSession): void;
+}
+
+/** A {@link PeerEndpoint} over a node:dgram socket (asynchronous send, so it copies). */
+export function dgramEndpoint(socket: Socket): PeerEndpoint {
+  return {
+    sendToPeer: (datagram, session) =>
+      socket.send(Buffer.from(datagram), session.peer.port, session.peer.address),
+  };
+}
 
 /** Datagrams held per peer while its connection is being set up. */
 export const MAX_QUEUED_DATAGRAMS = 64;
@@ -58,11 +76,16 @@ export class PeerSession {
   private sock: TunnelSocket | undefined;
   private queue: Buffer[] = [];
   /** The local socket the peer last sent to; replies leave from it. */
-  private endpoint: Socket;
+  private endpoint: PeerEndpoint;
+  /**
+   * The peer as the endpoint's native address record (set by whoever made the session), so
+   * that replies need no address parsing.
+   */
+  record: Uint8Array | undefined;
 
   constructor(
     readonly peer: SocketAddress,
-    endpoint: Socket,
+    endpoint: PeerEndpoint,
     private readonly context: SessionContext,
   ) {
     this.key = formatAddress(peer.address, peer.port);
@@ -79,16 +102,23 @@ export class PeerSession {
     return this.state === "open";
   }
 
-  /** Handles one datagram from the peer, received on `endpoint`. */
-  fromPeer(datagram: Buffer, endpoint: Socket): void {
+  get isClosed(): boolean {
+    return this.state === "closed";
+  }
+
+  /**
+   * Handles one datagram from the peer, received on `endpoint`. The datagram is valid only
+   * during the call (a view into a receive batch).
+   */
+  fromPeer(datagram: Uint8Array, endpoint: PeerEndpoint): void {
     this.endpoint = endpoint;
     const totals = this.context.totals;
     if (this.state === "open") {
       if (this.sock!.send(datagram)) totals.udpToTunnel++;
       else totals.sendDrops++;
     } else if (this.state === "connecting" && this.queue.length < MAX_QUEUED_DATAGRAMS) {
-      // dgram hands each message in its own buffer, so keeping it needs no copy.
-      this.queue.push(datagram);
+      // Only while connecting: keeping the datagram past this call needs a copy.
+      this.queue.push(Buffer.from(datagram));
     } else {
       totals.queueDrops++;
     }
@@ -131,9 +161,7 @@ export class PeerSession {
     this.state = "open";
     const totals = this.context.totals;
     sock.onDatagram((view) => {
-      // The view is only valid during this call and dgram.send is asynchronous: copy.
-      // Buffer.from takes small copies from Node's shared pool.
-      this.endpoint.send(Buffer.from(view), this.peer.port, this.peer.address);
+      this.endpoint.sendToPeer(view, this);
       totals.tunnelToUdp++;
       this.context.touch(this);
     });

@@ -13,14 +13,18 @@ import { networkInterfaces } from "node:os";
 import {
   errnoCode,
   formatAddress,
+  oneLine,
   type SocketAddress,
   UDP_SOCKET_BUFFER_BYTES,
   UsageError,
 } from "fake-tcp-common";
+import { UdpBatchSocket } from "fake-tcp-tun/udp";
 
 /** One bound UDP socket and the local address it stands for. */
 export interface UdpEndpoint {
   readonly socket: Socket;
+  /** The address it is bound to (concrete, never a wildcard). */
+  readonly address: SocketAddress;
   /** The local address and port, e.g. `127.0.0.1:1234`, for logs. */
   readonly name: string;
 }
@@ -85,7 +89,7 @@ export function bindUdp(address: SocketAddress): Promise<UdpEndpoint> {
     });
     socket.bind({ address: address.address, port: address.port, exclusive: true }, () => {
       socket.removeAllListeners("error");
-      resolve({ socket, name });
+      resolve({ socket, address, name });
     });
   });
 }
@@ -110,6 +114,79 @@ export async function bindUdpEndpoints(listen: SocketAddress): Promise<UdpEndpoi
   }
   if (endpoints.length === 0) {
     throw new UsageError(`--local: this host has no address to listen on for ${listen.address}`);
+  }
+  return endpoints;
+}
+
+/** Binds node:dgram sockets on every address of `addresses`; all or nothing. */
+export async function bindUdpAddresses(
+  addresses: readonly SocketAddress[],
+): Promise<UdpEndpoint[]> {
+  const endpoints: UdpEndpoint[] = [];
+  try {
+    for (const address of addresses) endpoints.push(await bindUdp(address));
+  } catch (err) {
+    for (const endpoint of endpoints) endpoint.socket.close();
+    throw err;
+  }
+  return endpoints;
+}
+
+/** A shard's batched UDP socket on one `--local` address. */
+export interface BatchEndpoint {
+  readonly socket: UdpBatchSocket;
+  readonly address: SocketAddress;
+  readonly name: string;
+}
+
+/**
+ * Binds a batched UDP socket (recvmmsg/sendmmsg, synchronous sends) on `address`, with
+ * SO_REUSEPORT when several shards share it. Datagrams up to `maxDatagramBytes` are received
+ * (larger ones are dropped and counted by the socket). Throws a `UsageError` like
+ * {@link bindUdp}.
+ */
+export function bindBatchUdp(
+  address: SocketAddress,
+  reusePort: boolean,
+  maxDatagramBytes: number,
+): BatchEndpoint {
+  const name = formatAddress(address.address, address.port);
+  try {
+    const socket = UdpBatchSocket.bind({
+      address: address.address,
+      port: address.port,
+      family: address.family,
+      reusePort,
+      recvBufferBytes: UDP_SOCKET_BUFFER_BYTES,
+      sendBufferBytes: UDP_SOCKET_BUFFER_BYTES,
+      maxDatagramBytes,
+    });
+    return { socket, address, name };
+  } catch (err) {
+    const code = errnoCode(err);
+    if (code === "EADDRINUSE")
+      throw new UsageError(
+        `--local: UDP ${name} is already in use; stop the program using it or choose another --local`,
+      );
+    if (code === "EADDRNOTAVAIL")
+      throw new UsageError(`--local: ${address.address} is not an address of this host`);
+    throw new UsageError(`--local: cannot bind UDP ${name} (${oneLine(err)})`);
+  }
+}
+
+/** Binds every address of `addresses` (each shard binds the same list); all or nothing. */
+export function bindBatchUdpAddresses(
+  addresses: readonly SocketAddress[],
+  reusePort: boolean,
+  maxDatagramBytes: number,
+): BatchEndpoint[] {
+  const endpoints: BatchEndpoint[] = [];
+  try {
+    for (const address of addresses)
+      endpoints.push(bindBatchUdp(address, reusePort, maxDatagramBytes));
+  } catch (err) {
+    for (const endpoint of endpoints) endpoint.socket.close();
+    throw err;
   }
   return endpoints;
 }

@@ -8,6 +8,7 @@ import type { TunnelSocket } from "fake-tcp-common";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ConnectionTable } from "../src/connection-table.js";
 import {
+  dgramEndpoint,
   MAX_QUEUED_DATAGRAMS,
   newCounters,
   PeerSession,
@@ -85,8 +86,9 @@ describe("PeerSession", () => {
     const pending = deferred<TunnelSocket>();
     const { ctx, events } = context(() => pending.promise, "HELLO");
     const peer = { address: "127.0.0.1", port: receiverPort, family: 4 as const };
-    const session = new PeerSession(peer, udp, ctx);
-    for (let i = 0; i < MAX_QUEUED_DATAGRAMS + 3; i++) session.fromPeer(Buffer.from(`d${i}`), udp);
+    const session = new PeerSession(peer, dgramEndpoint(udp), ctx);
+    for (let i = 0; i < MAX_QUEUED_DATAGRAMS + 3; i++)
+      session.fromPeer(Buffer.from(`d${i}`), dgramEndpoint(udp));
     expect(ctx.totals.queueDrops).toBe(3);
     const sock = new RecordingSocket();
     pending.resolve(sock);
@@ -97,7 +99,7 @@ describe("PeerSession", () => {
     expect(sock.sent.slice(1)).toEqual(
       Array.from({ length: MAX_QUEUED_DATAGRAMS }, (_, i) => `d${i}`),
     );
-    session.fromPeer(Buffer.from("later"), udp);
+    session.fromPeer(Buffer.from("later"), dgramEndpoint(udp));
     expect(sock.sent.at(-1)).toBe("later");
     expect(ctx.totals.udpToTunnel).toBe(MAX_QUEUED_DATAGRAMS + 1);
 
@@ -117,10 +119,30 @@ describe("PeerSession", () => {
     expect(session.isOpen).toBe(false);
   });
 
+  it("copies a datagram it must queue: the receive batch is reused after the call", async () => {
+    const pending = deferred<TunnelSocket>();
+    const { ctx } = context(() => pending.promise);
+    const endpoint = dgramEndpoint(udp);
+    const session = new PeerSession({ address: "127.0.0.1", port: 9, family: 4 }, endpoint, ctx);
+    const batch = Buffer.from("first");
+    session.fromPeer(batch.subarray(0, 5), endpoint);
+    batch.write("XXXXX");
+    const sock = new RecordingSocket();
+    pending.resolve(sock);
+    await pending.promise;
+    await Promise.resolve();
+    expect(sock.sent).toEqual(["first"]);
+    session.close("local");
+  });
+
   it("a failed connect is reported and ends the session", async () => {
     const { ctx, events } = context(() => Promise.reject(new Error("no answer")));
-    const session = new PeerSession({ address: "127.0.0.1", port: 9, family: 4 }, udp, ctx);
-    session.fromPeer(Buffer.from("x"), udp);
+    const session = new PeerSession(
+      { address: "127.0.0.1", port: 9, family: 4 },
+      dgramEndpoint(udp),
+      ctx,
+    );
+    session.fromPeer(Buffer.from("x"), dgramEndpoint(udp));
     await new Promise((r) => setTimeout(r, 0));
     expect(events).toEqual(["failed", "closed:connect-failed"]);
     expect(ctx.totals.queueDrops).toBe(1);
@@ -129,7 +151,11 @@ describe("PeerSession", () => {
   it("a session closed while connecting resets the connection when it arrives", async () => {
     const pending = deferred<TunnelSocket>();
     const { ctx } = context(() => pending.promise);
-    const session = new PeerSession({ address: "127.0.0.1", port: 9, family: 4 }, udp, ctx);
+    const session = new PeerSession(
+      { address: "127.0.0.1", port: 9, family: 4 },
+      dgramEndpoint(udp),
+      ctx,
+    );
     session.close("local");
     const sock = new RecordingSocket();
     pending.resolve(sock);
@@ -155,7 +181,11 @@ describe("ConnectionTable", () => {
       events.push(`${s.key}:${cause}`);
       table.forget(s);
     };
-    const session = new PeerSession({ address: "127.0.0.1", port, family: 4 }, udp, ctx);
+    const session = new PeerSession(
+      { address: "127.0.0.1", port, family: 4 },
+      dgramEndpoint(udp),
+      ctx,
+    );
     table.add(session);
     await new Promise((r) => setTimeout(r, 0));
     return { session, sock };

@@ -8,6 +8,7 @@ export * from "./nft.js";
 export * from "./options.js";
 export * from "./resolve.js";
 export * from "./run-command.js";
+export * from "./shards.js";
 export * from "./sysctl.js";
 export * from "./tun-errors.js";
 export * from "./tunnel.js";

@@ -8,6 +8,19 @@ import PinoPretty from "pino-pretty";
 
 export type { Logger } from "pino";
 
+/**
+ * The part of a logger that shard code uses: the main thread's pino logger, or in a worker a
+ * sink that forwards each line to the main thread.
+ */
+export interface LogSink {
+  trace(obj: object, msg: string): void;
+  debug(obj: object, msg: string): void;
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+  fatal(obj: object, msg: string): void;
+}
+
 /** The level names `--log-level` accepts. */
 export const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];

@@ -66,6 +66,11 @@ export interface CommonConfig {
   readonly statsIntervalMs: number;
   readonly logLevel: LogLevel;
   readonly autoRules: boolean;
+  /**
+   * Open the TUN with a virtio header so that the kernel completes the TCP checksum (the
+   * stack writes only the pseudo-header seed). Off only for troubleshooting.
+   */
+  readonly checksumOffload: boolean;
 }
 
 const TUN_GROUP = "Tunnel device:";
@@ -158,6 +163,13 @@ export function commonOptionDefinitions(role: Role): Record<string, Options> {
       describe:
         "enable forwarding and add nftables rules at start, remove them at exit (--no-auto-rules: off)",
       group: OPS_GROUP,
+    },
+    "checksum-offload": {
+      type: "boolean",
+      default: true,
+      describe:
+        "let the kernel complete TCP checksums (virtio header on the TUN); --no-checksum-offload: compute them in the program",
+      group: TUNING_GROUP,
     },
     "log-level": {
       type: "string",
@@ -391,5 +403,6 @@ export function commonConfig(args: RawArguments): CommonConfig {
     statsIntervalMs: secondsOption(args, "statsInterval", "--stats-interval", 0, 86_400),
     logLevel,
     autoRules: booleanOption(args, "autoRules", "--auto-rules"),
+    checksumOffload: booleanOption(args, "checksumOffload", "--checksum-offload"),
   };
 }

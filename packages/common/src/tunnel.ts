@@ -1,20 +1,20 @@
 /**
  * The one module that knows the APIs of `fake-tcp-tun` and `fake-tcp`: it opens the TUN
- * device with the configured addresses, starts the stack on its queues, and adapts the
- * stack's sockets to {@link TunnelSocket}.
+ * device with the configured addresses and queue steering (main thread), starts a stack on
+ * one queue (each shard), and adapts the stack's sockets to {@link TunnelSocket}.
  */
 
 import { readFileSync } from "node:fs";
 import { Stack } from "fake-tcp";
-import { TunDevice } from "fake-tcp-tun";
+import { TunDevice, TunQueue } from "fake-tcp-tun";
 import type { SocketAddress } from "./address.js";
-import { UsageError } from "./errors.js";
-import type { Logger } from "./logger.js";
+import { oneLine, UsageError } from "./errors.js";
+import type { Logger, LogSink } from "./logger.js";
 import type { CommonConfig } from "./options.js";
 import { describeTunError } from "./tun-errors.js";
 import type { TunnelSocket } from "./tunnel-socket.js";
 
-/** The running TUN device and stack of one program. */
+/** The stack of one shard of a program, on its TUN queue. */
 export interface Tunnel {
   /** The TUN device name (as the kernel has it). */
   readonly name: string;
@@ -25,23 +25,34 @@ export interface Tunnel {
   listen(port: number, onConnection: (sock: TunnelSocket) => void): void;
   /** The stack's counters. */
   stats(): Record<string, unknown>;
-  /** Closes every connection (RST), the stack and the device. Idempotent. */
+  /** Closes every connection (RST), the stack and its queue. Idempotent. */
   close(): void;
 }
 
 /** Received bytes after which the stack sends a pure ACK (see the comment at its use). */
 export const ACK_BYTES = 32 * 1024;
 
-/** What {@link openTunnel} needs besides the configuration. */
-export interface OpenTunnelOptions {
-  /** Receives the stack's rare, rate-limited messages (oversize drops and the like). */
-  readonly logger: Logger;
-  /** Called when accepting fails unexpectedly (the program should stop). */
-  readonly fatal: (err: unknown) => void;
+/** The TUN device of a program, opened by the main thread; each shard runs on one queue. */
+export interface TunnelDevice {
+  /** The TUN device name (as the kernel has it). */
+  readonly name: string;
+  readonly mtu: number;
+  /** Shards to run: one per queue (1 when queue steering is unavailable). */
+  readonly shards: number;
+  /** Queue `i` belongs to shard `i`. */
+  readonly queues: readonly TunQueue[];
+  /** Closes every queue: the device disappears once the shards' copies are closed too. */
+  close(): void;
 }
 
-/** Opens the TUN device and starts the stack. Throws a `UsageError` for device problems. */
-export function openTunnel(config: CommonConfig, options: OpenTunnelOptions): Tunnel {
+/**
+ * Opens the TUN device with `config.queues` queues and eBPF queue steering by port sum, so
+ * that the kernel hands every packet of a flow to queue `(sport + dport) % queues`: shard `i`
+ * owns queue `i` and never sees another shard's packets. Without steering (old kernel, no
+ * permission) a packet could land on any queue, so the device gets one queue and the program
+ * one shard (logged with the reason). Throws a `UsageError` for device problems.
+ */
+export function openTunnelDevice(config: CommonConfig, logger: Logger): TunnelDevice {
   // A multi-queue TUN lets any process attach more queues to an existing device, so a
   // second instance with the same --tun would silently share (and steal) its packets.
   if (interfaceExists(config.tun)) {
@@ -49,42 +60,93 @@ export function openTunnel(config: CommonConfig, options: OpenTunnelOptions): Tu
       `--tun: an interface named "${config.tun}" already exists (another instance running?); stop it or choose another --tun`,
     );
   }
-  let device: TunDevice;
-  try {
-    device = TunDevice.open({
-      name: config.tun,
-      queues: config.queues,
-      mtu: config.mtu,
-      ipv4: config.ipv4,
-      ipv6: config.ipv6,
-    });
-  } catch (err) {
-    throw describeTunError(err, config.tun);
+  let shards = config.queues;
+  if (shards > 1) {
+    const reason = TunDevice.steeringUnavailableReason();
+    if (reason !== null) {
+      logger.warn(
+        { queues: config.queues, reason: `${reason.code}: ${reason.message}` },
+        "TUN queue steering unavailable, running one shard",
+      );
+      shards = 1;
+    }
   }
+  const open = (queues: number): TunDevice => {
+    try {
+      return TunDevice.open({
+        name: config.tun,
+        queues,
+        mtu: config.mtu,
+        ipv4: config.ipv4,
+        ipv6: config.ipv6,
+        // The stack's benchmark shows the TCP checksum is its main cost per datagram: with a
+        // virtio header the stack writes only the pseudo-header seed, the kernel finishes it.
+        vnetHdr: config.checksumOffload,
+      });
+    } catch (err) {
+      throw describeTunError(err, config.tun);
+    }
+  };
+  let device = open(shards);
+  if (shards > 1) {
+    try {
+      device.setSteering("port-sum");
+    } catch (err) {
+      // The program loads but the kernel refuses to attach it (before 4.16, say): without
+      // steering a flow's packets could reach any shard, so run one.
+      logger.warn(
+        { queues: config.queues, reason: oneLine(err) },
+        "TUN queue steering unavailable, running one shard",
+      );
+      device.close();
+      shards = 1;
+      device = open(1);
+    }
+  }
+  return {
+    name: device.name,
+    mtu: device.mtu,
+    shards,
+    queues: device.queues,
+    close: () => device.close(),
+  };
+}
+
+/** This thread's shard of the program: `index` of `count`. */
+export interface ShardPosition {
+  readonly index: number;
+  readonly count: number;
+}
+
+/** What {@link startTunnel} needs besides the configuration. */
+export interface StartTunnelOptions {
+  /** Receives the stack's rare, rate-limited messages (oversize drops and the like). */
+  readonly logger: LogSink;
+  /** Called when accepting fails unexpectedly (the program should stop). */
+  readonly fatal: (err: unknown) => void;
+  /** The shard this stack is: its connections use ports that steer back to its queue. */
+  readonly shard: ShardPosition;
+}
+
+/**
+ * Starts a stack on one TUN queue (this thread's shard), given the queue's fd from
+ * {@link TunnelDevice.queues} (fds are process-wide, so this works in a worker; the queue is
+ * duplicated, the main thread keeps its own). The connection bound (`--max-connections`) is
+ * split evenly over the shards.
+ */
+export function startTunnel(fd: number, config: CommonConfig, options: StartTunnelOptions): Tunnel {
+  const queue = TunQueue.fromFd(fd);
   let stack: Stack;
   try {
-    stack = new Stack({
-      queues: device.queues,
-      local4: config.ipv4.peer,
-      local6: config.ipv6?.peer,
-      maxConnections: config.maxConnections,
-      idleTimeoutMs: config.idleTimeoutMs,
-      keepaliveIntervalMs: config.keepaliveMs,
-      // Linux conntrack (our own masquerade and DNAT, and NAT routers on the way) learns the
-      // scaled window only from a segment after the handshake; until the receiver sends one,
-      // data more than 64 KiB past its last ack is "invalid" and dropped (or leaks un-NATed).
-      // Acknowledging every 32 KiB keeps the sender inside what conntrack has seen.
-      ackBytes: ACK_BYTES,
-      log: (level, message) => options.logger[level]({ component: "stack" }, message),
-    });
+    stack = newStack(queue, config, options);
   } catch (err) {
-    device.close();
+    queue.close();
     throw err;
   }
   let closed = false;
   return {
-    name: device.name,
-    mtu: device.mtu,
+    name: queue.name,
+    mtu: queue.mtu,
     connect: (target) => stack.connect({ address: target.address, port: target.port }),
     listen: (port, onConnection) => {
       stack.listen(port);
@@ -98,11 +160,34 @@ export function openTunnel(config: CommonConfig, options: OpenTunnelOptions): Tu
     close: () => {
       if (closed) return;
       closed = true;
-      // The stack RSTs every connection through the device, so it closes first.
+      // The stack RSTs every connection through the queue, so it closes first.
       stack.close();
-      device.close();
+      queue.close();
     },
   };
+}
+
+function newStack(queue: TunQueue, config: CommonConfig, options: StartTunnelOptions): Stack {
+  return new Stack({
+    queues: [queue],
+    local4: config.ipv4.peer,
+    local6: config.ipv6?.peer,
+    maxConnections: shardShare(config.maxConnections, options.shard.count),
+    idleTimeoutMs: config.idleTimeoutMs,
+    keepaliveIntervalMs: config.keepaliveMs,
+    // Linux conntrack (our own masquerade and DNAT, and NAT routers on the way) learns the
+    // scaled window only from a segment after the handshake; until the receiver sends one,
+    // data more than 64 KiB past its last ack is "invalid" and dropped (or leaks un-NATed).
+    // Acknowledging every 32 KiB keeps the sender inside what conntrack has seen.
+    ackBytes: ACK_BYTES,
+    portShard: options.shard,
+    log: (level, message) => options.logger[level]({ component: "stack" }, message),
+  });
+}
+
+/** Each shard's part of a bound over `count` shards (rounded up: the total is never lower). */
+export function shardShare(total: number, count: number): number {
+  return Math.ceil(total / count);
 }
 
 /**

@@ -48,6 +48,14 @@ describe("shared options", () => {
     expect(envName("tun-local6")).toBe("FAKE_TCP_TUN_LOCAL6");
   });
 
+  it("checksum offload is on by default, off with --no-checksum-offload or FAKE_TCP_CHECKSUM_OFFLOAD=0", () => {
+    expect(parse(["--remote", "x:1"]).config.checksumOffload).toBe(true);
+    expect(parse(["--remote", "x:1", "--no-checksum-offload"]).config.checksumOffload).toBe(false);
+    expect(
+      parse(["--remote", "x:1"], { FAKE_TCP_CHECKSUM_OFFLOAD: "0" }).config.checksumOffload,
+    ).toBe(false);
+  });
+
   it("-4 drops IPv6 and --no-auto-rules turns host setup off", () => {
     const { config } = parse(["--remote", "x:1", "-4", "--no-auto-rules"]);
     expect(config.ipv6).toBeUndefined();

@@ -57,12 +57,27 @@ export class RunningProgram {
   private waiters: { test: (l: Record<string, unknown>) => boolean; resolve: () => void }[] = [];
   readonly exited: Promise<number | null>;
 
-  constructor(ns: Netns, program: "client" | "server", args: string[]) {
+  /** `wrapper` runs before node inside the namespace (e.g. setpriv dropping capabilities). */
+  constructor(
+    ns: Netns,
+    program: "client" | "server",
+    args: string[],
+    options: { wrapper?: string[] } = {},
+  ) {
     this.child = trackProcess(
-      spawn("ip", ["netns", "exec", ns.name, process.execPath, programPath(program), ...args], {
-        stdio: ["ignore", "pipe", "pipe"],
-        env: { PATH: process.env.PATH },
-      }),
+      spawn(
+        "ip",
+        [
+          "netns",
+          "exec",
+          ns.name,
+          ...(options.wrapper ?? []),
+          process.execPath,
+          programPath(program),
+          ...args,
+        ],
+        { stdio: ["ignore", "pipe", "pipe"], env: { PATH: process.env.PATH } },
+      ),
     );
     this.exited = new Promise((resolve) => this.child.once("exit", (code) => resolve(code)));
     this.child.stdout!.setEncoding("utf8").on("data", (chunk: string) => this.onStdout(chunk));

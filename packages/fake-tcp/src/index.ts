@@ -1,6 +1,6 @@
 export * from "./device.js";
 export { BoundedQueue } from "./stack/bounded-queue.js";
-export type { StackLogger, StackOptions } from "./stack/options.js";
+export type { PortShard, StackLogger, StackOptions } from "./stack/options.js";
 export {
   type CloseCause,
   type CloseInfo,

@@ -122,6 +122,62 @@ describe("client source ports", () => {
     await Promise.allSettled(pending);
   });
 
+  it("port shard: only ports p with (p + remotePort) % count === index, random start, counting up", async () => {
+    const count = 3;
+    for (let index = 0; index < count; index++) {
+      const { client, server } = pairOf({ client: { portShard: { index, count } } });
+      server.listen(7000);
+      server.listen(7001);
+      const ports: number[] = [];
+      for (const random of [0, 0.3, 0.999999999]) {
+        vi.spyOn(Math, "random").mockReturnValue(random);
+        for (let i = 0; i < 4; i++)
+          ports.push((await client.connect("192.168.201.2:7000")).localPort);
+      }
+      for (const p of ports) expect((p + 7000) % count).toBe(index);
+      expect(new Set(ports).size).toBe(ports.length);
+      // Counting up from the random start: consecutive connections are `count` apart.
+      expect(ports[1] - ports[0]).toBe(count);
+      expect(ports[0]).toBeLessThan(32768 + count);
+      // Another destination port shifts which ports belong to the shard.
+      const other = await client.connect("192.168.201.2:7001");
+      expect((other.localPort + 7001) % count).toBe(index);
+      // The accepting side sees the same tuple, so a device steering by (sport + dport) % count
+      // delivers the replies to this shard.
+      const accepted = await server.accept();
+      expect((accepted.remotePort + accepted.localPort) % count).toBe(index);
+    }
+  });
+
+  it("port shard: exhaustion after the shard's share of the range", async () => {
+    const count = 64;
+    const { pair, client } = pairOf({
+      client: { maxConnections: 100_000, portShard: { index: 5, count } },
+    });
+    pair.aToB.filter = () => false; // nobody answers: sockets stay in SYN-SENT
+    const shardPorts = Array.from({ length: 61000 - 32768 }, (_, i) => 32768 + i).filter(
+      (p) => (p + 7000) % count === 5,
+    ).length;
+    const pending: Promise<unknown>[] = [];
+    for (let i = 0; i < shardPorts; i++) {
+      const p = client.connect("192.168.201.2:7000");
+      p.catch(() => {});
+      pending.push(p);
+    }
+    await expect(client.connect("192.168.201.2:7000")).rejects.toMatchObject({
+      code: "EADDRNOTAVAIL",
+      message: expect.stringMatching(new RegExp(`all ${shardPorts} in use`)),
+    });
+    client.close();
+    await Promise.allSettled(pending);
+  });
+
+  it("port shard: nonsense shard options are refused", () => {
+    expect(() => pairOf({ client: { portShard: { index: 2, count: 2 } } })).toThrow(RangeError);
+    expect(() => pairOf({ client: { portShard: { index: 0, count: 0 } } })).toThrow(RangeError);
+    expect(() => pairOf({ client: { portShard: { index: -1, count: 2 } } })).toThrow(RangeError);
+  });
+
   it("needs a local address of the family", async () => {
     const { client } = pairOf({ client: { local6: undefined } });
     await expect(client.connect("[fcc9::2]:1")).rejects.toMatchObject({ code: "EADDRNOTAVAIL" });

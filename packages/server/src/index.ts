@@ -4,5 +4,5 @@
  */
 export { parseServerArgs, SERVER_PROGRAM, type ServerConfig } from "./cli.js";
 export { runServerMain } from "./main-logic.js";
-export { MAX_PENDING_DATAGRAMS, newRelayCounters, Relay, type RelayCounters } from "./relay.js";
+export { newRelayCounters, RELAY_BATCH_SIZE, Relay, type RelayCounters } from "./relay.js";
 export { type StartServerOptions, startServer } from "./server.js";

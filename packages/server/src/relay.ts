@@ -1,24 +1,25 @@
 /**
  * One accepted connection and its own UDP socket connected to `--remote`.
  *
- * Hot path: UDP -> `sock.send` synchronously; tunnel -> copy of the view -> `udp.send` (the
- * view is only valid during the callback and dgram's send is asynchronous).
+ * Hot path, synchronous and without copies both ways: UDP (a recvmmsg batch) -> a view of
+ * each datagram -> `sock.send`; tunnel -> the stack's view -> `udp.send` (a synchronous
+ * native send, so the view needs no copy).
  */
-import { createSocket, type Socket } from "node:dgram";
 import { type SocketAddress, type TunnelSocket, UDP_SOCKET_BUFFER_BYTES } from "fake-tcp-common";
+import { type UdpBatch, UdpBatchSocket } from "fake-tcp-tun/udp";
 
-/** Datagrams held from the tunnel while the UDP socket is still connecting. */
-export const MAX_PENDING_DATAGRAMS = 64;
+/** Datagrams per receive call of a relay's socket (its buffer is this many MTU-sized slots). */
+export const RELAY_BATCH_SIZE = 16;
 
 /** Totals over every relay (plain numbers on the hot path). */
 export interface RelayCounters {
   udpToTunnel: number;
   tunnelToUdp: number;
-  /** Datagrams the stack refused (e.g. larger than the MTU). */
+  /** Datagrams too large for a segment (refused by the stack, or by the socket beyond the MTU). */
   sendDrops: number;
-  /** Datagrams dropped while the UDP socket was connecting and its queue was full. */
+  /** Datagrams dropped before they could be relayed (kept for the stats' shape; now 0). */
   queueDrops: number;
-  /** UDP socket errors (e.g. ICMP port unreachable from the application). */
+  /** Datagrams to the application that the UDP socket refused (e.g. after ICMP port unreachable). */
   udpErrors: number;
 }
 
@@ -29,70 +30,75 @@ export function newRelayCounters(): RelayCounters {
 /** A connection relayed to the UDP application. */
 export class Relay {
   readonly openedAt = Date.now();
-  readonly udp: Socket;
-  private pending: Buffer[] | null = [];
+  readonly udp: UdpBatchSocket;
   private closed = false;
 
+  /**
+   * Binds and connects the UDP socket (synchronously: no datagram has to wait for it).
+   * `maxDatagramBytes` bounds what is received from the application; larger datagrams are
+   * dropped by the socket.
+   */
   constructor(
     readonly sock: TunnelSocket,
     remote: SocketAddress,
-    totals: RelayCounters,
+    private readonly totals: RelayCounters,
+    maxDatagramBytes: number,
     onClose: (relay: Relay, cause: string) => void,
   ) {
-    this.udp = createSocket({
-      type: remote.family === 6 ? "udp6" : "udp4",
-      recvBufferSize: UDP_SOCKET_BUFFER_BYTES,
-      sendBufferSize: UDP_SOCKET_BUFFER_BYTES,
+    this.udp = UdpBatchSocket.bind({
+      address: remote.family === 6 ? "::" : "0.0.0.0",
+      port: 0,
+      family: remote.family,
+      recvBufferBytes: UDP_SOCKET_BUFFER_BYTES,
+      sendBufferBytes: UDP_SOCKET_BUFFER_BYTES,
+      batchSize: RELAY_BATCH_SIZE,
+      maxDatagramBytes,
     });
-    this.udp.on("error", () => {
-      // A connected UDP socket reports ICMP errors (application not listening) here; the
-      // datagram is lost like any other, the connection stays.
-      totals.udpErrors++;
-    });
-    this.udp.on("message", (datagram) => {
-      if (sock.send(datagram)) totals.udpToTunnel++;
-      else totals.sendDrops++;
+    try {
+      this.udp.connect(remote.address, remote.port);
+    } catch (err) {
+      this.udp.close();
+      throw err;
+    }
+    this.udp.onReceive((batch: UdpBatch) => {
+      const buffer = batch.buffer;
+      for (let i = 0; i < batch.count; i++) {
+        const start = batch.start(i);
+        if (sock.send(buffer.subarray(start, start + batch.length(i)))) totals.udpToTunnel++;
+        else totals.sendDrops++;
+      }
     });
     sock.onDatagram((view) => {
-      const pending = this.pending;
-      if (pending === null) {
-        this.udp.send(Buffer.from(view));
-        totals.tunnelToUdp++;
-      } else if (pending.length < MAX_PENDING_DATAGRAMS) {
-        pending.push(Buffer.from(view));
-      } else {
-        totals.queueDrops++;
-      }
+      // A connected socket: the destination is fixed, the send synchronous.
+      if (this.udp.send(view, 0, view.length)) totals.tunnelToUdp++;
+      else totals.udpErrors++;
     });
     sock.once("close", (info) => {
       this.close();
       onClose(this, info.cause);
     });
-    this.udp.connect(remote.port, remote.address, () => {
-      const pending = this.pending ?? [];
-      this.pending = null;
-      if (this.closed) return;
-      for (const datagram of pending) {
-        this.udp.send(datagram);
-        totals.tunnelToUdp++;
-      }
-    });
   }
 
-  /** The local address of the UDP socket, once connected (for logs). */
+  /** The local address of the UDP socket (for logs). */
   udpLocal(): string | undefined {
     try {
-      const a = this.udp.address();
-      return a.family === "IPv6" ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
+      const a = this.udp.localAddress();
+      return a.family === 6 ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
     } catch {
       return undefined;
     }
+  }
+
+  /** Datagrams from the application too large for a receive slot, dropped by the socket. */
+  truncated(): number {
+    return this.udp.stats().truncated;
   }
 
   /** Closes the UDP socket and the connection (RST). Idempotent. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.totals.sendDrops += this.udp.stats().truncated;
     this.udp.close();
     this.sock.close();
   }

@@ -9,14 +9,16 @@ import {
   type Logger,
   maxPayload,
   oneLine,
-  openTunnel,
+  openTunnelDevice,
   type RunningProgram,
   readHandshakePacket,
   resolveHostPort,
   setUpHost,
+  startShards,
+  sumStats,
 } from "fake-tcp-common";
 import type { ServerConfig } from "./cli.js";
-import { newRelayCounters, Relay } from "./relay.js";
+import { type ServerShardData, startServerShard } from "./shard.js";
 
 /** Options for {@link startServer} beyond the configuration (for tests). */
 export interface StartServerOptions {
@@ -75,63 +77,48 @@ async function start(
 
   const fatal =
     options.fatal ?? ((err: unknown) => logger.error({ err: oneLine(err) }, "tunnel failed"));
-  const tunnel = openTunnel(config, { logger, fatal });
-  cleanup.add("TUN device", () => tunnel.close());
+  const device = openTunnelDevice(config, logger);
+  cleanup.add("TUN device", () => device.close());
   logger.info(
     {
-      tun: tunnel.name,
-      mtu: tunnel.mtu,
+      tun: device.name,
+      mtu: device.mtu,
       ipv4: config.ipv4,
       ipv6: config.ipv6,
-      queues: config.queues,
+      queues: device.shards,
     },
     "TUN device up",
   );
 
-  const totals = newRelayCounters();
-  const counters = { opened: 0, closed: 0 };
-  const relays = new Set<Relay>();
+  const shards = await startShards<ServerShardData>({
+    count: device.shards,
+    script: new URL("./shard-worker.js", import.meta.url),
+    start: startServerShard,
+    data: (index) => ({
+      config,
+      remote,
+      handshakePacket,
+      shard: { index, count: device.shards },
+      fd: device.queues[index].fd,
+    }),
+    logLevel: config.logLevel,
+    context: { logger, fatal },
+  });
+  // Shards reset their connections through their queues, so they stop before the device closes.
+  cleanup.add("shards", () => Promise.all(shards.map((shard) => shard.stop())));
   const remoteName = formatAddress(remote.address, remote.port);
-
-  tunnel.listen(config.listen, (sock) => {
-    const relay = new Relay(sock, remote, totals, (ended, cause) => {
-      if (!relays.delete(ended)) return;
-      counters.closed++;
-      logger.info(
-        {
-          peer: formatAddress(sock.remoteAddress, sock.remotePort),
-          local: formatAddress(sock.localAddress, sock.localPort),
-          remote: remoteName,
-          cause,
-          seconds: Math.round((Date.now() - ended.openedAt) / 1000),
-        },
-        "connection closed",
-      );
-    });
-    relays.add(relay);
-    counters.opened++;
-    logger.info(
-      {
-        peer: formatAddress(sock.remoteAddress, sock.remotePort),
-        local: formatAddress(sock.localAddress, sock.localPort),
-        remote: remoteName,
-      },
-      "connection opened",
-    );
-    if (handshakePacket) sock.send(handshakePacket);
-  });
-  cleanup.add("connections", () => {
-    for (const relay of [...relays]) relay.close();
-  });
-  logger.info({ listen: config.listen, remote: remoteName }, "fake-tcp-server running");
+  logger.info(
+    { listen: config.listen, remote: remoteName, shards: shards.length },
+    "fake-tcp-server running",
+  );
 
   return {
     logger,
-    logStats: () =>
-      logger.info(
-        { connections: relays.size, ...counters, ...totals, stack: tunnel.stats() },
-        "stats",
-      ),
+    logStats: () => {
+      void Promise.all(shards.map((shard) => shard.stats())).then((list) =>
+        logger.info(sumStats(list), "stats"),
+      );
+    },
     stop: () =>
       cleanup.run((what, err) => logger.error({ what, err: oneLine(err) }, "cleanup failed")),
   };

@@ -26,76 +26,11 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "napi-util.h"
+#include "steering.h"
+#include "udp.h"
+
 #define VNET_HDR_LEN 10 /* sizeof(struct virtio_net_hdr): no mergeable buffers, no v1 hash */
-
-/* ------------------------------------------------------------------------------------------ */
-/* Error helpers                                                                              */
-/* ------------------------------------------------------------------------------------------ */
-
-/* Throws an Error whose `code` is the errno name (e.g. "EBUSY"), with `errno` and `syscall`. */
-static void throw_errno(napi_env env, int err, const char* syscall, const char* what) {
-  char msg[256];
-  snprintf(msg, sizeof msg, "%s failed for %s: %s", syscall, what, strerror(err));
-  napi_value message, error, code, num, sc;
-  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &message);
-  napi_create_string_utf8(env, uv_err_name(-err), NAPI_AUTO_LENGTH, &code);
-  napi_create_error(env, code, message, &error);
-  napi_create_int32(env, err, &num);
-  napi_set_named_property(env, error, "errno", num);
-  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &sc);
-  napi_set_named_property(env, error, "syscall", sc);
-  napi_throw(env, error);
-}
-
-#define NAPI_CALL(env, call)                                                                   \
-  do {                                                                                         \
-    if ((call) != napi_ok) {                                                                   \
-      bool pending_;                                                                           \
-      napi_is_exception_pending((env), &pending_);                                             \
-      if (!pending_) napi_throw_error((env), "ERR_TUN_NATIVE", "Node-API call failed: " #call); \
-      return NULL;                                                                             \
-    }                                                                                          \
-  } while (0)
-
-/* Reads a JS string argument into buf (NUL-terminated); false (with a TypeError) if too long. */
-static bool get_string(napi_env env, napi_value v, char* buf, size_t cap, const char* what) {
-  size_t len = 0;
-  if (napi_get_value_string_utf8(env, v, buf, cap, &len) != napi_ok) {
-    char msg[96];
-    snprintf(msg, sizeof msg, "%s must be a string", what);
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
-    return false;
-  }
-  if (len >= cap - 1) {
-    /* napi truncates silently: a full buffer means the input may not have fitted. */
-    size_t full = 0;
-    napi_get_value_string_utf8(env, v, NULL, 0, &full);
-    if (full >= cap) {
-      char msg[96];
-      snprintf(msg, sizeof msg, "%s is too long", what);
-      napi_throw_range_error(env, "ENAMETOOLONG", msg);
-      return false;
-    }
-  }
-  return true;
-}
-
-/* Gets a byte view of any Uint8Array (Buffer included). False (with a TypeError) otherwise. */
-static bool get_bytes(napi_env env, napi_value v, uint8_t** data, size_t* len, const char* what) {
-  napi_typedarray_type type;
-  size_t length;
-  void* ptr;
-  if (napi_get_typedarray_info(env, v, &type, &length, &ptr, NULL, NULL) != napi_ok ||
-      (type != napi_uint8_array && type != napi_uint8_clamped_array)) {
-    char msg[96];
-    snprintf(msg, sizeof msg, "%s must be a Uint8Array or Buffer", what);
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
-    return false;
-  }
-  *data = ptr;
-  *len = length;
-  return true;
-}
 
 /* ------------------------------------------------------------------------------------------ */
 /* Device-level functions: open a queue fd, interface ioctls                                  */
@@ -787,8 +722,14 @@ static napi_value init(napi_env env, napi_value exports) {
       METHOD("getMtu", get_mtu),
       METHOD("setTxQueueLen", set_txqueuelen),
       METHOD("setUp", set_up),
+      METHOD("setSteering", steering_set),
+      METHOD("steeringProbe", steering_probe),
   };
   NAPI_CALL(env, napi_define_properties(env, exports, sizeof fns / sizeof fns[0], fns));
+  if (!udp_define_class(env, exports)) {
+    napi_throw_error(env, "ERR_UDP_NATIVE", "could not define NativeUdp");
+    return NULL;
+  }
   return exports;
 }
 

@@ -4,7 +4,7 @@
  */
 import { explainConfigError, explainOpenError, tunError } from "./errors.js";
 import { addPointToPoint } from "./ip-config.js";
-import { addon } from "./native.js";
+import { addon, type SteeringMode } from "./native.js";
 import {
   DEFAULT_BATCH_SIZE,
   DEFAULT_DEVICE_PATH,
@@ -90,12 +90,43 @@ export class TunDevice {
       const queues: TunQueue[] = [];
       for (const fd of fds) queues.push(new TunQueue(fd, name, mtu, vnetHdr, batchSize));
       fds.length = 0; // owned by the queues from here on
-      return new TunDevice(name, mtu, queues);
+      const device = new TunDevice(name, mtu, queues);
+      if (opts.steering) {
+        try {
+          device.setSteering(opts.steering);
+        } catch (error) {
+          device.close();
+          throw error;
+        }
+      }
+      return device;
     } catch (error) {
       // Closing every fd removes the half-made device.
       for (const fd of fds) addon.closeFd(fd);
       throw error;
     }
+  }
+
+  /**
+   * Why eBPF queue steering cannot be used in this process, or null when it can (the steering
+   * program loads: bpf() exists, permission, verifier). The caller falls back to one queue.
+   * Attaching can still fail on kernels older than 4.16 (no TUNSETSTEERINGEBPF).
+   */
+  static steeringUnavailableReason(): { code: string; message: string } | null {
+    return addon.steeringProbe();
+  }
+
+  /**
+   * Sets ("port-sum") or removes (null) the device's eBPF queue steering: with "port-sum", a
+   * packet the kernel sends into the device goes to queue (source port + destination port) %
+   * queue count, ports read from the TCP/UDP header (IPv4 at IHL*4, IPv6 at 40; anything
+   * else to queue 0). See {@link TunQueue.setSteering} for errors.
+   */
+  setSteering(mode: SteeringMode | null): void {
+    const open = this.queues.find((q) => q.fd >= 0);
+    if (open === undefined)
+      throw tunError("EBADF", `cannot set steering on ${this.name}: every queue is closed`);
+    open.setSteering(mode);
   }
 
   /** Closes every queue this device opened. Idempotent. */

@@ -11,6 +11,7 @@
  */
 export { TunDevice } from "./device.js";
 export { type TunError, tunError } from "./errors.js";
+export type { SteeringMode } from "./native.js";
 export {
   DEFAULT_BATCH_SIZE,
   DEFAULT_TXQUEUELEN,

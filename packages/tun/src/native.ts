@@ -30,6 +30,51 @@ export interface NativeQueue {
   close(): void;
 }
 
+/** One UDP socket in the addon: recvmmsg reader, synchronous senders, counters. */
+export interface NativeUdp {
+  /** Shared receive buffer: datagram slot i starts at i * slotSize. */
+  readonly readBuffer: ArrayBuffer;
+  /** Shared start/len pairs of the current batch. */
+  readonly readOffsets: ArrayBuffer;
+  /** Shared source address records of the current batch (ADDRESS_RECORD_BYTES each). */
+  readonly readAddresses: ArrayBuffer;
+  /** Shared destination address records of the current batch (with packetInfo). */
+  readonly readDestinations: ArrayBuffer;
+  /** The socket's fd, or -1 once closed. */
+  readonly fd: number;
+  bind(
+    address: string,
+    port: number,
+    reusePort: boolean,
+    recvBufferBytes: number,
+    sendBufferBytes: number,
+    packetInfo: boolean,
+  ): void;
+  connect(address: string, port: number): void;
+  localAddress(): { address: string; port: number; family: 4 | 6 };
+  start(handler: (count: number) => void): void;
+  ref(keep: boolean): void;
+  send(
+    buffer: Uint8Array,
+    offset: number,
+    length: number,
+    address?: string | Uint8Array | null,
+    portOrRecordIndex?: number,
+    sourceRecords?: Uint8Array | null,
+    sourceIndex?: number,
+  ): boolean;
+  sendBatch(
+    buffer: Uint8Array,
+    offsets: Uint32Array,
+    count: number,
+    records?: Uint8Array | null,
+    sourceRecords?: Uint8Array | null,
+  ): number;
+  /** [datagramsIn, bytesIn, datagramsOut, bytesOut, sendDrops, receiveBatches, truncated, receiveErrors] */
+  stats(): number[];
+  close(): void;
+}
+
 /** The addon's exports. */
 export interface NativeAddon {
   NativeQueue: new (
@@ -52,7 +97,17 @@ export interface NativeAddon {
   getMtu(name: string): number;
   setTxQueueLen(name: string, length: number): void;
   setUp(name: string, up: 0 | 1): void;
+  /** Attaches ("port-sum") or detaches (null) the device-wide eBPF steering program via `fd`. */
+  setSteering(fd: number, mode: SteeringMode | null): void;
+  /** null when the steering program loads here, else why not. */
+  steeringProbe(): { code: string; message: string } | null;
+  NativeUdp: new (family: 4 | 6, slotSize: number, batchSize: number) => NativeUdp;
+  /** A fresh address record (see udp-batch.ts for the layout) for `address`:`port`. */
+  encodeUdpAddress(address: string, port: number): Uint8Array;
 }
+
+/** Queue steering programs the addon can attach to a multi-queue TUN device. */
+export type SteeringMode = "port-sum";
 
 /** Linux TUN flag bits (from linux/if_tun.h) that this package reads back. */
 export const IFF_MULTI_QUEUE = 0x0100;

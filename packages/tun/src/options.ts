@@ -4,6 +4,7 @@
  */
 import { isIPv4, isIPv6 } from "node:net";
 import { tunError } from "./errors.js";
+import type { SteeringMode } from "./native.js";
 
 /** A point-to-point address pair: this host's end and the peer's end of the TUN link. */
 export interface PointToPoint {
@@ -51,6 +52,14 @@ export interface TunDeviceOptions extends TunQueueOptions {
   up?: boolean;
   /** The TUN clone device (default "/dev/net/tun"); overridable for tests and odd setups. */
   devicePath?: string;
+  /**
+   * Deterministic queue steering (needs a multi-queue device): with "port-sum" the kernel
+   * hands a packet to queue (source port + destination port) % queues, read from the TCP/UDP
+   * header of IPv4 (at IHL*4) or IPv6 (at 40) packets; anything else goes to queue 0. Applies
+   * to the whole device, including queues attached later. Throws (nothing left open) when the
+   * kernel refuses; check `TunDevice.steeringUnavailableReason()` first to fall back.
+   */
+  steering?: SteeringMode | null;
 }
 
 /** Defaults applied by `TunDevice.open`. */
@@ -117,6 +126,16 @@ export function validateDeviceOptions(opts: TunDeviceOptions): void {
   if (opts.txqueuelen !== undefined && !integerIn(opts.txqueuelen, 1, 1_000_000))
     throw tunError("ERANGE", `txqueuelen ${opts.txqueuelen} must be an integer from 1 to 1000000`);
   if (opts.batchSize !== undefined) validateBatchSize(opts.batchSize);
+  if (opts.steering !== undefined && opts.steering !== null) validateSteering(opts.steering);
   if (opts.ipv4 !== undefined) validatePair(opts.ipv4, 4);
   if (opts.ipv6 !== undefined) validatePair(opts.ipv6, 6);
+}
+
+/** Checks a steering mode ("port-sum" is the only program so far). */
+export function validateSteering(mode: unknown): asserts mode is SteeringMode {
+  if (mode !== "port-sum")
+    throw tunError(
+      "EINVAL",
+      `bad steering mode ${JSON.stringify(mode)}: expected "port-sum" (or null for none)`,
+    );
 }

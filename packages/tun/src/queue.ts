@@ -4,13 +4,20 @@
  */
 import { readFileSync } from "node:fs";
 import { explainOpenError, tunError } from "./errors.js";
-import { addon, IFF_MULTI_QUEUE, IFF_VNET_HDR, type NativeQueue } from "./native.js";
+import {
+  addon,
+  IFF_MULTI_QUEUE,
+  IFF_VNET_HDR,
+  type NativeQueue,
+  type SteeringMode,
+} from "./native.js";
 import {
   DEFAULT_BATCH_SIZE,
   DEFAULT_DEVICE_PATH,
   type TunQueueOptions,
   validateBatchSize,
   validateName,
+  validateSteering,
 } from "./options.js";
 
 /** Length of the virtio_net_hdr that precedes every packet on a vnetHdr queue. */
@@ -232,6 +239,26 @@ export class TunQueue {
     partialChecksum = false,
   ): number {
     return this.#native.writeBatch(buffer, offsets, count, partialChecksum);
+  }
+
+  /**
+   * Sets the eBPF queue steering of the whole device this queue belongs to ("port-sum": a
+   * packet goes to queue (sport + dport) % queues), or removes it (null: back to the kernel's
+   * flow hash). Works from any queue, in any thread.
+   *
+   * @throws a TunError with the errno name in `code`: EPERM (no CAP_BPF/CAP_SYS_ADMIN), EINVAL
+   * (verifier rejection, with its log; or a kernel without TUNSETSTEERINGEBPF), EBADF (closed).
+   */
+  setSteering(mode: SteeringMode | null): void {
+    if (mode !== null) validateSteering(mode);
+    if (this.fd < 0)
+      throw tunError("EBADF", `cannot set steering on ${this.name}: the queue is closed`);
+    try {
+      addon.setSteering(this.fd, mode);
+    } catch (error) {
+      const code = (error as { code?: string }).code ?? "EUNKNOWN";
+      throw tunError(code, `TUN device ${this.name}: ${(error as Error).message}`, error);
+    }
   }
 
   /** Lets the thread exit while this queue waits for packets (like `socket.unref()`). */

@@ -51,11 +51,27 @@ export interface StackOptions {
   tickMs?: number;
   /** Where rate-limited messages go (default: nowhere). */
   log?: StackLogger;
+  /**
+   * Shard of a sharded program (one stack per TUN queue, the device steering a flow's packets
+   * to queue `(sport + dport) % count`): `connect()` then picks only local ports `p` with
+   * `(p + remotePort) % count === index`, so that the replies of its connections come back to
+   * this stack's queue. Default: one shard (any port).
+   */
+  portShard?: PortShard;
+}
+
+/** This stack's shard: `index` of `count` (see {@link StackOptions.portShard}). */
+export interface PortShard {
+  readonly index: number;
+  readonly count: number;
 }
 
 /** Options with every default applied. */
 export type ResolvedOptions = Required<Omit<StackOptions, "local4" | "local6" | "log">> &
   Pick<StackOptions, "local4" | "local6" | "log">;
+
+/** Most shards: more would leave too few ports per shard in the ephemeral range. */
+export const MAX_PORT_SHARDS = 1024;
 
 function positiveInt(name: string, value: number, min = 1): number {
   if (!Number.isInteger(value) || value < min)
@@ -87,6 +103,7 @@ export function resolveOptions(o: StackOptions): ResolvedOptions {
     rstBurst: o.rstBurst ?? 200,
     receiveQueueLimit: o.receiveQueueLimit ?? 1024,
     tickMs: o.tickMs ?? 100,
+    portShard: o.portShard ?? { index: 0, count: 1 },
   };
   positiveInt("handshakeAttempts", r.handshakeAttempts);
   positiveInt("handshakeTimeoutMs", r.handshakeTimeoutMs);
@@ -103,5 +120,15 @@ export function resolveOptions(o: StackOptions): ResolvedOptions {
   positiveInt("rstBurst", r.rstBurst, 0);
   positiveInt("receiveQueueLimit", r.receiveQueueLimit);
   positiveInt("tickMs", r.tickMs);
+  positiveInt("portShard.count", r.portShard.count);
+  if (r.portShard.count > MAX_PORT_SHARDS)
+    throw new RangeError(
+      `stack option portShard.count must be at most ${MAX_PORT_SHARDS}, got ${r.portShard.count}`,
+    );
+  positiveInt("portShard.index", r.portShard.index, 0);
+  if (r.portShard.index >= r.portShard.count)
+    throw new RangeError(
+      `stack option portShard.index must be below portShard.count (${r.portShard.count}), got ${r.portShard.index}`,
+    );
   return r;
 }

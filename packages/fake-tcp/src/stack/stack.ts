@@ -714,16 +714,23 @@ export class Stack implements SocketHost {
     });
   }
 
-  /** Random start in 32768..60999, then the first port whose tuple is free, counting up. */
+  /**
+   * Random start in 32768..60999, then the first port whose tuple is free, counting up. With
+   * a port shard, only ports `p` with `(p + remotePort) % count === index` are candidates.
+   */
   private pickSourcePort(
     family: 4 | 6,
     remote: number[],
     local: number[],
     remotePort: number,
   ): number {
+    const { index, count } = this.opts.portShard;
     const start = Math.floor(Math.random() * EPHEMERAL_COUNT);
+    let candidates = 0;
     for (let i = 0; i < EPHEMERAL_COUNT; i++) {
       const port = EPHEMERAL_FIRST + ((start + i) % EPHEMERAL_COUNT);
+      if ((port + remotePort) % count !== index) continue;
+      candidates++;
       const taken =
         family === 4
           ? this.table.find4(remote[0], local[0], remotePort, port)
@@ -732,7 +739,7 @@ export class Stack implements SocketHost {
     }
     throw codeError(
       "EADDRNOTAVAIL",
-      `no free source port towards port ${remotePort}: all ${EPHEMERAL_COUNT} in use`,
+      `no free source port towards port ${remotePort}: all ${candidates} in use`,
     );
   }
 

@@ -15,6 +15,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { compileFlood } from "./flood.js";
 import type { Scenario } from "./scenario.js";
+import { runUdpSection } from "./udp-bench.js";
 
 const CHILD = fileURLToPath(new URL("./child.js", import.meta.url));
 const SECONDS = Number(process.env.TUN_BENCH_SECONDS ?? 3);
@@ -120,6 +121,7 @@ function main(): void {
         `${k(r.writePps)} (delivered to socket ${k(r.deliveredPps)}, drops ${k(r.dropPps)})`,
       );
     }
+    runUdpSection(ns, flood, SECONDS, report);
     console.log("\nMarkdown:\n\n| Measurement | Result |\n|---|---|");
     for (const [label, value] of rows) console.log(`| ${label} | ${value} |`);
   } finally {
