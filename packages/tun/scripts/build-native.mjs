@@ -20,6 +20,14 @@ function localNodeDir() {
   );
 }
 
+// `--if-missing` (the install hook): keep an addon that is already built. A production
+// reinstall (no devDependencies, so no node-gyp) must not try to rebuild it.
+const addonPath = join(packageDir, "build/Release/tun.node");
+if (process.argv.includes("--if-missing") && existsSync(addonPath)) {
+  console.log(`kept ${addonPath} (already built; \`pnpm run build:native\` rebuilds it)`);
+  process.exit(0);
+}
+
 const require = createRequire(join(packageDir, "package.json"));
 const nodeGyp = join(dirname(require.resolve("node-gyp/package.json")), "bin/node-gyp.js");
 const nodedir = localNodeDir();
