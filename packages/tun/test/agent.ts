@@ -57,7 +57,15 @@ export class Agent {
     const seen = this.events.find(pred);
     if (seen) return Promise.resolve(seen);
     return new Promise((resolve, reject) => {
+      // One exit listener per pending wait, removed when the wait settles (tests wait often).
+      const onExit = (code: number | null) => {
+        if (this.waiters.some((w) => w.resolve === done))
+          reject(
+            new Error(`agent exited (${code}) before ${what}; stderr: ${this.stderr.join("")}`),
+          );
+      };
       const timer = setTimeout(() => {
+        this.child.off("exit", onExit);
         this.waiters = this.waiters.filter((w) => w.resolve !== done);
         reject(
           new Error(
@@ -67,15 +75,11 @@ export class Agent {
       }, timeoutMs);
       const done = (e: AgentEvent) => {
         clearTimeout(timer);
+        this.child.off("exit", onExit);
         resolve(e);
       };
       this.waiters.push({ pred, resolve: done });
-      this.child.once("exit", (code) => {
-        if (this.waiters.some((w) => w.resolve === done))
-          reject(
-            new Error(`agent exited (${code}) before ${what}; stderr: ${this.stderr.join("")}`),
-          );
-      });
+      this.child.once("exit", onExit);
     });
   }
 
