@@ -3,56 +3,41 @@
  * `--remote`.
  */
 import {
-  Cleanup,
-  createLogger,
   formatAddress,
-  type Logger,
+  type LaunchOptions,
+  launchProgram,
   maxPayload,
-  oneLine,
-  openTunnelDevice,
+  openProgramDevice,
+  type ProgramContext,
   type RunningProgram,
   readHandshakePacket,
   resolveHostPort,
   setUpHost,
-  startShards,
-  sumStats,
+  shardedProgram,
+  startProgramShards,
 } from "fake-tcp-common";
 import type { ClientConfig } from "./cli.js";
 import { type ClientShardData, startClientShard } from "./shard.js";
 import { bindUdpEndpoints } from "./udp-endpoints.js";
 
 /** Options for {@link startClient} beyond the configuration (for tests). */
-export interface StartClientOptions {
-  readonly logger?: Logger;
-  /** Called when the running program fails (default: log it). */
-  readonly fatal?: (err: unknown) => void;
-}
+export type StartClientOptions = LaunchOptions;
 
 /**
  * Starts the client: resolves the server, reads the handshake packet, binds UDP, sets up the
  * host and the tunnel. Throws a `UsageError` for bad input; whatever was set up is undone.
  */
-export async function startClient(
+export function startClient(
   config: ClientConfig,
   options: StartClientOptions = {},
 ): Promise<RunningProgram> {
-  const logger =
-    options.logger ?? createLogger({ level: config.logLevel, name: "fake-tcp-client" });
-  const cleanup = new Cleanup();
-  try {
-    return await start(config, options, logger, cleanup);
-  } catch (err) {
-    await cleanup.run((what, e) => logger.error({ what, err: oneLine(e) }, "cleanup failed"));
-    throw err;
-  }
+  return launchProgram("fake-tcp-client", config.logLevel, options, (context) =>
+    start(config, context),
+  );
 }
 
-async function start(
-  config: ClientConfig,
-  options: StartClientOptions,
-  logger: Logger,
-  cleanup: Cleanup,
-): Promise<RunningProgram> {
+async function start(config: ClientConfig, context: ProgramContext): Promise<RunningProgram> {
+  const { logger, cleanup } = context;
   // Checked at start so that a wrong name fails now, not at the first datagram.
   const initialTargets = await resolveHostPort(config.remote, config.ipv4Only);
   const ipv6Used = initialTargets.some((t) => t.family === 6);
@@ -92,38 +77,20 @@ async function start(
     });
   }
 
-  const fatal =
-    options.fatal ?? ((err: unknown) => logger.error({ err: oneLine(err) }, "tunnel failed"));
-  const device = openTunnelDevice(config, logger);
-  cleanup.add("TUN device", () => device.close());
-  logger.info(
-    {
-      tun: device.name,
-      mtu: device.mtu,
-      ipv4: config.ipv4,
-      ipv6: config.ipv6,
-      queues: device.shards,
-    },
-    "TUN device up",
-  );
-
+  const device = openProgramDevice(config, context);
   closeProbe();
-  const shards = await startShards<ClientShardData>({
-    count: device.shards,
+  const shards = await startProgramShards<ClientShardData>(device, context, {
     script: new URL("./shard-worker.js", import.meta.url),
     start: startClientShard,
-    data: (index) => ({
+    data: (index, fd) => ({
       config,
       listen,
       handshakePacket,
       shard: { index, count: device.shards },
-      fd: device.queues[index].fd,
+      fd,
     }),
     logLevel: config.logLevel,
-    context: { logger, fatal },
   });
-  // Shards reset their connections through their queues, so they stop before the device closes.
-  cleanup.add("shards", () => Promise.all(shards.map((shard) => shard.stop())));
   logger.info(
     {
       listen: listenNames,
@@ -133,15 +100,5 @@ async function start(
     },
     "fake-tcp-client running",
   );
-
-  return {
-    logger,
-    logStats: () => {
-      void Promise.all(shards.map((shard) => shard.stats())).then((list) =>
-        logger.info(sumStats(list), "stats"),
-      );
-    },
-    stop: () =>
-      cleanup.run((what, err) => logger.error({ what, err: oneLine(err) }, "cleanup failed")),
-  };
+  return shardedProgram(shards, context);
 }

@@ -3,54 +3,39 @@
  * `--remote` over its own UDP socket.
  */
 import {
-  Cleanup,
-  createLogger,
   formatAddress,
-  type Logger,
+  type LaunchOptions,
+  launchProgram,
   maxPayload,
-  oneLine,
-  openTunnelDevice,
+  openProgramDevice,
+  type ProgramContext,
   type RunningProgram,
   readHandshakePacket,
   resolveHostPort,
   setUpHost,
-  startShards,
-  sumStats,
+  shardedProgram,
+  startProgramShards,
 } from "fake-tcp-common";
 import type { ServerConfig } from "./cli.js";
 import { type ServerShardData, startServerShard } from "./shard.js";
 
 /** Options for {@link startServer} beyond the configuration (for tests). */
-export interface StartServerOptions {
-  readonly logger?: Logger;
-  /** Called when the running program fails (default: log it). */
-  readonly fatal?: (err: unknown) => void;
-}
+export type StartServerOptions = LaunchOptions;
 
 /**
  * Starts the server. Throws a `UsageError` for bad input; whatever was set up is undone.
  */
-export async function startServer(
+export function startServer(
   config: ServerConfig,
   options: StartServerOptions = {},
 ): Promise<RunningProgram> {
-  const logger =
-    options.logger ?? createLogger({ level: config.logLevel, name: "fake-tcp-server" });
-  const cleanup = new Cleanup();
-  try {
-    return await start(config, options, logger, cleanup);
-  } catch (err) {
-    await cleanup.run((what, e) => logger.error({ what, err: oneLine(e) }, "cleanup failed"));
-    throw err;
-  }
+  return launchProgram("fake-tcp-server", config.logLevel, options, (context) =>
+    start(config, context),
+  );
 }
 
-async function start(
-  config: ServerConfig,
-  options: StartServerOptions,
-  logger: Logger,
-  cleanup: Cleanup,
-): Promise<RunningProgram> {
+async function start(config: ServerConfig, context: ProgramContext): Promise<RunningProgram> {
+  const { logger, cleanup } = context;
   // The UDP application is resolved once: every connection relays to the same address.
   const [remote] = await resolveHostPort(config.remote, config.ipv4Only);
   const handshakePacket = config.handshakePacketPath
@@ -75,51 +60,23 @@ async function start(
     });
   }
 
-  const fatal =
-    options.fatal ?? ((err: unknown) => logger.error({ err: oneLine(err) }, "tunnel failed"));
-  const device = openTunnelDevice(config, logger);
-  cleanup.add("TUN device", () => device.close());
-  logger.info(
-    {
-      tun: device.name,
-      mtu: device.mtu,
-      ipv4: config.ipv4,
-      ipv6: config.ipv6,
-      queues: device.shards,
-    },
-    "TUN device up",
-  );
-
-  const shards = await startShards<ServerShardData>({
-    count: device.shards,
+  const device = openProgramDevice(config, context);
+  const shards = await startProgramShards<ServerShardData>(device, context, {
     script: new URL("./shard-worker.js", import.meta.url),
     start: startServerShard,
-    data: (index) => ({
+    data: (index, fd) => ({
       config,
       remote,
       handshakePacket,
       shard: { index, count: device.shards },
-      fd: device.queues[index].fd,
+      fd,
     }),
     logLevel: config.logLevel,
-    context: { logger, fatal },
   });
-  // Shards reset their connections through their queues, so they stop before the device closes.
-  cleanup.add("shards", () => Promise.all(shards.map((shard) => shard.stop())));
   const remoteName = formatAddress(remote.address, remote.port);
   logger.info(
     { listen: config.listen, remote: remoteName, shards: shards.length },
     "fake-tcp-server running",
   );
-
-  return {
-    logger,
-    logStats: () => {
-      void Promise.all(shards.map((shard) => shard.stats())).then((list) =>
-        logger.info(sumStats(list), "stats"),
-      );
-    },
-    stop: () =>
-      cleanup.run((what, err) => logger.error({ what, err: oneLine(err) }, "cleanup failed")),
-  };
+  return shardedProgram(shards, context);
 }
