@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "napi-util.h"
+#include "polled.h"
 #include "steering.h"
 #include "udp.h"
 
@@ -219,19 +220,8 @@ static napi_value set_up(napi_env env, napi_callback_info info) {
 /* ------------------------------------------------------------------------------------------ */
 
 typedef struct {
-  napi_env env;
-  int fd;
+  polled_t base; /* first: fd, poll handle, handler, lifecycle (polled.h) */
   bool vnet;
-  bool closed;
-  bool poll_started; /* uv_poll_init done: the handle must be uv_close()d */
-  int owners;        /* JS wrapper + poll handle: freed when both are gone */
-
-  uv_poll_t poll;
-  napi_ref handler;
-  napi_async_context async_ctx;
-  napi_async_cleanup_hook_handle cleanup;
-
-  napi_ref buf_ref, off_ref; /* keep the shared ArrayBuffers alive while we write into them */
   uint8_t* buf;
   size_t buf_len;
   uint32_t* offsets;
@@ -242,80 +232,9 @@ typedef struct {
   double read_errors;
 } queue_t;
 
-static void queue_release(queue_t* q) {
-  if (--q->owners == 0) free(q);
-}
+static void on_readable(uv_poll_t* h, int status, int events);
 
-static void on_poll_closed(uv_handle_t* h) {
-  queue_t* q = h->data;
-  /* The handle is gone: only now is teardown complete, so the env may finish exiting. */
-  if (q->cleanup != NULL) {
-    napi_remove_async_cleanup_hook(q->cleanup);
-    q->cleanup = NULL;
-  }
-  queue_release(q);
-}
-
-/* Stops polling, closes the fd and schedules the handle close. Safe to call repeatedly and
- * from the env cleanup hook. The fd is closed right after uv_poll_stop (which removes it from
- * epoll), so no further read callback can fire for it. */
-static void queue_close(queue_t* q) {
-  if (q->closed) return;
-  q->closed = true;
-  if (q->poll_started) uv_poll_stop(&q->poll);
-  if (q->fd >= 0) {
-    close(q->fd);
-    q->fd = -1;
-  }
-  if (q->handler != NULL) {
-    napi_delete_reference(q->env, q->handler);
-    q->handler = NULL;
-  }
-  if (q->buf_ref != NULL) {
-    napi_delete_reference(q->env, q->buf_ref);
-    q->buf_ref = NULL;
-  }
-  if (q->off_ref != NULL) {
-    napi_delete_reference(q->env, q->off_ref);
-    q->off_ref = NULL;
-  }
-  if (q->async_ctx != NULL) {
-    napi_async_destroy(q->env, q->async_ctx);
-    q->async_ctx = NULL;
-  }
-  if (q->poll_started) {
-    uv_close((uv_handle_t*)&q->poll, on_poll_closed);
-  } else if (q->cleanup != NULL) {
-    napi_remove_async_cleanup_hook(q->cleanup);
-    q->cleanup = NULL;
-  }
-}
-
-/* Env teardown (worker exit, process exit): close like close() and let Node wait for the
- * handle close before it tears down the loop. */
-static void on_env_cleanup(napi_async_cleanup_hook_handle handle, void* arg) {
-  (void)handle;
-  queue_close((queue_t*)arg);
-}
-
-static void queue_finalize(napi_env env, void* data, void* hint) {
-  (void)env;
-  (void)hint;
-  queue_t* q = data;
-  queue_close(q);
-  queue_release(q);
-}
-
-static queue_t* unwrap(napi_env env, napi_callback_info info, size_t* argc, napi_value* argv) {
-  napi_value self;
-  void* data = NULL;
-  if (napi_get_cb_info(env, info, argc, argv, &self, NULL) != napi_ok) return NULL;
-  if (napi_unwrap(env, self, &data) != napi_ok || data == NULL) {
-    napi_throw_type_error(env, "ERR_INVALID_THIS", "not a NativeQueue");
-    return NULL;
-  }
-  return data;
-}
+static void queue_free(polled_t* p) { free(p); }
 
 /* new NativeQueue(fd, vnetHdr, slotSize, batchSize): takes ownership of fd. Exposes the
  * shared read buffer and offsets as `readBuffer` and `readOffsets` (ArrayBuffers). */
@@ -339,62 +258,30 @@ static napi_value queue_new(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "ENOMEM", "out of memory");
     return NULL;
   }
-  q->env = env;
-  q->fd = fd;
+  polled_init(&q->base, env, fd, on_readable, queue_free, "the TUN queue", "TunQueue",
+              "ERR_TUN_CLOSED");
   q->vnet = vnet;
   q->slot = slot;
   q->batch = batch;
-  q->owners = 1;
   q->buf_len = (size_t)slot * batch;
-
-  napi_value buf, off;
   void *buf_data, *off_data;
-  if (napi_create_arraybuffer(env, q->buf_len, &buf_data, &buf) != napi_ok ||
-      napi_create_arraybuffer(env, (size_t)batch * 2 * sizeof(uint32_t), &off_data, &off) != napi_ok ||
-      napi_create_reference(env, buf, 1, &q->buf_ref) != napi_ok ||
-      napi_create_reference(env, off, 1, &q->off_ref) != napi_ok ||
-      napi_set_named_property(env, self, "readBuffer", buf) != napi_ok ||
-      napi_set_named_property(env, self, "readOffsets", off) != napi_ok ||
-      napi_wrap(env, self, q, queue_finalize, NULL, NULL) != napi_ok) {
-    if (q->buf_ref) napi_delete_reference(env, q->buf_ref);
-    if (q->off_ref) napi_delete_reference(env, q->off_ref);
-    free(q);
+  if (!polled_share_buffer(&q->base, self, "readBuffer", q->buf_len, &buf_data) ||
+      !polled_share_buffer(&q->base, self, "readOffsets", (size_t)batch * 2 * sizeof(uint32_t),
+                           &off_data) ||
+      !polled_wrap(&q->base, self)) {
+    polled_discard(&q->base); /* the fd stays the caller's */
     napi_throw_error(env, "ERR_TUN_NATIVE", "could not set up the queue buffers");
     return NULL;
   }
   q->buf = buf_data;
   q->offsets = off_data;
-  napi_add_async_cleanup_hook(env, on_env_cleanup, q, &q->cleanup);
   return self;
-}
-
-/* Calls the JS handler with the batch size, routing a thrown exception to 'uncaughtException'
- * like any other event callback. */
-static void deliver_batch(queue_t* q, uint32_t count) {
-  napi_env env = q->env;
-  napi_handle_scope scope;
-  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
-  napi_value fn, recv, arg, result;
-  if (napi_get_reference_value(env, q->handler, &fn) == napi_ok && fn != NULL) {
-    napi_get_global(env, &recv); /* napi_make_callback needs an object receiver */
-    napi_create_uint32(env, count, &arg);
-    if (napi_make_callback(env, q->async_ctx, recv, fn, 1, &arg, &result) != napi_ok) {
-      bool pending = false;
-      napi_is_exception_pending(env, &pending);
-      if (pending) {
-        napi_value exc;
-        napi_get_and_clear_last_exception(env, &exc);
-        napi_fatal_exception(env, exc);
-      }
-    }
-  }
-  napi_close_handle_scope(env, scope);
 }
 
 static void on_readable(uv_poll_t* h, int status, int events) {
   (void)events;
   queue_t* q = h->data;
-  if (q->closed) return; /* a wake-up that raced close(): nothing to read, nothing to call */
+  if (q->base.closed) return; /* a wake-up that raced close(): nothing to read, nothing to call */
   if (status < 0) {
     /* EPOLLERR (e.g. the device was deleted): libuv already stopped the handle. */
     q->read_errors += 1;
@@ -406,7 +293,7 @@ static void on_readable(uv_poll_t* h, int status, int events) {
   size_t hdr = q->vnet ? VNET_HDR_LEN : 0;
   /* Packets are packed back to back; each read may be as large as a whole slot. */
   while (count < q->batch && cursor + q->slot <= q->buf_len) {
-    ssize_t n = read(q->fd, q->buf + cursor, q->slot);
+    ssize_t n = read(q->base.fd, q->buf + cursor, q->slot);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno != EAGAIN && errno != EWOULDBLOCK) {
@@ -427,63 +314,7 @@ static void on_readable(uv_poll_t* h, int status, int events) {
   if (count == 0) return;
   q->packets_read += count;
   q->read_batches += 1;
-  deliver_batch(q, count);
-}
-
-/* start(handler): (re)places the batch handler and starts polling. */
-static napi_value queue_start(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  queue_t* q = unwrap(env, info, &argc, argv);
-  if (q == NULL) return NULL;
-  if (q->closed) {
-    napi_throw_error(env, "ERR_TUN_CLOSED", "the TUN queue is closed");
-    return NULL;
-  }
-  napi_valuetype t;
-  if (argc < 1 || napi_typeof(env, argv[0], &t) != napi_ok || t != napi_function) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "handler must be a function");
-    return NULL;
-  }
-  if (q->handler != NULL) napi_delete_reference(env, q->handler);
-  NAPI_CALL(env, napi_create_reference(env, argv[0], 1, &q->handler));
-  if (q->async_ctx == NULL) {
-    napi_value name;
-    NAPI_CALL(env, napi_create_string_utf8(env, "TunQueue", NAPI_AUTO_LENGTH, &name));
-    NAPI_CALL(env, napi_async_init(env, NULL, name, &q->async_ctx));
-  }
-  if (!q->poll_started) {
-    uv_loop_t* loop;
-    NAPI_CALL(env, napi_get_uv_event_loop(env, &loop));
-    int rc = uv_poll_init(loop, &q->poll, q->fd);
-    if (rc < 0) {
-      throw_errno(env, -rc, "uv_poll_init", "the TUN queue");
-      return NULL;
-    }
-    q->poll.data = q;
-    q->poll_started = true;
-    q->owners++;
-  }
-  int rc = uv_poll_start(&q->poll, UV_READABLE, on_readable);
-  if (rc < 0) throw_errno(env, -rc, "uv_poll_start", "the TUN queue");
-  return NULL;
-}
-
-/* ref(keep): whether an active reader keeps the event loop (and so the thread) alive. */
-static napi_value queue_ref(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  queue_t* q = unwrap(env, info, &argc, argv);
-  if (q == NULL) return NULL;
-  bool keep = true;
-  napi_get_value_bool(env, argv[0], &keep);
-  if (q->poll_started && !q->closed) {
-    if (keep)
-      uv_ref((uv_handle_t*)&q->poll);
-    else
-      uv_unref((uv_handle_t*)&q->poll);
-  }
-  return NULL;
+  polled_deliver(&q->base, count);
 }
 
 /* Byte `i` of the logical packet a ++ b. */
@@ -529,7 +360,7 @@ static bool fill_vnet_hdr(uint8_t* vh, const uint8_t* a, size_t alen, const uint
  * drop: the hot path never throws. */
 static bool queue_send(queue_t* q, const uint8_t* a, size_t alen, const uint8_t* b, size_t blen,
                        bool partial) {
-  if (q->closed || alen + blen == 0) {
+  if (q->base.closed || alen + blen == 0) {
     q->write_drops += 1;
     return false;
   }
@@ -554,7 +385,7 @@ static bool queue_send(queue_t* q, const uint8_t* a, size_t alen, const uint8_t*
   }
   ssize_t rc;
   do {
-    rc = n == 1 ? write(q->fd, iov[0].iov_base, iov[0].iov_len) : writev(q->fd, iov, n);
+    rc = n == 1 ? write(q->base.fd, iov[0].iov_base, iov[0].iov_len) : writev(q->base.fd, iov, n);
   } while (rc < 0 && errno == EINTR);
   if (rc < 0) {
     q->write_drops += 1;
@@ -584,7 +415,7 @@ static bool check_partial(napi_env env, queue_t* q, napi_value v, bool* partial)
 static napi_value queue_write(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2] = {NULL, NULL};
-  queue_t* q = unwrap(env, info, &argc, argv);
+  queue_t* q = (queue_t*)polled_unwrap(env, info, &argc, argv);
   if (q == NULL) return NULL;
   uint8_t* data;
   size_t len;
@@ -600,7 +431,7 @@ static napi_value queue_write(napi_env env, napi_callback_info info) {
 static napi_value queue_write_gather(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3] = {NULL, NULL, NULL};
-  queue_t* q = unwrap(env, info, &argc, argv);
+  queue_t* q = (queue_t*)polled_unwrap(env, info, &argc, argv);
   if (q == NULL) return NULL;
   uint8_t *h, *p;
   size_t hlen, plen;
@@ -617,7 +448,7 @@ static napi_value queue_write_gather(napi_env env, napi_callback_info info) {
 static napi_value queue_write_batch(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4] = {NULL, NULL, NULL, NULL};
-  queue_t* q = unwrap(env, info, &argc, argv);
+  queue_t* q = (queue_t*)polled_unwrap(env, info, &argc, argv);
   if (q == NULL) return NULL;
   uint8_t* buf;
   size_t len;
@@ -660,7 +491,7 @@ static napi_value queue_write_batch(napi_env env, napi_callback_info info) {
  *            readErrors] */
 static napi_value queue_stats(napi_env env, napi_callback_info info) {
   size_t argc = 0;
-  queue_t* q = unwrap(env, info, &argc, NULL);
+  queue_t* q = (queue_t*)polled_unwrap(env, info, &argc, NULL);
   if (q == NULL) return NULL;
   double values[7] = {q->packets_read,  q->bytes_read,   q->packets_written, q->bytes_written,
                       q->write_drops,   q->read_batches, q->read_errors};
@@ -673,25 +504,6 @@ static napi_value queue_stats(napi_env env, napi_callback_info info) {
   return arr;
 }
 
-/* close(): idempotent. */
-static napi_value queue_close_js(napi_env env, napi_callback_info info) {
-  size_t argc = 0;
-  queue_t* q = unwrap(env, info, &argc, NULL);
-  if (q == NULL) return NULL;
-  queue_close(q);
-  return NULL;
-}
-
-/* fd getter: -1 once closed. */
-static napi_value queue_fd(napi_env env, napi_callback_info info) {
-  size_t argc = 0;
-  queue_t* q = unwrap(env, info, &argc, NULL);
-  if (q == NULL) return NULL;
-  napi_value out;
-  napi_create_int32(env, q->fd, &out);
-  return out;
-}
-
 /* ------------------------------------------------------------------------------------------ */
 /* Module                                                                                     */
 /* ------------------------------------------------------------------------------------------ */
@@ -700,14 +512,14 @@ static napi_value queue_fd(napi_env env, napi_callback_info info) {
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor queue_props[] = {
-      METHOD("start", queue_start),
-      METHOD("ref", queue_ref),
+      METHOD("start", polled_start_js),
+      METHOD("ref", polled_ref_js),
       METHOD("write", queue_write),
       METHOD("writeGather", queue_write_gather),
       METHOD("writeBatch", queue_write_batch),
       METHOD("stats", queue_stats),
-      METHOD("close", queue_close_js),
-      {"fd", NULL, NULL, queue_fd, NULL, NULL, napi_default, NULL},
+      METHOD("close", polled_close_js),
+      {"fd", NULL, NULL, polled_fd_js, NULL, NULL, napi_default, NULL},
   };
   napi_value cls;
   NAPI_CALL(env, napi_define_class(env, "NativeQueue", NAPI_AUTO_LENGTH, queue_new, NULL,

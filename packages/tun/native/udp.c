@@ -19,6 +19,8 @@
 #define _GNU_SOURCE /* recvmmsg, sendmmsg */
 #include "udp.h"
 
+#include "polled.h"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdlib.h>
@@ -33,20 +35,10 @@
 #define CTRL_SPACE 128
 
 typedef struct {
-  napi_env env;
-  int fd;
-  int family; /* AF_INET or AF_INET6 */
-  bool closed;
+  polled_t base; /* first: fd, poll handle, handler, lifecycle (polled.h) */
+  int family;    /* AF_INET or AF_INET6 */
   bool connected;
-  bool poll_started;
-  int owners; /* JS wrapper + poll handle */
 
-  uv_poll_t poll;
-  napi_ref handler;
-  napi_async_context async_ctx;
-  napi_async_cleanup_hook_handle cleanup;
-
-  napi_ref buf_ref, off_ref, addr_ref;
   uint8_t* buf;
   uint32_t* offsets;
   uint8_t* records;
@@ -59,7 +51,6 @@ typedef struct {
   uint16_t local_port; /* after bind: the port of destination records */
   uint8_t* ctrl;       /* batch * CTRL_SPACE control buffers for recvmmsg */
   uint8_t* dst_records;
-  napi_ref dst_ref;
 
   double dgrams_in, bytes_in, dgrams_out, bytes_out, send_drops, batches, truncated, recv_errors;
 } udp_t;
@@ -179,81 +170,23 @@ static bool parse_sockaddr(int sock_family, const char* str, uint32_t port,
 /* Lifecycle                                                                                  */
 /* ------------------------------------------------------------------------------------------ */
 
-static void udp_release(udp_t* u) {
-  if (--u->owners == 0) {
-    free(u->msgs);
-    free(u->iovs);
-    free(u->froms);
-    free(u->ctrl);
-    free(u);
-  }
-}
+static void on_udp_readable(uv_poll_t* h, int status, int events);
 
-static void on_udp_poll_closed(uv_handle_t* h) {
-  udp_t* u = h->data;
-  if (u->cleanup != NULL) {
-    napi_remove_async_cleanup_hook(u->cleanup);
-    u->cleanup = NULL;
-  }
-  udp_release(u);
-}
-
-/* Idempotent; safe from the handler and from env cleanup (same order as queue_close). */
-static void udp_close(udp_t* u) {
-  if (u->closed) return;
-  u->closed = true;
-  if (u->poll_started) uv_poll_stop(&u->poll);
-  if (u->fd >= 0) {
-    close(u->fd);
-    u->fd = -1;
-  }
-  napi_ref* refs[] = {&u->handler, &u->buf_ref, &u->off_ref, &u->addr_ref, &u->dst_ref};
-  for (size_t i = 0; i < sizeof refs / sizeof refs[0]; i++) {
-    if (*refs[i] != NULL) {
-      napi_delete_reference(u->env, *refs[i]);
-      *refs[i] = NULL;
-    }
-  }
-  if (u->async_ctx != NULL) {
-    napi_async_destroy(u->env, u->async_ctx);
-    u->async_ctx = NULL;
-  }
-  if (u->poll_started) {
-    uv_close((uv_handle_t*)&u->poll, on_udp_poll_closed);
-  } else if (u->cleanup != NULL) {
-    napi_remove_async_cleanup_hook(u->cleanup);
-    u->cleanup = NULL;
-  }
-}
-
-static void on_udp_env_cleanup(napi_async_cleanup_hook_handle handle, void* arg) {
-  (void)handle;
-  udp_close((udp_t*)arg);
-}
-
-static void udp_finalize(napi_env env, void* data, void* hint) {
-  (void)env;
-  (void)hint;
-  udp_t* u = data;
-  udp_close(u);
-  udp_release(u);
+static void udp_free(polled_t* p) {
+  udp_t* u = (udp_t*)p;
+  free(u->msgs);
+  free(u->iovs);
+  free(u->froms);
+  free(u->ctrl);
+  free(u);
 }
 
 static udp_t* udp_unwrap(napi_env env, napi_callback_info info, size_t* argc, napi_value* argv) {
-  napi_value self;
-  void* data = NULL;
-  if (napi_get_cb_info(env, info, argc, argv, &self, NULL) != napi_ok) return NULL;
-  if (napi_unwrap(env, self, &data) != napi_ok || data == NULL) {
-    napi_throw_type_error(env, "ERR_INVALID_THIS", "not a NativeUdp");
-    return NULL;
-  }
-  return data;
+  return (udp_t*)polled_unwrap(env, info, argc, argv);
 }
 
 static bool require_open(napi_env env, udp_t* u) {
-  if (!u->closed) return true;
-  napi_throw_error(env, "ERR_SOCKET_CLOSED", "the UDP socket is closed");
-  return false;
+  return polled_require_open(env, &u->base);
 }
 
 /* new NativeUdp(family 4|6, slotSize, batchSize): creates the socket (not yet bound) and the
@@ -295,37 +228,22 @@ static napi_value udp_new(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "ENOMEM", "out of memory");
     return NULL;
   }
-  u->env = env;
-  u->fd = fd;
+  polled_init(&u->base, env, fd, on_udp_readable, udp_free, "the UDP socket", "UdpBatchSocket",
+              "ERR_SOCKET_CLOSED");
   u->family = family;
   u->slot = slot;
   u->batch = batch;
-  u->owners = 1;
-  napi_value buf, off, rec, dst;
   void *buf_data, *off_data, *rec_data, *dst_data;
-  if (napi_create_arraybuffer(env, (size_t)slot * batch, &buf_data, &buf) != napi_ok ||
-      napi_create_arraybuffer(env, (size_t)batch * 2 * sizeof(uint32_t), &off_data, &off) != napi_ok ||
-      napi_create_arraybuffer(env, (size_t)batch * ADDR_RECORD, &rec_data, &rec) != napi_ok ||
-      napi_create_arraybuffer(env, (size_t)batch * ADDR_RECORD, &dst_data, &dst) != napi_ok ||
-      napi_create_reference(env, dst, 1, &u->dst_ref) != napi_ok ||
-      napi_set_named_property(env, self, "readDestinations", dst) != napi_ok ||
-      napi_create_reference(env, buf, 1, &u->buf_ref) != napi_ok ||
-      napi_create_reference(env, off, 1, &u->off_ref) != napi_ok ||
-      napi_create_reference(env, rec, 1, &u->addr_ref) != napi_ok ||
-      napi_set_named_property(env, self, "readBuffer", buf) != napi_ok ||
-      napi_set_named_property(env, self, "readOffsets", off) != napi_ok ||
-      napi_set_named_property(env, self, "readAddresses", rec) != napi_ok ||
-      napi_wrap(env, self, u, udp_finalize, NULL, NULL) != napi_ok) {
-    if (u->buf_ref) napi_delete_reference(env, u->buf_ref);
-    if (u->off_ref) napi_delete_reference(env, u->off_ref);
-    if (u->addr_ref) napi_delete_reference(env, u->addr_ref);
-    if (u->dst_ref) napi_delete_reference(env, u->dst_ref);
+  if (!polled_share_buffer(&u->base, self, "readBuffer", (size_t)slot * batch, &buf_data) ||
+      !polled_share_buffer(&u->base, self, "readOffsets", (size_t)batch * 2 * sizeof(uint32_t),
+                           &off_data) ||
+      !polled_share_buffer(&u->base, self, "readAddresses", (size_t)batch * ADDR_RECORD,
+                           &rec_data) ||
+      !polled_share_buffer(&u->base, self, "readDestinations", (size_t)batch * ADDR_RECORD,
+                           &dst_data) ||
+      !polled_wrap(&u->base, self)) {
     close(fd);
-    free(u->msgs);
-    free(u->iovs);
-    free(u->froms);
-    free(u->ctrl);
-    free(u);
+    polled_discard(&u->base);
     napi_throw_error(env, "ERR_UDP_NATIVE", "could not set up the socket buffers");
     return NULL;
   }
@@ -338,7 +256,6 @@ static napi_value udp_new(napi_env env, napi_callback_info info) {
     u->iovs[i].iov_base = u->buf + (size_t)i * slot;
     u->iovs[i].iov_len = slot;
   }
-  napi_add_async_cleanup_hook(env, on_udp_env_cleanup, u, &u->cleanup);
   return self;
 }
 
@@ -372,39 +289,39 @@ static napi_value udp_bind(napi_env env, napi_callback_info info) {
     return NULL;
   }
   int one = 1;
-  if (reuse && setsockopt(u->fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) {
+  if (reuse && setsockopt(u->base.fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) {
     throw_errno(env, errno, "setsockopt(SO_REUSEPORT)", addr);
     return NULL;
   }
   int err;
-  if (rcv > 0 && (err = set_buffer(u->fd, SO_RCVBUFFORCE, SO_RCVBUF, rcv)) != 0) {
+  if (rcv > 0 && (err = set_buffer(u->base.fd, SO_RCVBUFFORCE, SO_RCVBUF, rcv)) != 0) {
     throw_errno(env, err, "setsockopt(SO_RCVBUF)", addr);
     return NULL;
   }
-  if (snd > 0 && (err = set_buffer(u->fd, SO_SNDBUFFORCE, SO_SNDBUF, snd)) != 0) {
+  if (snd > 0 && (err = set_buffer(u->base.fd, SO_SNDBUFFORCE, SO_SNDBUF, snd)) != 0) {
     throw_errno(env, err, "setsockopt(SO_SNDBUF)", addr);
     return NULL;
   }
   if (pktinfo) {
     /* IPv4 sockets: IP_PKTINFO. IPv6: IPV6_RECVPKTINFO, plus IP_PKTINFO for the IPv4 traffic
      * of a dual-stack socket (refused on a v6-only socket, which needs none). */
-    int rc = u->family == AF_INET ? setsockopt(u->fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof one)
-                                  : setsockopt(u->fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof one);
+    int rc = u->family == AF_INET ? setsockopt(u->base.fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof one)
+                                  : setsockopt(u->base.fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof one);
     if (rc < 0) {
       throw_errno(env, errno, u->family == AF_INET ? "setsockopt(IP_PKTINFO)" : "setsockopt(IPV6_RECVPKTINFO)", addr);
       return NULL;
     }
-    if (u->family == AF_INET6) setsockopt(u->fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof one);
+    if (u->family == AF_INET6) setsockopt(u->base.fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof one);
     u->pktinfo = true;
   }
-  if (bind(u->fd, (struct sockaddr*)&ss, len) < 0) {
+  if (bind(u->base.fd, (struct sockaddr*)&ss, len) < 0) {
     throw_errno(env, errno, "bind", addr);
     return NULL;
   }
   struct sockaddr_storage bound;
   socklen_t blen = sizeof bound;
   memset(&bound, 0, sizeof bound);
-  if (getsockname(u->fd, (struct sockaddr*)&bound, &blen) == 0)
+  if (getsockname(u->base.fd, (struct sockaddr*)&bound, &blen) == 0)
     u->local_port = ntohs(bound.ss_family == AF_INET ? ((struct sockaddr_in*)&bound)->sin_port
                                                      : ((struct sockaddr_in6*)&bound)->sin6_port);
   return NULL;
@@ -426,7 +343,7 @@ static napi_value udp_connect(napi_env env, napi_callback_info info) {
     throw_errno(env, EINVAL, "connect", "an address or port that is not valid for this socket");
     return NULL;
   }
-  if (connect(u->fd, (struct sockaddr*)&ss, len) < 0) {
+  if (connect(u->base.fd, (struct sockaddr*)&ss, len) < 0) {
     throw_errno(env, errno, "connect", addr);
     return NULL;
   }
@@ -461,7 +378,7 @@ static napi_value udp_local_address(napi_env env, napi_callback_info info) {
   struct sockaddr_storage ss;
   socklen_t len = sizeof ss;
   memset(&ss, 0, sizeof ss);
-  if (getsockname(u->fd, (struct sockaddr*)&ss, &len) < 0) {
+  if (getsockname(u->base.fd, (struct sockaddr*)&ss, &len) < 0) {
     throw_errno(env, errno, "getsockname", "the UDP socket");
     return NULL;
   }
@@ -471,27 +388,6 @@ static napi_value udp_local_address(napi_env env, napi_callback_info info) {
 /* ------------------------------------------------------------------------------------------ */
 /* Receive                                                                                    */
 /* ------------------------------------------------------------------------------------------ */
-
-static void udp_deliver(udp_t* u, uint32_t count) {
-  napi_env env = u->env;
-  napi_handle_scope scope;
-  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
-  napi_value fn, recv, arg, result;
-  if (napi_get_reference_value(env, u->handler, &fn) == napi_ok && fn != NULL) {
-    napi_get_global(env, &recv);
-    napi_create_uint32(env, count, &arg);
-    if (napi_make_callback(env, u->async_ctx, recv, fn, 1, &arg, &result) != napi_ok) {
-      bool pending = false;
-      napi_is_exception_pending(env, &pending);
-      if (pending) {
-        napi_value exc;
-        napi_get_and_clear_last_exception(env, &exc);
-        napi_fatal_exception(env, exc);
-      }
-    }
-  }
-  napi_close_handle_scope(env, scope);
-}
 
 /* Destination record of a received datagram from its IP_PKTINFO / IPV6_PKTINFO control
  * message (address it was sent to, with the socket's port); all zero when there is none. */
@@ -581,7 +477,7 @@ static bool get_source(napi_env env, napi_value recs, napi_value index, const ui
 static void on_udp_readable(uv_poll_t* h, int status, int events) {
   (void)events;
   udp_t* u = h->data;
-  if (u->closed) return;
+  if (u->base.closed) return;
   if (status < 0) {
     u->recv_errors += 1; /* e.g. a pending ICMP error; reading clears it, keep polling */
   }
@@ -597,7 +493,7 @@ static void on_udp_readable(uv_poll_t* h, int status, int events) {
   }
   int n;
   do {
-    n = recvmmsg(u->fd, u->msgs, u->batch, MSG_DONTWAIT, NULL);
+    n = recvmmsg(u->base.fd, u->msgs, u->batch, MSG_DONTWAIT, NULL);
   } while (n < 0 && errno == EINTR);
   if (n < 0) {
     /* EAGAIN: spurious wake-up. Anything else (ECONNREFUSED from an ICMP error on a connected
@@ -622,59 +518,7 @@ static void on_udp_readable(uv_poll_t* h, int status, int events) {
   if (count == 0) return;
   u->dgrams_in += count;
   u->batches += 1;
-  udp_deliver(u, count);
-}
-
-/* start(handler(count)) */
-static napi_value udp_start(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  udp_t* u = udp_unwrap(env, info, &argc, argv);
-  if (u == NULL || !require_open(env, u)) return NULL;
-  napi_valuetype t;
-  if (argc < 1 || napi_typeof(env, argv[0], &t) != napi_ok || t != napi_function) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "handler must be a function");
-    return NULL;
-  }
-  if (u->handler != NULL) napi_delete_reference(env, u->handler);
-  NAPI_CALL(env, napi_create_reference(env, argv[0], 1, &u->handler));
-  if (u->async_ctx == NULL) {
-    napi_value name;
-    NAPI_CALL(env, napi_create_string_utf8(env, "UdpBatchSocket", NAPI_AUTO_LENGTH, &name));
-    NAPI_CALL(env, napi_async_init(env, NULL, name, &u->async_ctx));
-  }
-  if (!u->poll_started) {
-    uv_loop_t* loop;
-    NAPI_CALL(env, napi_get_uv_event_loop(env, &loop));
-    int rc = uv_poll_init(loop, &u->poll, u->fd);
-    if (rc < 0) {
-      throw_errno(env, -rc, "uv_poll_init", "the UDP socket");
-      return NULL;
-    }
-    u->poll.data = u;
-    u->poll_started = true;
-    u->owners++;
-  }
-  int rc = uv_poll_start(&u->poll, UV_READABLE, on_udp_readable);
-  if (rc < 0) throw_errno(env, -rc, "uv_poll_start", "the UDP socket");
-  return NULL;
-}
-
-/* ref(keep) */
-static napi_value udp_ref(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  udp_t* u = udp_unwrap(env, info, &argc, argv);
-  if (u == NULL) return NULL;
-  bool keep = true;
-  napi_get_value_bool(env, argv[0], &keep);
-  if (u->poll_started && !u->closed) {
-    if (keep)
-      uv_ref((uv_handle_t*)&u->poll);
-    else
-      uv_unref((uv_handle_t*)&u->poll);
-  }
-  return NULL;
+  polled_deliver(&u->base, count);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -739,11 +583,11 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
   const uint8_t* src;
   if (!get_source(env, argv[5], argv[6], &src)) return NULL;
   bool ok = false;
-  if (!u->closed && (has || u->connected)) {
+  if (!u->base.closed && (has || u->connected)) {
     ssize_t rc;
     if (src == NULL) {
       do {
-        rc = sendto(u->fd, data + off, len, MSG_DONTWAIT, has ? (struct sockaddr*)&ss : NULL, has ? slen : 0);
+        rc = sendto(u->base.fd, data + off, len, MSG_DONTWAIT, has ? (struct sockaddr*)&ss : NULL, has ? slen : 0);
       } while (rc < 0 && errno == EINTR);
     } else {
       uint8_t ctrl[CTRL_SPACE];
@@ -758,7 +602,7 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
       m.msg_controllen = source_cmsg(u, src, ctrl);
       if (m.msg_controllen == 0) m.msg_control = NULL; /* unusable source: kernel's choice */
       do {
-        rc = sendmsg(u->fd, &m, MSG_DONTWAIT);
+        rc = sendmsg(u->base.fd, &m, MSG_DONTWAIT);
       } while (rc < 0 && errno == EINTR);
     }
     ok = rc >= 0;
@@ -826,7 +670,7 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
   struct iovec iovs[SEND_CHUNK];
   struct sockaddr_storage dests[SEND_CHUNK];
   uint32_t sent = 0, i = 0;
-  while (i < count && !u->closed) {
+  while (i < count && !u->base.closed) {
     uint32_t n = 0;
     /* Fill a chunk with valid datagrams; malformed entries are dropped and counted. */
     for (; i < count && n < SEND_CHUNK; i++) {
@@ -858,7 +702,7 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
     }
     uint32_t done = 0;
     while (done < n) {
-      int rc = sendmmsg(u->fd, msgs + done, n - done, MSG_DONTWAIT);
+      int rc = sendmmsg(u->base.fd, msgs + done, n - done, MSG_DONTWAIT);
       if (rc > 0) {
         for (int k = 0; k < rc; k++) u->bytes_out += iovs[done + k].iov_len;
         done += (uint32_t)rc;
@@ -899,23 +743,6 @@ static napi_value udp_stats(napi_env env, napi_callback_info info) {
   return arr;
 }
 
-static napi_value udp_close_js(napi_env env, napi_callback_info info) {
-  size_t argc = 0;
-  udp_t* u = udp_unwrap(env, info, &argc, NULL);
-  if (u == NULL) return NULL;
-  udp_close(u);
-  return NULL;
-}
-
-static napi_value udp_fd(napi_env env, napi_callback_info info) {
-  size_t argc = 0;
-  udp_t* u = udp_unwrap(env, info, &argc, NULL);
-  if (u == NULL) return NULL;
-  napi_value out;
-  napi_create_int32(env, u->fd, &out);
-  return out;
-}
-
 /* encodeAddress(address, port) -> Uint8Array record (for a peer table / send). */
 static napi_value udp_encode_address(napi_env env, napi_callback_info info) {
   size_t argc = 2;
@@ -946,13 +773,13 @@ bool udp_define_class(napi_env env, napi_value exports) {
       UMETHOD("bind", udp_bind),
       UMETHOD("connect", udp_connect),
       UMETHOD("localAddress", udp_local_address),
-      UMETHOD("start", udp_start),
-      UMETHOD("ref", udp_ref),
+      UMETHOD("start", polled_start_js),
+      UMETHOD("ref", polled_ref_js),
       UMETHOD("send", udp_send),
       UMETHOD("sendBatch", udp_send_batch),
       UMETHOD("stats", udp_stats),
-      UMETHOD("close", udp_close_js),
-      {"fd", NULL, NULL, udp_fd, NULL, NULL, napi_default, NULL},
+      UMETHOD("close", polled_close_js),
+      {"fd", NULL, NULL, polled_fd_js, NULL, NULL, napi_default, NULL},
   };
   napi_value cls, enc;
   if (napi_define_class(env, "NativeUdp", NAPI_AUTO_LENGTH, udp_new, NULL,

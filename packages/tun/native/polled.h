@@ -1,0 +1,73 @@
+/*
+ * What every polled native object of the addon shares (a TUN queue, a UDP socket): a
+ * non-blocking fd watched by uv_poll on the loop of the env that made it (so it works in
+ * worker_threads), the JS batch handler, the ArrayBuffers it shares with JS, and one lifecycle
+ * that is safe from JS close(), from a handler, from GC finalization and from env teardown
+ * (worker or process exit).
+ *
+ * An object embeds `polled_t` as its FIRST member, so the pointer napi_wrap stores is both.
+ */
+#ifndef FAKE_TCP_TUN_POLLED_H
+#define FAKE_TCP_TUN_POLLED_H
+
+#include "napi-util.h"
+
+#define POLLED_MAX_BUFFERS 4
+
+typedef struct polled polled_t;
+
+struct polled {
+  napi_env env;
+  int fd;
+  bool closed;
+  bool poll_started; /* uv_poll_init done: the handle must be uv_close()d */
+  int owners;        /* JS wrapper + poll handle: freed when both are gone */
+
+  uv_poll_t poll;
+  uv_poll_cb on_readable;
+  napi_ref handler;
+  napi_async_context async_ctx;
+  napi_async_cleanup_hook_handle cleanup;
+  napi_ref buffers[POLLED_MAX_BUFFERS]; /* shared ArrayBuffers: kept alive while written */
+
+  void (*free_object)(polled_t*); /* frees the enclosing object */
+  const char* what;               /* "the TUN queue": for error messages */
+  const char* resource;           /* async resource name: "TunQueue" */
+  const char* closed_code;        /* error code when used after close */
+};
+
+/* Fills the shared part of a freshly calloc'ed object. */
+void polled_init(polled_t* p, napi_env env, int fd, uv_poll_cb on_readable,
+                 void (*free_object)(polled_t*), const char* what, const char* resource,
+                 const char* closed_code);
+
+/* Creates an ArrayBuffer of `bytes`, keeps it referenced and exposes it as `self[name]`. */
+bool polled_share_buffer(polled_t* p, napi_value self, const char* name, size_t bytes,
+                         void** data);
+
+/* Wraps `self` and registers env teardown. On failure the object is not wrapped and the caller
+ * must call polled_discard. */
+bool polled_wrap(polled_t* p, napi_value self);
+
+/* Releases the references of an object that never got wrapped, then frees it. */
+void polled_discard(polled_t* p);
+
+/* Stops polling, closes the fd, drops the JS references. Idempotent; safe in a handler. */
+void polled_close(polled_t* p);
+
+/* The object behind `this` (any polled class), or NULL with a TypeError thrown. */
+polled_t* polled_unwrap(napi_env env, napi_callback_info info, size_t* argc, napi_value* argv);
+
+/* Throws `closed_code` and returns false once the object is closed. */
+bool polled_require_open(napi_env env, polled_t* p);
+
+/* Calls the handler with the batch size; an exception goes to 'uncaughtException'. */
+void polled_deliver(polled_t* p, uint32_t count);
+
+/* JS methods shared by every polled class: start(handler), ref(keep), close(), fd getter. */
+napi_value polled_start_js(napi_env env, napi_callback_info info);
+napi_value polled_ref_js(napi_env env, napi_callback_info info);
+napi_value polled_close_js(napi_env env, napi_callback_info info);
+napi_value polled_fd_js(napi_env env, napi_callback_info info);
+
+#endif
