@@ -16,6 +16,12 @@ export interface PacketBatch {
   readonly buffer: Buffer;
   readonly offsets: Uint32Array;
   readonly count: number;
+  /**
+   * Present on devices with receive offload: per packet, 0, or the segment size of a TCP
+   * packet the device handed over coalesced (its payload is consecutive segments of that
+   * size, the last one possibly shorter, all under one header). Each segment is one datagram.
+   */
+  readonly segmentSizes?: Uint16Array;
 }
 
 export type PacketBatchHandler = (batch: PacketBatch) => void;
@@ -39,6 +45,20 @@ export interface DeviceQueue {
    * copying the payload. Returns false when dropped.
    */
   writeGather(header: Uint8Array, payload: Uint8Array, partialChecksum?: boolean): boolean;
+  /**
+   * True when the queue takes `writeSegmented`: one write carrying several consecutive TCP
+   * segments under one header, which the kernel (or the hardware) splits.
+   */
+  readonly segmentationOffload?: boolean;
+  /**
+   * Writes `header` (IP + 20-byte TCP header describing the whole run: IP length covering all
+   * of `payload`, TCP checksum field holding the pseudo-header seed for the whole TCP length)
+   * followed by `payload`, the payloads of consecutive segments of `segmentSize` bytes each
+   * (the last may be shorter), in one system call. The device emits one segment per
+   * `segmentSize` bytes, sequence numbers advancing by the payload. Returns false when the
+   * whole run was dropped. Only called when `segmentationOffload` is true.
+   */
+  writeSegmented?(header: Uint8Array, payload: Uint8Array, segmentSize: number): boolean;
   /** Stops receiving and releases the queue. Idempotent. */
   close(): void;
 }

@@ -1,9 +1,15 @@
 /**
- * Builds and writes the segments the stack sends, into preallocated header buffers: payloads
- * are passed to the device by reference (`writeGather`), never copied.
+ * Builds and writes the segments the stack sends, into preallocated header buffers. Without
+ * segmentation offload payloads go to the device by reference (`writeGather`), never copied.
  *
  * Data segments reuse a per-family header template: when the previous data segment went to the
  * same socket, only length, IPv4 checksum, seq, ack and TCP checksum are rewritten.
+ *
+ * On a device with segmentation offload, consecutive datagrams of one socket sent in the same
+ * task are coalesced into one write that the kernel splits into the same segments, with
+ * the same sequence numbers, that single writes would have made: one system call and one
+ * trip through the kernel's forwarding path per run instead of per datagram. Each datagram is
+ * copied once, into the run.
  */
 import type { DeviceQueue } from "../device.js";
 import { finishChecksum, foldSum, sumWords } from "../wire/checksum.js";
@@ -33,7 +39,24 @@ export interface SegmentTuple {
 /** Outcome of a data write. */
 export const WriteResult = { ok: 0, tooBig: 1, refused: 2 } as const;
 
+/**
+ * Most segments one coalesced write carries. At 1400-byte datagrams the 16-bit IP length ends
+ * a run first (46 segments); smaller datagrams stop here, which bounds the burst one write
+ * puts on the path.
+ */
+export const MAX_RUN_SEGMENTS = 64;
+/** Most payload one coalesced write carries: the IPv4 total length is 16 bits. */
+const MAX_RUN_PAYLOAD4 = 65535 - 20 - 20;
+/** The IPv6 payload length (TCP header + data) is 16 bits. */
+const MAX_RUN_PAYLOAD6 = 65535 - 20;
+
 const EMPTY = new Uint8Array(0);
+
+/**
+ * Called when the device refused a coalesced run: `segments` datagrams of `tuple` (the socket
+ * they were sent on) were lost.
+ */
+export type RunRefusedHandler = (tuple: SegmentTuple, segments: number) => void;
 
 export class SegmentWriter {
   private readonly data4 = Buffer.alloc(40);
@@ -43,8 +66,35 @@ export class SegmentWriter {
   private readonly remote = [0, 0, 0, 0];
   private template4: SegmentTuple | null = null;
   private template6: SegmentTuple | null = null;
+  // The run being coalesced: consecutive datagrams of one socket, all `runSize` bytes but
+  // the last, copied into `staging` until the run is written as one segmentation-offloaded
+  // packet (at the end of the current task, or when the next datagram cannot join it).
+  private readonly staging = Buffer.allocUnsafe(65536);
+  private runQueue: DeviceQueue | null = null;
+  private runTuple: SegmentTuple | null = null;
+  private runSeq = 0;
+  private runAck = 0;
+  private runNextSeq = 0;
+  private runSize = 0;
+  private runCount = 0;
+  private runBytes = 0;
+  private runLimit = 0;
+  /** The run's last datagram was shorter than `runSize`: nothing more may join. */
+  private runClosed = false;
+  private flushScheduled = false;
+  private readonly flushTask = (): void => {
+    this.flushScheduled = false;
+    this.flush();
+  };
 
-  /** Writes one data segment (flag ACK only) carrying `payload`. */
+  constructor(private readonly onRunRefused: RunRefusedHandler = () => {}) {}
+
+  /**
+   * Sends one data segment (flag ACK only) carrying `payload`. On a queue with segmentation
+   * offload the datagram is copied into the current run and written later in this task
+   * (`ok` then means accepted; a refused run is reported to `onRunRefused`); otherwise it is
+   * written now, by reference.
+   */
   writeData(
     q: DeviceQueue,
     t: SegmentTuple,
@@ -52,6 +102,97 @@ export class SegmentWriter {
     ack: number,
     payload: Uint8Array,
   ): number {
+    if ((t.family === 4 ? 40 : 60) + payload.length > q.mtu) return WriteResult.tooBig;
+    if (q.segmentationOffload === true && q.checksumOffload) {
+      this.append(q, t, seq, ack, payload);
+      return WriteResult.ok;
+    }
+    if (this.runCount > 0) this.flush();
+    return this.writeOne(q, t, seq, ack, payload) ? WriteResult.ok : WriteResult.refused;
+  }
+
+  /** Writes the pending run, if any. Runs are also written at the end of every task. */
+  flush(): void {
+    const count = this.runCount;
+    if (count === 0) return;
+    const q = this.runQueue!;
+    const t = this.runTuple!;
+    const payload = this.staging.subarray(0, this.runBytes);
+    this.runCount = 0;
+    this.runBytes = 0;
+    this.runQueue = null;
+    this.runTuple = null;
+    let ok: boolean;
+    if (count === 1) ok = this.writeOne(q, t, this.runSeq, this.runAck, payload);
+    else {
+      const h = this.dataHeader(t, this.runSeq, this.runAck, payload, true);
+      ok = q.writeSegmented!(h, payload, this.runSize);
+    }
+    if (!ok) this.onRunRefused(t, count);
+  }
+
+  private append(
+    q: DeviceQueue,
+    t: SegmentTuple,
+    seq: number,
+    ack: number,
+    payload: Uint8Array,
+  ): void {
+    const len = payload.length;
+    if (
+      this.runCount > 0 &&
+      (this.runTuple !== t ||
+        this.runQueue !== q ||
+        this.runClosed ||
+        seq !== this.runNextSeq ||
+        ack !== this.runAck ||
+        len > this.runSize ||
+        this.runBytes + len > this.runLimit ||
+        this.runCount >= MAX_RUN_SEGMENTS)
+    )
+      this.flush();
+    if (this.runCount === 0) {
+      this.runQueue = q;
+      this.runTuple = t;
+      this.runSeq = seq;
+      this.runAck = ack;
+      this.runSize = len;
+      this.runClosed = false;
+      this.runLimit = t.family === 4 ? MAX_RUN_PAYLOAD4 : MAX_RUN_PAYLOAD6;
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        queueMicrotask(this.flushTask);
+      }
+    } else if (len < this.runSize) this.runClosed = true;
+    this.staging.set(payload, this.runBytes);
+    this.runBytes += len;
+    this.runCount++;
+    this.runNextSeq = (seq + len) | 0;
+  }
+
+  /** Writes one data segment now, payload by reference. */
+  private writeOne(
+    q: DeviceQueue,
+    t: SegmentTuple,
+    seq: number,
+    ack: number,
+    payload: Uint8Array,
+  ): boolean {
+    const offload = q.checksumOffload;
+    return q.writeGather(this.dataHeader(t, seq, ack, payload, offload), payload, offload);
+  }
+
+  /**
+   * The IP + TCP header of a data segment carrying `payload` (which may be a whole run), in
+   * the per-family template. With `offload` the TCP checksum holds only the pseudo-header seed.
+   */
+  private dataHeader(
+    t: SegmentTuple,
+    seq: number,
+    ack: number,
+    payload: Uint8Array,
+    offload: boolean,
+  ): Buffer {
     const len = payload.length;
     const tcpLength = 20 + len;
     let h: Buffer;
@@ -59,7 +200,6 @@ export class SegmentWriter {
     if (t.family === 4) {
       h = this.data4;
       ip = 20;
-      if (ip + tcpLength > q.mtu) return WriteResult.tooBig;
       if (this.template4 !== t) {
         this.emitTemplate(h, t, tcpLength);
         this.template4 = t;
@@ -73,7 +213,6 @@ export class SegmentWriter {
     } else {
       h = this.data6;
       ip = 40;
-      if (ip + tcpLength > q.mtu) return WriteResult.tooBig;
       if (this.template6 !== t) {
         this.emitTemplate(h, t, tcpLength);
         this.template6 = t;
@@ -89,7 +228,6 @@ export class SegmentWriter {
     h[ip + 9] = ack >>> 16;
     h[ip + 10] = ack >>> 8;
     h[ip + 11] = ack;
-    const offload = q.checksumOffload;
     let ck: number;
     if (offload) ck = foldSum(t.pseudoBase + tcpLength);
     else {
@@ -99,7 +237,7 @@ export class SegmentWriter {
     }
     h[ip + 16] = ck >>> 8;
     h[ip + 17] = ck;
-    return q.writeGather(h, payload, offload) ? WriteResult.ok : WriteResult.refused;
+    return h;
   }
 
   /**
@@ -114,6 +252,8 @@ export class SegmentWriter {
     ack: number,
     synOptions: boolean,
   ): boolean {
+    // Control segments follow the data sent before them (an RST after the last datagram).
+    if (this.runCount > 0) this.flush();
     const h = this.control;
     const ip = t.family === 4 ? 20 : 40;
     const tcpLength = synOptions ? 24 : 20;

@@ -103,7 +103,7 @@ export class Stack implements SocketHost {
   private readonly listening = new Set<number>();
   private readonly acceptQueue: BoundedQueue<Socket>;
   private readonly parser = new SegmentParser();
-  private readonly writer = new SegmentWriter();
+  private readonly writer = new SegmentWriter((t, segments) => this.runRefused(t, segments));
   private readonly reply = new ReplyTuple();
   private readonly rstBucket: TokenBucket;
   private readonly malformed = new Array<number>(parseErrorNames.length).fill(0);
@@ -289,6 +289,23 @@ export class Stack implements SocketHost {
     return false;
   }
 
+  /**
+   * Writes now the datagrams held for segmentation offload (see `DeviceQueue.writeSegmented`).
+   * Not needed for correctness: they are written at the end of the current task anyway.
+   */
+  flush(): void {
+    this.writer.flush();
+  }
+
+  /** A coalesced run of `segments` datagrams sent on socket `t` was refused by the device. */
+  private runRefused(t: SegmentTuple, segments: number): void {
+    const s = t as Socket;
+    s.counters.datagramsSent -= segments;
+    s.counters.droppedByDevice += segments;
+    this.c.packetsSent -= segments;
+    this.c.droppedByDevice += segments;
+  }
+
   /** @internal */
   closeSocket(s: Socket, cause: CloseCause, message: string, sendRst: boolean): void {
     if (s.state === SocketState.closed) return;
@@ -311,11 +328,23 @@ export class Stack implements SocketHost {
     const buf = batch.buffer;
     const offsets = batch.offsets;
     const n = batch.count;
-    for (let i = 0; i < n; i++)
-      this.receivePacket(queueIndex, buf, offsets[2 * i], offsets[2 * i + 1]);
+    const sizes = batch.segmentSizes;
+    if (sizes === undefined)
+      for (let i = 0; i < n; i++)
+        this.receivePacket(queueIndex, buf, offsets[2 * i], offsets[2 * i + 1], 0);
+    else
+      for (let i = 0; i < n; i++)
+        this.receivePacket(queueIndex, buf, offsets[2 * i], offsets[2 * i + 1], sizes[i]);
   }
 
-  private receivePacket(queueIndex: number, buf: Buffer, offset: number, length: number): void {
+  /** `segmentSize` > 0: a coalesced packet (receive offload) whose payload is several segments. */
+  private receivePacket(
+    queueIndex: number,
+    buf: Buffer,
+    offset: number,
+    length: number,
+    segmentSize: number,
+  ): void {
     const p = this.parser;
     const err = p.parse(buf, offset, length);
     if (err !== ParseError.ok) {
@@ -345,13 +374,19 @@ export class Stack implements SocketHost {
       s = this.table.find6(p.ip6.src, d, t.srcPort, t.dstPort);
     }
     if (s === null) this.receiveUnknown(queueIndex, buf);
-    else if (s.state === SocketState.established) this.receiveEstablished(queueIndex, s, buf);
+    else if (s.state === SocketState.established)
+      this.receiveEstablished(queueIndex, s, buf, segmentSize);
     else if (s.state === SocketState.synSent) this.receiveSynSent(s);
-    else this.receiveSynReceived(queueIndex, s, buf);
+    else this.receiveSynReceived(queueIndex, s, buf, segmentSize);
   }
 
   /** Segments of an established connection: deliver, track acks, keepalive, RST. */
-  private receiveEstablished(queueIndex: number, s: Socket, buf: Buffer): void {
+  private receiveEstablished(
+    queueIndex: number,
+    s: Socket,
+    buf: Buffer,
+    segmentSize: number,
+  ): void {
     const t = this.parser.tcp;
     const flags = t.flags;
     if ((flags & RST) !== 0) {
@@ -382,10 +417,33 @@ export class Stack implements SocketHost {
     s.unackedBytes += len;
     if (s.unackedBytes >= this.opts.ackBytes) this.sendPureAck(s);
     const start = t.payloadOffset;
+    if (segmentSize > 0 && len > segmentSize) {
+      this.deliverSegments(s, buf, start, len, segmentSize);
+      return;
+    }
     try {
       s.deliver(buf.subarray(start, start + len));
     } catch (e) {
       this.opts.log?.("warn", `datagram handler threw: ${(e as Error)?.message ?? e}`);
+    }
+  }
+
+  /** A coalesced packet: each `segmentSize` bytes of its payload was one segment, one datagram. */
+  private deliverSegments(
+    s: Socket,
+    buf: Buffer,
+    start: number,
+    len: number,
+    segmentSize: number,
+  ): void {
+    const end = start + len;
+    this.c.packetsReceived += Math.ceil(len / segmentSize) - 1;
+    for (let at = start; at < end && s.state === SocketState.established; at += segmentSize) {
+      try {
+        s.deliver(buf.subarray(at, Math.min(at + segmentSize, end)));
+      } catch (e) {
+        this.opts.log?.("warn", `datagram handler threw: ${(e as Error)?.message ?? e}`);
+      }
     }
   }
 
@@ -458,7 +516,12 @@ export class Stack implements SocketHost {
   }
 
   /** Server side: waiting for exactly ACK with ack 1 (a first data segment qualifies). */
-  private receiveSynReceived(queueIndex: number, s: Socket, buf: Buffer): void {
+  private receiveSynReceived(
+    queueIndex: number,
+    s: Socket,
+    buf: Buffer,
+    segmentSize: number,
+  ): void {
     const t = this.parser.tcp;
     if ((t.flags & RST) !== 0) {
       this.closeSocket(s, "handshake-failed", "handshake reset by peer", false);
@@ -484,7 +547,7 @@ export class Stack implements SocketHost {
     }
     this.c.accepted++;
     this.sendFirstProbe(s);
-    if (t.payloadLength > 0) this.receiveEstablished(queueIndex, s, buf);
+    if (t.payloadLength > 0) this.receiveEstablished(queueIndex, s, buf, segmentSize);
   }
 
   /** A segment for no connection: phantun's listener rules, RSTs rate-limited. */

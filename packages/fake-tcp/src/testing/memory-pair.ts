@@ -4,7 +4,14 @@
  * microtask (never re-entrantly inside `write`). Hooks can inspect, drop, hold and reorder.
  */
 import type { DeviceQueue, PacketBatchHandler } from "../device.js";
-import { finishChecksum, sumWords } from "../wire/checksum.js";
+import {
+  finishChecksum,
+  internetChecksum,
+  ipv4PseudoBase,
+  ipv6PseudoBase,
+  pseudoHeaderSeed,
+  sumWords,
+} from "../wire/checksum.js";
 
 export interface MemoryPairOptions {
   /** MTU of every queue (default 1500). Larger writes are dropped (write returns false). */
@@ -16,6 +23,13 @@ export interface MemoryPairOptions {
   checksumOffload?: boolean;
   /** Queues per side (default 1). */
   queues?: number;
+  /**
+   * Advertise segmentation offload (default false; needs `checksumOffload`). Like a kernel,
+   * the link splits each `writeSegmented` run into segments before they travel; a run whose
+   * header is inconsistent (IP length, IPv4 header checksum or TCP checksum seed not
+   * describing the whole run) is refused and counted in `badRuns`.
+   */
+  segmentationOffload?: boolean;
 }
 
 /** One direction of the link, with its test hooks. */
@@ -71,8 +85,12 @@ export class MemoryLink {
 export class MemoryQueue implements DeviceQueue {
   readonly mtu: number;
   readonly checksumOffload: boolean;
+  readonly segmentationOffload: boolean;
   /** Packets written by this queue and refused (too big or closed). */
   refused = 0;
+  /** `writeSegmented` calls, and those refused for an inconsistent header. */
+  segmentedWrites = 0;
+  badRuns = 0;
   private handler: PacketBatchHandler | null = null;
   private pending: Buffer[] = [];
   private scheduled = false;
@@ -84,9 +102,11 @@ export class MemoryQueue implements DeviceQueue {
     checksumOffload: boolean,
     private readonly send: (packet: Buffer) => void,
     private readonly settleHook: (delta: number) => void,
+    segmentationOffload = false,
   ) {
     this.mtu = mtu;
     this.checksumOffload = checksumOffload;
+    this.segmentationOffload = segmentationOffload && checksumOffload;
   }
 
   onReceive(handler: PacketBatchHandler): void {
@@ -108,6 +128,33 @@ export class MemoryQueue implements DeviceQueue {
     packet.set(payload, header.length);
     if (partialChecksum) completeChecksum(packet);
     this.send(packet);
+    return true;
+  }
+
+  writeSegmented(header: Uint8Array, payload: Uint8Array, segmentSize: number): boolean {
+    if (!this.segmentationOffload) throw new Error("this memory queue has no segmentation offload");
+    this.segmentedWrites++;
+    const h = Buffer.from(header);
+    const v4 = h[0] >>> 4 === 4;
+    const ip = v4 ? 20 : 40;
+    if (!runHeaderConsistent(h, ip, v4, payload.length) || segmentSize <= 0) {
+      this.badRuns++;
+      this.refused++;
+      return false;
+    }
+    const seq = h.readUInt32BE(ip + 4);
+    for (let at = 0; at < payload.length; at += segmentSize) {
+      const part = payload.subarray(at, Math.min(at + segmentSize, payload.length));
+      const tcpLength = 20 + part.length;
+      if (v4) {
+        h.writeUInt16BE(ip + tcpLength, 2);
+        h.writeUInt16BE(0, 10);
+        h.writeUInt16BE(internetChecksum(h, 0, 20), 10);
+      } else h.writeUInt16BE(tcpLength, 4);
+      h.writeUInt32BE((seq + at) >>> 0, ip + 4);
+      h.writeUInt16BE(pseudoHeaderSeed(pseudoBaseOf(h, v4), tcpLength), ip + 16);
+      if (!this.writeGather(h.subarray(0, ip + 20), part, true)) return false;
+    }
     return true;
   }
 
@@ -144,6 +191,21 @@ export class MemoryQueue implements DeviceQueue {
   }
 }
 
+function pseudoBaseOf(h: Buffer, v4: boolean): number {
+  if (v4) return ipv4PseudoBase(h.readUInt32BE(12), h.readUInt32BE(16));
+  const words = (at: number) => [0, 1, 2, 3].map((i) => h.readUInt32BE(at + 4 * i));
+  return ipv6PseudoBase(words(8), words(24));
+}
+
+/** What a kernel relies on in a run's header: lengths, IPv4 checksum, TCP seed for the whole. */
+function runHeaderConsistent(h: Buffer, ip: number, v4: boolean, payload: number): boolean {
+  const tcpLength = 20 + payload;
+  if (v4) {
+    if (h.readUInt16BE(2) !== ip + tcpLength || internetChecksum(h, 0, 20) !== 0) return false;
+  } else if (h.readUInt16BE(4) !== tcpLength) return false;
+  return h.readUInt16BE(ip + 16) === pseudoHeaderSeed(pseudoBaseOf(h, v4), tcpLength);
+}
+
 /** Completes a TCP checksum whose field holds the pseudo-header seed, as a kernel would. */
 function completeChecksum(packet: Buffer): void {
   const v4 = packet[0] >>> 4 === 4;
@@ -167,6 +229,7 @@ export interface MemoryPair {
 export function createMemoryPair(options: MemoryPairOptions = {}): MemoryPair {
   const mtu = options.mtu ?? 1500;
   const offload = options.checksumOffload ?? false;
+  const segmentation = options.segmentationOffload ?? false;
   const n = options.queues ?? 1;
   let inFlight = 0;
   const hook = (d: number) => {
@@ -177,8 +240,8 @@ export function createMemoryPair(options: MemoryPairOptions = {}): MemoryPair {
   const aToB = new MemoryLink((q, p) => b[q].enqueue(p));
   const bToA = new MemoryLink((q, p) => a[q].enqueue(p));
   for (let i = 0; i < n; i++) {
-    a.push(new MemoryQueue(mtu, offload, (p) => aToB.accept(i, p), hook));
-    b.push(new MemoryQueue(mtu, offload, (p) => bToA.accept(i, p), hook));
+    a.push(new MemoryQueue(mtu, offload, (p) => aToB.accept(i, p), hook, segmentation));
+    b.push(new MemoryQueue(mtu, offload, (p) => bToA.accept(i, p), hook, segmentation));
   }
   const settle = async () => {
     for (let i = 0; i < 10_000 && inFlight > 0; i++) await new Promise<void>(queueMicrotask);
