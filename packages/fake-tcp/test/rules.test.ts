@@ -316,7 +316,11 @@ describe("established", () => {
     await p.settle();
     s.send(Buffer.from("x"));
     await p.settle();
-    expect(p.take()).toMatchObject([{ flags: ACK, ack: 26 }]);
+    // The first data is acknowledged at once (see the next test), the rest rides on ours.
+    expect(p.take()).toMatchObject([
+      { flags: ACK, ack: 11, payload: Buffer.alloc(0) },
+      { flags: ACK, ack: 26 },
+    ]);
     // Across the wrap: 0xfffffff0 + 32 wraps to 16, which is "higher" than 26 modulo 2^32?
     // No: it is 2^32 - 10 behind, i.e. older. A segment just past 26 moves the ack.
     p.send({ seq: 0xfffffff0, ack: 1, flags: ACK, payload: Buffer.alloc(32) });
@@ -327,11 +331,16 @@ describe("established", () => {
     expect(p.take()).toMatchObject([{ ack: 30 }]);
   });
 
-  it("sends a pure ACK after ackDelayMs, or at once past ackBytes", async () => {
+  it("acks the first data at once, then after ackDelayMs, or at once past ackBytes", async () => {
     vi.useFakeTimers();
     const p = peer({ stack: { ackDelayMs: 1000, ackBytes: 100 } });
     const s = await established(p);
-    p.send({ seq: 1, ack: 1, flags: ACK, payload: Buffer.alloc(50) });
+    // Nothing sent since the handshake: the first data is acknowledged at once, so that
+    // conntrack on the path learns our scaled window.
+    p.send({ seq: 1, ack: 1, flags: ACK, payload: Buffer.alloc(10) });
+    await p.settle();
+    expect(p.take()).toMatchObject([{ flags: ACK, seq: 1, ack: 11, payload: Buffer.alloc(0) }]);
+    p.send({ seq: 11, ack: 1, flags: ACK, payload: Buffer.alloc(40) });
     await p.settle();
     expect(p.take()).toEqual([]);
     await vi.advanceTimersByTimeAsync(1600);
@@ -342,7 +351,7 @@ describe("established", () => {
     p.send({ seq: 111, ack: 1, flags: ACK, payload: Buffer.alloc(60) });
     await p.settle();
     expect(p.take()).toMatchObject([{ flags: ACK, seq: 1, ack: 171 }]);
-    expect(s.counters.acksSent).toBe(2);
+    expect(s.counters.acksSent).toBe(3);
   });
 
   it("drops (never fragments) a datagram too big for the MTU, counted and logged once", async () => {

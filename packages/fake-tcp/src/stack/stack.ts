@@ -415,7 +415,14 @@ export class Stack implements SocketHost {
     if (((end - s.rcvHigh) | 0) > 0) s.rcvHigh = end;
     if (s.unackedBytes === 0) s.unackedSince = this.clock;
     s.unackedBytes += len;
-    if (s.unackedBytes >= this.opts.ackBytes) this.sendPureAck(s);
+    // The first segment we send after the handshake tells conntrack on the path our window
+    // scale (until then it allows only 64 KiB past our last ack): if nothing has gone out yet,
+    // acknowledge this first data at once.
+    if (
+      s.unackedBytes >= this.opts.ackBytes ||
+      (s.counters.acksSent | s.counters.probesSent | s.counters.datagramsSent) === 0
+    )
+      this.sendPureAck(s);
     const start = t.payloadOffset;
     if (segmentSize > 0 && len > segmentSize) {
       this.deliverSegments(s, buf, start, len, segmentSize);
