@@ -14,7 +14,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/ethtool.h>
 #include <linux/if_tun.h>
+#include <linux/sockios.h>
 #include <linux/virtio_net.h>
 #include <net/if.h>
 #include <stdint.h>
@@ -32,25 +34,31 @@
 #include "udp.h"
 
 #define VNET_HDR_LEN 10 /* sizeof(struct virtio_net_hdr): no mergeable buffers, no v1 hash */
+/* Largest read with receive offload: a coalesced TCP packet is at most the device's
+ * gso_max_size (64 KiB unless BIG TCP is configured), plus the virtio header. */
+#define OFFLOAD_READ_MAX (65536 + VNET_HDR_LEN)
 
 /* ------------------------------------------------------------------------------------------ */
 /* Device-level functions: open a queue fd, interface ioctls                                  */
 /* ------------------------------------------------------------------------------------------ */
 
-/* openQueue(devicePath, name, multiQueue, vnetHdr, exclusive) -> { fd, name }
+/* openQueue(devicePath, name, multiQueue, vnetHdr, exclusive, receiveOffload) -> { fd, name }
  * exclusive (IFF_TUN_EXCL) makes the kernel refuse a name that exists already, instead of
- * silently adding a queue to another process's multi-queue device. */
+ * silently adding a queue to another process's multi-queue device. receiveOffload (vnetHdr
+ * only) lets the kernel hand over TCP packets of up to 64 KiB that it did not segment; the
+ * setting is device-wide, so every queue of a device must be opened with the same value. */
 static napi_value open_queue(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
+  size_t argc = 6;
+  napi_value argv[6];
   NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   char path[256], name[IFNAMSIZ];
-  bool multi = false, vnet = false, excl = false;
+  bool multi = false, vnet = false, excl = false, tso = false;
   if (!get_string(env, argv[0], path, sizeof path, "device path")) return NULL;
   if (!get_string(env, argv[1], name, sizeof name, "interface name")) return NULL;
   napi_get_value_bool(env, argv[2], &multi);
   napi_get_value_bool(env, argv[3], &vnet);
   if (argc >= 5) napi_get_value_bool(env, argv[4], &excl);
+  if (argc >= 6) napi_get_value_bool(env, argv[5], &tso);
 
   int fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) {
@@ -70,9 +78,9 @@ static napi_value open_queue(napi_env env, napi_callback_info info) {
   }
   if (vnet) {
     int hdr_size = VNET_HDR_LEN;
-    /* Checksum offload only: TSO/USO would let the kernel merge datagrams into one packet. */
-    if (ioctl(fd, TUNSETVNETHDRSZ, &hdr_size) < 0 ||
-        ioctl(fd, TUNSETOFFLOAD, (unsigned long)TUN_F_CSUM) < 0) {
+    /* Never USO: UDP super-packets are not something a fake-TCP reader can use. */
+    unsigned long offload = TUN_F_CSUM | (tso ? TUN_F_TSO4 | TUN_F_TSO6 : 0);
+    if (ioctl(fd, TUNSETVNETHDRSZ, &hdr_size) < 0 || ioctl(fd, TUNSETOFFLOAD, offload) < 0) {
       int err = errno;
       close(fd);
       throw_errno(env, err, "ioctl(TUNSETOFFLOAD)", ifr.ifr_name);
@@ -162,6 +170,24 @@ static bool if_args(napi_env env, napi_callback_info info, struct ifreq* ifr, in
   return true;
 }
 
+/* deviceReceiveOffload(name) -> boolean: whether the device (in this network namespace) has
+ * TSO on, i.e. whether its queues were opened with receiveOffload. TUN devices turn TSO on
+ * only through TUNSETOFFLOAD, so the ethtool view of the features reads the mode back. */
+static napi_value device_receive_offload(napi_env env, napi_callback_info info) {
+  struct ifreq ifr;
+  if (!if_args(env, info, &ifr, NULL)) return NULL;
+  struct ethtool_value ev = {.cmd = ETHTOOL_GTSO, .data = 0};
+  ifr.ifr_data = (void*)&ev;
+  int rc = if_ioctl(SIOCETHTOOL, &ifr);
+  if (rc < 0) {
+    throw_errno(env, -rc, "ioctl(SIOCETHTOOL)", ifr.ifr_name);
+    return NULL;
+  }
+  napi_value out;
+  NAPI_CALL(env, napi_get_boolean(env, ev.data != 0, &out));
+  return out;
+}
+
 /* setMtu(name, mtu) */
 static napi_value set_mtu(napi_env env, napi_callback_info info) {
   struct ifreq ifr;
@@ -222,35 +248,41 @@ static napi_value set_up(napi_env env, napi_callback_info info) {
 typedef struct {
   polled_t base; /* first: fd, poll handle, handler, lifecycle (polled.h) */
   bool vnet;
+  bool offload;       /* receive offload: packets may be coalesced TCP (GSO) */
   uint8_t* buf;
   size_t buf_len;
   uint32_t* offsets;
+  uint16_t* seg_sizes; /* receive offload only: gso_size per packet, 0 for a plain one */
   uint32_t batch;
-  uint32_t slot; /* largest read, virtio header included */
+  uint32_t slot;     /* largest packet without offload, virtio header included */
+  uint32_t read_max; /* largest single read: slot, or OFFLOAD_READ_MAX */
 
   double packets_read, bytes_read, packets_written, bytes_written, write_drops, read_batches;
-  double read_errors;
+  double read_errors, segmented_writes, read_drops, coalesced_reads;
 } queue_t;
 
 static void on_readable(uv_poll_t* h, int status, int events);
 
 static void queue_free(polled_t* p) { free(p); }
 
-/* new NativeQueue(fd, vnetHdr, slotSize, batchSize): takes ownership of fd. Exposes the
- * shared read buffer and offsets as `readBuffer` and `readOffsets` (ArrayBuffers). */
+/* new NativeQueue(fd, vnetHdr, slotSize, batchSize, receiveOffload): takes ownership of fd.
+ * Exposes the shared read buffer and offsets as `readBuffer` and `readOffsets`, and with
+ * receiveOffload the segment sizes as `readSegmentSizes` (ArrayBuffers). */
 static napi_value queue_new(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4], self;
+  size_t argc = 5;
+  napi_value argv[5] = {NULL, NULL, NULL, NULL, NULL}, self;
   NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, &self, NULL));
   int32_t fd = -1;
-  bool vnet = false;
+  bool vnet = false, offload = false;
   uint32_t slot = 0, batch = 0;
-  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 ||
+  if (argc >= 5) napi_get_value_bool(env, argv[4], &offload);
+  if (argc < 4 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 ||
       napi_get_value_bool(env, argv[1], &vnet) != napi_ok ||
       napi_get_value_uint32(env, argv[2], &slot) != napi_ok ||
       napi_get_value_uint32(env, argv[3], &batch) != napi_ok || slot < 64 || slot > 65536 + 64 ||
-      batch < 1 || batch > 4096) {
-    napi_throw_range_error(env, "ERR_INVALID_ARG_VALUE", "NativeQueue(fd, vnetHdr, slot, batch)");
+      batch < 1 || batch > 4096 || (offload && !vnet)) {
+    napi_throw_range_error(env, "ERR_INVALID_ARG_VALUE",
+                           "NativeQueue(fd, vnetHdr, slot, batch, receiveOffload)");
     return NULL;
   }
   queue_t* q = calloc(1, sizeof *q);
@@ -261,13 +293,19 @@ static napi_value queue_new(napi_env env, napi_callback_info info) {
   polled_init(&q->base, env, fd, on_readable, queue_free, "the TUN queue", "TunQueue",
               "ERR_TUN_CLOSED");
   q->vnet = vnet;
+  q->offload = offload;
   q->slot = slot;
   q->batch = batch;
-  q->buf_len = (size_t)slot * batch;
-  void *buf_data, *off_data;
+  q->read_max = offload && slot < OFFLOAD_READ_MAX ? OFFLOAD_READ_MAX : slot;
+  /* `batch` ordinary packets always fit, plus room for one maximal read at the end: a batch
+   * of coalesced packets ends early instead of every slot being 64 KiB. */
+  q->buf_len = (size_t)slot * batch + (q->read_max - slot);
+  void *buf_data, *off_data, *seg_data = NULL;
   if (!polled_share_buffer(&q->base, self, "readBuffer", q->buf_len, &buf_data) ||
       !polled_share_buffer(&q->base, self, "readOffsets", (size_t)batch * 2 * sizeof(uint32_t),
                            &off_data) ||
+      (offload && !polled_share_buffer(&q->base, self, "readSegmentSizes",
+                                       (size_t)batch * sizeof(uint16_t), &seg_data)) ||
       !polled_wrap(&q->base, self)) {
     polled_discard(&q->base); /* the fd stays the caller's */
     napi_throw_error(env, "ERR_TUN_NATIVE", "could not set up the queue buffers");
@@ -275,7 +313,18 @@ static napi_value queue_new(napi_env env, napi_callback_info info) {
   }
   q->buf = buf_data;
   q->offsets = off_data;
+  q->seg_sizes = seg_data;
   return self;
+}
+
+/* Whether an IP packet of which `len` bytes were read is longer than that by its own header. */
+static bool packet_cut(const uint8_t* p, size_t len) {
+  size_t ip_len = len;
+  if ((p[0] >> 4) == 4 && len >= 4)
+    ip_len = ((size_t)p[2] << 8) | p[3];
+  else if ((p[0] >> 4) == 6 && len >= 6)
+    ip_len = 40 + (((size_t)p[4] << 8) | p[5]);
+  return ip_len > len;
 }
 
 static void on_readable(uv_poll_t* h, int status, int events) {
@@ -291,9 +340,9 @@ static void on_readable(uv_poll_t* h, int status, int events) {
   uint32_t count = 0;
   size_t cursor = 0;
   size_t hdr = q->vnet ? VNET_HDR_LEN : 0;
-  /* Packets are packed back to back; each read may be as large as a whole slot. */
-  while (count < q->batch && cursor + q->slot <= q->buf_len) {
-    ssize_t n = read(q->base.fd, q->buf + cursor, q->slot);
+  /* Packets are packed back to back; each read may be as large as read_max. */
+  while (count < q->batch && cursor + q->read_max <= q->buf_len) {
+    ssize_t n = read(q->base.fd, q->buf + cursor, q->read_max);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno != EAGAIN && errno != EWOULDBLOCK) {
@@ -305,6 +354,25 @@ static void on_readable(uv_poll_t* h, int status, int events) {
       break;
     }
     if ((size_t)n <= hdr) continue; /* nothing but a header: malformed, skip */
+    if ((size_t)n >= q->read_max && packet_cut(q->buf + cursor + hdr, (size_t)n - hdr)) {
+      /* TUN silently cuts a packet to the read size (the MTU grew after the queue was opened,
+       * or a coalesced packet reached a queue opened without receive offload). */
+      q->read_drops += 1;
+      continue;
+    }
+    if (q->offload) {
+      const uint8_t* vh = q->buf + cursor;
+      uint8_t type = vh[1] & (uint8_t)~VIRTIO_NET_HDR_GSO_ECN;
+      uint16_t gso = 0;
+      if (type == VIRTIO_NET_HDR_GSO_TCPV4 || type == VIRTIO_NET_HDR_GSO_TCPV6) {
+        gso = (uint16_t)(vh[4] | (vh[5] << 8));
+        q->coalesced_reads += 1;
+      } else if (type != VIRTIO_NET_HDR_GSO_NONE) {
+        q->read_drops += 1; /* e.g. UDP GSO, never enabled: nothing a TCP reader can use */
+        continue;
+      }
+      q->seg_sizes[count] = gso;
+    }
     q->offsets[2 * count] = (uint32_t)(cursor + hdr);
     q->offsets[2 * count + 1] = (uint32_t)(n - hdr);
     q->bytes_read += (double)(n - hdr);
@@ -396,6 +464,56 @@ static bool queue_send(queue_t* q, const uint8_t* a, size_t alen, const uint8_t*
   return true;
 }
 
+/* Largest TCP payload of one super-packet: the IP length fields are 16 bits. IPv4 total length
+ * counts both headers (65535 - 20 - 20); IPv6 payload length counts only the TCP header
+ * (65535 - 20). TCP or IPv4 options lower these by their size. */
+#define SEG_MAX_PAYLOAD_V4 65495
+#define SEG_MAX_PAYLOAD_V6 65515
+/* VIRTIO_NET_HDR gso_size is 16 bits and the kernel reserves 0xFFFF (GSO_BY_FRAGS). */
+#define SEG_MAX_SEGMENT 65534
+
+/* Checks a super-packet header (IPv4 without fragments or IPv6 without extension headers, then
+ * TCP) and fills the GSO virtio header for it. Returns the number of segments the kernel will
+ * cut, or 0 when the header does not describe `plen` bytes of TCP payload. */
+static uint32_t fill_gso_hdr(uint8_t* vh, const uint8_t* h, size_t hlen, size_t plen,
+                             uint32_t seg) {
+  size_t ip_len;
+  uint8_t gso_type;
+  if (hlen < 40) return 0;
+  if ((h[0] >> 4) == 4) {
+    ip_len = (size_t)(h[0] & 0x0f) * 4;
+    if (ip_len < 20 || h[9] != 6) return 0;
+    if ((((size_t)h[2] << 8) | h[3]) != hlen + plen) return 0;
+    if ((h[6] & 0x3f) != 0 || h[7] != 0) return 0; /* MF or a fragment offset */
+    gso_type = VIRTIO_NET_HDR_GSO_TCPV4;
+  } else if ((h[0] >> 4) == 6) {
+    ip_len = 40;
+    if (h[6] != 6) return 0;
+    if ((((size_t)h[4] << 8) | h[5]) != hlen - 40 + plen) return 0;
+    gso_type = VIRTIO_NET_HDR_GSO_TCPV6;
+  } else {
+    return 0;
+  }
+  /* The header must end exactly where the TCP header (options included) ends: the kernel copies
+   * hdr_len bytes in front of every segment. */
+  if (ip_len + 20 > hlen || ip_len + (size_t)(h[ip_len + 12] >> 4) * 4 != hlen) return 0;
+  memset(vh, 0, VNET_HDR_LEN);
+  vh[0] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+  vh[6] = (uint8_t)(ip_len & 0xff); /* csum_start */
+  vh[7] = (uint8_t)(ip_len >> 8);
+  vh[8] = 16; /* csum_offset: TCP checksum */
+  if (plen <= seg) {
+    vh[1] = VIRTIO_NET_HDR_GSO_NONE; /* one segment: an ordinary partial-checksum write */
+    return 1;
+  }
+  vh[1] = gso_type;
+  vh[2] = (uint8_t)(hlen & 0xff); /* hdr_len */
+  vh[3] = (uint8_t)(hlen >> 8);
+  vh[4] = (uint8_t)(seg & 0xff); /* gso_size */
+  vh[5] = (uint8_t)(seg >> 8);
+  return (uint32_t)((plen + seg - 1) / seg);
+}
+
 /* Partial checksums need the virtio header: asking for one without it is a programming error. */
 static bool check_partial(napi_env env, queue_t* q, napi_value v, bool* partial) {
   *partial = false;
@@ -444,6 +562,63 @@ static napi_value queue_write_gather(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* writeSegmented(header, payload, segmentSize) -> boolean. One writev of a TCP super-packet that
+ * the kernel cuts into segments of segmentSize payload bytes (GSO), completing every checksum
+ * and IPv4 header. A malformed header is a drop (false, counted) like any other bad write;
+ * argument ranges and a queue without the virtio header are programming errors and throw. */
+static napi_value queue_write_segmented(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3] = {NULL, NULL, NULL};
+  queue_t* q = (queue_t*)polled_unwrap(env, info, &argc, argv);
+  if (q == NULL) return NULL;
+  uint8_t *h, *p;
+  size_t hlen, plen;
+  double segd = 0;
+  if (!get_bytes(env, argv[0], &h, &hlen, "header")) return NULL;
+  if (!get_bytes(env, argv[1], &p, &plen, "payload")) return NULL;
+  if (argv[2] == NULL || napi_get_value_double(env, argv[2], &segd) != napi_ok || !(segd >= 1) ||
+      segd > SEG_MAX_SEGMENT || segd != (double)(uint32_t)segd) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "segmentSize must be an integer from 1 to 65534");
+    return NULL;
+  }
+  uint32_t seg = (uint32_t)segd;
+  if (!q->vnet) {
+    napi_throw_error(env, "ERR_TUN_NO_SEGMENTATION_OFFLOAD",
+                     "writeSegmented needs a queue opened with vnetHdr: true "
+                     "(segmentationOffload is false; write one packet per segment instead)");
+    return NULL;
+  }
+  bool v6 = hlen > 0 && (h[0] >> 4) == 6;
+  if (plen > (v6 ? SEG_MAX_PAYLOAD_V6 : SEG_MAX_PAYLOAD_V4)) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE",
+                           v6 ? "payload exceeds 65515 bytes (IPv6 payload length limit)"
+                              : "payload exceeds 65495 bytes (IPv4 total length limit)");
+    return NULL;
+  }
+  napi_value out;
+  uint8_t vh[VNET_HDR_LEN];
+  uint32_t segs = q->base.closed || plen == 0 ? 0 : fill_gso_hdr(vh, h, hlen, plen, seg);
+  if (segs == 0) {
+    q->write_drops += 1;
+    napi_get_boolean(env, false, &out);
+    return out;
+  }
+  struct iovec iov[3] = {{vh, VNET_HDR_LEN}, {h, hlen}, {p, plen}};
+  ssize_t rc;
+  do {
+    rc = writev(q->base.fd, iov, 3);
+  } while (rc < 0 && errno == EINTR);
+  if (rc < 0) {
+    q->write_drops += 1; /* the whole super-packet: one drop, as the kernel saw one write */
+  } else {
+    q->packets_written += segs;
+    q->bytes_written += (double)segs * (double)hlen + (double)plen;
+    if (segs > 1) q->segmented_writes += 1;
+  }
+  napi_get_boolean(env, rc >= 0, &out);
+  return out;
+}
+
 /* writeBatch(buffer, offsets, count, partialChecksum) -> number of packets written */
 static napi_value queue_write_batch(napi_env env, napi_callback_info info) {
   size_t argc = 4;
@@ -488,16 +663,18 @@ static napi_value queue_write_batch(napi_env env, napi_callback_info info) {
 }
 
 /* stats() -> [packetsRead, bytesRead, packetsWritten, bytesWritten, writeDrops, readBatches,
- *            readErrors] */
+ *            readErrors, segmentedWrites, readDrops, coalescedReads] */
 static napi_value queue_stats(napi_env env, napi_callback_info info) {
   size_t argc = 0;
   queue_t* q = (queue_t*)polled_unwrap(env, info, &argc, NULL);
   if (q == NULL) return NULL;
-  double values[7] = {q->packets_read,  q->bytes_read,   q->packets_written, q->bytes_written,
-                      q->write_drops,   q->read_batches, q->read_errors};
+  double values[] = {q->packets_read,  q->bytes_read,      q->packets_written, q->bytes_written,
+                     q->write_drops,   q->read_batches,    q->read_errors,     q->segmented_writes,
+                     q->read_drops,    q->coalesced_reads};
+  const uint32_t n = sizeof values / sizeof values[0];
   napi_value arr, v;
-  NAPI_CALL(env, napi_create_array_with_length(env, 7, &arr));
-  for (uint32_t i = 0; i < 7; i++) {
+  NAPI_CALL(env, napi_create_array_with_length(env, n, &arr));
+  for (uint32_t i = 0; i < n; i++) {
     napi_create_double(env, values[i], &v);
     napi_set_element(env, arr, i, v);
   }
@@ -517,6 +694,7 @@ static napi_value init(napi_env env, napi_value exports) {
       METHOD("write", queue_write),
       METHOD("writeGather", queue_write_gather),
       METHOD("writeBatch", queue_write_batch),
+      METHOD("writeSegmented", queue_write_segmented),
       METHOD("stats", queue_stats),
       METHOD("close", polled_close_js),
       {"fd", NULL, NULL, polled_fd_js, NULL, NULL, napi_default, NULL},
@@ -532,6 +710,7 @@ static napi_value init(napi_env env, napi_value exports) {
       METHOD("closeFd", close_fd),
       METHOD("setMtu", set_mtu),
       METHOD("getMtu", get_mtu),
+      METHOD("deviceReceiveOffload", device_receive_offload),
       METHOD("setTxQueueLen", set_txqueuelen),
       METHOD("setUp", set_up),
       METHOD("setSteering", steering_set),

@@ -30,6 +30,19 @@
 
 #define ADDR_RECORD 32
 #define SEND_CHUNK 64 /* messages per sendmmsg call */
+
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103 /* linux/udp.h, Linux >= 4.18 */
+#endif
+/* Segmentation offload limits, the same on every kernel that has UDP_SEGMENT: the kernel's
+ * UDP_MAX_SEGMENTS was 64 until 6.10 raised it, and one send is one IPv4 packet before it is
+ * cut (65535 - 20 IP - 8 UDP; IPv6 would allow 20 more, kept common for simplicity). */
+#define GSO_MAX_SEGMENTS 64
+#define GSO_MAX_BYTES 65507
+/* Consecutive EINVAL refusals of UDP_SEGMENT before a socket stops trying. Kernels before 6.x
+ * also answer EINVAL when a segment does not fit the route's MTU (later ones EMSGSIZE, which
+ * never counts), which is about the call, not the kernel. */
+#define GSO_REFUSALS_LIMIT 3
 /* Room for one IP_PKTINFO or IPV6_PKTINFO control message (the larger, in6_pktinfo, plus
  * slack for a second one, since a dual-stack socket may report both). */
 #define CTRL_SPACE 128
@@ -52,7 +65,11 @@ typedef struct {
   uint8_t* ctrl;       /* batch * CTRL_SPACE control buffers for recvmmsg */
   uint8_t* dst_records;
 
+  bool gso_off;          /* the kernel refused UDP_SEGMENT: send segments one by one */
+  uint8_t gso_refusals;  /* consecutive EINVAL refusals */
+
   double dgrams_in, bytes_in, dgrams_out, bytes_out, send_drops, batches, truncated, recv_errors;
+  double gso_sends, gso_fallbacks;
 } udp_t;
 
 /* ------------------------------------------------------------------------------------------ */
@@ -231,6 +248,10 @@ static napi_value udp_new(napi_env env, napi_callback_info info) {
   polled_init(&u->base, env, fd, on_udp_readable, udp_free, "the UDP socket", "UdpBatchSocket",
               "ERR_SOCKET_CLOSED");
   u->family = family;
+  /* A kernel without UDP_SEGMENT (< 4.18) would not refuse the cmsg but ignore it and send one
+   * big datagram; the socket option (0 = no default segment size) tells them apart. */
+  int no_default = 0;
+  u->gso_off = setsockopt(fd, IPPROTO_UDP, UDP_SEGMENT, &no_default, sizeof no_default) < 0;
   u->slot = slot;
   u->batch = batch;
   void *buf_data, *off_data, *rec_data, *dst_data;
@@ -559,6 +580,122 @@ static bool get_destination(napi_env env, udp_t* u, napi_value addr, napi_value 
   return true;
 }
 
+/* Sends the `segs` datagrams of data[0, len) (each `seg` bytes, the last shorter) one by one
+ * through sendmmsg, all to one destination with one control block. Returns how many went. */
+static uint32_t send_each(udp_t* u, uint8_t* data, size_t len, uint32_t seg, uint32_t segs,
+                          struct msghdr* proto) {
+  struct mmsghdr msgs[GSO_MAX_SEGMENTS];
+  struct iovec iovs[GSO_MAX_SEGMENTS];
+  for (uint32_t k = 0; k < segs; k++) {
+    size_t start = (size_t)k * seg;
+    iovs[k].iov_base = data + start;
+    iovs[k].iov_len = len - start < seg ? len - start : seg;
+    msgs[k].msg_hdr = *proto;
+    msgs[k].msg_hdr.msg_iov = &iovs[k];
+    msgs[k].msg_hdr.msg_iovlen = 1;
+    msgs[k].msg_len = 0;
+  }
+  uint32_t done = 0;
+  while (done < segs) {
+    int rc = sendmmsg(u->base.fd, msgs + done, segs - done, MSG_DONTWAIT);
+    if (rc > 0) {
+      for (int k = 0; k < rc; k++) u->bytes_out += iovs[done + k].iov_len;
+      done += (uint32_t)rc;
+      continue;
+    }
+    if (rc < 0 && errno == EINTR) continue;
+    if (rc < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)) break;
+    /* This datagram failed on its own (e.g. a pending ICMP error): skip it, try the rest. */
+    u->send_drops += 1;
+    segs--;
+    memmove(&msgs[done], &msgs[done + 1], (segs - done) * sizeof msgs[0]);
+    memmove(&iovs[done], &iovs[done + 1], (segs - done) * sizeof iovs[0]);
+    for (uint32_t k = done; k < segs; k++) msgs[k].msg_hdr.msg_iov = &iovs[k];
+  }
+  u->send_drops += segs - done;
+  u->dgrams_out += done;
+  return done;
+}
+
+/* Sends data[0, len) as `segs` datagrams of `seg` bytes (the last shorter) to the destination
+ * (or the connected peer), from the source record `src` if given: one sendmsg, with UDP_SEGMENT
+ * when there are several datagrams (the kernel cuts them; one trip through the stack). Returns
+ * true when every datagram was sent; drops are counted, never thrown. */
+static bool send_run(udp_t* u, uint8_t* data, uint32_t len, uint32_t seg, uint32_t segs,
+                     struct sockaddr_storage* ss, socklen_t slen, bool has, const uint8_t* src) {
+  if (u->base.closed || !(has || u->connected)) {
+    u->send_drops += segs;
+    return false;
+  }
+  /* Room for the source cmsg plus the UDP_SEGMENT one (CMSG_SPACE(2) = 24 on 64-bit). */
+  uint8_t ctrl[CTRL_SPACE + 32];
+  size_t clen = src != NULL ? source_cmsg(u, src, ctrl) : 0;
+  struct iovec iov = {.iov_base = data, .iov_len = len};
+  struct msghdr m;
+  memset(&m, 0, sizeof m);
+  m.msg_name = has ? ss : NULL;
+  m.msg_namelen = has ? slen : 0;
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  bool ok = false;
+  if (segs > 1 && !u->gso_off) {
+    /* The source cmsg (if any) ends CMSG_ALIGNed, so the segment size follows directly. */
+    struct cmsghdr* c = (struct cmsghdr*)(ctrl + clen);
+    memset(c, 0, CMSG_SPACE(sizeof(uint16_t)));
+    c->cmsg_level = IPPROTO_UDP; /* SOL_UDP */
+    c->cmsg_type = UDP_SEGMENT;
+    c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+    uint16_t gso = (uint16_t)seg;
+    memcpy(CMSG_DATA(c), &gso, sizeof gso);
+    m.msg_control = ctrl;
+    m.msg_controllen = clen + CMSG_SPACE(sizeof(uint16_t));
+    ssize_t rc;
+    do {
+      rc = sendmsg(u->base.fd, &m, MSG_DONTWAIT);
+    } while (rc < 0 && errno == EINTR);
+    if (rc >= 0) {
+      u->gso_refusals = 0;
+      u->gso_sends += 1;
+      u->dgrams_out += segs;
+      u->bytes_out += len;
+      return true;
+    }
+    int err = errno;
+    /* Every refusal falls back to single datagrams for this call: one by one they may still
+     * go (e.g. IPv4 fragments a datagram larger than the route's MTU, GSO never does). */
+    if (err == EIO || err == ENOPROTOOPT || err == EOPNOTSUPP) {
+      /* No UDP_SEGMENT here (old kernel, no checksum offload on the route, UDP-Lite...). */
+      u->gso_off = true;
+    } else if (err == EINVAL) {
+      if (++u->gso_refusals >= GSO_REFUSALS_LIMIT) u->gso_off = true;
+    } else if (err != EMSGSIZE) {
+      /* A full buffer or a pending error: single sends would fail the same way. */
+      u->send_drops += segs;
+      return false;
+    }
+  }
+  m.msg_control = clen > 0 ? ctrl : NULL;
+  m.msg_controllen = clen;
+  if (segs > 1) {
+    u->gso_fallbacks += 1;
+    ok = send_each(u, data, len, seg, segs, &m) == segs;
+  } else {
+    ssize_t rc;
+    do {
+      rc = sendmsg(u->base.fd, &m, MSG_DONTWAIT);
+    } while (rc < 0 && errno == EINTR);
+    ok = rc >= 0;
+    if (ok) {
+      u->dgrams_out += 1;
+      u->bytes_out += len;
+    } else {
+      u->send_drops += 1;
+    }
+  }
+  return ok;
+}
+
+
 /* send(buffer, offset, length, address?, portOrRecordIndex?, sourceRecords?, sourceIndex?)
  * -> boolean */
 static napi_value udp_send(napi_env env, napi_callback_info info) {
@@ -582,39 +719,63 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
   if (!get_destination(env, u, argv[3], argv[4], &ss, &slen, &has)) return NULL;
   const uint8_t* src;
   if (!get_source(env, argv[5], argv[6], &src)) return NULL;
-  bool ok = false;
-  if (!u->base.closed && (has || u->connected)) {
-    ssize_t rc;
-    if (src == NULL) {
-      do {
-        rc = sendto(u->base.fd, data + off, len, MSG_DONTWAIT, has ? (struct sockaddr*)&ss : NULL, has ? slen : 0);
-      } while (rc < 0 && errno == EINTR);
-    } else {
-      uint8_t ctrl[CTRL_SPACE];
-      struct iovec iov = {.iov_base = data + off, .iov_len = len};
-      struct msghdr m;
-      memset(&m, 0, sizeof m);
-      m.msg_name = has ? &ss : NULL;
-      m.msg_namelen = has ? slen : 0;
-      m.msg_iov = &iov;
-      m.msg_iovlen = 1;
-      m.msg_control = ctrl;
-      m.msg_controllen = source_cmsg(u, src, ctrl);
-      if (m.msg_controllen == 0) m.msg_control = NULL; /* unusable source: kernel's choice */
-      do {
-        rc = sendmsg(u->base.fd, &m, MSG_DONTWAIT);
-      } while (rc < 0 && errno == EINTR);
-    }
-    ok = rc >= 0;
-  }
-  if (ok) {
-    u->dgrams_out += 1;
-    u->bytes_out += len;
-  } else {
-    u->send_drops += 1;
-  }
   napi_value out;
-  napi_get_boolean(env, ok, &out);
+  napi_get_boolean(env, send_run(u, data + off, len, len, 1, &ss, slen, has, src), &out);
+  return out;
+}
+
+
+/* sendSegmented(buffer, offset, length, segmentSize, address?, portOrRecordIndex?,
+ * sourceRecords?, sourceIndex?) -> boolean: buffer[offset, +length) as consecutive datagrams
+ * of segmentSize bytes (the last shorter) to one destination, in one sendmsg with UDP_SEGMENT
+ * (the kernel cuts them; one trip through the stack). True when every datagram was sent. */
+static napi_value udp_send_segmented(napi_env env, napi_callback_info info) {
+  size_t argc = 8;
+  napi_value argv[8] = {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+  udp_t* u = udp_unwrap(env, info, &argc, argv);
+  if (u == NULL) return NULL;
+  uint8_t* data;
+  size_t cap;
+  if (!get_bytes(env, argv[0], &data, &cap, "buffer")) return NULL;
+  uint32_t off = 0, len = 0;
+  double segd = 0;
+  if (argv[1] == NULL || napi_get_value_uint32(env, argv[1], &off) != napi_ok ||
+      argv[2] == NULL || napi_get_value_uint32(env, argv[2], &len) != napi_ok || off > cap ||
+      len > cap - off) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "offset/length outside the buffer");
+    return NULL;
+  }
+  if (argv[3] == NULL || napi_get_value_double(env, argv[3], &segd) != napi_ok || !(segd >= 1) ||
+      segd > GSO_MAX_BYTES || segd != (double)(uint32_t)segd) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "segmentSize must be an integer from 1 to 65507");
+    return NULL;
+  }
+  uint32_t seg = (uint32_t)segd;
+  uint32_t segs = len <= seg ? 1 : (len + seg - 1) / seg;
+  if (len > GSO_MAX_BYTES || segs > GSO_MAX_SEGMENTS) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE",
+                           "length exceeds 65507 bytes or 64 segments (UDP_MAX_SEGMENTED_BYTES, "
+                           "UDP_MAX_SEGMENTS)");
+    return NULL;
+  }
+  struct sockaddr_storage ss;
+  socklen_t slen = 0;
+  bool has;
+  if (!get_destination(env, u, argv[4], argv[5], &ss, &slen, &has)) return NULL;
+  const uint8_t* src;
+  if (!get_source(env, argv[6], argv[7], &src)) return NULL;
+  napi_value out;
+  napi_get_boolean(env, send_run(u, data + off, len, seg, segs, &ss, slen, has, src), &out);
+  return out;
+}
+
+/* segmentationOffload getter: false once the kernel refused UDP_SEGMENT on this socket. */
+static napi_value udp_gso_getter(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  udp_t* u = udp_unwrap(env, info, &argc, NULL);
+  if (u == NULL) return NULL;
+  napi_value out;
+  napi_get_boolean(env, !u->gso_off, &out);
   return out;
 }
 
@@ -727,16 +888,18 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
 }
 
 /* stats() -> [datagramsIn, bytesIn, datagramsOut, bytesOut, sendDrops, receiveBatches,
- *             truncated, receiveErrors] */
+ *             truncated, receiveErrors, segmentedSends, segmentationFallbacks] */
 static napi_value udp_stats(napi_env env, napi_callback_info info) {
   size_t argc = 0;
   udp_t* u = udp_unwrap(env, info, &argc, NULL);
   if (u == NULL) return NULL;
-  double values[8] = {u->dgrams_in, u->bytes_in,  u->dgrams_out, u->bytes_out,
-                      u->send_drops, u->batches, u->truncated,  u->recv_errors};
+  double values[] = {u->dgrams_in,  u->bytes_in,  u->dgrams_out, u->bytes_out,
+                     u->send_drops, u->batches,   u->truncated,  u->recv_errors,
+                     u->gso_sends,  u->gso_fallbacks};
+  const uint32_t n = sizeof values / sizeof values[0];
   napi_value arr, v;
-  NAPI_CALL(env, napi_create_array_with_length(env, 8, &arr));
-  for (uint32_t i = 0; i < 8; i++) {
+  NAPI_CALL(env, napi_create_array_with_length(env, n, &arr));
+  for (uint32_t i = 0; i < n; i++) {
     napi_create_double(env, values[i], &v);
     napi_set_element(env, arr, i, v);
   }
@@ -777,9 +940,11 @@ bool udp_define_class(napi_env env, napi_value exports) {
       UMETHOD("ref", polled_ref_js),
       UMETHOD("send", udp_send),
       UMETHOD("sendBatch", udp_send_batch),
+      UMETHOD("sendSegmented", udp_send_segmented),
       UMETHOD("stats", udp_stats),
       UMETHOD("close", polled_close_js),
       {"fd", NULL, NULL, polled_fd_js, NULL, NULL, napi_default, NULL},
+      {"segmentationOffload", NULL, NULL, udp_gso_getter, NULL, NULL, napi_default, NULL},
   };
   napi_value cls, enc;
   if (napi_define_class(env, "NativeUdp", NAPI_AUTO_LENGTH, udp_new, NULL,

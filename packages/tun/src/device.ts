@@ -58,6 +58,7 @@ export class TunDevice {
     if (queueCount > 1 && !multiQueue)
       throw tunError("EINVAL", `queues ${queueCount} needs multiQueue (leave it unset or true)`);
     const vnetHdr = opts.vnetHdr ?? false;
+    const receiveOffload = opts.receiveOffload ?? false;
     const batchSize = opts.batchSize ?? DEFAULT_BATCH_SIZE;
     const devicePath = opts.devicePath ?? DEFAULT_DEVICE_PATH;
     const fds: number[] = [];
@@ -67,7 +68,14 @@ export class TunDevice {
         try {
           // The first queue claims the name exclusively: an existing device of that name (another
           // process's) is refused, not joined.
-          const opened = addon.openQueue(devicePath, name, multiQueue, vnetHdr, i === 0);
+          const opened = addon.openQueue(
+            devicePath,
+            name,
+            multiQueue,
+            vnetHdr,
+            i === 0,
+            receiveOffload,
+          );
           fds.push(opened.fd);
           name = opened.name;
         } catch (error) {
@@ -88,7 +96,8 @@ export class TunDevice {
       if (ipv6) addPointToPoint(name, 6, ipv6);
       const mtu = addon.getMtu(name);
       const queues: TunQueue[] = [];
-      for (const fd of fds) queues.push(new TunQueue(fd, name, mtu, vnetHdr, batchSize));
+      for (const fd of fds)
+        queues.push(new TunQueue(fd, name, mtu, vnetHdr, batchSize, receiveOffload));
       fds.length = 0; // owned by the queues from here on
       const device = new TunDevice(name, mtu, queues);
       if (opts.steering) {

@@ -42,8 +42,11 @@ export function explainOpenError(error: unknown, name: string, devicePath: strin
       hint = `${devicePath} is missing: load the module with \`modprobe tun\`, or in a container pass the device in (\`--device /dev/net/tun\`)`;
       break;
     case "EPERM":
-    case "EACCES":
       hint = NEEDS_NET_ADMIN;
+      break;
+    case "EACCES":
+      // open(2) itself was refused: the device file's mode or owner shuts this user out.
+      hint = `${devicePath} is not open to this user (see \`ls -l ${devicePath}\`; mode 0666 is the usual default): run as root, or make it accessible and grant CAP_NET_ADMIN (e.g. \`setcap cap_net_admin+ep $(command -v node)\`)`;
       break;
     case "EBUSY":
       hint = `the name "${name}" is already in use by another process's TUN device: choose another --tun name or stop the other process`;

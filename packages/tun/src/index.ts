@@ -21,6 +21,10 @@ export {
   type TunQueueOptions,
 } from "./options.js";
 export {
+  MAX_SEGMENT_SIZE,
+  MAX_SEGMENTED_PAYLOAD,
+  MAX_SEGMENTED_PAYLOAD_V4,
+  MAX_SEGMENTED_PAYLOAD_V6,
   type TunAttachOptions,
   type TunBatchHandler,
   type TunPacketBatch,

@@ -13,6 +13,8 @@ export interface NativeQueue {
   readonly readBuffer: ArrayBuffer;
   /** The shared start/len pairs of the current batch. */
   readonly readOffsets: ArrayBuffer;
+  /** Receive offload only: the shared segment size (u16, 0 = not coalesced) per packet. */
+  readonly readSegmentSizes?: ArrayBuffer;
   /** The queue's fd, or -1 once closed. */
   readonly fd: number;
   start(handler: (count: number) => void): void;
@@ -25,7 +27,11 @@ export interface NativeQueue {
     count: number,
     partialChecksum: boolean,
   ): number;
-  /** [packetsRead, bytesRead, packetsWritten, bytesWritten, writeDrops, readBatches, readErrors] */
+  writeSegmented(header: Uint8Array, payload: Uint8Array, segmentSize: number): boolean;
+  /**
+   * [packetsRead, bytesRead, packetsWritten, bytesWritten, writeDrops, readBatches, readErrors,
+   *  segmentedWrites, readDrops, coalescedReads]
+   */
   stats(): number[];
   close(): void;
 }
@@ -70,7 +76,22 @@ export interface NativeUdp {
     records?: Uint8Array | null,
     sourceRecords?: Uint8Array | null,
   ): number;
-  /** [datagramsIn, bytesIn, datagramsOut, bytesOut, sendDrops, receiveBatches, truncated, receiveErrors] */
+  sendSegmented(
+    buffer: Uint8Array,
+    offset: number,
+    length: number,
+    segmentSize: number,
+    address?: string | Uint8Array | null,
+    portOrRecordIndex?: number,
+    sourceRecords?: Uint8Array | null,
+    sourceIndex?: number,
+  ): boolean;
+  /** False once the kernel refused UDP_SEGMENT on this socket (sends go one by one). */
+  readonly segmentationOffload: boolean;
+  /**
+   * [datagramsIn, bytesIn, datagramsOut, bytesOut, sendDrops, receiveBatches, truncated,
+   *  receiveErrors, segmentedSends, segmentationFallbacks]
+   */
   stats(): number[];
   close(): void;
 }
@@ -82,6 +103,7 @@ export interface NativeAddon {
     vnetHdr: boolean,
     slotSize: number,
     batchSize: number,
+    receiveOffload: boolean,
   ) => NativeQueue;
   openQueue(
     devicePath: string,
@@ -89,7 +111,10 @@ export interface NativeAddon {
     multiQueue: boolean,
     vnetHdr: boolean,
     exclusive: boolean,
+    receiveOffload: boolean,
   ): { fd: number; name: string };
+  /** Whether device `name` (in this network namespace) has TSO on: opened with receiveOffload. */
+  deviceReceiveOffload(name: string): boolean;
   queueInfo(fd: number): { name: string; flags: number };
   dupFd(fd: number): number;
   closeFd(fd: number): void;

@@ -17,11 +17,26 @@ export interface PointToPoint {
 /** Per-queue options (shared by {@link TunDeviceOptions}, `TunQueue.attach`, `TunQueue.fromFd`). */
 export interface TunQueueOptions {
   /**
-   * Use IFF_VNET_HDR with checksum offload (TUN_F_CSUM only, never TSO/USO): writes may carry
-   * partial checksums that the kernel completes, and reads may carry unfinished ones. For
-   * `attach`, defaults to the mode the device already has.
+   * Use IFF_VNET_HDR with checksum offload (TUN_F_CSUM; TSO only with `receiveOffload`, never
+   * USO): writes may carry partial checksums that the kernel completes, and reads may carry
+   * unfinished ones; `writeSegmented` becomes available. For `attach`, defaults to the mode the
+   * device already has.
    */
   vnetHdr?: boolean;
+  /**
+   * Receive offload (needs `vnetHdr`): TUNSETOFFLOAD also gets TUN_F_TSO4 | TUN_F_TSO6, so the
+   * kernel may hand over a TCP packet of up to 64 KiB that it would otherwise have cut into
+   * MTU-sized segments (its own TSO output, or GRO-merged forwarded traffic). Such a packet
+   * has a non-zero `batch.segmentSizes[i]`: the segment size the kernel would have used.
+   * Default false.
+   *
+   * The mode belongs to the whole device, like `vnetHdr`: `TunQueue.attach` reads it back from
+   * the device (its TSO feature) and refuses a different explicit value; `TunQueue.fromFd` does
+   * the same when the device is in this network namespace, and otherwise takes this option
+   * as given (default false: a coalesced packet then does not fit the read buffer and is
+   * dropped and counted in `readDrops`).
+   */
+  receiveOffload?: boolean;
   /** Most packets delivered per receive call (default 64). 1 means one packet per wake-up. */
   batchSize?: number;
 }
@@ -126,9 +141,24 @@ export function validateDeviceOptions(opts: TunDeviceOptions): void {
   if (opts.txqueuelen !== undefined && !integerIn(opts.txqueuelen, 1, 1_000_000))
     throw tunError("ERANGE", `txqueuelen ${opts.txqueuelen} must be an integer from 1 to 1000000`);
   if (opts.batchSize !== undefined) validateBatchSize(opts.batchSize);
+  validateReceiveOffload(opts);
   if (opts.steering !== undefined && opts.steering !== null) validateSteering(opts.steering);
   if (opts.ipv4 !== undefined) validatePair(opts.ipv4, 4);
   if (opts.ipv6 !== undefined) validatePair(opts.ipv6, 6);
+}
+
+/** receiveOffload needs the virtio header, which carries the segment size. */
+export function validateReceiveOffload(opts: TunQueueOptions, vnetHdr = opts.vnetHdr): void {
+  if (opts.receiveOffload !== undefined && typeof opts.receiveOffload !== "boolean")
+    throw tunError(
+      "EINVAL",
+      `receiveOffload must be a boolean, not ${String(opts.receiveOffload)}`,
+    );
+  if (opts.receiveOffload && !vnetHdr)
+    throw tunError(
+      "EINVAL",
+      "receiveOffload needs vnetHdr: true (the virtio header carries each packet's segment size)",
+    );
 }
 
 /** Checks a steering mode ("port-sum" is the only program so far). */

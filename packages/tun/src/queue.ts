@@ -17,11 +17,28 @@ import {
   type TunQueueOptions,
   validateBatchSize,
   validateName,
+  validateReceiveOffload,
   validateSteering,
 } from "./options.js";
 
 /** Length of the virtio_net_hdr that precedes every packet on a vnetHdr queue. */
 export const VNET_HDR_LEN = 10;
+
+/**
+ * Largest `payload` of one {@link TunQueue.writeSegmented} call with a 20-byte IPv4 header and a
+ * 20-byte TCP header: the IPv4 total length (16 bits) counts both headers, 65535 - 40.
+ * IP or TCP options lower it by their length.
+ */
+export const MAX_SEGMENTED_PAYLOAD_V4 = 65_495;
+/**
+ * Largest `payload` of one {@link TunQueue.writeSegmented} call with an IPv6 header and a 20-byte
+ * TCP header: the IPv6 payload length (16 bits) counts only the TCP header, 65535 - 20.
+ */
+export const MAX_SEGMENTED_PAYLOAD_V6 = 65_515;
+/** Largest payload per {@link TunQueue.writeSegmented} call that fits either IP version. */
+export const MAX_SEGMENTED_PAYLOAD = MAX_SEGMENTED_PAYLOAD_V4;
+/** Largest `segmentSize` (the virtio gso_size is 16 bits; 0xFFFF is reserved by the kernel). */
+export const MAX_SEGMENT_SIZE = 65_534;
 
 /**
  * A batch of received IP packets: packet `i` occupies
@@ -35,6 +52,12 @@ export interface TunPacketBatch {
   readonly buffer: Buffer;
   readonly offsets: Uint32Array;
   readonly count: number;
+  /**
+   * Only on receiveOffload queues: `segmentSizes[i]` is 0 for an ordinary packet, else packet
+   * `i` is a coalesced TCP packet (IP length covering all its payload, checksum partial) that
+   * stands for segments of this many payload bytes each (the virtio gso_size).
+   */
+  readonly segmentSizes?: Uint16Array;
 }
 
 /** Called once per batch of received packets. */
@@ -59,6 +82,16 @@ export interface TunQueueStats {
    * after one, instead of spinning on an fd that stays in error.
    */
   readErrors: number;
+  /** {@link TunQueue.writeSegmented} calls that the kernel cut into more than one segment. */
+  segmentedWrites: number;
+  /**
+   * Packets read but not delivered: larger than the read buffer allows (the MTU grew after the
+   * queue was opened, or a coalesced packet on a queue opened without receiveOffload), or
+   * coalesced with a type other than TCP.
+   */
+  readDrops: number;
+  /** Coalesced TCP packets delivered (receiveOffload; each counts once in packetsRead). */
+  coalescedReads: number;
 }
 
 /** Options of {@link TunQueue.attach}. */
@@ -94,24 +127,51 @@ export class TunQueue {
    * checksum holding only the pseudo-header seed, and the kernel completes it.
    */
   readonly checksumOffload: boolean;
+  /**
+   * True on vnetHdr queues: {@link writeSegmented} hands the kernel one TCP super-packet that
+   * it cuts into segments (virtio GSO).
+   */
+  readonly segmentationOffload: boolean;
+  /**
+   * True when the kernel may hand this queue coalesced TCP packets (see
+   * `TunQueueOptions.receiveOffload` and {@link TunPacketBatch.segmentSizes}).
+   */
+  readonly receiveOffload: boolean;
   /** Most packets delivered per handler call. */
   readonly batchSize: number;
   readonly #native: NativeQueue;
-  readonly #batch: { buffer: Buffer; offsets: Uint32Array; count: number };
+  readonly #batch: {
+    buffer: Buffer;
+    offsets: Uint32Array;
+    count: number;
+    segmentSizes?: Uint16Array;
+  };
 
   /** @internal Use `TunDevice.open`, {@link TunQueue.attach} or {@link TunQueue.fromFd}. */
-  constructor(fd: number, name: string, mtu: number, vnetHdr: boolean, batchSize: number) {
+  constructor(
+    fd: number,
+    name: string,
+    mtu: number,
+    vnetHdr: boolean,
+    batchSize: number,
+    receiveOffload = false,
+  ) {
     this.name = name;
     this.mtu = mtu;
     this.checksumOffload = vnetHdr;
+    this.segmentationOffload = vnetHdr;
+    this.receiveOffload = receiveOffload;
     this.batchSize = batchSize;
-    // One slot fits the largest packet the kernel can hand us plus its virtio header.
+    // One slot fits the largest packet the kernel can hand us plus its virtio header. With
+    // receive offload the addon adds room for one 64 KiB read at the end of the buffer.
     const slot = Math.max(mtu, 576) + (vnetHdr ? VNET_HDR_LEN : 0);
-    this.#native = new addon.NativeQueue(fd, vnetHdr, slot, batchSize);
+    this.#native = new addon.NativeQueue(fd, vnetHdr, slot, batchSize, receiveOffload);
+    const sizes = this.#native.readSegmentSizes;
     this.#batch = {
       buffer: Buffer.from(this.#native.readBuffer),
       offsets: new Uint32Array(this.#native.readOffsets),
       count: 0,
+      ...(sizes ? { segmentSizes: new Uint16Array(sizes) } : {}),
     };
   }
 
@@ -142,15 +202,22 @@ export class TunQueue {
         "EINVAL",
         `cannot attach to TUN device "${name}" with vnetHdr ${opts.vnetHdr}: the device uses vnetHdr ${deviceVnet} and all its queues share that mode`,
       );
+    // Opening a queue sets the device-wide offload flags again: keep the device's own.
+    const deviceOffload = deviceVnet && addon.deviceReceiveOffload(name);
+    if (opts.receiveOffload !== undefined && opts.receiveOffload !== deviceOffload)
+      throw tunError(
+        "EINVAL",
+        `cannot attach to TUN device "${name}" with receiveOffload ${opts.receiveOffload}: the device uses receiveOffload ${deviceOffload} and all its queues share that mode`,
+      );
     const devicePath = opts.devicePath ?? DEFAULT_DEVICE_PATH;
     let fd: number;
     try {
-      fd = addon.openQueue(devicePath, name, true, deviceVnet, false).fd;
+      fd = addon.openQueue(devicePath, name, true, deviceVnet, false, deviceOffload).fd;
     } catch (error) {
       throw explainOpenError(error, name, devicePath);
     }
     try {
-      return new TunQueue(fd, name, addon.getMtu(name), deviceVnet, batchSize);
+      return new TunQueue(fd, name, addon.getMtu(name), deviceVnet, batchSize, deviceOffload);
     } catch (error) {
       addon.closeFd(fd);
       throw error;
@@ -172,15 +239,29 @@ export class TunQueue {
         "EINVAL",
         `fd ${fd} is ${vnetHdr ? "" : "not "}a vnetHdr queue, but vnetHdr ${opts.vnetHdr} was requested`,
       );
+    validateReceiveOffload(opts, vnetHdr);
     let mtu = 1500;
+    let deviceOffload: boolean | null = null;
     try {
       mtu = addon.getMtu(info.name);
+      deviceOffload = vnetHdr && addon.deviceReceiveOffload(info.name);
     } catch {
-      // The device may live in another network namespace: keep the common default.
+      // The device may live in another network namespace: keep the common default MTU and
+      // the caller's word on receive offload.
     }
+    if (
+      deviceOffload !== null &&
+      opts.receiveOffload !== undefined &&
+      opts.receiveOffload !== deviceOffload
+    )
+      throw tunError(
+        "EINVAL",
+        `fd ${fd} belongs to a device with receiveOffload ${deviceOffload}, but receiveOffload ${opts.receiveOffload} was requested`,
+      );
+    const receiveOffload = deviceOffload ?? opts.receiveOffload ?? false;
     const copy = addon.dupFd(fd);
     try {
-      return new TunQueue(copy, info.name, mtu, vnetHdr, batchSize);
+      return new TunQueue(copy, info.name, mtu, vnetHdr, batchSize, receiveOffload);
     } catch (error) {
       addon.closeFd(copy);
       throw error;
@@ -196,7 +277,10 @@ export class TunQueue {
    * Starts delivering received packets to `handler`, one call per batch (at most
    * `batchSize` packets, drained in one wake-up). Replaces any earlier handler. The batch is
    * valid only until the handler returns. With vnetHdr the virtio header is already skipped;
-   * packets may carry unfinished (partial) checksums, which is normal under TUN_F_CSUM.
+   * packets may carry unfinished (partial) checksums, which is normal under TUN_F_CSUM. With
+   * receiveOffload a packet may be a coalesced TCP packet (see
+   * {@link TunPacketBatch.segmentSizes}); a batch then ends early once less than 64 KiB of
+   * buffer is left, so it may hold fewer than `batchSize` packets.
    *
    * While a handler is installed the queue keeps the event loop alive (see {@link unref}).
    */
@@ -225,6 +309,33 @@ export class TunQueue {
    */
   writeGather(header: Uint8Array, payload: Uint8Array, partialChecksum = false): boolean {
     return this.#native.writeGather(header, payload, partialChecksum);
+  }
+
+  /**
+   * Writes one TCP "super-packet" that the kernel cuts into segments, in one writev system call
+   * (virtio GSO; vnetHdr queues only, see {@link segmentationOffload}).
+   *
+   * `header` is an IPv4 (no fragmentation) or IPv6 (no extension headers) header followed by a
+   * TCP header, describing the whole super-packet: the IPv4 total length / IPv6 payload length
+   * covers all of `payload`, the IPv4 header checksum is valid for that, and the TCP checksum
+   * field holds the folded, not complemented pseudo-header sum for the whole TCP length (as for
+   * `partialChecksum` writes). `payload` is the payloads of consecutive segments back to back:
+   * each `segmentSize` bytes, the last one possibly shorter. The kernel copies the header in
+   * front of every segment, advances the sequence number by the payload before it, completes
+   * IPv4 lengths, header checksums and IDs (consecutive from the one given) and every TCP
+   * checksum; FIN and PSH stay on the last segment only. A payload of at most `segmentSize` is
+   * an ordinary partial-checksum write.
+   *
+   * Counters count the segments and their bytes, as if they had been written one by one.
+   * Returns false when dropped (queue full, closed, or a header that does not match the
+   * payload length / is not TCP): one drop per call.
+   *
+   * @throws ERR_TUN_NO_SEGMENTATION_OFFLOAD on a queue without vnetHdr; ERR_OUT_OF_RANGE when
+   * `segmentSize` is not 1..{@link MAX_SEGMENT_SIZE} or the payload exceeds
+   * {@link MAX_SEGMENTED_PAYLOAD_V4} / {@link MAX_SEGMENTED_PAYLOAD_V6}.
+   */
+  writeSegmented(header: Uint8Array, payload: Uint8Array, segmentSize: number): boolean {
+    return this.#native.writeSegmented(header, payload, segmentSize);
   }
 
   /**
@@ -284,6 +395,9 @@ export class TunQueue {
       writeDrops: s[4],
       readBatches: s[5],
       readErrors: s[6],
+      segmentedWrites: s[7],
+      readDrops: s[8],
+      coalescedReads: s[9],
     };
   }
 

@@ -58,6 +58,10 @@ export interface UdpBatchSocketStats {
   truncated: number;
   /** Receive errors such as ECONNREFUSED (an ICMP error on a connected socket); reading goes on. */
   receiveErrors: number;
+  /** {@link UdpBatchSocket.sendSegmented} calls the kernel cut into datagrams (UDP_SEGMENT). */
+  segmentedSends: number;
+  /** {@link UdpBatchSocket.sendSegmented} calls sent datagram by datagram instead. */
+  segmentationFallbacks: number;
 }
 
 /** Called once per batch of received datagrams; the batch is valid until it returns. */
@@ -65,6 +69,17 @@ export type UdpBatchHandler = (batch: UdpBatch) => void;
 
 export const DEFAULT_UDP_BATCH_SIZE = 64;
 export const DEFAULT_MAX_DATAGRAM_BYTES = 2048;
+/**
+ * Most datagrams per {@link UdpBatchSocket.sendSegmented} call: the kernel's UDP_MAX_SEGMENTS
+ * (64 until Linux 6.10 raised it to 128; the lower value works everywhere).
+ */
+export const UDP_MAX_SEGMENTS = 64;
+/**
+ * Most bytes per {@link UdpBatchSocket.sendSegmented} call (all datagrams together): one send
+ * is one IPv4 packet before the kernel cuts it, 65535 - 20 (IPv4) - 8 (UDP). IPv6 would allow
+ * 20 more; one limit keeps callers simple.
+ */
+export const UDP_MAX_SEGMENTED_BYTES = 65_507;
 
 function isInteger(value: unknown, min: number, max: number): value is number {
   return typeof value === "number" && Number.isInteger(value) && value >= min && value <= max;
@@ -262,6 +277,59 @@ export class UdpBatchSocket {
   }
 
   /**
+   * Sends `buffer[offset, offset + length)` as consecutive datagrams of `segmentSize` bytes
+   * (the last may be shorter) to one destination, with one sendmsg carrying UDP_SEGMENT: the
+   * kernel cuts the datagrams, so the whole run costs one system call and one trip through the
+   * UDP/IP stack. The receiver sees exactly the datagrams single sends would have made.
+   * Destination and source arguments are those of {@link send}. Synchronous.
+   *
+   * At most {@link UDP_MAX_SEGMENTS} datagrams and {@link UDP_MAX_SEGMENTED_BYTES} bytes per
+   * call; a length of at most `segmentSize` is a single datagram. When the kernel refuses
+   * UDP_SEGMENT (EIO/ENOPROTOOPT: no GSO on this kernel or route; EINVAL three calls in a row,
+   * e.g. segments larger than the route's MTU allows), the datagrams are sent one by one with
+   * sendmmsg instead; the first two kinds (and the third, after three) switch the socket to
+   * one-by-one for good (see {@link segmentationOffload}).
+   *
+   * Returns true when every datagram was sent. False when the run was dropped (socket buffer
+   * full, pending ICMP error, closed); when sending one by one, some datagrams may have gone
+   * before the buffer filled up. Counters count datagrams either way.
+   *
+   * @throws only for programming errors: offset/length outside the buffer, `segmentSize` not
+   * an integer from 1 to {@link UDP_MAX_SEGMENTED_BYTES}, too many bytes or datagrams, or a
+   * malformed destination.
+   */
+  sendSegmented(
+    buffer: Uint8Array,
+    offset: number,
+    length: number,
+    segmentSize: number,
+    address?: string | Uint8Array,
+    portOrIndex = 0,
+    sourceRecords?: Uint8Array,
+    sourceIndex = 0,
+  ): boolean {
+    return this.#native.sendSegmented(
+      buffer,
+      offset,
+      length,
+      segmentSize,
+      address,
+      portOrIndex,
+      sourceRecords,
+      sourceIndex,
+    );
+  }
+
+  /**
+   * Whether {@link sendSegmented} still hands runs to the kernel in one send (UDP_SEGMENT).
+   * False from the start on kernels without UDP_SEGMENT (before 4.18); turns false for good
+   * once the kernel refused it on this socket.
+   */
+  get segmentationOffload(): boolean {
+    return this.#native.segmentationOffload;
+  }
+
+  /**
    * Sends `count` datagrams in as few sendmmsg calls as possible: datagram `i` is
    * `buffer[offsets[2i], offsets[2i] + offsets[2i+1])`, to address record `i` of
    * `addressRecords` (omit on a connected socket), from source record `i` of `sourceRecords`
@@ -302,6 +370,8 @@ export class UdpBatchSocket {
       receiveBatches: s[5],
       truncated: s[6],
       receiveErrors: s[7],
+      segmentedSends: s[8],
+      segmentationFallbacks: s[9],
     };
   }
 

@@ -11,6 +11,8 @@ export {
 export {
   DEFAULT_MAX_DATAGRAM_BYTES,
   DEFAULT_UDP_BATCH_SIZE,
+  UDP_MAX_SEGMENTED_BYTES,
+  UDP_MAX_SEGMENTS,
   type UdpBatchHandler,
   UdpBatchSocket,
   type UdpBatchSocketStats,

@@ -175,3 +175,56 @@ export function parsePacket(packet: Buffer): ParsedPacket | null {
 export function addrHex(address: string): string {
   return addressBytes(address).toString("hex");
 }
+
+/**
+ * The header of a TCP super-packet for `TunQueue.writeSegmented`: IP header + 20-byte TCP
+ * header describing `payloadLength` bytes of payload, IPv4 ID `id`, DF set, the TCP checksum
+ * field holding the folded pseudo-header sum of the whole TCP length (not complemented).
+ */
+export function tcpSuperHeader(
+  src: string,
+  sport: number,
+  dst: string,
+  dport: number,
+  seq: number,
+  flags: number,
+  payloadLength: number,
+  id = 0,
+): Buffer {
+  const t = Buffer.alloc(20);
+  t.writeUInt16BE(sport, 0);
+  t.writeUInt16BE(dport, 2);
+  t.writeUInt32BE(seq >>> 0, 4);
+  t.writeUInt32BE(1, 8);
+  t[12] = 5 << 4;
+  t[13] = flags;
+  t.writeUInt16BE(65535, 14);
+  t.writeUInt16BE(fold(pseudoHeaderSum(src, dst, 6, 20 + payloadLength)), 16);
+  const ip = ipPacket(src, dst, 6, t); // lengths cover the header only: fixed up below
+  if (ip[0] >> 4 === 4) {
+    ip.writeUInt16BE(40 + payloadLength, 2);
+    ip.writeUInt16BE(id, 4);
+    ip.writeUInt16BE(0, 10);
+    ip.writeUInt16BE(checksum(ip.subarray(0, 20)), 10);
+  } else {
+    ip.writeUInt16BE(20 + payloadLength, 4);
+  }
+  return ip;
+}
+
+/** True when the packet's TCP checksum (over its whole IP-length-delimited segment) verifies. */
+export function tcpChecksumValid(packet: Buffer): boolean {
+  const p = parsePacket(packet);
+  if (p === null || p.proto !== 6) return false;
+  const [src, dst] =
+    p.version === 4
+      ? [packet.subarray(12, 16), packet.subarray(16, 20)]
+      : [packet.subarray(8, 24), packet.subarray(24, 40)];
+  return fold(sum16(p.l4, sum16(src, sum16(dst)) + 6 + p.l4.length)) === 0xffff;
+}
+
+/** True when the IPv4 header checksum verifies (always true for IPv6, which has none). */
+export function ipv4HeaderValid(packet: Buffer): boolean {
+  if (packet[0] >> 4 !== 4) return true;
+  return fold(sum16(packet.subarray(0, (packet[0] & 15) * 4))) === 0xffff;
+}

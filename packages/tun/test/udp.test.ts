@@ -4,13 +4,30 @@
  * address records, sendBatch, connect, drops, oversize datagrams, SO_REUSEPORT across two
  * worker_threads (no loss, no duplicate, one socket per flow, clean worker exit), bind errors.
  */
+import { execFileSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cleanupAll, Netns, realDeviceGate } from "../../../test-support/netns.js";
-import { formatAddressRecord, UdpBatchSocket } from "../src/udp.js";
+import {
+  formatAddressRecord,
+  UDP_MAX_SEGMENTED_BYTES,
+  UDP_MAX_SEGMENTS,
+  UdpBatchSocket,
+} from "../src/udp.js";
 
 const gate = realDeviceGate();
 const SCENARIO = fileURLToPath(new URL("./fixtures/udp-scenario.mjs", import.meta.url));
+const NO_CHECK_HELPER = fileURLToPath(new URL("./fixtures/udp-no-check.py", import.meta.url));
+/** The refusal test reaches into the socket with a Python helper (see udp-no-check.py). */
+const hasPython = (() => {
+  try {
+    execFileSync("python3", ["-c", "import os; os.pidfd_open"], { stdio: "ignore" });
+    return true;
+  } catch {
+    console.warn("SKIPPING the UDP_SEGMENT refusal test: python3 (>= 3.9) is not available");
+    return false;
+  }
+})();
 
 // biome-ignore lint/suspicious/noExplicitAny: the scenario's JSON report
 type Report = Record<string, any>;
@@ -112,6 +129,94 @@ describe.skipIf(gate.skip)("UdpBatchSocket (real sockets in a namespace)", () =>
       expect(r.stats.sendDrops).toBe(0);
     });
   }
+
+  const segmentedCases = {
+    4: { addr: "127.0.0.1", source: "127.0.0.3" },
+    6: { addr: "fd00:208::1", source: "fd00:208::2" },
+  } as const;
+  for (const family of [4, 6] as const) {
+    it(`IPv${family} sendSegmented: one call, separate datagrams of the right sizes (UDP_SEGMENT)`, async () => {
+      const { addr, source } = segmentedCases[family];
+      const r = await runScenario(ns, "segmented", { family, addr, source });
+      const sizes = r.results.map((c: Report) => c.sizes);
+      expect(sizes[0]).toEqual([...new Array(9).fill(1000), 700]);
+      expect(sizes[1]).toEqual(new Array(UDP_MAX_SEGMENTS).fill(1000));
+      expect(sizes[2]).toEqual([...new Array(63).fill(1024), UDP_MAX_SEGMENTED_BYTES - 63 * 1024]);
+      expect(sizes[3]).toEqual([800]);
+      expect(sizes[4]).toEqual([1000, 1000, 1]);
+      for (const c of r.results) {
+        expect(c.ok).toBe(true);
+        expect(c.exact).toBe(true); // contents and order, datagram by datagram
+      }
+      expect(r.results[0].from).toEqual([addr]); // the kernel's choice: the receiver's address
+      expect(r.results[4].from).toEqual([source]); // the source record (IP_PKTINFO) applies
+      const total = r.results.reduce((n: number, c: Report) => n + c.expected, 0);
+      const bytes = r.results.reduce((n: number, c: Report) => n + c.length, 0);
+      expect(r.stats).toMatchObject({
+        datagramsOut: total,
+        bytesOut: bytes,
+        sendDrops: 10, // the call without a destination: its 10 datagrams
+        segmentedSends: 4, // every multi-datagram run, none one by one
+        segmentationFallbacks: 0,
+      });
+      expect(r.offload).toBe(true);
+      for (const key of ["tooMany", "tooLong", "zero", "fraction", "outside"])
+        expect(r.errors[key]).toMatchObject({ threw: true, code: "ERR_OUT_OF_RANGE" });
+      expect(r.errors.noDestination).toEqual({ threw: false, value: false });
+      expect(r.afterClose).toBe(false);
+      expect(r.statsAfterClose.sendDrops - r.stats.sendDrops).toBe(10); // datagrams, not calls
+    });
+  }
+
+  it("sendSegmented: segments above the route MTU fall back for that call; a device without offload still gets GSO", async () => {
+    // A local address whose route MTU (1200) is below the segments: GSO refuses (EMSGSIZE),
+    // single datagrams go out as IPv4 fragments.
+    ns.exec("ip", ["addr", "add", "10.208.0.5/32", "dev", "lo"]);
+    ns.exec("ip", [
+      "route",
+      "replace",
+      "local",
+      "10.208.0.5",
+      "dev",
+      "lo",
+      "table",
+      "local",
+      "src",
+      "10.208.0.5",
+      "mtu",
+      "1200",
+    ]);
+    const tun = { name: "ftud0", local: "10.208.1.1", peer: "10.208.1.2" };
+    const r = await runScenario(ns, "segmentedRoutes", { mtuAddr: "10.208.0.5", tun });
+    expect(r.afterBig).toMatchObject({ ok: true, received: [1400, 1400, 700], offload: true });
+    expect(r.afterBig.stats).toMatchObject({ segmentedSends: 0, segmentationFallbacks: 1 });
+    expect(r.afterFits).toMatchObject({ ok: true, received: [1000, 1000, 500], offload: true });
+    expect(r.afterFits.stats).toMatchObject({ segmentedSends: 1, segmentationFallbacks: 1 });
+    // Into a TUN without checksum offload the kernel segments and checksums in software.
+    expect(r.afterTun).toMatchObject({ ok: true, offload: true });
+    expect(r.afterTun.seen).toEqual(
+      [1000, 1000, 600].map((length) => ({ length, checksumValid: true })),
+    );
+    expect(r.afterTun.stats).toMatchObject({ segmentedSends: 2, segmentationFallbacks: 1 });
+    expect(r.afterTun.stats).toMatchObject({ datagramsOut: 9, sendDrops: 0 });
+  });
+
+  it.skipIf(!hasPython)(
+    "sendSegmented: when the kernel keeps refusing UDP_SEGMENT, datagrams go one by one and the socket stops trying",
+    async () => {
+      const r = await runScenario(ns, "segmentedRefused", { helper: NO_CHECK_HELPER });
+      expect(r.calls.map((c: Report) => c.received)).toEqual(new Array(4).fill([1000, 1000, 500]));
+      expect(r.calls.map((c: Report) => c.ok)).toEqual([true, true, true, true]);
+      // Three refusals in a row (EINVAL) switch the socket to one by one for good.
+      expect(r.calls.map((c: Report) => c.offload)).toEqual([true, true, false, false]);
+      expect(r.stats).toMatchObject({
+        datagramsOut: 12,
+        sendDrops: 0,
+        segmentedSends: 0,
+        segmentationFallbacks: 4,
+      });
+    },
+  );
 
   it("counts drops (refused, bad batch entry) and oversize datagrams instead of throwing", async () => {
     const r = await runScenario(ns, "drops");

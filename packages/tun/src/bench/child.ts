@@ -2,10 +2,19 @@
  * Runs one benchmark scenario inside the benchmark namespace (started by tun-bench.ts with
  * `ip netns exec`) and prints its result as one JSON line.
  */
+import { readFileSync, writeFileSync } from "node:fs";
 import { Worker } from "node:worker_threads";
 import { TunDevice } from "../device.js";
 import { startFlood } from "./flood.js";
-import { BENCH_PORT, BENCH_V4, PACKET_BYTES, type Scenario, WARMUP_SECONDS } from "./scenario.js";
+import {
+  BENCH_PORT,
+  BENCH_V4,
+  PACKET_BYTES,
+  type Scenario,
+  SEGMENTS_PER_CALL,
+  SINK_V4,
+  WARMUP_SECONDS,
+} from "./scenario.js";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -214,11 +223,97 @@ async function measureWrite(s: Extract<Scenario, { kind: "write" }>) {
   };
 }
 
+/** Header (IPv4 + TCP, partial checksum seed) of a segment run of `payloadBytes` bytes. */
+function tcpHeader(payloadBytes: number): Buffer {
+  const h = Buffer.alloc(40);
+  h[0] = 0x45;
+  h.writeUInt16BE(40 + payloadBytes, 2);
+  h.writeUInt16BE(0x4000, 6);
+  h[8] = 64;
+  h[9] = 6;
+  const src = Buffer.from(BENCH_V4.peer.split(".").map(Number));
+  const dst = Buffer.from(SINK_V4.peer.split(".").map(Number));
+  src.copy(h, 12);
+  dst.copy(h, 16);
+  const fold = (x: number) => {
+    let v = x;
+    while (v > 0xffff) v = (v & 0xffff) + (v >>> 16);
+    return v;
+  };
+  let sum = 0;
+  for (let i = 0; i < 20; i += 2) sum += h.readUInt16BE(i);
+  h.writeUInt16BE(~fold(sum) & 0xffff, 10);
+  h.writeUInt16BE(40000, 20);
+  h.writeUInt16BE(BENCH_PORT, 22);
+  h.writeUInt32BE(1, 24);
+  h.writeUInt32BE(1, 28);
+  h[32] = 0x50;
+  h[33] = 0x10; // ACK
+  h.writeUInt16BE(65535, 34);
+  let seed = 6 + 20 + payloadBytes;
+  for (let i = 0; i < 4; i += 2) seed += src.readUInt16BE(i) + dst.readUInt16BE(i);
+  h.writeUInt16BE(fold(seed), 36);
+  return h;
+}
+
+const readCounter = (name: string, counter: string) =>
+  Number(readFileSync(`/sys/class/net/${name}/statistics/${counter}`, "utf8"));
+
+/**
+ * TCP segments into the kernel: writeGather per segment against writeSegmented runs. The
+ * kernel forwards them to a second TUN that nobody reads (no offload, so it segments runs in
+ * software there) and drops them when its ring is full: the cost measured is getting segments
+ * into and through the kernel, not a reader.
+ */
+async function measureTcpWrite(s: Extract<Scenario, { kind: "tcpwrite" }>) {
+  writeFileSync("/proc/sys/net/ipv4/ip_forward", "1");
+  writeFileSync("/proc/sys/net/ipv4/conf/all/rp_filter", "0");
+  writeFileSync("/proc/sys/net/ipv4/conf/default/rp_filter", "0");
+  const dev = TunDevice.open({ name: "ftbench0", ipv4: BENCH_V4, vnetHdr: true });
+  const sink = TunDevice.open({ name: "ftbench1", ipv4: SINK_V4, txqueuelen: 1000 });
+  const q = dev.queues[0];
+  const N = SEGMENTS_PER_CALL;
+  const payload = Buffer.alloc(PACKET_BYTES * N, 0x5a);
+  const single = tcpHeader(PACKET_BYTES);
+  const segment = payload.subarray(0, PACKET_BYTES);
+  const run = tcpHeader(PACKET_BYTES * N);
+  const egress = () =>
+    readCounter("ftbench1", "tx_packets") + readCounter("ftbench1", "tx_dropped");
+  const before = q.stats();
+  const egress0 = egress();
+  const start = performance.now();
+  const end = start + s.seconds * 1000;
+  let now = start;
+  while (now < end) {
+    for (let round = 0; round < 16; round++) {
+      if (s.mode === "gather") for (let i = 0; i < N; i++) q.writeGather(single, segment, true);
+      else q.writeSegmented(run, payload, PACKET_BYTES);
+    }
+    now = performance.now();
+  }
+  const stats = q.stats();
+  const seconds = (now - start) / 1000;
+  const egressed = egress() - egress0;
+  dev.close();
+  sink.close();
+  return {
+    segmentsPps: (stats.packetsWritten - before.packetsWritten) / seconds,
+    callsPs:
+      (s.mode === "gather"
+        ? stats.packetsWritten - before.packetsWritten
+        : stats.segmentedWrites - before.segmentedWrites) / seconds,
+    dropPps: (stats.writeDrops - before.writeDrops) / seconds,
+    egressPps: egressed / seconds,
+  };
+}
+
 const scenario = JSON.parse(process.argv[2]) as Scenario;
 const result =
   scenario.kind === "write"
     ? await measureWrite(scenario)
-    : scenario.kind === "drain"
-      ? await measureDrain(scenario)
-      : await measureRead(scenario);
+    : scenario.kind === "tcpwrite"
+      ? await measureTcpWrite(scenario)
+      : scenario.kind === "drain"
+        ? await measureDrain(scenario)
+        : await measureRead(scenario);
 process.stdout.write(`${JSON.stringify(result)}\n`);

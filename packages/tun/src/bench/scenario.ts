@@ -20,7 +20,14 @@ export type Scenario =
       /** Packets each queue's ring holds (the device's txqueuelen). */
       fill: number;
     }
-  | { kind: "write"; flood: string; mode: "single" | "gather" | "batch"; seconds: number };
+  | { kind: "write"; flood: string; mode: "single" | "gather" | "batch"; seconds: number }
+  | {
+      /** TCP segments written with a partial checksum, forwarded by the kernel to a sink TUN. */
+      kind: "tcpwrite";
+      /** gather: one writeGather per segment; segmented: writeSegmented, SEGMENTS_PER_CALL. */
+      mode: "gather" | "segmented";
+      seconds: number;
+    };
 
 /** Addresses inside the benchmark namespace. */
 export const BENCH_V4 = { local: "10.209.0.1", peer: "10.209.0.2" };
@@ -29,3 +36,10 @@ export const BENCH_PORT = 9000;
 export const PACKET_BYTES = 1400;
 /** Warm-up before the measured window, in seconds. */
 export const WARMUP_SECONDS = 0.7;
+
+/** Where forwarded TCP segments go in the tcpwrite runs: a second TUN nobody reads. */
+export const SINK_V4 = { local: "10.209.1.1", peer: "10.209.1.2" };
+/** Segments per writeSegmented call in the tcpwrite runs (TCP payload PACKET_BYTES each). */
+export const SEGMENTS_PER_CALL = 40;
+/** Datagrams per sendSegmented call in the UDP send runs (40 x 1400 B, within the limits). */
+export const SEGMENTED_RUN = 40;

@@ -6,7 +6,8 @@
  * wake-up (batchSize 1) and batched (64), on one queue, and on two queues read by two
  * worker_threads. The source alone (nobody reading) is measured too, so the figures can be
  * judged against what the source can offer. Write: single write, gather write and batch write
- * into the kernel, whose UDP socket (a C recvmmsg sink) counts what was delivered.
+ * into the kernel, whose UDP socket (a C recvmmsg sink) counts what was delivered; and TCP
+ * segments one per writeGather against writeSegmented runs (GSO), forwarded to a second TUN.
  */
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -14,7 +15,7 @@ import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { compileFlood } from "./flood.js";
-import type { Scenario } from "./scenario.js";
+import { type Scenario, SEGMENTS_PER_CALL } from "./scenario.js";
 import { runUdpSection } from "./udp-bench.js";
 
 const CHILD = fileURLToPath(new URL("./child.js", import.meta.url));
@@ -119,6 +120,17 @@ function main(): void {
       report(
         `write, 1 queue, ${mode}`,
         `${k(r.writePps)} (delivered to socket ${k(r.deliveredPps)}, drops ${k(r.dropPps)})`,
+      );
+    }
+    for (const mode of ["gather", "segmented"] as const) {
+      const r = runScenario(ns, { kind: "tcpwrite", mode, seconds: SECONDS });
+      const how =
+        mode === "gather"
+          ? "writeGather per segment"
+          : `writeSegmented, ${SEGMENTS_PER_CALL} per call (GSO)`;
+      report(
+        `write TCP 1400 B segments, ${how}`,
+        `${k(r.segmentsPps)} (${(r.callsPs / 1000).toFixed(1)}k calls/s, reached the forward sink ${k(r.egressPps)}, drops ${k(r.dropPps)})`,
       );
     }
     runUdpSection(ns, flood, SECONDS, report);

@@ -10,6 +10,7 @@ import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { compileFlood } from "./flood.js";
+import { SEGMENTED_RUN as RUN } from "./scenario.js";
 import type { UdpScenario } from "./udp-child.js";
 
 const CHILD = fileURLToPath(new URL("./udp-child.js", import.meta.url));
@@ -38,14 +39,16 @@ export function runUdpSection(
     const extra = api === "batch" ? `avg batch ${r.avgBatch.toFixed(1)}, ` : "";
     report(`UDP receive, ${who}`, `${k(r.pps)} (${extra}source ${k(r.sourcePps)})`);
   }
-  for (const api of ["batch-single", "batch-mmsg", "dgram"] as const) {
+  for (const api of ["batch-single", "batch-mmsg", "batch-segmented", "dgram"] as const) {
     const r = run(ns, { kind: "send", api, flood, seconds, port: port++ });
     const who =
       api === "batch-single"
         ? "UdpBatchSocket.send (sendto)"
         : api === "batch-mmsg"
           ? "UdpBatchSocket.sendBatch (sendmmsg, 64)"
-          : "node:dgram send (callback, <= 1024 in flight)";
+          : api === "batch-segmented"
+            ? `UdpBatchSocket.sendSegmented (UDP_SEGMENT, ${RUN})`
+            : "node:dgram send (callback, <= 1024 in flight)";
     report(
       `UDP send, ${who}`,
       `${k(r.pps)} (sink received ${(r.delivered * 100).toFixed(0)}%, drops ${k(r.dropPps)})`,

@@ -7,13 +7,14 @@
 import dgram from "node:dgram";
 import { UdpBatchSocket } from "../udp-socket.js";
 import { startFlood } from "./flood.js";
+import { SEGMENTED_RUN as RUN } from "./scenario.js";
 
 /** What one run measures. */
 export type UdpScenario =
   | { kind: "recv"; api: "batch" | "dgram"; flood: string; seconds: number; port: number }
   | {
       kind: "send";
-      api: "batch-single" | "batch-mmsg" | "dgram";
+      api: "batch-single" | "batch-mmsg" | "batch-segmented" | "dgram";
       flood: string;
       seconds: number;
       port: number;
@@ -153,6 +154,11 @@ async function measureSend(s: Extract<UdpScenario, { kind: "send" }>) {
           const n = sock.sendBatch(buffer, offsets, batch, records);
           sent += n;
           drops += batch - n;
+        } else if (s.api === "batch-segmented") {
+          // All or nothing while the kernel segments (no fallback on loopback).
+          if (sock.sendSegmented(buffer, 0, RUN * DATAGRAM_BYTES, DATAGRAM_BYTES, record, 0))
+            sent += RUN;
+          else drops += RUN;
         } else {
           for (let i = 0; i < batch; i++)
             if (sock.send(payload, 0, DATAGRAM_BYTES, record, 0)) sent++;
