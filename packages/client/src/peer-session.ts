@@ -4,7 +4,7 @@
  * The session opens its connection on the first datagram, queueing a bounded number of
  * datagrams meanwhile so that the one that triggered it is not lost. Once open, the hot
  * path is synchronous in both directions and copies nothing: UDP -> `sock.send(view)`,
- * tunnel -> `endpoint.sendToPeer(view)` (a synchronous native send).
+ * tunnel -> `endpoint.sendToPeer(view)` (which sends or copies it before returning).
  */
 import type { Socket } from "node:dgram";
 import { formatAddress, type SocketAddress, type TunnelSocket } from "fake-tcp-common";
@@ -39,10 +39,12 @@ export interface SessionCounters {
   queueDrops: number;
   /** Datagrams the stack refused (e.g. larger than the MTU). */
   sendDrops: number;
+  /** Datagrams from the tunnel that the UDP socket refused (e.g. its buffer was full). */
+  udpErrors: number;
 }
 
 export function newCounters(): SessionCounters {
-  return { udpToTunnel: 0, tunnelToUdp: 0, queueDrops: 0, sendDrops: 0 };
+  return { udpToTunnel: 0, tunnelToUdp: 0, queueDrops: 0, sendDrops: 0, udpErrors: 0 };
 }
 
 /** What a session needs from the client around it. */
@@ -72,6 +74,8 @@ export class PeerSession {
   /** `ip:port` of the UDP peer: the key in the connection table. */
   readonly key: string;
   readonly openedAt = Date.now();
+  /** When the connection table last refreshed this session's age (see `ConnectionTable.touch`). */
+  touchedAt = 0;
   private state: State = "connecting";
   private sock: TunnelSocket | undefined;
   private queue: Buffer[] = [];

@@ -17,6 +17,7 @@ import {
   startTunnel,
   type Tunnel,
   type TunnelSocket,
+  UdpRunWriter,
 } from "fake-tcp-common";
 import type { UdpBatch } from "fake-tcp-tun/udp";
 import type { ClientConfig } from "./cli.js";
@@ -192,19 +193,36 @@ export async function startClientShard(
     const numeric = keyOfRecord(session.record);
     if (byKey.get(numeric) === session) byKey.delete(numeric);
   };
+  // Replies to peers leave in runs (one segmented send per run of datagrams to one peer).
+  const runs = new UdpRunWriter();
+  const udpRefused = (datagrams: number): void => {
+    totals.tunnelToUdp -= datagrams;
+    totals.udpErrors += datagrams;
+  };
   const receive = (endpoint: BatchEndpoint) => {
     const socket = endpoint.socket;
-    // Replies leave from the socket the peer sent to: a synchronous native send of the
-    // stack's view, no copy.
+    // Replies leave from the socket the peer sent to.
     const reply: PeerEndpoint = {
-      sendToPeer: (datagram, session) =>
-        socket.send(datagram, 0, datagram.length, session.record!, 0),
+      sendToPeer: (datagram, session) => runs.send(socket, datagram, session.record, udpRefused),
     };
     return (batch: UdpBatch) => {
       const buffer = batch.buffer;
+      // A batch is mostly runs from one peer: those share one lookup.
+      let session: PeerSession | undefined;
+      let sessionKey = Number.NaN;
       for (let i = 0; i < batch.count; i++) {
         const start = batch.start(i);
-        const session = lookUp(batch, i, reply);
+        const key = batch.key(i);
+        if (
+          session === undefined ||
+          key !== sessionKey ||
+          session.isClosed ||
+          session.record === undefined ||
+          !batch.sameSource(i, session.record)
+        ) {
+          session = lookUp(batch, i, reply);
+          sessionKey = key;
+        }
         session.fromPeer(buffer.subarray(start, start + batch.length(i)), reply);
       }
     };

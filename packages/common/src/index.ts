@@ -15,3 +15,4 @@ export * from "./tun-errors.js";
 export * from "./tunnel.js";
 export * from "./tunnel-socket.js";
 export * from "./udp-buffers.js";
+export * from "./udp-run-writer.js";

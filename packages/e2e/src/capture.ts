@@ -21,6 +21,13 @@ export interface ProtocolCounts {
   /** Other IPv4 protocols, IPv6 and other frames. */
   other: number;
   total: number;
+  /** TCP payload bytes (from the IP and TCP headers, so a truncated capture still counts). */
+  tcpPayloadBytes: number;
+  /**
+   * IPv4 packets longer than the link's 1500-byte MTU: coalesced runs (segmentation offload)
+   * that a virtual link carries whole; a physical NIC would send them as separate segments.
+   */
+  oversize: number;
   /** Packets tcpdump reports it dropped (should be 0 for the counts to be complete). */
   droppedByKernel: number;
 }
@@ -79,6 +86,8 @@ export function countPcap(buf: Buffer): ProtocolCounts {
     fragments: 0,
     other: 0,
     total: 0,
+    tcpPayloadBytes: 0,
+    oversize: 0,
     droppedByKernel: 0,
   };
   if (buf.length < 24) return counts;
@@ -105,10 +114,17 @@ export function countPcap(buf: Buffer): ProtocolCounts {
       counts.other++;
       continue;
     }
-    const proto = buf[frame + 14 + 9];
-    if ((buf.readUInt16BE(frame + 14 + 6) & 0x3fff) !== 0) counts.fragments++;
-    if (proto === 6) counts.tcp++;
-    else if (proto === 17) counts.udp++;
+    const ip = frame + 14;
+    const proto = buf[ip + 9];
+    const totalLength = buf.readUInt16BE(ip + 2);
+    if (totalLength > 1500) counts.oversize++;
+    if ((buf.readUInt16BE(ip + 6) & 0x3fff) !== 0) counts.fragments++;
+    if (proto === 6) {
+      counts.tcp++;
+      const ihl = (buf[ip] & 15) * 4;
+      if (incl >= 14 + ihl + 13)
+        counts.tcpPayloadBytes += totalLength - ihl - (buf[ip + ihl + 12] >>> 4) * 4;
+    } else if (proto === 17) counts.udp++;
     else if (proto === 1) counts.icmp++;
     else counts.other++;
   }

@@ -1,11 +1,16 @@
 /**
  * One accepted connection and its own UDP socket connected to `--remote`.
  *
- * Hot path, synchronous and without copies both ways: UDP (a recvmmsg batch) -> a view of
- * each datagram -> `sock.send`; tunnel -> the stack's view -> `udp.send` (a synchronous
- * native send, so the view needs no copy).
+ * Hot path, synchronous both ways: UDP (a recvmmsg batch) -> a view of each datagram ->
+ * `sock.send`; tunnel -> the stack's view -> the shard's run writer (copied into a run, sent
+ * with one segmented send per run at the end of the task).
  */
-import { type SocketAddress, type TunnelSocket, UDP_SOCKET_BUFFER_BYTES } from "fake-tcp-common";
+import {
+  type SocketAddress,
+  type TunnelSocket,
+  UDP_SOCKET_BUFFER_BYTES,
+  type UdpRunWriter,
+} from "fake-tcp-common";
 import { type UdpBatch, UdpBatchSocket } from "fake-tcp-tun/udp";
 
 /** Datagrams per receive call of a relay's socket (its buffer is this many MTU-sized slots). */
@@ -42,6 +47,7 @@ export class Relay {
     readonly sock: TunnelSocket,
     remote: SocketAddress,
     private readonly totals: RelayCounters,
+    runs: UdpRunWriter,
     maxDatagramBytes: number,
     onClose: (relay: Relay, cause: string) => void,
   ) {
@@ -68,10 +74,15 @@ export class Relay {
         else totals.sendDrops++;
       }
     });
+    const udp = this.udp;
+    const refused = (datagrams: number): void => {
+      totals.tunnelToUdp -= datagrams;
+      totals.udpErrors += datagrams;
+    };
     sock.onDatagram((view) => {
-      // A connected socket: the destination is fixed, the send synchronous.
-      if (this.udp.send(view, 0, view.length)) totals.tunnelToUdp++;
-      else totals.udpErrors++;
+      // A connected socket: no destination record.
+      runs.send(udp, view, undefined, refused);
+      totals.tunnelToUdp++;
     });
     sock.once("close", (info) => {
       this.close();

@@ -11,6 +11,7 @@ import {
   type ShardPosition,
   type SocketAddress,
   startTunnel,
+  UdpRunWriter,
 } from "fake-tcp-common";
 import type { ServerConfig } from "./cli.js";
 import { newRelayCounters, Relay } from "./relay.js";
@@ -41,12 +42,14 @@ export async function startServerShard(
   const totals = newRelayCounters();
   const counters = { opened: 0, closed: 0 };
   const relays = new Set<Relay>();
+  // Datagrams to the application leave in runs: one segmented send per run per relay.
+  const runs = new UdpRunWriter();
   const remoteName = formatAddress(remote.address, remote.port);
 
   tunnel.listen(config.listen, (sock) => {
     let relay: Relay;
     try {
-      relay = new Relay(sock, remote, totals, config.mtu, onRelayClosed);
+      relay = new Relay(sock, remote, totals, runs, config.mtu, onRelayClosed);
     } catch (err) {
       // No UDP socket for this connection (e.g. out of file descriptors): refuse it.
       totals.udpErrors++;

@@ -1,10 +1,10 @@
 /**
  * The server's relay on loopback with a recording connection: datagrams both ways over its
- * own connected, batched UDP socket, the stack's view reused right after the call (the send
- * is synchronous, so nothing is copied), oversize datagrams counted, close.
+ * own connected, batched UDP socket, the stack's view reused right after the call (the run
+ * writer copies it), runs sent as one segmented send, oversize datagrams counted, close.
  */
 import { createSocket, type Socket } from "node:dgram";
-import type { TunnelSocket } from "fake-tcp-common";
+import { type TunnelSocket, UdpRunWriter } from "fake-tcp-common";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { newRelayCounters, Relay } from "../src/relay.js";
 
@@ -54,7 +54,7 @@ describe("Relay", () => {
   });
   afterAll(() => app.close());
 
-  it("relays both ways without copies, counts oversize datagrams, closes with an RST", async () => {
+  it("relays both ways, counts oversize datagrams, closes with an RST", async () => {
     const sock = new RecordingSocket();
     const totals = newRelayCounters();
     const ended: string[] = [];
@@ -62,8 +62,9 @@ describe("Relay", () => {
       sock,
       { address: "127.0.0.1", port: appPort, family: 4 },
       totals,
+      new UdpRunWriter(),
       1500,
-      (_r, cause) => ended.push(cause),
+      (_r: Relay, cause: string) => ended.push(cause),
     );
     // Tunnel -> UDP: the stack reuses its view right after the call.
     const view = Buffer.from("from-tunnel");
@@ -72,6 +73,15 @@ describe("Relay", () => {
     await until(() => atApp.length === 1);
     expect(atApp).toEqual(["from-tunnel"]);
     expect(totals.tunnelToUdp).toBe(1);
+
+    // A run of equal datagrams (and a shorter last one) leaves in one segmented send and
+    // arrives as the same separate datagrams.
+    const run = ["r1-aaaa", "r2-bbbb", "r3-cccc", "r4-dd"];
+    for (const m of run) sock.datagramHandler!(Buffer.from(m));
+    await until(() => atApp.length === 1 + run.length);
+    expect(atApp.slice(1)).toEqual(run);
+    expect(relay.udp.stats().segmentedSends).toBe(1);
+    expect(totals.tunnelToUdp).toBe(1 + run.length);
 
     // UDP -> tunnel, from the application to the relay's own socket.
     for (const m of ["a", "bb", "x".repeat(1461), "y".repeat(1600)])
