@@ -1,0 +1,123 @@
+/**
+ * The run writer against a recording socket: which datagrams share a send, when a run ends,
+ * that the caller's bytes are copied, and how refusals are reported. (The real segmented send
+ * is covered by packages/tun's UDP tests and the server relay test.)
+ */
+import { UDP_MAX_SEGMENTED_BYTES, UDP_MAX_SEGMENTS } from "fake-tcp-tun/udp";
+import { describe, expect, it } from "vitest";
+import { type RunSocket, UdpRunWriter } from "../src/udp-run-writer.js";
+
+interface Sent {
+  datagrams: string[];
+  segmentSize: number | null;
+  record: Uint8Array | undefined;
+}
+
+class RecordingSocket implements RunSocket {
+  readonly sent: Sent[] = [];
+  refuse = false;
+  send(buffer: Uint8Array, offset: number, length: number, record?: Uint8Array): boolean {
+    this.sent.push({
+      datagrams: [Buffer.from(buffer.subarray(offset, offset + length)).toString()],
+      segmentSize: null,
+      record,
+    });
+    return !this.refuse;
+  }
+  sendSegmented(
+    buffer: Uint8Array,
+    offset: number,
+    length: number,
+    segmentSize: number,
+    record?: Uint8Array,
+  ): boolean {
+    const datagrams: string[] = [];
+    for (let at = offset; at < offset + length; at += segmentSize)
+      datagrams.push(
+        Buffer.from(buffer.subarray(at, Math.min(at + segmentSize, offset + length))).toString(),
+      );
+    this.sent.push({ datagrams, segmentSize, record });
+    return !this.refuse;
+  }
+}
+
+const noDrops = (n: number): void => {
+  throw new Error(`unexpected drop of ${n}`);
+};
+
+describe("UdpRunWriter", () => {
+  it("sends a run of equal datagrams (and a shorter last one) in one segmented send, at the end of the task", async () => {
+    const socket = new RecordingSocket();
+    const writer = new UdpRunWriter();
+    const record = new Uint8Array(32);
+    for (const d of ["aaaa", "bbbb", "cccc", "dd"])
+      writer.send(socket, Buffer.from(d), record, noDrops);
+    expect(socket.sent).toEqual([]);
+    await Promise.resolve();
+    expect(socket.sent).toEqual([
+      { datagrams: ["aaaa", "bbbb", "cccc", "dd"], segmentSize: 4, record },
+    ]);
+  });
+
+  it("ends a run at another destination, another socket, a longer datagram or after a short one", () => {
+    const s1 = new RecordingSocket();
+    const s2 = new RecordingSocket();
+    const writer = new UdpRunWriter();
+    const r1 = new Uint8Array(32);
+    const r2 = new Uint8Array(32);
+    writer.send(s1, Buffer.from("11"), r1, noDrops);
+    writer.send(s1, Buffer.from("22"), r1, noDrops);
+    writer.send(s1, Buffer.from("33"), r2, noDrops); // other peer
+    writer.send(s2, Buffer.from("44"), r2, noDrops); // other socket
+    writer.send(s2, Buffer.from("555"), r2, noDrops); // longer
+    writer.send(s2, Buffer.from("5"), r2, noDrops); // shorter: ends the run after it
+    writer.send(s2, Buffer.from("6"), r2, noDrops);
+    writer.flush();
+    expect(s1.sent.map((s) => s.datagrams)).toEqual([["11", "22"], ["33"]]);
+    expect(s1.sent.map((s) => s.segmentSize)).toEqual([2, null]);
+    expect(s2.sent.map((s) => s.datagrams)).toEqual([["44"], ["555", "5"], ["6"]]);
+  });
+
+  it("copies the caller's bytes, so a reused view does not change what is sent", () => {
+    const socket = new RecordingSocket();
+    const writer = new UdpRunWriter();
+    const view = Buffer.from("first");
+    writer.send(socket, view, undefined, noDrops);
+    view.write("XXXXX");
+    writer.send(socket, view, undefined, noDrops);
+    writer.flush();
+    expect(socket.sent[0].datagrams).toEqual(["first", "XXXXX"]);
+  });
+
+  it("keeps runs within the segment and byte limits of one send", () => {
+    const socket = new RecordingSocket();
+    const writer = new UdpRunWriter();
+    for (let i = 0; i < UDP_MAX_SEGMENTS + 1; i++)
+      writer.send(socket, Buffer.alloc(10, 65), undefined, noDrops);
+    const big = Math.floor(UDP_MAX_SEGMENTED_BYTES / 2) + 1;
+    writer.send(socket, Buffer.alloc(big), undefined, noDrops);
+    writer.send(socket, Buffer.alloc(big), undefined, noDrops);
+    writer.flush();
+    expect(socket.sent.map((s) => s.datagrams.length)).toEqual([UDP_MAX_SEGMENTS, 1, 1, 1]);
+  });
+
+  it("reports every datagram of a refused run to that run's drop handler", () => {
+    const socket = new RecordingSocket();
+    socket.refuse = true;
+    const writer = new UdpRunWriter();
+    const drops: number[] = [];
+    for (let i = 0; i < 3; i++)
+      writer.send(socket, Buffer.from("x"), undefined, (n) => drops.push(n));
+    writer.send(socket, Buffer.from("longer"), undefined, (n) => drops.push(10 * n));
+    writer.flush();
+    expect(drops).toEqual([3, 10]);
+  });
+
+  it("sends an empty datagram on its own, never as a segment size of 0", () => {
+    const socket = new RecordingSocket();
+    const writer = new UdpRunWriter();
+    writer.send(socket, Buffer.alloc(0), undefined, noDrops);
+    writer.flush();
+    expect(socket.sent).toEqual([{ datagrams: [""], segmentSize: null, record: undefined }]);
+  });
+});
