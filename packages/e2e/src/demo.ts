@@ -81,9 +81,13 @@ async function main(): Promise<number> {
     const onlyTcp = wan.udp === 0 && wan.icmp === 0 && wan.other === 0;
     console.log(
       onlyTcp
-        ? `  ✔ only TCP crossed the WAN: ${forward.packets + reverse.packets} UDP datagrams rode inside ${wan.tcp} TCP segments`
+        ? `  ✔ only TCP crossed the WAN: ${forward.packets + reverse.packets} UDP datagrams rode inside TCP (${(wan.tcpPayloadBytes / 1e6).toFixed(1)} MB of TCP payload)`
         : "  ✘ something other than TCP crossed the WAN",
     );
+    if (wan.oversize > 0)
+      console.log(
+        `  ${wan.oversize} of the ${wan.tcp} TCP packets were runs of segments longer than the MTU: segmentation offload lets a run cross this virtual link whole (a physical NIC would send its segments one by one)`,
+      );
     const stats = await rig.server!.requestStats();
     console.log(`  server: ${stats.opened} connection(s) opened, ${stats.connections} open now`);
     const ok =
