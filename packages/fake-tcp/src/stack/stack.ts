@@ -252,6 +252,8 @@ export class Stack implements SocketHost {
     if (this.isClosed) return;
     this.isClosed = true;
     clearInterval(this.timer);
+    // Datagrams held in a run go out before the RSTs, while the queues are still open.
+    this.writer.flush();
     for (const s of this.table.snapshot())
       this.closeSocket(s, "stack-closed", "stack closed", true);
     this.acceptQueue.end();
