@@ -71,6 +71,12 @@ export interface CommonConfig {
    * stack writes only the pseudo-header seed). Off only for troubleshooting.
    */
   readonly checksumOffload: boolean;
+  /**
+   * Write runs of datagrams as one packet that the kernel segments (needs checksumOffload).
+   * Off: every segment is written alone and so keeps the IPv4 ID 0 the stack writes (within a
+   * run the kernel numbers the IDs 0, 1, 2...).
+   */
+  readonly segmentationOffload: boolean;
 }
 
 const TUN_GROUP = "Tunnel device:";
@@ -168,7 +174,14 @@ export function commonOptionDefinitions(role: Role): Record<string, Options> {
       type: "boolean",
       default: true,
       describe:
-        "let the kernel complete TCP checksums (virtio header on the TUN); --no-checksum-offload: compute them in the program",
+        "let the kernel complete TCP checksums (virtio header on the TUN); --no-checksum-offload: compute them in the program (and no segmentation offload)",
+      group: TUNING_GROUP,
+    },
+    "segmentation-offload": {
+      type: "boolean",
+      default: true,
+      describe:
+        "write runs of datagrams as one packet the kernel cuts into the same segments; --no-segmentation-offload: one write per segment, IPv4 ID 0 on every packet",
       group: TUNING_GROUP,
     },
     "log-level": {
@@ -404,5 +417,6 @@ export function commonConfig(args: RawArguments): CommonConfig {
     logLevel,
     autoRules: booleanOption(args, "autoRules", "--auto-rules"),
     checksumOffload: booleanOption(args, "checksumOffload", "--checksum-offload"),
+    segmentationOffload: booleanOption(args, "segmentationOffload", "--segmentation-offload"),
   };
 }

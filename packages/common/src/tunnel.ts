@@ -185,6 +185,7 @@ function newStack(queue: TunQueue, config: CommonConfig, options: StartTunnelOpt
     // first data); after that conntrack allows ~1 GiB past the last ack, and an ACK per MiB
     // keeps far inside it at a few hundred ACKs per second at full speed.
     ackBytes: ACK_BYTES,
+    segmentationOffload: config.segmentationOffload,
     portShard: options.shard,
     log: (level, message) => options.logger[level]({ component: "stack" }, message),
   });

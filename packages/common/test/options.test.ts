@@ -56,6 +56,16 @@ describe("shared options", () => {
     ).toBe(false);
   });
 
+  it("segmentation offload is on by default, off with --no-segmentation-offload or FAKE_TCP_SEGMENTATION_OFFLOAD=0", () => {
+    expect(parse(["--remote", "x:1"]).config.segmentationOffload).toBe(true);
+    expect(parse(["--remote", "x:1", "--no-segmentation-offload"]).config.segmentationOffload).toBe(
+      false,
+    );
+    expect(
+      parse(["--remote", "x:1"], { FAKE_TCP_SEGMENTATION_OFFLOAD: "0" }).config.segmentationOffload,
+    ).toBe(false);
+  });
+
   it("-4 drops IPv6 and --no-auto-rules turns host setup off", () => {
     const { config } = parse(["--remote", "x:1", "-4", "--no-auto-rules"]);
     expect(config.ipv6).toBeUndefined();

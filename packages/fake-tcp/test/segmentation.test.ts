@@ -81,6 +81,26 @@ describe("send side: runs written as one segmented packet", () => {
     expect(pair.a[0].badRuns).toBe(0);
   });
 
+  it("with segmentationOffload: false every segment is written alone", async () => {
+    const t = twoStacks({
+      pair: { checksumOffload: true, segmentationOffload: true },
+      client: { segmentationOffload: false },
+    });
+    cleanup.push(t.close);
+    t.server.listen(7000);
+    const [c, s] = await Promise.all([t.client.connect("192.168.201.2:7000"), t.server.accept()]);
+    await t.pair.settle();
+    let received = 0;
+    s.onDatagram(() => received++);
+    t.pair.aToB.capture = true;
+    for (let i = 0; i < 10; i++) c.send(datagram(500, i));
+    // Written at once, one packet per datagram, none through writeSegmented.
+    expect(t.pair.aToB.captured.length).toBe(10);
+    await t.pair.settle();
+    expect(received).toBe(10);
+    expect(t.pair.a[0].segmentedWrites).toBe(0);
+  });
+
   it("a run stops at the 16-bit IP length; nothing is lost", async () => {
     const { pair, client, server } = offloadPair();
     server.listen(7000);

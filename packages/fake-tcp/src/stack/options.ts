@@ -28,6 +28,13 @@ export interface StackOptions {
   /** ...or once this many received bytes are unacknowledged. Default 4 MiB. */
   ackBytes?: number;
   /**
+   * On queues that offer it (`DeviceQueue.segmentationOffload`), write consecutive datagrams
+   * of a socket as one run that the device segments. Default true. The segments are the same
+   * as single writes make, except that the kernel numbers the IPv4 ID of a run's segments
+   * 0, 1, 2... where single packets keep ID 0.
+   */
+  segmentationOffload?: boolean;
+  /**
    * Send a keepalive probe after this long without receiving anything; 0 disables probing
    * (the default). Probes are pure ACKs, harmless to a phantun peer.
    */
@@ -96,6 +103,7 @@ export function resolveOptions(o: StackOptions): ResolvedOptions {
     idleTimeoutMs: o.idleTimeoutMs ?? 180_000,
     ackDelayMs: o.ackDelayMs ?? 1000,
     ackBytes: o.ackBytes ?? 4 * 1024 * 1024,
+    segmentationOffload: o.segmentationOffload ?? true,
     keepaliveIntervalMs: o.keepaliveIntervalMs ?? 0,
     deadPeerProbes: o.deadPeerProbes ?? 3,
     probeAnswerIntervalMs: o.probeAnswerIntervalMs ?? 1000,

@@ -87,7 +87,11 @@ export class SegmentWriter {
     this.flush();
   };
 
-  constructor(private readonly onRunRefused: RunRefusedHandler = () => {}) {}
+  /** `coalesce` false: never make runs, every data segment is written on its own. */
+  constructor(
+    private readonly coalesce = true,
+    private readonly onRunRefused: RunRefusedHandler = () => {},
+  ) {}
 
   /**
    * Sends one data segment (flag ACK only) carrying `payload`. On a queue with segmentation
@@ -103,7 +107,7 @@ export class SegmentWriter {
     payload: Uint8Array,
   ): number {
     if ((t.family === 4 ? 40 : 60) + payload.length > q.mtu) return WriteResult.tooBig;
-    if (q.segmentationOffload === true && q.checksumOffload) {
+    if (this.coalesce && q.segmentationOffload === true && q.checksumOffload) {
       this.append(q, t, seq, ack, payload);
       return WriteResult.ok;
     }

@@ -103,7 +103,7 @@ export class Stack implements SocketHost {
   private readonly listening = new Set<number>();
   private readonly acceptQueue: BoundedQueue<Socket>;
   private readonly parser = new SegmentParser();
-  private readonly writer = new SegmentWriter((t, segments) => this.runRefused(t, segments));
+  private readonly writer: SegmentWriter;
   private readonly reply = new ReplyTuple();
   private readonly rstBucket: TokenBucket;
   private readonly malformed = new Array<number>(parseErrorNames.length).fill(0);
@@ -117,6 +117,9 @@ export class Stack implements SocketHost {
 
   constructor(options: StackOptions) {
     this.opts = resolveOptions(options);
+    this.writer = new SegmentWriter(this.opts.segmentationOffload, (t, segments) =>
+      this.runRefused(t, segments),
+    );
     this.queues = this.opts.queues.slice();
     if (this.opts.local4 !== undefined) {
       const a = parseIpv4(this.opts.local4);
