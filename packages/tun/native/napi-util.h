@@ -19,10 +19,10 @@
 /* Error helpers                                                                              */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Throws an Error whose `code` is the errno name (e.g. "EBUSY"), with `errno` and `syscall`. */
-static inline void throw_errno(napi_env env, int err, const char* syscall, const char* what) {
-  char msg[640];
-  snprintf(msg, sizeof msg, "%s failed for %s: %s", syscall, what, strerror(err));
+/* Throws an Error with message `msg` whose `code` is the errno name of `err` (e.g. "EBUSY"),
+ * with `errno` and `syscall` properties. */
+static inline void throw_errno_message(napi_env env, int err, const char* syscall,
+                                       const char* msg) {
   napi_value message, error, code, num, sc;
   napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &message);
   napi_create_string_utf8(env, uv_err_name(-err), NAPI_AUTO_LENGTH, &code);
@@ -32,6 +32,13 @@ static inline void throw_errno(napi_env env, int err, const char* syscall, const
   napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &sc);
   napi_set_named_property(env, error, "syscall", sc);
   napi_throw(env, error);
+}
+
+/* The same, with the message "<syscall> failed for <what>: <strerror>". */
+static inline void throw_errno(napi_env env, int err, const char* syscall, const char* what) {
+  char msg[640];
+  snprintf(msg, sizeof msg, "%s failed for %s: %s", syscall, what, strerror(err));
+  throw_errno_message(env, err, syscall, msg);
 }
 
 #define NAPI_CALL(env, call)                                                                   \
@@ -81,6 +88,30 @@ static inline bool get_bytes(napi_env env, napi_value v, uint8_t** data, size_t*
   }
   *data = ptr;
   *len = length;
+  return true;
+}
+
+/* Unpacks the (offsets, count) arguments of a batch call: `offsets` a Uint32Array of
+ * [start, length] pairs holding at least `count` pairs. Throws and returns false otherwise. */
+static inline bool get_batch_offsets(napi_env env, napi_value offsets, napi_value count_value,
+                                     const uint32_t** off, uint32_t* count) {
+  napi_typedarray_type type;
+  size_t n_off;
+  void* data;
+  if (offsets == NULL ||
+      napi_get_typedarray_info(env, offsets, &type, &n_off, &data, NULL, NULL) != napi_ok ||
+      type != napi_uint32_array) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "offsets must be a Uint32Array");
+    return false;
+  }
+  *count = 0;
+  if (count_value == NULL || napi_get_value_uint32(env, count_value, count) != napi_ok ||
+      (size_t)*count * 2 > n_off) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE",
+                           "count must be a number <= offsets.length / 2");
+    return false;
+  }
+  *off = data;
   return true;
 }
 

@@ -103,18 +103,6 @@ static void explain_load(int err, const char* log, char* msg, size_t cap) {
            log[0] ? "; verifier log: " : "", log);
 }
 
-static void throw_code(napi_env env, int err, const char* syscall_name, const char* msg) {
-  napi_value message, error, code, num, sc;
-  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &message);
-  napi_create_string_utf8(env, uv_err_name(-err), NAPI_AUTO_LENGTH, &code);
-  napi_create_error(env, code, message, &error);
-  napi_create_int32(env, err, &num);
-  napi_set_named_property(env, error, "errno", num);
-  napi_create_string_utf8(env, syscall_name, NAPI_AUTO_LENGTH, &sc);
-  napi_set_named_property(env, error, "syscall", sc);
-  napi_throw(env, error);
-}
-
 napi_value steering_set(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
@@ -144,7 +132,7 @@ napi_value steering_set(napi_env env, napi_callback_info info) {
       char msg[LOG_SIZE + 512];
       explain_load(-prog, log, msg, sizeof msg);
       free(log);
-      throw_code(env, -prog, "bpf(BPF_PROG_LOAD)", msg);
+      throw_errno_message(env, -prog, "bpf(BPF_PROG_LOAD)", msg);
       return NULL;
     }
     free(log);
@@ -158,7 +146,7 @@ napi_value steering_set(napi_env env, napi_callback_info info) {
              "cannot %s eBPF queue steering: ioctl(TUNSETSTEERINGEBPF) failed: %s%s",
              prog >= 0 ? "attach" : "detach", strerror(err),
              err == EINVAL || err == ENOTTY ? " (kernel older than 4.16, or not a TUN queue fd)" : "");
-    throw_code(env, err, "ioctl(TUNSETSTEERINGEBPF)", msg);
+    throw_errno_message(env, err, "ioctl(TUNSETSTEERINGEBPF)", msg);
   }
   return NULL;
 }

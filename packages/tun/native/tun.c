@@ -628,26 +628,11 @@ static napi_value queue_write_batch(napi_env env, napi_callback_info info) {
   uint8_t* buf;
   size_t len;
   if (!get_bytes(env, argv[0], &buf, &len, "buffer")) return NULL;
-  napi_typedarray_type type;
-  size_t n_off;
-  void* off_data;
-  if (napi_get_typedarray_info(env, argv[1], &type, &n_off, &off_data, NULL, NULL) != napi_ok ||
-      type != napi_uint32_array) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "offsets must be a Uint32Array");
-    return NULL;
-  }
-  uint32_t count = 0;
-  if (napi_get_value_uint32(env, argv[2], &count) != napi_ok) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "count must be a number");
-    return NULL;
-  }
+  const uint32_t* off;
+  uint32_t count;
+  if (!get_batch_offsets(env, argv[1], argv[2], &off, &count)) return NULL;
   bool partial;
   if (!check_partial(env, q, argc > 3 ? argv[3] : NULL, &partial)) return NULL;
-  if ((size_t)count * 2 > n_off) {
-    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "count exceeds offsets.length / 2");
-    return NULL;
-  }
-  const uint32_t* off = off_data;
   uint32_t written = 0;
   for (uint32_t i = 0; i < count; i++) {
     size_t start = off[2 * i], plen = off[2 * i + 1];

@@ -790,19 +790,9 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
   uint8_t* buf;
   size_t cap;
   if (!get_bytes(env, argv[0], &buf, &cap, "buffer")) return NULL;
-  napi_typedarray_type type;
-  size_t n_off;
-  void* off_data;
-  if (napi_get_typedarray_info(env, argv[1], &type, &n_off, &off_data, NULL, NULL) != napi_ok ||
-      type != napi_uint32_array) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "offsets must be a Uint32Array");
-    return NULL;
-  }
-  uint32_t count = 0;
-  if (napi_get_value_uint32(env, argv[2], &count) != napi_ok || (size_t)count * 2 > n_off) {
-    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "count must be a number <= offsets.length / 2");
-    return NULL;
-  }
+  const uint32_t* off;
+  uint32_t count;
+  if (!get_batch_offsets(env, argv[1], argv[2], &off, &count)) return NULL;
   uint8_t* recs = NULL;
   size_t rec_len = 0;
   napi_valuetype t = napi_undefined;
@@ -825,7 +815,6 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
       return NULL;
     }
   }
-  const uint32_t* off = off_data;
   uint8_t ctrls[SEND_CHUNK][CTRL_SPACE];
   struct mmsghdr msgs[SEND_CHUNK];
   struct iovec iovs[SEND_CHUNK];
