@@ -8,6 +8,7 @@
  * One writer serves a whole thread (its staging buffer is 64 KiB, not per connection). A run
  * is written at the end of the current task, or as soon as the next datagram cannot join it.
  */
+import { RunBuffer } from "fake-tcp";
 import { UDP_MAX_SEGMENTED_BYTES, UDP_MAX_SEGMENTS } from "fake-tcp-tun/udp";
 
 /** The sends a writer needs: those of a `UdpBatchSocket`. */
@@ -26,20 +27,12 @@ export interface RunSocket {
 export type RunDropHandler = (datagrams: number) => void;
 
 export class UdpRunWriter {
-  private readonly staging = Buffer.allocUnsafe(UDP_MAX_SEGMENTED_BYTES);
+  private readonly run = new RunBuffer(UDP_MAX_SEGMENTED_BYTES, UDP_MAX_SEGMENTS, () =>
+    this.flush(),
+  );
   private socket: RunSocket | null = null;
   private record: Uint8Array | undefined = undefined;
   private onDrop: RunDropHandler | null = null;
-  private size = 0;
-  private count = 0;
-  private bytes = 0;
-  /** The last datagram was shorter than `size`: nothing more may join the run. */
-  private closed = false;
-  private scheduled = false;
-  private readonly flushTask = (): void => {
-    this.scheduled = false;
-    this.flush();
-  };
 
   /**
    * Queues `datagram` (copied: the caller may reuse it on return) for `socket`, to the
@@ -53,54 +46,39 @@ export class UdpRunWriter {
     onDrop: RunDropHandler,
   ): void {
     const len = datagram.length;
-    if (
-      this.count > 0 &&
-      (socket !== this.socket ||
-        record !== this.record ||
-        this.closed ||
-        len > this.size ||
-        this.bytes + len > UDP_MAX_SEGMENTED_BYTES ||
-        this.count >= UDP_MAX_SEGMENTS)
-    )
+    const run = this.run;
+    if (run.count > 0 && (socket !== this.socket || record !== this.record || !run.fits(len)))
       this.flush();
     if (len === 0 || len > UDP_MAX_SEGMENTED_BYTES) {
       // Cannot be a segment (empty, or larger than any datagram the tunnel carries): as is.
       if (!socket.send(datagram, 0, len, record)) onDrop(1);
       return;
     }
-    if (this.count === 0) {
+    if (run.count === 0) {
       this.socket = socket;
       this.record = record;
       this.onDrop = onDrop;
-      this.size = len;
-      this.closed = false;
-      if (!this.scheduled) {
-        this.scheduled = true;
-        queueMicrotask(this.flushTask);
-      }
-    } else if (len < this.size) this.closed = true;
-    this.staging.set(datagram, this.bytes);
-    this.bytes += len;
-    this.count++;
+    }
+    run.push(datagram);
   }
 
   /** Sends the pending run now, if any. */
   flush(): void {
-    const count = this.count;
+    const run = this.run;
+    const count = run.count;
     if (count === 0) return;
     const socket = this.socket!;
     const onDrop = this.onDrop!;
-    const bytes = this.bytes;
     const record = this.record;
-    this.count = 0;
-    this.bytes = 0;
+    const segmentSize = run.segmentSize;
+    const payload = run.take();
     this.socket = null;
     this.record = undefined;
     this.onDrop = null;
     const ok =
       count === 1
-        ? socket.send(this.staging, 0, bytes, record)
-        : socket.sendSegmented(this.staging, 0, bytes, this.size, record);
+        ? socket.send(payload, 0, payload.length, record)
+        : socket.sendSegmented(payload, 0, payload.length, segmentSize, record);
     if (!ok) onDrop(count);
   }
 }

@@ -1,6 +1,7 @@
 export * from "./device.js";
 export { BoundedQueue } from "./stack/bounded-queue.js";
 export type { PortShard, StackLogger, StackOptions } from "./stack/options.js";
+export { RunBuffer } from "./stack/run-buffer.js";
 export {
   type CloseCause,
   type CloseInfo,

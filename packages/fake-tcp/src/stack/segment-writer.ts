@@ -16,6 +16,7 @@ import { finishChecksum, foldSum, sumWords } from "../wire/checksum.js";
 import { emitIpv4Header } from "../wire/ipv4.js";
 import { emitIpv6Header } from "../wire/ipv6.js";
 import { emitTcpHeader, TcpFlags } from "../wire/tcp.js";
+import { RunBuffer } from "./run-buffer.js";
 
 /** The addressing a segment needs; a Socket satisfies it. Addresses are int32 words. */
 export interface SegmentTuple {
@@ -66,26 +67,15 @@ export class SegmentWriter {
   private readonly remote = [0, 0, 0, 0];
   private template4: SegmentTuple | null = null;
   private template6: SegmentTuple | null = null;
-  // The run being coalesced: consecutive datagrams of one socket, all `runSize` bytes but
-  // the last, copied into `staging` until the run is written as one segmentation-offloaded
-  // packet (at the end of the current task, or when the next datagram cannot join it).
-  private readonly staging = Buffer.allocUnsafe(65536);
+  // The run being coalesced: consecutive datagrams of one socket, written as one
+  // segmentation-offloaded packet at the end of the current task, or as soon as the next
+  // datagram cannot join it. What identifies the run is kept here, the payloads in `run`.
+  private readonly run = new RunBuffer(MAX_RUN_PAYLOAD6, MAX_RUN_SEGMENTS, () => this.flush());
   private runQueue: DeviceQueue | null = null;
   private runTuple: SegmentTuple | null = null;
   private runSeq = 0;
   private runAck = 0;
   private runNextSeq = 0;
-  private runSize = 0;
-  private runCount = 0;
-  private runBytes = 0;
-  private runLimit = 0;
-  /** The run's last datagram was shorter than `runSize`: nothing more may join. */
-  private runClosed = false;
-  private flushScheduled = false;
-  private readonly flushTask = (): void => {
-    this.flushScheduled = false;
-    this.flush();
-  };
 
   /** `coalesce` false: never make runs, every data segment is written on its own. */
   constructor(
@@ -111,26 +101,25 @@ export class SegmentWriter {
       this.append(q, t, seq, ack, payload);
       return WriteResult.ok;
     }
-    if (this.runCount > 0) this.flush();
+    if (this.run.count > 0) this.flush();
     return this.writeOne(q, t, seq, ack, payload) ? WriteResult.ok : WriteResult.refused;
   }
 
   /** Writes the pending run, if any. Runs are also written at the end of every task. */
   flush(): void {
-    const count = this.runCount;
+    const count = this.run.count;
     if (count === 0) return;
     const q = this.runQueue!;
     const t = this.runTuple!;
-    const payload = this.staging.subarray(0, this.runBytes);
-    this.runCount = 0;
-    this.runBytes = 0;
+    const segmentSize = this.run.segmentSize;
+    const payload = this.run.take();
     this.runQueue = null;
     this.runTuple = null;
     let ok: boolean;
     if (count === 1) ok = this.writeOne(q, t, this.runSeq, this.runAck, payload);
     else {
       const h = this.dataHeader(t, this.runSeq, this.runAck, payload, true);
-      ok = q.writeSegmented!(h, payload, this.runSize);
+      ok = q.writeSegmented!(h, payload, segmentSize);
     }
     if (!ok) this.onRunRefused(t, count);
   }
@@ -142,36 +131,24 @@ export class SegmentWriter {
     ack: number,
     payload: Uint8Array,
   ): void {
-    const len = payload.length;
+    const run = this.run;
     if (
-      this.runCount > 0 &&
+      run.count > 0 &&
       (this.runTuple !== t ||
         this.runQueue !== q ||
-        this.runClosed ||
         seq !== this.runNextSeq ||
         ack !== this.runAck ||
-        len > this.runSize ||
-        this.runBytes + len > this.runLimit ||
-        this.runCount >= MAX_RUN_SEGMENTS)
+        !run.fits(payload.length, t.family === 4 ? MAX_RUN_PAYLOAD4 : MAX_RUN_PAYLOAD6))
     )
       this.flush();
-    if (this.runCount === 0) {
+    if (run.count === 0) {
       this.runQueue = q;
       this.runTuple = t;
       this.runSeq = seq;
       this.runAck = ack;
-      this.runSize = len;
-      this.runClosed = false;
-      this.runLimit = t.family === 4 ? MAX_RUN_PAYLOAD4 : MAX_RUN_PAYLOAD6;
-      if (!this.flushScheduled) {
-        this.flushScheduled = true;
-        queueMicrotask(this.flushTask);
-      }
-    } else if (len < this.runSize) this.runClosed = true;
-    this.staging.set(payload, this.runBytes);
-    this.runBytes += len;
-    this.runCount++;
-    this.runNextSeq = (seq + len) | 0;
+    }
+    run.push(payload);
+    this.runNextSeq = (seq + payload.length) | 0;
   }
 
   /** Writes one data segment now, payload by reference. */
@@ -257,7 +234,7 @@ export class SegmentWriter {
     synOptions: boolean,
   ): boolean {
     // Control segments follow the data sent before them (an RST after the last datagram).
-    if (this.runCount > 0) this.flush();
+    if (this.run.count > 0) this.flush();
     const h = this.control;
     const ip = t.family === 4 ? 20 : 40;
     const tcpLength = synOptions ? 24 : 20;
