@@ -3,14 +3,13 @@
  * `--remote`.
  */
 import {
+  configuredHandshakePacket,
   formatAddress,
   type LaunchOptions,
   launchProgram,
-  maxPayload,
   openProgramDevice,
   type ProgramContext,
   type RunningProgram,
-  readHandshakePacket,
   resolveHostPort,
   setUpHost,
   shardedProgram,
@@ -41,12 +40,7 @@ async function start(config: ClientConfig, context: ProgramContext): Promise<Run
   // Checked at start so that a wrong name fails now, not at the first datagram.
   const initialTargets = await resolveHostPort(config.remote, config.ipv4Only);
   const ipv6Used = initialTargets.some((t) => t.family === 6);
-  const handshakePacket = config.handshakePacketPath
-    ? await readHandshakePacket(
-        config.handshakePacketPath,
-        maxPayload(config.mtu, config.ipv6 !== undefined),
-      )
-    : undefined;
+  const handshakePacket = await configuredHandshakePacket(config);
 
   // Bound once here, exclusively (no SO_REUSEPORT), so that a port already in use is
   // reported before anything on the host changes; the shards bind their own sockets on the

@@ -4,6 +4,7 @@
  */
 import { readFile } from "node:fs/promises";
 import { errnoCode, UsageError } from "./errors.js";
+import type { CommonConfig } from "./options.js";
 
 /** IPv4 header (20) or IPv6 header (40) plus a TCP header without options (20). */
 export function segmentOverhead(ipv6: boolean): number {
@@ -13,6 +14,15 @@ export function segmentOverhead(ipv6: boolean): number {
 /** The largest payload one segment carries at `mtu` on every family in use. */
 export function maxPayload(mtu: number, ipv6Used: boolean): number {
   return mtu - segmentOverhead(ipv6Used);
+}
+
+/** The configured handshake packet (checked against the MTU), or undefined without one. */
+export async function configuredHandshakePacket(config: CommonConfig): Promise<Buffer | undefined> {
+  if (config.handshakePacketPath === undefined) return undefined;
+  return readHandshakePacket(
+    config.handshakePacketPath,
+    maxPayload(config.mtu, config.ipv6 !== undefined),
+  );
 }
 
 /** Reads the handshake packet, refusing a missing, unreadable, empty or oversized file. */

@@ -3,14 +3,13 @@
  * `--remote` over its own UDP socket.
  */
 import {
+  configuredHandshakePacket,
   formatAddress,
   type LaunchOptions,
   launchProgram,
-  maxPayload,
   openProgramDevice,
   type ProgramContext,
   type RunningProgram,
-  readHandshakePacket,
   resolveHostPort,
   setUpHost,
   shardedProgram,
@@ -38,12 +37,7 @@ async function start(config: ServerConfig, context: ProgramContext): Promise<Run
   const { logger, cleanup } = context;
   // The UDP application is resolved once: every connection relays to the same address.
   const [remote] = await resolveHostPort(config.remote, config.ipv4Only);
-  const handshakePacket = config.handshakePacketPath
-    ? await readHandshakePacket(
-        config.handshakePacketPath,
-        maxPayload(config.mtu, config.ipv6 !== undefined),
-      )
-    : undefined;
+  const handshakePacket = await configuredHandshakePacket(config);
 
   if (config.autoRules) {
     await setUpHost({
