@@ -41,6 +41,20 @@ function patterned(length: number, salt: number): Buffer {
 }
 
 /** Forwarding between the two TUNs of one namespace (no reverse-path filter on the odd routes). */
+/** Has the agent's queue write `header` + `payload` as one segmented packet; its result. */
+function writeSegmented(
+  agent: Agent,
+  header: Buffer,
+  payload: Buffer,
+  segmentSize: number,
+): Promise<boolean> {
+  return agent.request("segmented", {
+    header: header.toString("hex"),
+    payload: payload.toString("hex"),
+    segmentSize,
+  });
+}
+
 function enableForwarding(ns: Netns): void {
   ns.exec("sysctl", [
     "-qw",
@@ -118,13 +132,7 @@ describe.skipIf(gate.skip)("writeSegmented: TCP GSO through a real TUN (namespac
         0,
       );
       const [before] = await tx.request("stats");
-      expect(
-        await tx.request("segmented", {
-          header: header.toString("hex"),
-          payload: payload.toString("hex"),
-          segmentSize: 1000,
-        }),
-      ).toBe(true);
+      expect(await writeSegmented(tx, header, payload, 1000)).toBe(true);
       const [after] = await tx.request("stats");
       expect(after.packetsWritten - before.packetsWritten).toBe(10);
       expect(after.bytesWritten - before.bytesWritten).toBe(10 * header.length + payload.length);
@@ -168,13 +176,7 @@ describe.skipIf(gate.skip)("writeSegmented: TCP GSO through a real TUN (namespac
       const expected = Math.ceil(max / segmentSize);
       const payload = patterned(max, 7 + family);
       const header = tcpSuperHeader(src, 41001, dst, dport, 1, ACK, payload.length, 0x1234);
-      expect(
-        await tx.request("segmented", {
-          header: header.toString("hex"),
-          payload: payload.toString("hex"),
-          segmentSize,
-        }),
-      ).toBe(true);
+      expect(await writeSegmented(tx, header, payload, segmentSize)).toBe(true);
       const segments = await segmentsTo(dport, expected);
       expect(segments).toHaveLength(expected);
       expect(segments.every(({ data }) => tcpChecksumValid(data))).toBe(true);
@@ -194,13 +196,7 @@ describe.skipIf(gate.skip)("writeSegmented: TCP GSO through a real TUN (namespac
       const payload = patterned(1000, 3);
       const header = tcpSuperHeader(src, 41002, dst, dport, 77, ACK | PSH, payload.length);
       const [before] = await tx.request("stats");
-      expect(
-        await tx.request("segmented", {
-          header: header.toString("hex"),
-          payload: payload.toString("hex"),
-          segmentSize: 1000,
-        }),
-      ).toBe(true);
+      expect(await writeSegmented(tx, header, payload, 1000)).toBe(true);
       const [after] = await tx.request("stats");
       expect(after.packetsWritten - before.packetsWritten).toBe(1);
       expect(after.segmentedWrites).toBe(before.segmentedWrites);
@@ -223,14 +219,7 @@ describe.skipIf(gate.skip)("writeSegmented: TCP GSO through a real TUN (namespac
       })(),
       tcpSuperHeader(TX.v4.peer, 1, RX.v4.peer, 2, 0, ACK, payload.length).subarray(0, 39),
     ];
-    for (const header of cases)
-      expect(
-        await tx.request("segmented", {
-          header: header.toString("hex"),
-          payload: payload.toString("hex"),
-          segmentSize: 1000,
-        }),
-      ).toBe(false);
+    for (const header of cases) expect(await writeSegmented(tx, header, payload, 1000)).toBe(false);
     const [after] = await tx.request("stats");
     expect(after.writeDrops - before.writeDrops).toBe(cases.length);
     expect(after.packetsWritten).toBe(before.packetsWritten);
@@ -337,11 +326,7 @@ describe.skipIf(gate.skip)(
       const src = family === 4 ? TX.v4.peer : TX.v6.peer;
       const payload = patterned(9 * 1000 + 700, salt);
       const header = tcpSuperHeader(src, 42000, dst, dport, 5000, ACK | PSH, payload.length);
-      const ok = await tx.request("segmented", {
-        header: header.toString("hex"),
-        payload: payload.toString("hex"),
-        segmentSize: 1000,
-      });
+      const ok = await writeSegmented(tx, header, payload, 1000);
       expect(ok).toBe(true);
       return { header, payload };
     }
@@ -419,13 +404,7 @@ describe.skipIf(gate.skip)(
           ACK,
           payload.length,
         );
-        expect(
-          await tx.request("segmented", {
-            header: header.toString("hex"),
-            payload: payload.toString("hex"),
-            segmentSize: 1400,
-          }),
-        ).toBe(true);
+        expect(await writeSegmented(tx, header, payload, 1400)).toBe(true);
         sent.push({ payload, gso: big ? 1400 : undefined });
       }
       let seen = 0;
