@@ -32,6 +32,26 @@ function longestGapMs(stream: StreamResult): number {
   return gap;
 }
 
+/**
+ * Runs an echo stream, flushes R's conntrack table `beforeMs` into it, stops it `afterMs`
+ * later; the stream, the flush time and the recovery time (see {@link recoveryMs}).
+ */
+async function flushDuringStream(
+  rig: Rig,
+  stream: Parameters<Rig["startStream"]>[0],
+  beforeMs: number,
+  afterMs: number,
+): Promise<{ result: StreamResult; flushedAt: number; recovery: number | null }> {
+  const running = rig.startStream(stream);
+  await sleep(beforeMs);
+  const flushedAt = Date.now();
+  rig.flushRouterConntrack();
+  const flushDoneAt = Date.now();
+  await sleep(afterMs);
+  const result = await running.stop();
+  return { result, flushedAt, recovery: recoveryMs(result, flushDoneAt, flushedAt) };
+}
+
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -73,14 +93,12 @@ describe.skipIf(gate.skip)("tunnel resilience", () => {
     });
 
     it("recovers within 5 s after R's conntrack table is flushed mid-flow", async () => {
-      const stream = rig.startStream({ intervalMs: 20 });
-      await sleep(1_000);
-      const flushedAt = Date.now();
-      rig.flushRouterConntrack();
-      const flushDoneAt = Date.now();
-      await sleep(6_000);
-      const result = await stream.stop();
-      const recovery = recoveryMs(result, flushDoneAt, flushedAt);
+      const { result, flushedAt, recovery } = await flushDuringStream(
+        rig,
+        { intervalMs: 20 },
+        1_000,
+        6_000,
+      );
       // The client's counters say whether it noticed (closed["dead-peer"]) and reconnected.
       const clientStats = await rig.client!.requestStats();
       console.log(
@@ -101,14 +119,7 @@ describe.skipIf(gate.skip)("tunnel resilience", () => {
     it("keeps flowing when R's conntrack is flushed and R picks flows up mid-stream (Linux default)", async () => {
       rig.setRouterSysctls({ "net.netfilter.nf_conntrack_tcp_loose": 1 });
       try {
-        const stream = rig.startStream({ intervalMs: 20 });
-        await sleep(1_000);
-        const flushedAt = Date.now();
-        rig.flushRouterConntrack();
-        const flushDoneAt = Date.now();
-        await sleep(2_000);
-        const result = await stream.stop();
-        const recovery = recoveryMs(result, flushDoneAt, flushedAt);
+        const { result, recovery } = await flushDuringStream(rig, { intervalMs: 20 }, 1_000, 2_000);
         console.log(
           "conntrack flush, loose tracking: recovery (ms):",
           recovery,
@@ -125,14 +136,12 @@ describe.skipIf(gate.skip)("tunnel resilience", () => {
     it("recovers within 5 s after R's conntrack table is flushed, once the server has answered a keepalive probe", async () => {
       // A quiet spell longer than the keepalive interval lets the client learn that the
       // server answers probes (the stack declares only such peers dead).
-      const stream = rig.startStream({ intervalMs: 20, pauseAtMs: 300, pauseForMs: 2_500 });
-      await sleep(3_800);
-      const flushedAt = Date.now();
-      rig.flushRouterConntrack();
-      const flushDoneAt = Date.now();
-      await sleep(6_000);
-      const result = await stream.stop();
-      const recovery = recoveryMs(result, flushDoneAt, flushedAt);
+      const { result, flushedAt, recovery } = await flushDuringStream(
+        rig,
+        { intervalMs: 20, pauseAtMs: 300, pauseForMs: 2_500 },
+        3_800,
+        6_000,
+      );
       console.log(
         "conntrack flush after a quiet spell: recovery (ms):",
         recovery,
