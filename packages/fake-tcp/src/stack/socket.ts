@@ -93,6 +93,8 @@ export class Socket extends EventEmitter {
   /** @internal Unfolded pseudo-header sum (without length) and IPv4 header base sum. */
   readonly pseudoBase: number;
   /** @internal */ readonly ipBase: number;
+  /** @internal Our initial sequence number (int32): 0 for a client, random or a cookie for a server. */
+  iss = 0;
   /** @internal Next sequence number to send (int32). */
   sndNxt = 0;
   /** @internal Highest sequence number received, seq + length (int32, modulo 2^32). */
@@ -121,6 +123,11 @@ export class Socket extends EventEmitter {
   probeStep = 0;
   /** True once the peer has answered one of our keepalive probes (so it is one of ours). */
   peerAnswersProbes = false;
+  /**
+   * True when the handshake negotiated that the peer is a program of ours (it answers
+   * keepalive probes, so dead-peer detection may act on it). Never true for a phantun peer.
+   */
+  peerIsOurs = false;
   /** Counters for this connection. */
   readonly counters: SocketCounters = {
     datagramsSent: 0,
