@@ -26,6 +26,7 @@ import {
 } from "./liveness.js";
 import { type ResolvedOptions, resolveOptions, type StackOptions } from "./options.js";
 import { type SegmentTuple, SegmentWriter, WriteResult } from "./segment-writer.js";
+import { seqAdd, seqGt, seqMax } from "./seq.js";
 import { type CloseCause, Socket, type SocketHost, SocketState } from "./socket.js";
 import { TokenBucket } from "./token-bucket.js";
 import {
@@ -324,7 +325,7 @@ export class Stack implements SocketHost {
     const r = this.writer.writeData(q, s, s.sndNxt, s.rcvHigh, datagram);
     if (r === WriteResult.ok) {
       const len = datagram.length;
-      s.sndNxt = (s.sndNxt + len) | 0;
+      s.sndNxt = seqAdd(s.sndNxt, len);
       s.lastSent = this.clock;
       s.unackedBytes = 0; // the segment carries ack = rcvHigh
       s.counters.datagramsSent++;
@@ -469,7 +470,7 @@ export class Stack implements SocketHost {
         return;
       }
       skip = segments - recordChain(s, seq, len, segments, now);
-      s.rcvHigh = (seq + len) | 0;
+      s.rcvHigh = seqAdd(seq, len);
       this.c.resynced++;
     }
     s.lastReceived = now;
@@ -479,8 +480,7 @@ export class Stack implements SocketHost {
       return;
     }
     dataArrived(s, now);
-    const end = (seq + len) | 0;
-    if (((end - s.rcvHigh) | 0) > 0) s.rcvHigh = end;
+    s.rcvHigh = seqMax(s.rcvHigh, seqAdd(seq, len));
     if (s.unackedBytes === 0) s.unackedSince = now;
     s.unackedBytes += len;
     // The first segment we send after the handshake tells conntrack on the path our window
@@ -588,9 +588,8 @@ export class Stack implements SocketHost {
       s.counters.probesAnswered++;
       return;
     }
-    const d = (seq - s.rcvHigh) | 0;
-    if (d > 0) s.rcvHigh = seq;
-    else if (d < 0 && answersProbe(s, seq, this.clock, this.opts)) {
+    if (seqGt(seq, s.rcvHigh)) s.rcvHigh = seq;
+    else if (answersProbe(s, seq, this.clock, this.opts)) {
       s.lastAnswerAt = this.clock;
       s.counters.acksSent++;
       this.sendControl(s, ACK, s.sndNxt, seq, false);
