@@ -37,6 +37,11 @@ export interface RigOptions {
   routerSysctls?: Record<string, string | number>;
   /** Let R pick up TCP flows mid-stream (default false: strict stateful firewall). */
   looseTcp?: boolean;
+  /**
+   * Run the phantun-shaped stand-in for phantun 0.8 (`tools/phantun-shaped.ts`) in place of
+   * our client or our server (clientArgs/serverArgs then go to it). Default: ours on both.
+   */
+  phantunShaped?: "client" | "server";
 }
 
 /** One reply of a stream probe: sequence number, when it was sent, when its echo arrived. */
@@ -152,6 +157,7 @@ export class Rig {
     if (this.server) this.retired.push(this.server);
     this.server = await startServer(this.s, this.serverPort, `${ADDR.appServer}:${this.appPort}`, {
       extraArgs: [...(this.options.serverArgs ?? []), ...extraArgs],
+      flavor: this.options.phantunShaped === "server" ? "phantun-shaped" : "ours",
     });
     return this.server;
   }
@@ -163,7 +169,10 @@ export class Rig {
       this.c,
       `${ADDR.tunnelClient}:${this.localPort}`,
       `${ADDR.tunnelServer}:${this.serverPort}`,
-      { extraArgs: [...(this.options.clientArgs ?? []), ...extraArgs] },
+      {
+        extraArgs: [...(this.options.clientArgs ?? []), ...extraArgs],
+        flavor: this.options.phantunShaped === "client" ? "phantun-shaped" : "ours",
+      },
     );
     return this.client;
   }
