@@ -29,9 +29,9 @@ export type ProgramFlavor = "ours" | "phantun-shaped";
 /** The default TUN names of the programs. */
 export const DEFAULT_TUN = { client: "ftc0", server: "fts0" } as const;
 
-/** nft table name the programs use for a TUN (`fake_tcp_` + name). */
+/** nft table name the programs use for a TUN (`fake_tcp_` + name, which --tun keeps to [A-Za-z0-9_.-]). */
 export function programTableName(tun: string): string {
-  return `fake_tcp_${tun.replace(/[^A-Za-z0-9_]/g, "_")}`;
+  return `fake_tcp_${tun}`;
 }
 
 /** A running tunnel program and what the rig knows about it. */
