@@ -6,7 +6,7 @@
  */
 import { createSocket, type Socket } from "node:dgram";
 import type { TunnelSocket } from "fake-tcp-common";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { ConnectionTable } from "../src/connection-table.js";
 import {
   dgramEndpoint,
@@ -249,7 +249,8 @@ describe("ConnectionTable", () => {
       ctx,
     );
     table.add(session);
-    await new Promise((r) => setTimeout(r, 0));
+    // The connection opens a few promise reactions later (setImmediate: not faked below).
+    await new Promise((r) => setImmediate(r));
     return { session, sock };
   }
 
@@ -272,18 +273,35 @@ describe("ConnectionTable", () => {
   });
 
   it("expires an idle peer after the TTL; traffic refreshes it", async () => {
-    const events: string[] = [];
-    const table = new ConnectionTable(10, 300);
-    const busy = await openSession(table, 2001, events);
-    const idle = await openSession(table, 2002, events);
-    for (let i = 0; i < 8; i++) {
-      await new Promise((r) => setTimeout(r, 100));
-      table.touch(busy.session);
+    // A fake clock drives the table's sweep timer, Date.now() (its touch throttle) and,
+    // through the spy, performance.now() (the LRU cache's TTL clock). With real 100 ms sleeps
+    // a busy machine could stretch a gap between touches past the 300 ms TTL.
+    vi.useFakeTimers({
+      toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval", "Date"],
+    });
+    const perfStart = performance.now();
+    const dateStart = Date.now();
+    const clock = vi
+      .spyOn(performance, "now")
+      .mockImplementation(() => perfStart + (Date.now() - dateStart));
+    try {
+      const events: string[] = [];
+      const table = new ConnectionTable(10, 300);
+      const busy = await openSession(table, 2001, events);
+      const idle = await openSession(table, 2002, events);
+      for (let i = 0; i < 8; i++) {
+        vi.advanceTimersByTime(100);
+        table.touch(busy.session);
+      }
+      // 800 ms in: the idle peer was swept (the sweep runs every 300 ms here), the busy not.
+      expect(events).toEqual(["127.0.0.1:2002:idle-timeout"]);
+      expect(idle.sock.closed).toBe(true);
+      expect(busy.sock.closed).toBe(false);
+      expect(table.size).toBe(1);
+      table.closeAll("local");
+    } finally {
+      clock.mockRestore();
+      vi.useRealTimers();
     }
-    // 800 ms in: the idle peer was swept (the sweep runs every 300 ms here), the busy not.
-    expect(events).toEqual(["127.0.0.1:2002:idle-timeout"]);
-    expect(idle.sock.closed).toBe(true);
-    expect(busy.sock.closed).toBe(false);
-    table.closeAll("local");
   });
 });
