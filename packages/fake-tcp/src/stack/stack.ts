@@ -8,6 +8,7 @@ import { type Endpoint, parseEndpoint, parseIpv4, parseIpv6 } from "../wire/addr
 import { ipv4PseudoBase, ipv6PseudoBase } from "../wire/checksum.js";
 import { ParseError, parseErrorNames } from "../wire/errors.js";
 import { ipv4HeaderBaseSum } from "../wire/ipv4.js";
+import { OursOption, scanOursOption } from "../wire/ours-option.js";
 import { SegmentParser } from "../wire/segment.js";
 import { TcpFlags } from "../wire/tcp.js";
 import { BoundedQueue } from "./bounded-queue.js";
@@ -54,6 +55,10 @@ export interface StackStats {
   refusedFull: number;
   /** Segments ignored during a handshake (wrong flags or ack). */
   handshakeIgnored: number;
+  /** Handshakes completed with a peer that proved to be ours (negotiation option). */
+  negotiated: number;
+  /** SYNs / SYN-ACKs whose options were malformed (handled as from a phantun peer). */
+  synOptionsMalformed: number;
   /** Datagrams dropped because they would not fit the MTU. */
   droppedTooBig: number;
   /** Packets the device refused to write. */
@@ -143,6 +148,8 @@ export class Stack implements SocketHost {
       rstIgnored: 0,
       refusedFull: 0,
       handshakeIgnored: 0,
+      negotiated: 0,
+      synOptionsMalformed: 0,
       droppedTooBig: 0,
       droppedByDevice: 0,
       accepted: 0,
@@ -381,7 +388,7 @@ export class Stack implements SocketHost {
     if (s === null) this.receiveUnknown(queueIndex, buf);
     else if (s.state === SocketState.established)
       this.receiveEstablished(queueIndex, s, buf, segmentSize);
-    else if (s.state === SocketState.synSent) this.receiveSynSent(s);
+    else if (s.state === SocketState.synSent) this.receiveSynSent(s, buf);
     else this.receiveSynReceived(queueIndex, s, buf, segmentSize);
   }
 
@@ -504,7 +511,7 @@ export class Stack implements SocketHost {
   }
 
   /** Client side: waiting for exactly SYN+ACK with ack 1. */
-  private receiveSynSent(s: Socket): void {
+  private receiveSynSent(s: Socket, buf: Buffer): void {
     const t = this.parser.tcp;
     if ((t.flags & RST) !== 0) {
       this.closeSocket(s, "handshake-failed", "connection refused (reset by peer)", false);
@@ -516,6 +523,9 @@ export class Stack implements SocketHost {
     }
     s.rcvHigh = (t.seq + 1) | 0;
     s.lastReceived = this.clock;
+    // Only our server echoes our option; a phantun server answers with NOP + WS 14 alone.
+    s.peerIsOurs = this.peerOption(buf) === OursOption.present;
+    if (s.peerIsOurs) this.c.negotiated++;
     this.sendControl(s, ACK, s.sndNxt, s.rcvHigh, false);
     this.handshaking.delete(s);
     s.state = SocketState.established;
@@ -541,7 +551,7 @@ export class Stack implements SocketHost {
     }
     if (t.flags === SYN && t.seq === 0) {
       // The client resent its SYN: our SYN-ACK was probably lost.
-      this.sendControl(s, SYN_ACK, 0, s.rcvHigh, true);
+      this.sendControl(s, SYN_ACK, 0, s.rcvHigh, true, s.peerIsOurs);
       return;
     }
     if (t.flags !== ACK || t.ack !== 1) {
@@ -558,12 +568,13 @@ export class Stack implements SocketHost {
       return;
     }
     this.c.accepted++;
+    if (s.peerIsOurs) this.c.negotiated++;
     this.sendFirstProbe(s);
     if (t.payloadLength > 0) this.receiveEstablished(queueIndex, s, buf, segmentSize);
   }
 
   /** A segment for no connection: phantun's listener rules, RSTs rate-limited. */
-  private receiveUnknown(queueIndex: number, _buf: Buffer): void {
+  private receiveUnknown(queueIndex: number, buf: Buffer): void {
     const p = this.parser;
     const t = p.tcp;
     const flags = t.flags;
@@ -592,6 +603,7 @@ export class Stack implements SocketHost {
       else s = this.newSocket(6, p.ip6.src, p.ip6.dst, t.srcPort, t.dstPort, true, queueIndex);
       s.rcvHigh = 1;
       s.sndNxt = 1; // our SYN-ACK consumes one sequence number
+      s.peerIsOurs = this.peerOption(buf) === OursOption.present;
       this.table.insert(s);
       this.handshaking.add(s);
       this.halfOpen++;
@@ -607,8 +619,18 @@ export class Stack implements SocketHost {
   private sendHandshake(s: Socket): void {
     s.attempts++;
     s.deadline = this.clock + this.opts.handshakeTimeoutMs;
-    if (s.passive) this.sendControl(s, SYN_ACK, 0, s.rcvHigh, true);
-    else this.sendControl(s, SYN, 0, 0, true);
+    // Our SYN always carries our option; our SYN-ACK only echoes it (a phantun client
+    // gets exactly NOP + WS 14).
+    if (s.passive) this.sendControl(s, SYN_ACK, 0, s.rcvHigh, true, s.peerIsOurs);
+    else this.sendControl(s, SYN, 0, 0, true, true);
+  }
+
+  /** Whether the SYN or SYN-ACK being handled carries our option; malformed ones are counted. */
+  private peerOption(buf: Buffer): number {
+    const t = this.parser.tcp;
+    const r = scanOursOption(buf, t.optionsOffset, t.optionsLength);
+    if (r === OursOption.malformed) this.c.synOptionsMalformed++;
+    return r;
   }
 
   private sendPureAck(s: Socket): void {
@@ -617,8 +639,15 @@ export class Stack implements SocketHost {
     this.sendControl(s, ACK, s.sndNxt, s.rcvHigh, false);
   }
 
-  private sendControl(s: Socket, flags: number, seq: number, ack: number, syn: boolean): void {
-    if (this.writer.writeControl(this.queues[s.queueIndex], s, flags, seq | 0, ack | 0, syn))
+  private sendControl(
+    s: Socket,
+    flags: number,
+    seq: number,
+    ack: number,
+    syn: boolean,
+    ours = false,
+  ): void {
+    if (this.writer.writeControl(this.queues[s.queueIndex], s, flags, seq | 0, ack | 0, syn, ours))
       this.c.packetsSent++;
     else this.c.droppedByDevice++;
   }
