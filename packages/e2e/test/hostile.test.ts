@@ -110,6 +110,7 @@ describe.skipIf(gate.skip)("a hostile WAN", () => {
           const clientOpenedBefore = client.connectionsOpened();
           const rssBefore = server.rssBytes()!;
           const forwardedBefore = attackerForwarded(rig);
+          const udpBefore = rig.udpCounters();
 
           const stream = rig.startStream({ ratePerSecond: RATE, durationMs: ATTACK_MS + 8_000 });
           await sleep(2_000);
@@ -138,6 +139,7 @@ describe.skipIf(gate.skip)("a hostile WAN", () => {
           const echoAfter = await rig.echoStats();
           const rssAfter = server.rssBytes();
           const forwardedAfter = attackerForwarded(rig);
+          const udpAfter = rig.udpCounters();
           const serverAfter = server.running ? await serverStats(rig) : null;
           const clientAfter = client.running ? await client.requestStats() : null;
 
@@ -166,6 +168,13 @@ describe.skipIf(gate.skip)("a hostile WAN", () => {
             clientClosed: client.connectionsClosed(),
             serverRunning: server.running,
             clientRunning: client.running,
+            // Where datagrams were lost to full socket buffers (a busy machine), if anywhere.
+            udpBufferErrors: Object.fromEntries(
+              Object.entries(udpAfter).map(([ns, c]) => [
+                ns,
+                c.RcvbufErrors - (udpBefore[ns]?.RcvbufErrors ?? 0),
+              ]),
+            ),
             rssGrowthMiB: rssAfter === null ? null : (rssAfter - rssBefore) / MiB,
             serverStack: serverAfter?.stack,
             clientStack: (clientAfter as { stack?: unknown } | null)?.stack,

@@ -33,9 +33,10 @@ function payload(socketIndex: number, seq: number): Buffer {
   return buf;
 }
 
-function openSocket(): Promise<Socket> {
+/** `recvBuffer`: a fast stream's replies must survive the probe being descheduled a while. */
+function openSocket(recvBuffer = 1 << 20): Promise<Socket> {
   return new Promise((resolve, reject) => {
-    const s = createSocket({ type: "udp4", recvBufferSize: 1 << 20 });
+    const s = createSocket({ type: "udp4", recvBufferSize: recvBuffer });
     s.once("error", reject);
     s.bind(0, () => resolve(s));
   });
@@ -84,7 +85,7 @@ async function echoMode(): Promise<void> {
 async function streamMode(): Promise<void> {
   const duration = numberArg(args, "duration", 10_000);
   const rate = numberArg(args, "rate", 0);
-  const s = await openSocket();
+  const s = await openSocket(rate > 0 ? 4 << 20 : 1 << 20);
   const sentAt: number[] = [];
   const replies: Array<[seq: number, sentAt: number, receivedAt: number]> = [];
   let mismatched = 0;
@@ -111,8 +112,8 @@ async function streamMode(): Promise<void> {
   const pauseFrom = started + numberArg(args, "pause-at", -1);
   const pauseUntil = pauseFrom + numberArg(args, "pause-for", 0);
   let seq = 0;
-  // Rate mode: datagrams owed since the last tick (at most 100 ms worth, so a stalled timer
-  // does not turn into one huge burst).
+  // Rate mode: datagrams owed since the last tick. A timer held up by a busy machine is made
+  // up for, but at most 500 ms worth at once (a longer stall is lost, not one huge burst).
   let owed = 0;
   let lastTick = started;
   while (!stopped && Date.now() < end) {
@@ -123,7 +124,7 @@ async function streamMode(): Promise<void> {
       continue;
     }
     if (rate > 0) {
-      owed = Math.min(owed + ((now - lastTick) * rate) / 1000, rate / 10);
+      owed = Math.min(owed + ((now - lastTick) * rate) / 1000, rate / 2);
       lastTick = now;
       for (; owed >= 1; owed--) {
         sentAt.push(now);
