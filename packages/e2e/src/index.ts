@@ -17,6 +17,7 @@ export { CLIENT_MAIN, SERVER_MAIN, toolPath } from "./paths.js";
 export { type LogLine, ManagedProcess } from "./process.js";
 export {
   type EchoResult,
+  type EchoServerStats,
   Rig,
   type RigOptions,
   type StreamReply,
