@@ -1,12 +1,13 @@
 /**
  * The client's per-peer logic without a device: queueing while connecting, the handshake
  * packet first, copying the zero-copy view, closing (on every path, including a connection
- * that ends before the session listens), and the LRU table's bound and TTL. The connection is
- * a small recording implementation of `TunnelSocket`.
+ * that ends before the session listens), waiting for a reconnect, and the LRU table's bound
+ * and TTL. The connection is a small recording implementation of
+ * `TunnelSocket`.
  */
 import { createSocket, type Socket } from "node:dgram";
 import type { TunnelSocket } from "fake-tcp-common";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { ConnectionTable } from "../src/connection-table.js";
 import {
   dgramEndpoint,
@@ -63,6 +64,7 @@ function context(connect: () => Promise<TunnelSocket>, handshake?: string) {
   const events: string[] = [];
   const ctx: SessionContext = {
     connect,
+    connectDelay: () => 0,
     handshakePacket: handshake === undefined ? undefined : Buffer.from(handshake),
     totals: newCounters(),
     touch: () => events.push("touch"),
@@ -225,6 +227,64 @@ describe("PeerSession", () => {
     expect(ctx.totals.udpToTunnel).toBe(2);
     expect(ctx.totals.queueDrops).toBe(3);
     expect(session.isClosed).toBe(true);
+  });
+
+  describe("waiting for a reconnect", () => {
+    afterEach(() => vi.useRealTimers());
+
+    it("queues while it waits, then connects when the wait is over", async () => {
+      vi.useFakeTimers();
+      const sock = new RecordingSocket();
+      let connects = 0;
+      const { ctx, events } = context(() => {
+        connects++;
+        return Promise.resolve(sock);
+      });
+      const delays = [300, 200, 0];
+      ctx.connectDelay = () => delays.shift()!;
+      const session = new PeerSession(
+        { address: "127.0.0.1", port: 9, family: 4 },
+        dgramEndpoint(udp),
+        ctx,
+      );
+      expect(session.isWaiting).toBe(true);
+      session.fromPeer(Buffer.from("early"), dgramEndpoint(udp));
+      await vi.advanceTimersByTimeAsync(299);
+      expect(connects).toBe(0);
+      // The first wait ends, the context asks for 200 ms more.
+      await vi.advanceTimersByTimeAsync(1);
+      expect(connects).toBe(0);
+      await vi.advanceTimersByTimeAsync(200);
+      expect(connects).toBe(1);
+      expect(events).toEqual(["opened"]);
+      expect(sock.sent).toEqual(["early"]);
+      expect(session.establishedAt).toBe(Date.now());
+      sock.datagramHandler!(Buffer.from("reply"));
+      expect(session.fromServer).toBe(1);
+      session.close("local");
+    });
+
+    it("closing a waiting session stops the wait: it never connects", async () => {
+      vi.useFakeTimers();
+      let connects = 0;
+      const { ctx, events } = context(() => {
+        connects++;
+        return Promise.resolve(new RecordingSocket());
+      });
+      ctx.connectDelay = () => 1_000;
+      const session = new PeerSession(
+        { address: "127.0.0.1", port: 9, family: 4 },
+        dgramEndpoint(udp),
+        ctx,
+      );
+      session.fromPeer(Buffer.from("x"), dgramEndpoint(udp));
+      session.close("evicted");
+      expect(vi.getTimerCount()).toBe(0);
+      await vi.advanceTimersByTimeAsync(5_000);
+      expect(connects).toBe(0);
+      expect(events).toEqual(["closed:evicted"]);
+      expect(ctx.totals.queueDrops).toBe(1);
+    });
   });
 });
 
