@@ -117,7 +117,13 @@ export async function startClientShard(
   const totals = newCounters();
   const counters = { opened: 0, closed: 0, failed: 0 };
   const peersPerShard = shardShare(config.maxConnections, shard.count);
-  const table = new ConnectionTable(peersPerShard, config.idleTimeoutMs);
+  const table = new ConnectionTable({
+    maxConnections: peersPerShard,
+    idleTimeoutMs: config.idleTimeoutMs,
+    newPeerRate: shardShare(config.newPeerRate, shard.count),
+    newPeerBurst: shardShare(config.newPeerRate, shard.count),
+    now: Date.now(),
+  });
   // Lines a UDP peer or the server can trigger at will.
   const peerLog: LogSink = logger;
   const backoff = new ReconnectBackoff({
@@ -178,8 +184,16 @@ export async function startClientShard(
     },
   };
 
-  /** A session for a peer the table does not know. */
+  /** A session for a peer the table does not know, if the table admits it. */
   const newSession = (peer: SocketAddress, endpoint: PeerEndpoint): PeerSession | undefined => {
+    const admission = table.admit(Date.now());
+    if (admission !== "admitted") {
+      peerLog.info(
+        { peer: formatAddress(peer.address, peer.port), reason: admission },
+        "new peer refused",
+      );
+      return undefined;
+    }
     const session = new PeerSession(peer, endpoint, sessionContext);
     table.add(session);
     return session;
@@ -288,6 +302,7 @@ export async function startClientShard(
         connections: table.size,
         ...counters,
         ...backoff.counters,
+        ...table.refusals,
         ...totals,
         sendDrops: totals.sendDrops + truncated,
         stack: tunnel.stats(),

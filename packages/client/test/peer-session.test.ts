@@ -1,14 +1,14 @@
 /**
  * The client's per-peer logic without a device: queueing while connecting, the handshake
  * packet first, copying the zero-copy view, closing (on every path, including a connection
- * that ends before the session listens), waiting for a reconnect, and the LRU table's bound
- * and TTL. The connection is a small recording implementation of
+ * that ends before the session listens), waiting for a reconnect, and the table's bound, TTL
+ * and admission of new peers. The connection is a small recording implementation of
  * `TunnelSocket`.
  */
 import { createSocket, type Socket } from "node:dgram";
 import type { TunnelSocket } from "fake-tcp-common";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
-import { ConnectionTable } from "../src/connection-table.js";
+import { ConnectionTable, EVICTABLE_IDLE_MS } from "../src/connection-table.js";
 import {
   dgramEndpoint,
   MAX_QUEUED_DATAGRAMS,
@@ -288,6 +288,16 @@ describe("PeerSession", () => {
   });
 });
 
+function newTable(maxConnections: number, idleTimeoutMs: number): ConnectionTable {
+  return new ConnectionTable({
+    maxConnections,
+    idleTimeoutMs,
+    newPeerRate: 1000,
+    newPeerBurst: 1000,
+    now: Date.now(),
+  });
+}
+
 describe("ConnectionTable", () => {
   let udp: Socket;
   beforeAll(async () => {
@@ -315,7 +325,7 @@ describe("ConnectionTable", () => {
 
   it("evicts the least recently used peer beyond the bound, with an RST", async () => {
     const events: string[] = [];
-    const table = new ConnectionTable(2, 60_000);
+    const table = newTable(2, 60_000);
     const a = await openSession(table, 1001, events);
     await openSession(table, 1002, events);
     table.get(a.session.key); // a is now the most recently used
@@ -333,7 +343,7 @@ describe("ConnectionTable", () => {
 
   it("expires an idle peer after the TTL; traffic refreshes it", async () => {
     const events: string[] = [];
-    const table = new ConnectionTable(10, 300);
+    const table = newTable(10, 300);
     const busy = await openSession(table, 2001, events);
     const idle = await openSession(table, 2002, events);
     for (let i = 0; i < 8; i++) {
@@ -344,6 +354,81 @@ describe("ConnectionTable", () => {
     expect(events).toEqual(["127.0.0.1:2002:idle-timeout"]);
     expect(idle.sock.closed).toBe(true);
     expect(busy.sock.closed).toBe(false);
+    table.closeAll("local");
+  });
+});
+
+describe("ConnectionTable admission of new peers", () => {
+  let udp: Socket;
+  beforeAll(async () => {
+    udp = createSocket("udp4");
+    await new Promise<void>((r) => udp.bind(0, "127.0.0.1", () => r()));
+  });
+  afterAll(() => udp.close());
+  afterEach(() => vi.useRealTimers());
+
+  /** A session whose connection never completes (as when the server is slow). */
+  function pendingSession(port: number, events: string[]) {
+    const { ctx } = context(() => new Promise<TunnelSocket>(() => {}));
+    ctx.closed = (s, cause) => events.push(`${s.key}:${cause}`);
+    return new PeerSession({ address: "10.1.0.1", port, family: 4 }, dgramEndpoint(udp), ctx);
+  }
+
+  it("admits at most the new-peer rate, and at most the burst at once", () => {
+    const table = new ConnectionTable({
+      maxConnections: 100,
+      idleTimeoutMs: 60_000,
+      newPeerRate: 4,
+      newPeerBurst: 4,
+      now: 0,
+    });
+    const at0 = Array.from({ length: 10 }, () => table.admit(0));
+    expect(at0.filter((a) => a === "admitted")).toHaveLength(4);
+    expect(table.refusals).toEqual({ peersRefusedRate: 6, peersRefusedFull: 0 });
+    expect(table.admit(249)).toBe("rate");
+    expect(table.admit(250)).toBe("admitted");
+    // Over 10 s of a flood asking every millisecond: the burst plus 4 a second.
+    let admitted = 0;
+    for (let now = 251; now <= 10_250; now++) if (table.admit(now) === "admitted") admitted++;
+    expect(admitted).toBe(40);
+    table.closeAll("local");
+  });
+
+  it("a full table refuses newcomers while its peers are active, and never evicts them", () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const events: string[] = [];
+    const table = new ConnectionTable({
+      maxConnections: 2,
+      idleTimeoutMs: 180_000,
+      newPeerRate: 1000,
+      newPeerBurst: 1000,
+      now: Date.now(),
+    });
+    const legit = pendingSession(1, events);
+    const quiet = pendingSession(2, events);
+    table.add(legit);
+    table.add(quiet);
+    // The legitimate peer keeps sending (its table entry is refreshed); the other is silent.
+    let refused = 0;
+    for (let t = 0; t < EVICTABLE_IDLE_MS - 1_000; t += 100) {
+      vi.advanceTimersByTime(100);
+      table.touch(legit);
+      // A spoofed source every 100 ms.
+      if (table.admit(Date.now()) === "admitted") table.add(pendingSession(10_000 + t, events));
+      else refused++;
+    }
+    expect(refused).toBe((EVICTABLE_IDLE_MS - 1_000) / 100);
+    expect(table.refusals.peersRefusedFull).toBe(refused);
+    expect(events).toEqual([]);
+    // Once the silent peer has been silent long enough, a newcomer takes its place.
+    vi.advanceTimersByTime(1_000);
+    table.touch(legit);
+    expect(table.admit(Date.now())).toBe("admitted");
+    table.add(pendingSession(3, events));
+    expect(events).toEqual(["10.1.0.1:2:evicted"]);
+    expect(table.get(legit.key)).toBe(legit);
+    // And the table is full of active peers again.
+    expect(table.admit(Date.now())).toBe("full");
     table.closeAll("local");
   });
 });
