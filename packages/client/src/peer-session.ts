@@ -73,21 +73,10 @@ export interface SessionContext {
 }
 
 /**
- * The cause of a connection that closed already, or undefined while it is open. A connection
- * can close before anyone listens for it: between the handshake resolving `connect()` and the
- * session's turn to attach its listener, a reset in the same batch of packets ends it. The
- * `TunnelSocket` view has no state to ask, so this reads the stack socket's own (`closed`,
- * `closeInfo`) where it is there.
+ * The cause given to a session whose connection ended before the session could listen for
+ * its end (see `PeerSession.established`).
  */
-export function closedCause(sock: TunnelSocket): string | undefined {
-  const state = sock as {
-    readonly closed?: unknown;
-    readonly closeInfo?: { readonly cause?: unknown } | null;
-  };
-  if (state.closed !== true) return undefined;
-  const cause = state.closeInfo?.cause;
-  return typeof cause === "string" ? cause : "closed";
-}
+export const CLOSED_AT_OPEN = "closed-at-open";
 
 type State = "waiting" | "connecting" | "open" | "closed";
 
@@ -210,11 +199,11 @@ export class PeerSession {
       sock.close();
       return;
     }
-    const closedBefore = closedCause(sock);
-    if (closedBefore !== undefined) {
-      // Reset (or otherwise ended) before this turn came: its close event is gone.
-      this.context.failed(this, new Error(`connection closed (${closedBefore}) as it opened`));
-      this.finish(closedBefore);
+    if (sock.closed) {
+      // Between the handshake resolving connect() and this turn, the connection ended (a
+      // reset in the same batch of packets): its close event is gone, nobody will call.
+      this.context.failed(this, new Error("the connection ended as it opened"));
+      this.finish(CLOSED_AT_OPEN);
       return;
     }
     this.sock = sock;

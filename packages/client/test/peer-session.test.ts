@@ -24,8 +24,6 @@ class RecordingSocket implements TunnelSocket {
   readonly remotePort = 4567;
   sent: string[] = [];
   closed = false;
-  /** As the stack's socket has it: why it closed. */
-  closeInfo: { cause: string } | null = null;
   datagramHandler: ((view: Uint8Array) => void) | undefined;
   closeHandler: ((cause: string) => void) | undefined;
   send(datagram: Uint8Array): boolean {
@@ -45,7 +43,6 @@ class RecordingSocket implements TunnelSocket {
   /** The stack ending the connection (an RST from the server): `close` goes to whoever listens. */
   endByPeer(cause: string): void {
     this.closed = true;
-    this.closeInfo = { cause };
     this.closeHandler?.(cause);
   }
 }
@@ -196,7 +193,7 @@ describe("PeerSession", () => {
     await settle();
     expect(session.isOpen).toBe(false);
     expect(session.isClosed).toBe(true);
-    expect(events).toEqual(["failed", "closed:peer-reset"]);
+    expect(events).toEqual(["failed", "closed:closed-at-open"]);
     expect(sock.sent).toEqual([]);
     expect(ctx.totals.queueDrops).toBe(1);
     // Later datagrams are dropped and counted, not sent on the dead connection.
@@ -319,7 +316,8 @@ describe("ConnectionTable", () => {
       ctx,
     );
     table.add(session);
-    await new Promise((r) => setTimeout(r, 0));
+    // The connection opens a few promise reactions later (setImmediate: not faked below).
+    await new Promise((r) => setImmediate(r));
     return { session, sock };
   }
 
@@ -342,19 +340,36 @@ describe("ConnectionTable", () => {
   });
 
   it("expires an idle peer after the TTL; traffic refreshes it", async () => {
-    const events: string[] = [];
-    const table = newTable(10, 300);
-    const busy = await openSession(table, 2001, events);
-    const idle = await openSession(table, 2002, events);
-    for (let i = 0; i < 8; i++) {
-      await new Promise((r) => setTimeout(r, 100));
-      table.touch(busy.session);
+    // A fake clock drives the table's sweep timer, Date.now() (its touch throttle) and,
+    // through the spy, performance.now() (the LRU cache's TTL clock). With real 100 ms sleeps
+    // a busy machine could stretch a gap between touches past the 300 ms TTL.
+    vi.useFakeTimers({
+      toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval", "Date"],
+    });
+    const perfStart = performance.now();
+    const dateStart = Date.now();
+    const clock = vi
+      .spyOn(performance, "now")
+      .mockImplementation(() => perfStart + (Date.now() - dateStart));
+    try {
+      const events: string[] = [];
+      const table = newTable(10, 300);
+      const busy = await openSession(table, 2001, events);
+      const idle = await openSession(table, 2002, events);
+      for (let i = 0; i < 8; i++) {
+        vi.advanceTimersByTime(100);
+        table.touch(busy.session);
+      }
+      // 800 ms in: the idle peer was swept (the sweep runs every 300 ms here), the busy not.
+      expect(events).toEqual(["127.0.0.1:2002:idle-timeout"]);
+      expect(idle.sock.closed).toBe(true);
+      expect(busy.sock.closed).toBe(false);
+      expect(table.size).toBe(1);
+      table.closeAll("local");
+    } finally {
+      clock.mockRestore();
+      vi.useRealTimers();
     }
-    // 800 ms in: the idle peer was swept (the sweep runs every 300 ms here), the busy not.
-    expect(events).toEqual(["127.0.0.1:2002:idle-timeout"]);
-    expect(idle.sock.closed).toBe(true);
-    expect(busy.sock.closed).toBe(false);
-    table.closeAll("local");
   });
 });
 
