@@ -39,6 +39,11 @@ export interface RigOptions {
   looseTcp?: boolean;
   /** Put the attacker namespace X on the WAN (see `TopologyOptions.wanAttacker`). */
   wanAttacker?: boolean;
+  /**
+   * Run the phantun-shaped stand-in for phantun 0.8 (`tools/phantun-shaped.ts`) in place of
+   * our client or our server (clientArgs/serverArgs then go to it). Default: ours on both.
+   */
+  phantunShaped?: "client" | "server";
 }
 
 /** One reply of a stream probe: sequence number, when it was sent, when its echo arrived. */
@@ -180,6 +185,7 @@ export class Rig {
     if (this.server) this.retired.push(this.server);
     this.server = await startServer(this.s, this.serverPort, `${ADDR.appServer}:${this.appPort}`, {
       extraArgs: [...(this.options.serverArgs ?? []), ...extraArgs],
+      flavor: this.options.phantunShaped === "server" ? "phantun-shaped" : "ours",
     });
     return this.server;
   }
@@ -191,7 +197,10 @@ export class Rig {
       this.c,
       `${ADDR.tunnelClient}:${this.localPort}`,
       `${ADDR.tunnelServer}:${this.serverPort}`,
-      { extraArgs: [...(this.options.clientArgs ?? []), ...extraArgs] },
+      {
+        extraArgs: [...(this.options.clientArgs ?? []), ...extraArgs],
+        flavor: this.options.phantunShaped === "client" ? "phantun-shaped" : "ours",
+      },
     );
     return this.client;
   }
