@@ -15,10 +15,12 @@ export interface StackOptions {
   handshakeAttempts?: number;
   /** Wait per handshake attempt, in ms (phantun: 1000). */
   handshakeTimeoutMs?: number;
-  /** Most connections in any state (half-open included); more are refused. Default 65536. */
+  /**
+   * Most connections in any state (client handshakes included); more are refused. A listener
+   * keeps no state for handshakes in progress (SYN cookies), so only completed handshakes
+   * count on the server side. Default 65536.
+   */
   maxConnections?: number;
-  /** Most passive handshakes in progress; more SYNs are refused with RST. Default 1024. */
-  maxHalfOpen?: number;
   /** Most established connections waiting for `accept()`. Default 1024. */
   acceptBacklog?: number;
   /** Close a connection after this long without traffic either way (phantun: 180 s). */
@@ -98,7 +100,6 @@ export function resolveOptions(o: StackOptions): ResolvedOptions {
     handshakeAttempts: o.handshakeAttempts ?? 3,
     handshakeTimeoutMs: o.handshakeTimeoutMs ?? 1000,
     maxConnections: o.maxConnections ?? 65536,
-    maxHalfOpen: o.maxHalfOpen ?? 1024,
     acceptBacklog: o.acceptBacklog ?? 1024,
     idleTimeoutMs: o.idleTimeoutMs ?? 180_000,
     ackDelayMs: o.ackDelayMs ?? 1000,
@@ -116,7 +117,6 @@ export function resolveOptions(o: StackOptions): ResolvedOptions {
   positiveInt("handshakeAttempts", r.handshakeAttempts);
   positiveInt("handshakeTimeoutMs", r.handshakeTimeoutMs);
   positiveInt("maxConnections", r.maxConnections);
-  positiveInt("maxHalfOpen", r.maxHalfOpen);
   positiveInt("acceptBacklog", r.acceptBacklog);
   positiveInt("idleTimeoutMs", r.idleTimeoutMs);
   positiveInt("ackDelayMs", r.ackDelayMs);

@@ -106,6 +106,12 @@ export class Socket extends EventEmitter {
   /** @internal Handshake: transmissions so far and deadline of the current one. */
   attempts = 0;
   /** @internal */ deadline = 0;
+  /**
+   * @internal Passive sockets: clock (ms) of the last SYN seq 0 on this established tuple, 0
+   * when none is pending. Only an ACK proving the cookie we answered it with replaces the
+   * connection (the peer restarted); until then the connection is untouched.
+   */
+  restartSynAt = 0;
   /** @internal Clock (ms) of the last packet received and the last datagram sent. */
   lastReceived = 0;
   /** @internal */ lastSent = 0;
