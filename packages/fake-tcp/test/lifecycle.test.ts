@@ -1,10 +1,10 @@
 /** Two of our stacks over the in-memory pair: ports, limits, keepalive, idle, scale. */
 import { afterEach, describe, expect, it, vi } from "vitest";
-import type { Socket } from "../src/index.js";
+import { BoundedQueue, type Socket } from "../src/index.js";
 import { TcpFlags } from "../src/wire/index.js";
 import { rawPeer, summarize, twoStacks } from "./helpers.js";
 
-const { SYN, ACK } = TcpFlags;
+const { SYN, ACK, RST } = TcpFlags;
 
 let cleanup: Array<() => void> = [];
 afterEach(() => {
@@ -243,6 +243,61 @@ describe("table limits", () => {
       code: "ECONNREFUSED",
     });
     expect(server.stats().acceptQueue).toBe(2);
+  });
+});
+
+describe("accept queue", () => {
+  it("BoundedQueue.remove takes out a queued item only, keeping order and room", async () => {
+    const q = new BoundedQueue<number>(3);
+    for (const x of [1, 2, 3]) q.push(x);
+    expect(q.push(4)).toBe(false);
+    expect(q.shift()).toBe(1);
+    expect(q.remove(1)).toBe(false); // already handed out
+    expect(q.remove(3)).toBe(true);
+    expect(q.remove(3)).toBe(false);
+    expect(q.length).toBe(1);
+    expect(q.push(5)).toBe(true);
+    expect([(await q.next()).value, (await q.next()).value]).toEqual([2, 5]);
+  });
+
+  /** SYN, then the cookie-proving ACK and an RST written together: one receive batch. */
+  async function establishedThenReset(p: ReturnType<typeof rawPeer>, srcPort: number) {
+    p.send({ srcPort, seq: 0, ack: 0, flags: SYN });
+    await p.settle();
+    const synAck = p.take().find((x) => x.dstPort === srcPort)!;
+    const ack = (synAck.seq + 1) >>> 0;
+    p.send({ srcPort, seq: 1, ack, flags: ACK, payload: Buffer.from("hello") });
+    p.send({ srcPort, seq: 6, ack, flags: RST });
+  }
+
+  it("a connection reset before accept() is never handed out (queued: removed)", async () => {
+    const p = rawPeer();
+    cleanup.push(p.close);
+    p.stack.listen(4567);
+    await establishedThenReset(p, 1000);
+    await p.settle();
+    expect(p.stack.stats()).toMatchObject({ accepted: 1, acceptQueue: 0, connections: 0 });
+    expect(p.stack.stats().closed["peer-reset"]).toBe(1);
+    await p.handshake({ srcPort: 1001 });
+    const s = await p.stack.accept();
+    expect(s.remotePort).toBe(1001);
+    expect(s.closed).toBe(false);
+  });
+
+  it("a connection reset after being handed to a waiting accept() is skipped", async () => {
+    const p = rawPeer();
+    cleanup.push(p.close);
+    p.stack.listen(4567);
+    const waiting = p.stack.accept();
+    const iterated = p.stack[Symbol.asyncIterator]().next();
+    await establishedThenReset(p, 1000);
+    await establishedThenReset(p, 1001);
+    await p.settle();
+    await p.handshake({ srcPort: 1002 });
+    await p.handshake({ srcPort: 1003 });
+    const got = [await waiting, (await iterated).value as Socket];
+    expect(got.map((s) => s.closed)).toEqual([false, false]);
+    expect(got.map((s) => s.remotePort).sort()).toEqual([1002, 1003]);
   });
 });
 

@@ -190,16 +190,30 @@ export class Stack implements SocketHost {
     this.listening.delete(port);
   }
 
-  /** The next established passive connection. Rejects once the stack is closed. */
+  /**
+   * The next established passive connection that is still open (one reset before it was
+   * taken is skipped). Rejects once the stack is closed.
+   */
   async accept(): Promise<Socket> {
-    const r = await this.acceptQueue.next();
+    const r = await this.nextAccepted();
     if (r.done) throw new Error("stack is closed");
     return r.value;
   }
 
-  /** Iterates accepted connections until the stack closes. */
+  /** Iterates accepted connections (open ones, as `accept`) until the stack closes. */
   [Symbol.asyncIterator](): AsyncIterator<Socket> {
-    return { next: () => this.acceptQueue.next() };
+    return { next: () => this.nextAccepted() };
+  }
+
+  /**
+   * A closed socket leaves the queue in `closeSocket`, but one already handed to a waiting
+   * consumer can close before that consumer runs (its RST in the same batch): skip those.
+   */
+  private async nextAccepted(): Promise<IteratorResult<Socket>> {
+    for (;;) {
+      const r = await this.acceptQueue.next();
+      if (r.done || !r.value.closed) return r;
+    }
   }
 
   /**
@@ -329,6 +343,9 @@ export class Stack implements SocketHost {
     if (sendRst) this.sendControl(s, RST, s.sndNxt, 0, false);
     this.table.remove(s);
     this.handshaking.delete(s);
+    // Never hand the program a connection that is already gone (it would hold resources
+    // for it, e.g. a UDP socket, until its own idle timeout).
+    if (s.passive && this.acceptQueue.length > 0) this.acceptQueue.remove(s);
     this.c.closed[cause]++;
     try {
       s.finish({ cause, message });
