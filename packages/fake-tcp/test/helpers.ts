@@ -92,10 +92,12 @@ export function rawPeer(
     payload?: Uint8Array;
     /** Raw option bytes (e.g. a SYN with our negotiation option). */
     options?: Uint8Array;
+    /** Source address instead of the peer's (IPv4 as a number, IPv6 as four words). */
+    src?: number | number[];
   }) =>
     pair.b[0].write(
       buildPacket({
-        src: peerAddr,
+        src: s.src ?? peerAddr,
         dst: stackAddr,
         srcPort: s.srcPort ?? 40000,
         dstPort: s.dstPort ?? 4567,
@@ -114,9 +116,21 @@ export function rawPeer(
    * the first data segment when given. Takes what the stack sent; returns the server's ISN.
    */
   const handshake = async (
-    o: { srcPort?: number; payload?: Uint8Array; options?: Uint8Array } = {},
+    o: {
+      srcPort?: number;
+      payload?: Uint8Array;
+      options?: Uint8Array;
+      src?: number | number[];
+    } = {},
   ): Promise<number> => {
-    send({ srcPort: o.srcPort, seq: 0, ack: 0, flags: TcpFlags.SYN, options: o.options });
+    send({
+      src: o.src,
+      srcPort: o.srcPort,
+      seq: 0,
+      ack: 0,
+      flags: TcpFlags.SYN,
+      options: o.options,
+    });
     await pair.settle();
     const port = o.srcPort ?? 40000;
     const synAck = take().find(
@@ -124,6 +138,7 @@ export function rawPeer(
     );
     if (synAck === undefined) throw new Error(`no SYN-ACK for port ${port}`);
     send({
+      src: o.src,
       srcPort: o.srcPort,
       seq: 1,
       ack: (synAck.seq + 1) >>> 0,

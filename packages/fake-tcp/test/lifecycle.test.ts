@@ -187,7 +187,7 @@ describe("client source ports", () => {
 
 describe("table limits", () => {
   it("a SYN flood costs no table entries and never locks out a legitimate client", async () => {
-    const p = rawPeer({ stack: { maxConnections: 4 } });
+    const p = rawPeer({ stack: { maxConnections: 4, maxConnectionsPerSource: 4 } });
     cleanup.push(p.close);
     p.stack.listen(4567);
     const isn = await p.handshake({ srcPort: 1000 });
@@ -216,7 +216,9 @@ describe("table limits", () => {
   });
 
   it("max connections: SYNs refused, connect() rejects with ENOBUFS", async () => {
-    const { client, server } = pairOf({ server: { maxConnections: 2 } });
+    const { client, server } = pairOf({
+      server: { maxConnections: 2, maxConnectionsPerSource: 3 },
+    });
     server.listen(7000);
     const a = await client.connect("192.168.201.2:7000");
     await client.connect("192.168.201.2:7000");

@@ -18,7 +18,9 @@ export type CloseCause =
   /** A peer that used to answer keepalive probes stopped answering. */
   | "dead-peer"
   /** The handshake was refused (RST) or not answered in time. */
-  | "handshake-failed";
+  | "handshake-failed"
+  /** The connection table was full: this accepted connection, unused or idle, made room. */
+  | "evicted";
 
 /** Payload of the socket's `close` event. */
 export interface CloseInfo {
@@ -112,6 +114,8 @@ export class Socket extends EventEmitter {
    * connection (the peer restarted); until then the connection is untouched.
    */
   restartSynAt = 0;
+  /** @internal Passive sockets: clock (ms) when the handshake completed (eviction age). */
+  establishedAt = 0;
   /** @internal Clock (ms) of the last packet received and the last datagram sent. */
   lastReceived = 0;
   /** @internal */ lastSent = 0;

@@ -13,9 +13,11 @@ import { SegmentParser } from "../wire/segment.js";
 import { TcpFlags } from "../wire/tcp.js";
 import { BoundedQueue } from "./bounded-queue.js";
 import { ConnectionTable, hashTuple } from "./conn-table.js";
+import { Evictor } from "./eviction.js";
 import { type ResolvedOptions, resolveOptions, type StackOptions } from "./options.js";
 import { type SegmentTuple, SegmentWriter, WriteResult } from "./segment-writer.js";
 import { type CloseCause, Socket, type SocketHost, SocketState } from "./socket.js";
+import { SourceCounts } from "./source-counts.js";
 import { COOKIE_SLOT_MS, CookieBits, SynCookies } from "./syn-cookies.js";
 import { TokenBucket } from "./token-bucket.js";
 
@@ -50,8 +52,15 @@ export interface StackStats {
   rstRateLimited: number;
   /** RSTs received for unknown tuples (ignored). */
   rstIgnored: number;
-  /** Handshakes refused because the connection table or the accept backlog was full. */
+  /**
+   * Handshakes refused because the connection table was full (and no connection could be
+   * evicted) or the accept backlog was full.
+   */
   refusedFull: number;
+  /** Handshakes refused because their source had `maxConnectionsPerSource` connections. */
+  refusedPerSource: number;
+  /** Accepted connections closed to make room for a new one (also in `closed.evicted`). */
+  evicted: number;
   /** SYN-ACKs sent, each carrying a SYN cookie as its sequence number (no state kept). */
   cookiesSent: number;
   /** Handshake-completing segments (ACK, seq 1) whose cookie was wrong or expired. */
@@ -109,6 +118,9 @@ export class Stack implements SocketHost {
   /** Active opens waiting for their SYN-ACK (a listener keeps no handshake state). */
   private readonly handshaking = new Set<Socket>();
   private readonly cookies = new SynCookies();
+  /** Accepted connections per source address (IPv6: per /64). */
+  private readonly sources = new SourceCounts();
+  private readonly evictor = new Evictor(this.table);
   private readonly listening = new Set<number>();
   private readonly acceptQueue: BoundedQueue<Socket>;
   private readonly parser = new SegmentParser();
@@ -151,6 +163,8 @@ export class Stack implements SocketHost {
       rstRateLimited: 0,
       rstIgnored: 0,
       refusedFull: 0,
+      refusedPerSource: 0,
+      evicted: 0,
       cookiesSent: 0,
       cookieFailed: 0,
       handshakeIgnored: 0,
@@ -168,6 +182,7 @@ export class Stack implements SocketHost {
         "idle-timeout": 0,
         "dead-peer": 0,
         "handshake-failed": 0,
+        evicted: 0,
       },
     };
     this.queues.forEach((q, i) => {
@@ -343,6 +358,7 @@ export class Stack implements SocketHost {
     if (sendRst) this.sendControl(s, RST, s.sndNxt, 0, false);
     this.table.remove(s);
     this.handshaking.delete(s);
+    if (s.passive) this.sources.remove(s.family, s.r0, s.r1);
     // Never hand the program a connection that is already gone (it would hold resources
     // for it, e.g. a UDP socket, until its own idle timeout).
     if (s.passive && this.acceptQueue.length > 0) this.acceptQueue.remove(s);
@@ -553,6 +569,8 @@ export class Stack implements SocketHost {
     // The old connection's own segments never prove a cookie of the other generation.
     if (bits < 0 || (bits & CookieBits.generation) === (s.iss & CookieBits.generation))
       return false;
+    // Keep the old connection rather than lose both to a full backlog.
+    if (this.acceptQueue.length >= this.opts.acceptBacklog) return false;
     this.closeSocket(s, "peer-restarted", "peer started a new handshake", false);
     this.acceptCookie(queueIndex, buf, segmentSize, bits);
     return true;
@@ -623,9 +641,17 @@ export class Stack implements SocketHost {
    */
   private answerSyn(queueIndex: number, buf: Buffer, generation: number, replacing: boolean): void {
     const t = this.parser.tcp;
+    // Refuse at once what the proof would be refused for, so the client learns it now.
+    if (!replacing && this.sourceFull()) {
+      this.c.refusedPerSource++;
+      this.replyRst(queueIndex, 0, t.seq + t.payloadLength + 1);
+      return;
+    }
     if (
       this.acceptQueue.length >= this.opts.acceptBacklog ||
-      (!replacing && this.table.size >= this.opts.maxConnections)
+      (!replacing &&
+        this.table.size >= this.opts.maxConnections &&
+        !this.evictor.hasVictim(this.clock))
     ) {
       this.c.refusedFull++;
       this.replyRst(queueIndex, 0, t.seq + t.payloadLength + 1);
@@ -657,17 +683,39 @@ export class Stack implements SocketHost {
     return bits;
   }
 
+  /** Whether the sender of the segment being handled has its share of connections. */
+  private sourceFull(): boolean {
+    const p = this.parser;
+    const n =
+      p.family === 4
+        ? this.sources.count(4, p.ip4.src, 0)
+        : this.sources.count(6, p.ip6.src[0], p.ip6.src[1]);
+    return n >= this.opts.maxConnectionsPerSource;
+  }
+
   /** Creates the connection a proven cookie stands for, established, and queues it. */
   private acceptCookie(queueIndex: number, buf: Buffer, segmentSize: number, bits: number): void {
     const p = this.parser;
     const t = p.tcp;
-    if (
-      this.table.size >= this.opts.maxConnections ||
-      this.acceptQueue.length >= this.opts.acceptBacklog
-    ) {
+    if (this.sourceFull()) {
+      this.c.refusedPerSource++;
+      this.replyRst(queueIndex, t.ack, t.seq + t.payloadLength);
+      return;
+    }
+    if (this.acceptQueue.length >= this.opts.acceptBacklog) {
       this.c.refusedFull++;
       this.replyRst(queueIndex, t.ack, t.seq + t.payloadLength);
       return;
+    }
+    if (this.table.size >= this.opts.maxConnections) {
+      const victim = this.evictor.victim(this.clock);
+      if (victim === null) {
+        this.c.refusedFull++;
+        this.replyRst(queueIndex, t.ack, t.seq + t.payloadLength);
+        return;
+      }
+      this.c.evicted++;
+      this.closeSocket(victim, "evicted", "evicted to make room for a new connection", true);
     }
     let s: Socket;
     if (p.family === 4)
@@ -678,7 +726,9 @@ export class Stack implements SocketHost {
     s.sndNxt = t.ack | 0; // our SYN-ACK consumed one sequence number
     s.rcvHigh = 1; // the client's ISN is 0 and its SYN consumed one
     s.peerIsOurs = (bits & CookieBits.ours) !== 0;
+    s.establishedAt = this.clock;
     this.table.insert(s);
+    this.sources.add(s.family, s.r0, s.r1);
     this.acceptQueue.push(s);
     this.c.accepted++;
     if (s.peerIsOurs) this.c.negotiated++;
