@@ -67,6 +67,23 @@ export interface SessionContext {
   closed(session: PeerSession, cause: string): void;
 }
 
+/**
+ * The cause of a connection that closed already, or undefined while it is open. A connection
+ * can close before anyone listens for it: between the handshake resolving `connect()` and the
+ * session's turn to attach its listener, a reset in the same batch of packets ends it. The
+ * `TunnelSocket` view has no state to ask, so this reads the stack socket's own (`closed`,
+ * `closeInfo`) where it is there.
+ */
+export function closedCause(sock: TunnelSocket): string | undefined {
+  const state = sock as {
+    readonly closed?: unknown;
+    readonly closeInfo?: { readonly cause?: unknown } | null;
+  };
+  if (state.closed !== true) return undefined;
+  const cause = state.closeInfo?.cause;
+  return typeof cause === "string" ? cause : "closed";
+}
+
 type State = "connecting" | "open" | "closed";
 
 /** A UDP peer and its connection. */
@@ -136,6 +153,7 @@ export class PeerSession {
     sock?.close();
   }
 
+  /** Every path that ends the session comes here once: what it holds is released. */
   private finish(cause: string): void {
     if (this.state === "closed") return;
     this.state = "closed";
@@ -161,6 +179,13 @@ export class PeerSession {
       sock.close();
       return;
     }
+    const closedBefore = closedCause(sock);
+    if (closedBefore !== undefined) {
+      // Reset (or otherwise ended) before this turn came: its close event is gone.
+      this.context.failed(this, new Error(`connection closed (${closedBefore}) as it opened`));
+      this.finish(closedBefore);
+      return;
+    }
     this.sock = sock;
     this.state = "open";
     const totals = this.context.totals;
@@ -174,10 +199,12 @@ export class PeerSession {
     if (this.context.handshakePacket) sock.send(this.context.handshakePacket);
     const queued = this.queue;
     this.queue = [];
-    for (const datagram of queued) {
-      if (this.state !== "open") break;
-      if (sock.send(datagram)) totals.udpToTunnel++;
+    let i = 0;
+    for (; i < queued.length && this.state === "open"; i++) {
+      if (sock.send(queued[i])) totals.udpToTunnel++;
       else totals.sendDrops++;
     }
+    // Closed while sending what was queued: the rest was never sent.
+    totals.queueDrops += queued.length - i;
   }
 }

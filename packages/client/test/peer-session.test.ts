@@ -1,11 +1,12 @@
 /**
  * The client's per-peer logic without a device: queueing while connecting, the handshake
- * packet first, copying the zero-copy view, closing, and the LRU table's bound and TTL.
- * The connection is a small recording implementation of `TunnelSocket`.
+ * packet first, copying the zero-copy view, closing (on every path, including a connection
+ * that ends before the session listens), and the LRU table's bound and TTL. The connection is
+ * a small recording implementation of `TunnelSocket`.
  */
 import { createSocket, type Socket } from "node:dgram";
 import type { TunnelSocket } from "fake-tcp-common";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { ConnectionTable } from "../src/connection-table.js";
 import {
   dgramEndpoint,
@@ -22,6 +23,8 @@ class RecordingSocket implements TunnelSocket {
   readonly remotePort = 4567;
   sent: string[] = [];
   closed = false;
+  /** As the stack's socket has it: why it closed. */
+  closeInfo: { cause: string } | null = null;
   datagramHandler: ((view: Uint8Array) => void) | undefined;
   closeHandler: ((cause: string) => void) | undefined;
   send(datagram: Uint8Array): boolean {
@@ -37,6 +40,12 @@ class RecordingSocket implements TunnelSocket {
   }
   close(): void {
     this.closed = true;
+  }
+  /** The stack ending the connection (an RST from the server): `close` goes to whoever listens. */
+  endByPeer(cause: string): void {
+    this.closed = true;
+    this.closeInfo = { cause };
+    this.closeHandler?.(cause);
   }
 }
 
@@ -164,6 +173,59 @@ describe("PeerSession", () => {
     expect(sock.closed).toBe(true);
     expect(sock.sent).toEqual([]);
   });
+
+  /** Lets the promise callbacks queued so far run. */
+  const settle = () => new Promise((r) => setTimeout(r, 0));
+
+  it("a connection reset before the session listens ends the session (nothing left open)", async () => {
+    const pending = deferred<TunnelSocket>();
+    const { ctx, events } = context(() => pending.promise);
+    const session = new PeerSession(
+      { address: "127.0.0.1", port: 9, family: 4 },
+      dgramEndpoint(udp),
+      ctx,
+    );
+    session.fromPeer(Buffer.from("queued"), dgramEndpoint(udp));
+    const sock = new RecordingSocket();
+    // The handshake completes and, in the same batch of packets, the server resets: the
+    // close event fires before the session's turn to attach its listener.
+    pending.resolve(sock);
+    sock.endByPeer("peer-reset");
+    await settle();
+    expect(session.isOpen).toBe(false);
+    expect(session.isClosed).toBe(true);
+    expect(events).toEqual(["failed", "closed:peer-reset"]);
+    expect(sock.sent).toEqual([]);
+    expect(ctx.totals.queueDrops).toBe(1);
+    // Later datagrams are dropped and counted, not sent on the dead connection.
+    session.fromPeer(Buffer.from("late"), dgramEndpoint(udp));
+    expect(ctx.totals.queueDrops).toBe(2);
+  });
+
+  it("a connection that closes while the queue is sent ends the session once", async () => {
+    const pending = deferred<TunnelSocket>();
+    const { ctx, events } = context(() => pending.promise);
+    const session = new PeerSession(
+      { address: "127.0.0.1", port: 9, family: 4 },
+      dgramEndpoint(udp),
+      ctx,
+    );
+    for (let i = 0; i < 5; i++) session.fromPeer(Buffer.from(`d${i}`), dgramEndpoint(udp));
+    const sock = new RecordingSocket();
+    let sends = 0;
+    sock.send = (datagram) => {
+      sock.sent.push(Buffer.from(datagram).toString());
+      if (++sends === 2) sock.endByPeer("peer-reset");
+      return true;
+    };
+    pending.resolve(sock);
+    await settle();
+    expect(events).toEqual(["opened", "closed:peer-reset"]);
+    expect(sock.sent).toEqual(["d0", "d1"]);
+    expect(ctx.totals.udpToTunnel).toBe(2);
+    expect(ctx.totals.queueDrops).toBe(3);
+    expect(session.isClosed).toBe(true);
+  });
 });
 
 describe("ConnectionTable", () => {
@@ -187,7 +249,8 @@ describe("ConnectionTable", () => {
       ctx,
     );
     table.add(session);
-    await new Promise((r) => setTimeout(r, 0));
+    // The connection opens a few promise reactions later (setImmediate: not faked below).
+    await new Promise((r) => setImmediate(r));
     return { session, sock };
   }
 
@@ -210,18 +273,35 @@ describe("ConnectionTable", () => {
   });
 
   it("expires an idle peer after the TTL; traffic refreshes it", async () => {
-    const events: string[] = [];
-    const table = new ConnectionTable(10, 300);
-    const busy = await openSession(table, 2001, events);
-    const idle = await openSession(table, 2002, events);
-    for (let i = 0; i < 8; i++) {
-      await new Promise((r) => setTimeout(r, 100));
-      table.touch(busy.session);
+    // A fake clock drives the table's sweep timer, Date.now() (its touch throttle) and,
+    // through the spy, performance.now() (the LRU cache's TTL clock). With real 100 ms sleeps
+    // a busy machine could stretch a gap between touches past the 300 ms TTL.
+    vi.useFakeTimers({
+      toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval", "Date"],
+    });
+    const perfStart = performance.now();
+    const dateStart = Date.now();
+    const clock = vi
+      .spyOn(performance, "now")
+      .mockImplementation(() => perfStart + (Date.now() - dateStart));
+    try {
+      const events: string[] = [];
+      const table = new ConnectionTable(10, 300);
+      const busy = await openSession(table, 2001, events);
+      const idle = await openSession(table, 2002, events);
+      for (let i = 0; i < 8; i++) {
+        vi.advanceTimersByTime(100);
+        table.touch(busy.session);
+      }
+      // 800 ms in: the idle peer was swept (the sweep runs every 300 ms here), the busy not.
+      expect(events).toEqual(["127.0.0.1:2002:idle-timeout"]);
+      expect(idle.sock.closed).toBe(true);
+      expect(busy.sock.closed).toBe(false);
+      expect(table.size).toBe(1);
+      table.closeAll("local");
+    } finally {
+      clock.mockRestore();
+      vi.useRealTimers();
     }
-    // 800 ms in: the idle peer was swept (the sweep runs every 300 ms here), the busy not.
-    expect(events).toEqual(["127.0.0.1:2002:idle-timeout"]);
-    expect(idle.sock.closed).toBe(true);
-    expect(busy.sock.closed).toBe(false);
-    table.closeAll("local");
   });
 });
