@@ -7,6 +7,7 @@ export * from "./logger.js";
 export * from "./nft.js";
 export * from "./options.js";
 export * from "./program.js";
+export * from "./rate-limited-log.js";
 export * from "./resolve.js";
 export * from "./run-command.js";
 export * from "./shards.js";

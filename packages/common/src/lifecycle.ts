@@ -4,7 +4,7 @@
  * 1 for internal errors, never a stack trace).
  */
 import { EXIT_INTERNAL, EXIT_USAGE, oneLine, UsageError } from "./errors.js";
-import type { Logger } from "./logger.js";
+import { flushLogs, flushLogsSync, type Logger } from "./logger.js";
 
 /** A last-in-first-out list of undo steps (remove rules, close the device...). */
 export class Cleanup {
@@ -42,6 +42,20 @@ export interface RunningProgram {
 
 /** How long a shutdown may take before the process exits anyway. */
 export const SHUTDOWN_DEADLINE_MS = 1_800;
+
+/** How long an exit waits for log lines still being written to stdout. */
+const LOG_FLUSH_MS = 100;
+
+/** Exits with `code` once the log lines written so far are out (bounded wait). */
+function exitAfterFlush(code: number): void {
+  void flushLogs(LOG_FLUSH_MS).finally(() => process.exit(code));
+}
+
+/** Exits at once, writing what can be written of the log synchronously. */
+function exitNow(code: number): never {
+  flushLogsSync();
+  process.exit(code);
+}
 
 /** Writes the one-line error and returns the exit code for `err`. */
 export function reportStartupError(program: string, err: unknown): number {
@@ -85,17 +99,17 @@ export async function runMain(options: RunMainOptions): Promise<void> {
     program.logger.info(reason, "shutting down");
     const deadline = setTimeout(() => {
       program.logger.error({ deadlineMs: SHUTDOWN_DEADLINE_MS }, "shutdown timed out, exiting");
-      process.exit(EXIT_INTERNAL);
+      exitAfterFlush(EXIT_INTERNAL);
     }, SHUTDOWN_DEADLINE_MS);
     deadline.unref();
     program.stop().then(
       () => {
         program.logger.info({ exitCode: code }, "stopped");
-        process.exit(code);
+        exitAfterFlush(code);
       },
       (err: unknown) => {
         program.logger.error({ err: oneLine(err) }, "shutdown failed");
-        process.exit(EXIT_INTERNAL);
+        exitAfterFlush(EXIT_INTERNAL);
       },
     );
   };
@@ -103,7 +117,7 @@ export async function runMain(options: RunMainOptions): Promise<void> {
   const onSignal = (signal: NodeJS.Signals): void => {
     if (stopping) {
       // A second signal means "now": skip the remaining cleanup.
-      process.exit(EXIT_INTERNAL);
+      exitNow(EXIT_INTERNAL);
     }
     if (!running) {
       pendingSignal = signal;
@@ -129,7 +143,9 @@ export async function runMain(options: RunMainOptions): Promise<void> {
   try {
     running = await options.start(fatal);
   } catch (err) {
-    process.exit(reportStartupError(options.program, err));
+    // Lines the failed start logged (its clean-up) are written before the exit.
+    exitAfterFlush(reportStartupError(options.program, err));
+    return;
   }
   if (!running) process.exit(0);
   const program = running;

@@ -5,7 +5,7 @@
  */
 import { oneLine } from "./errors.js";
 import { Cleanup, type RunningProgram } from "./lifecycle.js";
-import { createLogger, type Logger, type LogLevel } from "./logger.js";
+import { createLogger, type Logger, type LogLevel, logLinesDropped } from "./logger.js";
 import type { CommonConfig } from "./options.js";
 import { programStats, type ShardHandle, type ShardStarter, startShards } from "./shards.js";
 import { openTunnelDevice, type TunnelDevice } from "./tunnel.js";
@@ -96,7 +96,7 @@ export function shardedProgram(shards: ShardHandle[], context: ProgramContext): 
     logger,
     logStats: () => {
       void Promise.all(shards.map((shard) => shard.stats())).then((list) =>
-        logger.info(programStats(list), "stats"),
+        logger.info({ ...programStats(list), logLinesDropped: logLinesDropped() }, "stats"),
       );
     },
     stop: () => cleanup.run(logCleanupError(logger)),

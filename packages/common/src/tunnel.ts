@@ -11,6 +11,7 @@ import type { SocketAddress } from "./address.js";
 import { oneLine, UsageError } from "./errors.js";
 import type { Logger, LogSink } from "./logger.js";
 import type { CommonConfig } from "./options.js";
+import { RateLimitedLog } from "./rate-limited-log.js";
 import { describeTunError } from "./tun-errors.js";
 import type { TunnelSocket } from "./tunnel-socket.js";
 
@@ -170,7 +171,18 @@ export function startTunnel(fd: number, config: CommonConfig, options: StartTunn
   };
 }
 
+/**
+ * The kind of a stack message for rate limiting: its text before the first colon, digits
+ * left out ("datagram handler threw: <error>" is one kind whatever the error).
+ */
+export function stackMessageKind(message: string): string {
+  const colon = message.indexOf(":");
+  return (colon < 0 ? message : message.slice(0, colon)).replace(/\d+/g, "#");
+}
+
 function newStack(queue: TunQueue, config: CommonConfig, options: StartTunnelOptions): Stack {
+  // The stack logs what packets from outside cause (a handler throwing per datagram): bounded.
+  const log = new RateLimitedLog(options.logger);
   return new Stack({
     queues: [queue],
     local4: config.ipv4.peer,
@@ -187,7 +199,8 @@ function newStack(queue: TunQueue, config: CommonConfig, options: StartTunnelOpt
     ackBytes: ACK_BYTES,
     segmentationOffload: config.segmentationOffload,
     portShard: options.shard,
-    log: (level, message) => options.logger[level]({ component: "stack" }, message),
+    log: (level, message) =>
+      log.write(level, stackMessageKind(message), { component: "stack" }, message),
   });
 }
 

@@ -89,6 +89,8 @@ export function rawPeer(
     ack: number;
     flags: number;
     payload?: Uint8Array;
+    /** Raw option bytes (e.g. a SYN with our negotiation option). */
+    options?: Uint8Array;
   }) =>
     pair.b[0].write(
       buildPacket({
@@ -100,6 +102,7 @@ export function rawPeer(
         ack: s.ack,
         flags: s.flags,
         payload: s.payload,
+        rawOptions: s.options,
       }),
     );
   /** Takes (and removes) everything received so far. */

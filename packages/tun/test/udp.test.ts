@@ -177,6 +177,22 @@ describe.skipIf(gate.skip)("UdpBatchSocket (real sockets in a namespace)", () =>
     });
   }
 
+  it("record indices beyond the arrays (huge, negative, fractional) throw instead of reading past them", async () => {
+    const r = await runScenario(ns, "hugeIndices", { addr: "127.0.0.1" });
+    expect(r.error).toBeUndefined();
+    for (const [index, calls] of Object.entries(r.results as Record<string, Report>)) {
+      for (const [call, outcome] of Object.entries(calls)) {
+        expect({ index, call, threw: (outcome as Report).threw }).toEqual({
+          index,
+          call,
+          threw: true,
+        });
+      }
+    }
+    expect(r.valid).toBe(true);
+    expect(r.received).toBe(1); // only the call with the valid index sent anything
+  });
+
   it("sendSegmented: segments above the route MTU fall back for that call; a device without offload still gets GSO", async () => {
     // A local address whose route MTU (1200) is below the segments: GSO refuses (EMSGSIZE),
     // single datagrams go out as IPv4 fragments.
