@@ -70,6 +70,8 @@ typedef struct {
   uint32_t* deferred; /* ids held for a later verdict() */
   uint32_t n_deferred, cap_deferred;
   bool in_handler;    /* between delivery and the answer of the current batch */
+  bool no_batch;      /* a verdict send failed: its packets may still be held, so a
+                       * VERDICT_BATCH ("every id up to N") could answer them by accident */
   uint32_t current;   /* packets in the current batch */
   uint32_t seq;
 
@@ -139,7 +141,10 @@ static bool send_out(nfq_t* q, const uint8_t* data, size_t len) {
   } while (rc < 0 && errno == EINTR);
   q->sends += 1;
   if (rc < 0) {
+    int err = errno;
     q->send_errors += 1;
+    q->no_batch = true;
+    errno = err;
     return false;
   }
   return true;
@@ -161,7 +166,7 @@ static void count_verdict(nfq_t* q, int code) {
  * otherwise, as on close, they are accepted unchanged). One sendmsg. */
 static void answer_batch(nfq_t* q, uint32_t count, bool defer_ok) {
   if (count == 0) return;
-  bool uniform = q->n_deferred == 0;
+  bool uniform = q->n_deferred == 0 && !q->no_batch;
   int first_code = -1;
   uint32_t first_mark = 0;
   for (uint32_t i = 0; i < count; i++) {
@@ -459,8 +464,17 @@ static void nfq_free(polled_t* p) {
   free(q);
 }
 
+static const char NFQ_RESOURCE[] = "NfQueue";
+
+/* The queue behind `this`; NULL (TypeError thrown) for anything else, including the other
+ * polled classes, whose objects have another layout. */
 static nfq_t* nfq_unwrap(napi_env env, napi_callback_info info, size_t* argc, napi_value* argv) {
-  return (nfq_t*)polled_unwrap(env, info, argc, argv);
+  polled_t* p = polled_unwrap(env, info, argc, argv);
+  if (p != NULL && p->resource != NFQ_RESOURCE) {
+    napi_throw_type_error(env, "ERR_INVALID_THIS", "not a native netfilter queue");
+    return NULL;
+  }
+  return (nfq_t*)p;
 }
 
 /* Throws `syscall failed for queue N: strerror` with the errno code. */
@@ -524,7 +538,7 @@ static napi_value nfq_new(napi_env env, napi_callback_info info) {
     q->msgs = calloc(batch, sizeof *q->msgs);
     q->iovs = calloc(batch, sizeof *q->iovs);
     q->out = calloc(batch, VERDICT_MSG_BYTES);
-    q->cap_deferred = maxlen < 65536 ? maxlen : 65536;
+    q->cap_deferred = maxlen < (1u << 20) ? maxlen : (1u << 20);
     q->deferred = calloc(q->cap_deferred, sizeof *q->deferred);
   }
   if (q == NULL || q->msgs == NULL || q->iovs == NULL || q->out == NULL || q->deferred == NULL) {
@@ -533,7 +547,7 @@ static napi_value nfq_new(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "ENOMEM", "out of memory");
     return NULL;
   }
-  polled_init(&q->base, env, fd, on_nfq_readable, nfq_free, "the netfilter queue", "NfQueue",
+  polled_init(&q->base, env, fd, on_nfq_readable, nfq_free, "the netfilter queue", NFQ_RESOURCE,
               "ERR_NFQUEUE_CLOSED");
   q->base.before_close = before_close;
   q->queue_num = (uint16_t)num;

@@ -208,6 +208,9 @@ describe.skipIf(gate.skip)(
       expect(e.deferredResult.who).toBe("tunnel");
       expect(e.secondQueue).toBe("EPERM");
       expect(e.secondQueueMessage).toMatch(/queue 7 is already bound by another program/);
+      // V8 refuses a foreign receiver itself ("Illegal invocation"); the addon checks again.
+      expect(e.wrongThisPlain).toMatch(/ERR_INVALID_THIS|TypeError: Illegal invocation/);
+      expect(e.wrongThisUdp).toMatch(/ERR_INVALID_THIS|TypeError: Illegal invocation/);
       expect(e.badQueueNumber).toBe("EINVAL");
       expect(e.badCopy).toBe("ERANGE");
       expect(e.badBatch).toBe("ERANGE");
