@@ -248,9 +248,10 @@ static uint32_t attr_u32(const struct nlattr* a) {
   return ntohl(v);
 }
 
-/* Parses one packet message at `h` (inside slot `base`) into metadata row `m`. False when it
+/* Parses one packet message at `h` (inside the receive buffer) into metadata row `m`; the
+ * packet's start is an offset into the whole buffer, as JS sees it. False when the message
  * carries no packet id (nothing to answer). */
-static bool parse_packet(nfq_t* q, const uint8_t* base, const struct nlmsghdr* h, uint32_t* m) {
+static bool parse_packet(nfq_t* q, const struct nlmsghdr* h, uint32_t* m) {
   const uint8_t* end = (const uint8_t*)h + h->nlmsg_len;
   const uint8_t* a = (const uint8_t*)h + NLMSG_HDRLEN;
   if (a + NLMSG_ALIGN(sizeof(struct nfgenmsg)) > end) return false;
@@ -286,7 +287,7 @@ static bool parse_packet(nfq_t* q, const uint8_t* base, const struct nlmsghdr* h
         if (len >= 4) cap_len = attr_u32(at);
         break;
       case NFQA_PAYLOAD:
-        m[0] = (uint32_t)(a + NLA_HDRLEN - base);
+        m[0] = (uint32_t)(a + NLA_HDRLEN - q->buf);
         m[1] = len;
         break;
       default:
@@ -297,7 +298,7 @@ static bool parse_packet(nfq_t* q, const uint8_t* base, const struct nlmsghdr* h
   if (!has_id) return false;
   /* The family of the hook (inet tables hook both); the IP version nibble otherwise. */
   uint32_t fam = g->nfgen_family == AF_INET ? 4 : g->nfgen_family == AF_INET6 ? 6 : 0;
-  if (fam == 0 && m[1] > 0) fam = base[m[0]] >> 4;
+  if (fam == 0 && m[1] > 0) fam = q->buf[m[0]] >> 4;
   m[4] |= fam;
   m[6] = cap_len > 0 ? cap_len : m[1]; /* NFQA_CAP_LEN: the full length when cut to the range */
   return true;
@@ -355,7 +356,7 @@ static void on_nfq_readable(uv_poll_t* h, int status, int events) {
       uint32_t* m = q->meta + (size_t)META_WORDS * (count < q->batch ? count : q->batch - 1);
       uint32_t row[META_WORDS];
       if (cut || count >= q->batch) m = row;
-      if (!parse_packet(q, base, nh, m)) {
+      if (!parse_packet(q, nh, m)) {
         q->malformed += 1;
         continue;
       }
@@ -411,7 +412,7 @@ static int await_ack(nfq_t* q, uint32_t seq) {
       }
       if (h->nlmsg_type == ((NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET)) {
         uint32_t m[META_WORDS];
-        if (parse_packet(q, buf, h, m)) {
+        if (parse_packet(q, h, m)) {
           uint8_t msg[VERDICT_MSG_BYTES];
           uint8_t* end = put_verdict(q, msg, NFQNL_MSG_VERDICT, m[2], D_ACCEPT, 0);
           send_out(q, msg, (size_t)(end - msg));

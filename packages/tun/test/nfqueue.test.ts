@@ -164,6 +164,24 @@ describe.skipIf(gate.skip)(
       });
     });
 
+    it("reads a burst of held SYNs in one batch: each packet's bytes, family and verdict are its own", async () => {
+      const r = await runScenario(ns, "burst");
+      expect(r.maxBatch).toBeGreaterThan(1);
+      expect(r.seen).toHaveLength(r.results.length);
+      for (const c of r.results) {
+        expect(c.who, JSON.stringify(c)).toBe(c.keyed ? "tunnel" : "real");
+        const p = r.seen.find((s: Report) => s.sport === c.sport);
+        expect(p, `SYN from port ${c.sport} seen`).toEqual({
+          sport: c.sport,
+          family: c.family,
+          version: c.family,
+          keyed: c.keyed,
+        });
+      }
+      // Mixed decisions: answered packet by packet (no "every id up to N" message for them).
+      expect(r.stats).toMatchObject({ packets: 12, marked: 4, accepted: 12, kernelErrors: 0 });
+    });
+
     it("keeps the port working without the queue program: SIGKILLed or closed, traffic bypasses to the real service", async () => {
       const r = await runScenario(ns, "bypass");
       expect(r.holderReady).toBe(true);
