@@ -2,7 +2,7 @@
  * The optional handshake packet (`--handshake-packet FILE`): read once at start and checked
  * against the MTU, because it travels as one unsegmented TCP payload.
  */
-import { readFile } from "node:fs/promises";
+import { type FileHandle, open, stat } from "node:fs/promises";
 import { errnoCode, UsageError } from "./errors.js";
 import type { CommonConfig } from "./options.js";
 
@@ -27,28 +27,49 @@ export async function configuredHandshakePacket(config: CommonConfig): Promise<B
 
 /** Reads the handshake packet, refusing a missing, unreadable, empty or oversized file. */
 export async function readHandshakePacket(path: string, maxBytes: number): Promise<Buffer> {
-  let data: Buffer;
-  try {
-    data = await readFile(path);
-  } catch (err) {
-    const code = errnoCode(err);
-    const why =
-      code === "ENOENT"
-        ? "does not exist"
-        : code === "EACCES" || code === "EPERM"
-          ? "is not readable (permission denied)"
-          : code === "EISDIR"
-            ? "is a directory"
-            : `cannot be read (${code ?? "error"})`;
-    throw new UsageError(`--handshake-packet: ${path} ${why}; give a readable file`);
-  }
-  if (data.length === 0) {
-    throw new UsageError(`--handshake-packet: ${path} is empty; an empty datagram cannot be sent`);
-  }
-  if (data.length > maxBytes) {
-    throw new UsageError(
-      `--handshake-packet: ${path} is ${data.length} bytes but at most ${maxBytes} fit in one segment at this MTU; use a smaller file or a larger --mtu`,
+  const refuse = (why: string) =>
+    new UsageError(`--handshake-packet: ${path} ${why}; give a readable file`);
+  const tooBig = (size: string) =>
+    new UsageError(
+      `--handshake-packet: ${path} is ${size} bytes but at most ${maxBytes} fit in one segment at this MTU; use a smaller file or a larger --mtu`,
     );
+  // The size is checked before anything is read, and then no more than one byte past the
+  // limit is read: a device (/dev/zero) or a huge file is refused without reading it whole.
+  // Only regular files: opening a FIFO would wait for a writer, a device has no size.
+  let handle: FileHandle | undefined;
+  try {
+    const info = await stat(path);
+    if (info.isDirectory()) throw refuse("is a directory");
+    if (!info.isFile()) throw refuse("is not a regular file");
+    if (info.size > maxBytes) throw tooBig(String(info.size));
+    handle = await open(path, "r");
+    const data = Buffer.alloc(maxBytes + 1);
+    let length = 0;
+    while (length < data.length) {
+      const { bytesRead } = await handle.read(data, length, data.length - length, null);
+      if (bytesRead === 0) break;
+      length += bytesRead;
+    }
+    // The file grew between the size check and the read.
+    if (length > maxBytes) throw tooBig(`more than ${maxBytes}`);
+    if (length === 0) {
+      throw new UsageError(
+        `--handshake-packet: ${path} is empty; an empty datagram cannot be sent`,
+      );
+    }
+    return Buffer.from(data.subarray(0, length));
+  } catch (err) {
+    if (err instanceof UsageError) throw err;
+    throw refuse(describeReadError(err));
+  } finally {
+    await handle?.close();
   }
-  return data;
+}
+
+function describeReadError(err: unknown): string {
+  const code = errnoCode(err);
+  if (code === "ENOENT") return "does not exist";
+  if (code === "EACCES" || code === "EPERM") return "is not readable (permission denied)";
+  if (code === "EISDIR") return "is a directory";
+  return `cannot be read (${code ?? "error"})`;
 }

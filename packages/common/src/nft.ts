@@ -32,14 +32,28 @@ export interface ServerRulesSpec {
 
 export type RulesSpec = ClientRulesSpec | ServerRulesSpec;
 
-/** The table name for a TUN device: `fake_tcp_` + the name with non-word characters as `_`. */
+/** What `--tun` accepts (see `parseTunName`): these characters only, so nothing needs escaping. */
+const SAFE_NAME = /^[A-Za-z0-9_.-]{1,15}$/;
+
+/**
+ * The table name for a TUN device: `fake_tcp_` + the name itself. nft identifiers take
+ * letters, digits, "_", "-" and "." after a letter, so every valid `--tun` maps to its own
+ * table (a-b, a.b and a_b do not collide).
+ */
 export function tableName(tun: string): string {
-  return `fake_tcp_${tun.replace(/[^A-Za-z0-9_]/g, "_")}`;
+  return `fake_tcp_${checkedName(tun)}`;
 }
 
-/** Quotes an interface name for nft (names cannot contain quotes or whitespace). */
+/** Refuses a name that would not be safe inside an nft script (a bug if it ever happens). */
+function checkedName(name: string): string {
+  if (!SAFE_NAME.test(name))
+    throw new UsageError(`--tun: ${JSON.stringify(name)} cannot be used in nft rules`);
+  return name;
+}
+
+/** Quotes an interface name for nft. */
 function quoted(name: string): string {
-  return `"${name}"`;
+  return `"${checkedName(name)}"`;
 }
 
 /** One base chain of the table. */

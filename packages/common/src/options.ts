@@ -354,17 +354,22 @@ export function secondsOption(
   return Math.round(seconds * 1000);
 }
 
-/** Checks a TUN interface name the way the kernel does (dev_valid_name). */
+/**
+ * Checks a TUN interface name: what the kernel accepts (at most 15 bytes, not "." or "..")
+ * restricted to letters, digits, "_", "-" and ".". The name goes into nft rules (quoted) and
+ * names the nft table, so a quote, a "#" or a space must never reach them; "%" would make the
+ * kernel pick a number.
+ */
 export function parseTunName(text: string): string {
   if (
     text.length === 0 ||
-    Buffer.byteLength(text) > 15 ||
+    text.length > 15 ||
     text === "." ||
     text === ".." ||
-    /[/:\s]/.test(text)
+    !/^[A-Za-z0-9_.-]+$/.test(text)
   ) {
     throw new UsageError(
-      `--tun: "${text}" is not a valid interface name (1-15 characters, no "/", ":" or spaces)`,
+      `--tun: ${JSON.stringify(text)} is not a valid interface name (1-15 letters, digits, "_", "-" or ".")`,
     );
   }
   return text;

@@ -19,6 +19,13 @@ export interface RateLimit {
 /** The default budget of one kind of line: 20 lines per 10 s. */
 export const DEFAULT_RATE_LIMIT: RateLimit = { lines: 20, intervalMs: 10_000 };
 
+/**
+ * The budget of the per-connection lines ("connection opened", "connection closed"): enough for
+ * a burst of real clients (every peer reconnecting after a restart), ~10 lines per second for
+ * a peer that opens connections in a loop.
+ */
+export const CONNECTION_LOG_LIMIT: RateLimit = { lines: 100, intervalMs: 10_000 };
+
 /** The message of the summary line. */
 export const SUPPRESSED_MSG = "log lines suppressed";
 

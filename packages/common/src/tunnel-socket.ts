@@ -13,6 +13,11 @@ export interface TunnelSocket {
   readonly localPort: number;
   readonly remoteAddress: string;
   readonly remotePort: number;
+  /**
+   * True once the connection has ended (reset, timed out, closed). A connection can end
+   * between its handshake and its acceptance; its `close` event has then already fired.
+   */
+  readonly closed: boolean;
   /** Sends one datagram as one segment, synchronously. False when it was dropped. */
   send(datagram: Uint8Array): boolean;
   /**

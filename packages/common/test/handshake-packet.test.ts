@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, ftruncateSync, mkdtempSync, openSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -28,5 +28,21 @@ describe("handshake packet", () => {
     await expect(readHandshakePacket(empty, 1440)).rejects.toThrow(/is empty/);
     await expect(readHandshakePacket(join(dir, "nope"), 1440)).rejects.toThrow(/does not exist/);
     await expect(readHandshakePacket(dir, 1440)).rejects.toThrow(/is a directory/);
+  });
+  it("refuses a device or a huge file at once, without reading it whole", async () => {
+    // /dev/zero never ends: reading it whole never finished (or ran out of memory).
+    const started = Date.now();
+    await expect(readHandshakePacket("/dev/zero", 1440)).rejects.toThrow(
+      /--handshake-packet: \/dev\/zero is not a regular file/,
+    );
+    // A sparse 64 GiB file: its size is known without reading a byte.
+    const huge = join(dir, "huge.bin");
+    const fd = openSync(huge, "w");
+    ftruncateSync(fd, 64 * 1024 ** 3);
+    closeSync(fd);
+    await expect(readHandshakePacket(huge, 1440)).rejects.toThrow(
+      /is 68719476736 bytes but at most 1440 fit/,
+    );
+    expect(Date.now() - started).toBeLessThan(5_000);
   });
 });

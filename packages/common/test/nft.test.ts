@@ -55,10 +55,19 @@ describe("nft rule text", () => {
 
   it("the apply script replaces a stale table in the same transaction", () => {
     const script = buildApplyScript({ role: "client", tun: "t-1.x", tunnel4: "10.0.0.2" });
-    expect(script.startsWith("table inet fake_tcp_t_1_x\ndelete table inet fake_tcp_t_1_x\n")).toBe(
+    expect(script.startsWith("table inet fake_tcp_t-1.x\ndelete table inet fake_tcp_t-1.x\n")).toBe(
       true,
     );
-    expect(tableName("wg.0-a")).toBe("fake_tcp_wg_0_a");
+  });
+
+  it("gives every interface name its own table, and refuses names unsafe in a script", () => {
+    const names = ["a-b", "a.b", "a_b", "ab", "a--b", "a..b"];
+    expect(new Set(names.map(tableName)).size).toBe(names.length);
+    expect(tableName("wg.0-a")).toBe("fake_tcp_wg.0-a");
+    for (const bad of ['x"accept#', "a b", "a;b", "", "x".repeat(16)]) {
+      expect(() => tableName(bad)).toThrow(/cannot be used in nft rules/);
+      expect(() => buildRuleset({ role: "client", tun: bad, tunnel4: "10.0.0.2" })).toThrow();
+    }
   });
 });
 

@@ -87,12 +87,25 @@ describe("shared options", () => {
     [["--tun-local", "10.0.0.1", "--tun-peer", "10.0.0.1"], /must differ/],
     [["--tun", "a/b"], /not a valid interface name/],
     [["--tun", "sixteen-chars-xx"], /not a valid interface name/],
+    // A quote would end the name inside the nft rules ('x"accept#' dropped the masquerade).
+    [["--tun", 'x"accept#'], /--tun: "x\\"accept#" is not a valid interface name/],
+    [["--tun", "a b"], /not a valid interface name/],
+    [["--tun", "tun%d"], /not a valid interface name/],
+    [["--tun", "a;b"], /not a valid interface name/],
+    [["--tun", "é"], /not a valid interface name/],
+    [["--tun", ".."], /not a valid interface name/],
     [["--log-level", "loud"], /--log-level: "loud"/],
     [["--tun", "a", "--tun", "b"], /--tun was given more than once/],
   ])("refuses %j", (extra, message) => {
     const argv = extra.length === 0 ? [] : ["--remote", "x:1", ...extra];
     expect(() => parse(argv)).toThrow(UsageError);
     expect(() => parse(argv)).toThrow(message);
+  });
+
+  it("accepts interface names with letters, digits, _, - and .", () => {
+    for (const tun of ["wg0", "a-b", "a.b", "a_b", "x".repeat(15)]) {
+      expect(parse(["--remote", "x:1", "--tun", tun]).config.tun).toBe(tun);
+    }
   });
 
   it("refuses a malformed boolean variable", () => {

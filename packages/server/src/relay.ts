@@ -26,13 +26,29 @@ export interface RelayCounters {
   queueDrops: number;
   /** Datagrams to the application that the UDP socket refused (e.g. after ICMP port unreachable). */
   udpErrors: number;
+  /** UDP sockets open now (one per relay: each is a file descriptor). */
+  udpSockets: number;
 }
 
 export function newRelayCounters(): RelayCounters {
-  return { udpToTunnel: 0, tunnelToUdp: 0, sendDrops: 0, queueDrops: 0, udpErrors: 0 };
+  return {
+    udpToTunnel: 0,
+    tunnelToUdp: 0,
+    sendDrops: 0,
+    queueDrops: 0,
+    udpErrors: 0,
+    udpSockets: 0,
+  };
 }
 
-/** A connection relayed to the UDP application. */
+/** Why a relay was closed by the server itself (not by its connection ending). */
+export const LOCAL_CLOSE = "local";
+
+/**
+ * A connection relayed to the UDP application. Whichever way it ends (the connection closes,
+ * the server closes the relay), the UDP socket is closed, the connection is reset and
+ * `onClose` runs, each exactly once.
+ */
 export class Relay {
   readonly openedAt = Date.now();
   readonly udp: UdpBatchSocket;
@@ -41,7 +57,8 @@ export class Relay {
   /**
    * Binds and connects the UDP socket (synchronously: no datagram has to wait for it).
    * `maxDatagramBytes` bounds what is received from the application; larger datagrams are
-   * dropped by the socket.
+   * dropped by the socket. Throws, opening nothing, for a connection that has already ended
+   * (its `close` event has fired: nothing would ever close the socket).
    */
   constructor(
     readonly sock: TunnelSocket,
@@ -49,8 +66,9 @@ export class Relay {
     private readonly totals: RelayCounters,
     runs: UdpRunWriter,
     maxDatagramBytes: number,
-    onClose: (relay: Relay, cause: string) => void,
+    private readonly onClose: (relay: Relay, cause: string) => void,
   ) {
+    if (sock.closed) throw new Error("the connection has already ended");
     this.udp = UdpBatchSocket.bind({
       address: remote.family === 6 ? "::" : "0.0.0.0",
       port: 0,
@@ -60,10 +78,12 @@ export class Relay {
       batchSize: RELAY_BATCH_SIZE,
       maxDatagramBytes,
     });
+    totals.udpSockets++;
     try {
       this.udp.connect(remote.address, remote.port);
     } catch (err) {
       this.udp.close();
+      totals.udpSockets--;
       throw err;
     }
     this.udp.onReceive((batch: UdpBatch) => {
@@ -84,10 +104,7 @@ export class Relay {
       runs.send(udp, view, undefined, refused);
       totals.tunnelToUdp++;
     });
-    sock.once("close", (info) => {
-      this.close();
-      onClose(this, info.cause);
-    });
+    sock.once("close", (info) => this.close(info.cause));
   }
 
   /** The local address of the UDP socket (for logs). */
@@ -105,12 +122,22 @@ export class Relay {
     return this.udp.stats().truncated;
   }
 
-  /** Closes the UDP socket and the connection (RST). Idempotent. */
-  close(): void {
+  /** True once the relay has closed. */
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Closes the UDP socket and the connection (RST) and reports `cause`. Idempotent. */
+  close(cause: string = LOCAL_CLOSE): void {
     if (this.closed) return;
     this.closed = true;
     this.totals.sendDrops += this.udp.stats().truncated;
     this.udp.close();
-    this.sock.close();
+    this.totals.udpSockets--;
+    try {
+      this.sock.close();
+    } finally {
+      this.onClose(this, cause);
+    }
   }
 }

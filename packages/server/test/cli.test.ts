@@ -33,6 +33,14 @@ describe.skipIf(gate.skip)("fake-tcp-server command line", () => {
     [["--listen", "4567", ...remote, "--tun-local6", "fcc9::2"], /must differ/],
     [["--listen", "4567", ...remote, "--local", "4568"], /given more than once/],
     [["--listen", "4567", ...remote, "--frob"], /unknown option --frob/],
+    [
+      ["--listen", "4567", ...remote, "--tun", 'x"accept#'],
+      /--tun: .* is not a valid interface name/,
+    ],
+    [
+      ["--listen", "4567", ...remote, "--handshake-packet", "/dev/zero"],
+      /--handshake-packet: \/dev\/zero is not a regular file/,
+    ],
   ])("%j", (args, message) => {
     const line = expectOneLineError(runProgram(ns, "server", args));
     expect(line).toMatch(/^fake-tcp-server: error: /);

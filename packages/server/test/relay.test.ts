@@ -1,12 +1,17 @@
 /**
  * The server's relay on loopback with a recording connection: datagrams both ways over its
  * own connected, batched UDP socket, the stack's view reused right after the call (the run
- * writer copies it), runs sent as one segmented send, oversize datagrams counted, close.
+ * writer copies it), runs sent as one segmented send, oversize datagrams counted, close. The
+ * shard's relay table with connections that end on every path (before they are accepted, by
+ * the peer, by the server, silently): no relay or UDP socket outlives its connection, the
+ * stats count what is open, the per-connection lines are rate-limited.
  */
 import { createSocket, type Socket } from "node:dgram";
-import { type TunnelSocket, UdpRunWriter } from "fake-tcp-common";
+import { readdirSync } from "node:fs";
+import { type LogSink, SUPPRESSED_MSG, type TunnelSocket, UdpRunWriter } from "fake-tcp-common";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { newRelayCounters, Relay } from "../src/relay.js";
+import { RelayTable } from "../src/relay-table.js";
 
 class RecordingSocket implements TunnelSocket {
   readonly localAddress = "192.168.201.2";
@@ -86,8 +91,9 @@ describe("Relay", () => {
     // UDP -> tunnel, from the application to the relay's own socket.
     for (const m of ["a", "bb", "x".repeat(1461), "y".repeat(1600)])
       app.send(m, lastSender!.port, "127.0.0.1");
-    await until(() => sock.sent.length === 3);
-    await new Promise((r) => setTimeout(r, 50));
+    // Datagrams arrive in order on loopback: once the last one is counted (cut off by the
+    // socket), every earlier one has been handled.
+    await until(() => relay.truncated() === 1);
     expect(sock.sent.slice(0, 2)).toEqual(["a", "bb"]);
     expect(sock.sent).toHaveLength(3); // 1600 bytes exceed the receive slot (MTU)
     expect(totals.udpToTunnel).toBe(2);
@@ -98,5 +104,146 @@ describe("Relay", () => {
     expect(sock.closed).toBe(true);
     expect(totals.sendDrops).toBe(2);
     expect(relay.udp.fd).toBe(-1);
+  });
+});
+
+/** Like the stack's socket: close() ends it and emits `close` once, with cause "local". */
+class StackLikeSocket extends RecordingSocket {
+  emitsClose = true;
+  override close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.emitsClose) this.closeHandler?.("local");
+  }
+  /** The peer resets the connection. */
+  reset(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.closeHandler?.("peer-reset");
+  }
+}
+
+function openFds(): number {
+  return readdirSync("/proc/self/fd").length;
+}
+
+function recordingSink(): { sink: LogSink; lines: { msg: string; obj: object }[] } {
+  const lines: { msg: string; obj: object }[] = [];
+  const at = (obj: object, msg: string) => {
+    lines.push({ msg, obj });
+  };
+  return {
+    lines,
+    sink: { trace: at, debug: at, info: at, warn: at, error: at, fatal: at },
+  };
+}
+
+describe("RelayTable", () => {
+  const remote = { address: "127.0.0.1", port: 9, family: 4 as const };
+
+  it("opens nothing for a connection reset before it was accepted (Relay refuses it too)", () => {
+    const { sink } = recordingSink();
+    const table = new RelayTable({
+      remote,
+      runs: new UdpRunWriter(),
+      maxDatagramBytes: 1500,
+      logger: sink,
+    });
+    const fdsBefore = openFds();
+    // 1,000 connections that were reset between their handshake and the accept loop.
+    for (let i = 0; i < 1_000; i++) {
+      const sock = new StackLikeSocket();
+      sock.reset();
+      expect(table.accept(sock)).toBeNull();
+    }
+    expect(openFds()).toBe(fdsBefore);
+    expect(table.stats()).toMatchObject({
+      relays: 0,
+      connections: 0,
+      udpSockets: 0,
+      opened: 0,
+      endedBeforeAccept: 1_000,
+    });
+    const closed = new StackLikeSocket();
+    closed.reset();
+    const totals = newRelayCounters();
+    expect(() => new Relay(closed, remote, totals, new UdpRunWriter(), 1500, () => {})).toThrow(
+      /already ended/,
+    );
+    expect(totals.udpSockets).toBe(0);
+    expect(openFds()).toBe(fdsBefore);
+  });
+
+  it("releases the relay and its UDP socket on every path that ends a connection, once", () => {
+    const { sink, lines } = recordingSink();
+    const table = new RelayTable({
+      remote,
+      runs: new UdpRunWriter(),
+      maxDatagramBytes: 1500,
+      logger: sink,
+    });
+    const fdsBefore = openFds();
+    const byPeer = new StackLikeSocket();
+    const byServer = new StackLikeSocket();
+    const silent = new StackLikeSocket();
+    silent.emitsClose = false; // ends without ever emitting close
+    const atStop = new StackLikeSocket();
+    const relays = [byPeer, byServer, silent, atStop].map((sock) => table.accept(sock));
+    expect(relays.every((r) => r !== null)).toBe(true);
+    expect(openFds()).toBe(fdsBefore + 4);
+    expect(table.stats()).toMatchObject({ relays: 4, udpSockets: 4, opened: 4 });
+
+    byPeer.reset();
+    relays[1]!.close();
+    relays[2]!.close();
+    expect(table.stats()).toMatchObject({ relays: 1, udpSockets: 1, closed: 3 });
+    table.closeAll();
+    expect(table.stats()).toMatchObject({ relays: 0, udpSockets: 0, opened: 4, closed: 4 });
+    expect(openFds()).toBe(fdsBefore);
+    for (const sock of [byPeer, byServer, silent, atStop]) expect(sock.closed).toBe(true);
+    const closedLines = lines.filter((l) => l.msg === "connection closed");
+    expect(closedLines.map((l) => (l.obj as { cause: string }).cause)).toEqual([
+      "peer-reset",
+      "local",
+      "local",
+      "local",
+    ]);
+    // Closing again changes nothing.
+    relays[0]!.close();
+    table.closeAll();
+    expect(table.stats()).toMatchObject({ relays: 0, udpSockets: 0, closed: 4 });
+  });
+
+  it("rate-limits the per-connection lines of a connection flood and summarizes the rest", () => {
+    const { sink, lines } = recordingSink();
+    const table = new RelayTable({
+      remote,
+      runs: new UdpRunWriter(),
+      maxDatagramBytes: 1500,
+      logger: sink,
+    });
+    const fdsBefore = openFds();
+    for (let i = 0; i < 1_000; i++) {
+      const sock = new StackLikeSocket();
+      table.accept(sock);
+      sock.reset();
+    }
+    expect(openFds()).toBe(fdsBefore);
+    expect(table.stats()).toMatchObject({ opened: 1_000, closed: 1_000, relays: 0, udpSockets: 0 });
+    const count = (msg: string) => lines.filter((l) => l.msg === msg).length;
+    expect(count("connection opened")).toBeLessThanOrEqual(100);
+    expect(count("connection closed")).toBeLessThanOrEqual(100);
+    table.closeAll();
+    const summaries = lines.filter((l) => l.msg === SUPPRESSED_MSG).map((l) => l.obj);
+    expect(summaries).toEqual([
+      expect.objectContaining({
+        of: "connection opened",
+        suppressed: 1_000 - count("connection opened"),
+      }),
+      expect.objectContaining({
+        of: "connection closed",
+        suppressed: 1_000 - count("connection closed"),
+      }),
+    ]);
   });
 });

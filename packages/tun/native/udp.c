@@ -474,6 +474,24 @@ static size_t source_cmsg(const udp_t* u, const uint8_t* rec, uint8_t* ctrl) {
   return m.msg_controllen;
 }
 
+/* Reads the index of a record in an array of `len` bytes (absent: 0). False when it is not a
+ * whole number naming a whole record inside the array. The index is taken as a double, not
+ * with napi_get_value_uint32, which would wrap -1 or 2^32 + k silently, and it is compared
+ * with the number of records rather than by computing (index + 1) * ADDR_RECORD, which
+ * overflows 32 bits for huge indices. */
+static bool record_index(napi_env env, napi_value value, size_t len, size_t* out) {
+  double d = 0;
+  if (value != NULL) {
+    napi_valuetype t;
+    if (napi_typeof(env, value, &t) != napi_ok) return false;
+    if (t != napi_undefined && napi_get_value_double(env, value, &d) != napi_ok) return false;
+  }
+  /* Bounds first: converting a double beyond size_t's range to it is undefined. */
+  if (!(d >= 0) || !(d < (double)(len / ADDR_RECORD)) || d != (double)(size_t)d) return false;
+  *out = (size_t)d;
+  return true;
+}
+
 /* Reads an optional source record argument: (records, index) -> pointer or NULL. False (JS
  * error thrown) when malformed. */
 static bool get_source(napi_env env, napi_value recs, napi_value index, const uint8_t** out) {
@@ -485,13 +503,12 @@ static bool get_source(napi_env env, napi_value recs, napi_value index, const ui
   uint8_t* data;
   size_t len;
   if (!get_bytes(env, recs, &data, &len, "source address records")) return false;
-  uint32_t i = 0;
-  if (index != NULL) napi_get_value_uint32(env, index, &i);
-  if ((size_t)(i + 1) * ADDR_RECORD > len) {
+  size_t i = 0;
+  if (!record_index(env, index, len, &i)) {
     napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "source record index out of range");
     return false;
   }
-  *out = data + (size_t)i * ADDR_RECORD;
+  *out = data + i * ADDR_RECORD;
   return true;
 }
 
@@ -556,9 +573,9 @@ static bool get_destination(napi_env env, udp_t* u, napi_value addr, napi_value 
   if (napi_typeof(env, addr, &t) != napi_ok) return false;
   if (t == napi_undefined || t == napi_null) return true;
   if (u->connected) return true; /* a connected socket has its one destination */
-  uint32_t n = 0;
-  if (second != NULL) napi_get_value_uint32(env, second, &n);
   if (t == napi_string) {
+    uint32_t n = 0;
+    if (second != NULL) napi_get_value_uint32(env, second, &n);
     char text[64];
     if (!get_string(env, addr, text, sizeof text, "address")) return false;
     if (n == 0 || n > 65535 || !parse_sockaddr(u->family, text, n, ss, len)) {
@@ -570,7 +587,9 @@ static bool get_destination(napi_env env, udp_t* u, napi_value addr, napi_value 
     uint8_t* rec;
     size_t rlen;
     if (!get_bytes(env, addr, &rec, &rlen, "address record")) return false;
-    if ((size_t)(n + 1) * ADDR_RECORD > rlen || !record_to_sockaddr(u->family, rec + (size_t)n * ADDR_RECORD, ss, len)) {
+    size_t n = 0;
+    if (!record_index(env, second, rlen, &n) ||
+        !record_to_sockaddr(u->family, rec + n * ADDR_RECORD, ss, len)) {
       napi_throw_range_error(env, "ERR_INVALID_ARG_VALUE",
                              "address record index out of range, or not an address of this socket's family");
       return false;

@@ -35,19 +35,40 @@ export interface StackOptions {
    */
   segmentationOffload?: boolean;
   /**
-   * Send a keepalive probe after this long without receiving anything; 0 disables probing
-   * (the default). Probes are pure ACKs, harmless to a phantun peer.
+   * After this long without receiving anything, send a keepalive (a plain pure ACK, which
+   * keeps NAT mappings and conntrack entries alive) or, to a peer of ours, a probe; 0
+   * disables both (the default). Both are harmless to a phantun peer.
    */
   keepaliveIntervalMs?: number;
   /**
-   * Unanswered probes in a row after which a peer is declared dead (only a peer that has
-   * answered a probe before: a phantun peer never answers, so it is never declared dead).
-   * Such a peer's unanswered probe is repeated every half interval, so silence is detected
-   * after about `keepaliveIntervalMs * (1 + deadPeerProbes / 2)`. Default 3.
+   * Unanswered probes in a row after which a peer of ours (`Socket.peerIsOurs`) is declared
+   * dead; a phantun peer is never probed, so never declared dead. An unanswered probe is
+   * repeated every half interval, so silence is detected after about
+   * `keepaliveIntervalMs * (1 + deadPeerProbes / 2)`. Also the probes of the fast check after
+   * a doubtful RST (see `verifyIntervalMs`). Default 3.
    */
   deadPeerProbes?: number;
-  /** Minimum gap between two answers to the peer's probes on one connection. Default 1000 ms. */
+  /**
+   * Minimum gap between two answers to a peer's probes on one connection. Below
+   * `verifyIntervalMs`, so that every probe of the fast check can be answered. Default 200 ms.
+   */
   probeAnswerIntervalMs?: number;
+  /**
+   * The fast check a peer of ours gets after an RST whose seq is in the window but not exact:
+   * `deadPeerProbes` probes this far apart; the connection closes only if none is answered.
+   * Default 300 ms.
+   */
+  verifyIntervalMs?: number;
+  /**
+   * Challenge ACKs (answers to doubtful RSTs and to segments outside the windows): minimum
+   * gap on one connection. Default 250 ms.
+   */
+  challengeIntervalMs?: number;
+  /**
+   * ...and the stack-wide budget per second (each second's budget is drawn at random
+   * between this and 1.5 x this, so that it cannot serve as a side channel). Default 1000.
+   */
+  challengeRatePerSecond?: number;
   /** RST replies to unknown tuples: sustained rate per second (token bucket). Default 1000. */
   rstRatePerSecond?: number;
   /** ...and burst size. Default 200. */
@@ -106,7 +127,10 @@ export function resolveOptions(o: StackOptions): ResolvedOptions {
     segmentationOffload: o.segmentationOffload ?? true,
     keepaliveIntervalMs: o.keepaliveIntervalMs ?? 0,
     deadPeerProbes: o.deadPeerProbes ?? 3,
-    probeAnswerIntervalMs: o.probeAnswerIntervalMs ?? 1000,
+    probeAnswerIntervalMs: o.probeAnswerIntervalMs ?? 200,
+    verifyIntervalMs: o.verifyIntervalMs ?? 300,
+    challengeIntervalMs: o.challengeIntervalMs ?? 250,
+    challengeRatePerSecond: o.challengeRatePerSecond ?? 1000,
     rstRatePerSecond: o.rstRatePerSecond ?? 1000,
     rstBurst: o.rstBurst ?? 200,
     receiveQueueLimit: o.receiveQueueLimit ?? 1024,
@@ -124,6 +148,9 @@ export function resolveOptions(o: StackOptions): ResolvedOptions {
   positiveInt("keepaliveIntervalMs", r.keepaliveIntervalMs, 0);
   positiveInt("deadPeerProbes", r.deadPeerProbes);
   positiveInt("probeAnswerIntervalMs", r.probeAnswerIntervalMs, 0);
+  positiveInt("verifyIntervalMs", r.verifyIntervalMs);
+  positiveInt("challengeIntervalMs", r.challengeIntervalMs, 0);
+  positiveInt("challengeRatePerSecond", r.challengeRatePerSecond, 0);
   positiveInt("rstRatePerSecond", r.rstRatePerSecond, 0);
   positiveInt("rstBurst", r.rstBurst, 0);
   positiveInt("receiveQueueLimit", r.receiveQueueLimit);

@@ -12,11 +12,32 @@ import { OursOption, scanOursOption } from "../wire/ours-option.js";
 import { SegmentParser } from "../wire/segment.js";
 import { TcpFlags } from "../wire/tcp.js";
 import { BoundedQueue } from "./bounded-queue.js";
+import { ChallengeLimiter } from "./challenge-limiter.js";
 import { ConnectionTable, hashTuple } from "./conn-table.js";
+import {
+  answersProbe,
+  dataArrived,
+  nextProbeSeq,
+  probeSent,
+  SweepAction,
+  sweepDecision,
+  VerifyAction,
+  verifyDecision,
+} from "./liveness.js";
 import { type ResolvedOptions, resolveOptions, type StackOptions } from "./options.js";
 import { type SegmentTuple, SegmentWriter, WriteResult } from "./segment-writer.js";
+import { seqAdd, seqGt, seqMax } from "./seq.js";
 import { type CloseCause, Socket, type SocketHost, SocketState } from "./socket.js";
 import { TokenBucket } from "./token-bucket.js";
+import {
+  judgeRst,
+  judgeSegment,
+  markSent,
+  RstVerdict,
+  recordChain,
+  startSeqState,
+  Verdict,
+} from "./validate.js";
 
 const { SYN, ACK, RST } = TcpFlags;
 const SYN_ACK = SYN | ACK;
@@ -25,11 +46,6 @@ const RST_ACK = RST | ACK;
 /** First and count of the client source ports (Linux's default ephemeral range). */
 const EPHEMERAL_FIRST = 32768;
 const EPHEMERAL_COUNT = 61000 - 32768;
-
-/** How far back (in probes) a keepalive probe's sequence number may step; see `sendProbe`. */
-const MAX_PROBE_STEP = 8;
-/** How long a probe stays answerable while data arrives (ms); see `receiveEstablished`. */
-const PROBE_ANSWER_WINDOW_MS = 3_000;
 
 /** A snapshot of the stack's counters. */
 export interface StackStats {
@@ -63,6 +79,22 @@ export interface StackStats {
   droppedTooBig: number;
   /** Packets the device refused to write. */
   droppedByDevice: number;
+  /** Received segments dropped: seq outside the window, no resync chain (see validate.ts). */
+  outOfWindow: number;
+  /** Received segments dropped: seq in the window, ack not within what we sent recently. */
+  badAck: number;
+  /** Received segments held back as links of a resync chain (not delivered). */
+  resyncChained: number;
+  /** Resyncs: a stream that jumped past the window was taken back after a chain. */
+  resynced: number;
+  /** RSTs ignored: seq outside the window. */
+  rstOutOfWindow: number;
+  /** RSTs in the window but not exact: answered with a challenge ACK, not closed on. */
+  rstChallenged: number;
+  /** Challenge ACKs sent (to doubtful RSTs and to segments outside the windows). */
+  challengeAcks: number;
+  /** Challenge ACKs not sent: per-connection gap or stack-wide budget. */
+  challengeRateLimited: number;
   accepted: number;
   connected: number;
   /** Sockets closed, by cause. */
@@ -111,6 +143,9 @@ export class Stack implements SocketHost {
   private readonly writer: SegmentWriter;
   private readonly reply = new ReplyTuple();
   private readonly rstBucket: TokenBucket;
+  private readonly challenges: ChallengeLimiter;
+  /** Connections of ours under the fast check after a doubtful RST (see `receiveRst`). */
+  private readonly verifying = new Set<Socket>();
   private readonly malformed = new Array<number>(parseErrorNames.length).fill(0);
   private readonly c: MutableCounters;
   private readonly timer: NodeJS.Timeout;
@@ -138,6 +173,7 @@ export class Stack implements SocketHost {
     } else this.local6 = null;
     this.clock = Date.now();
     this.rstBucket = new TokenBucket(this.opts.rstRatePerSecond, this.opts.rstBurst, this.clock);
+    this.challenges = new ChallengeLimiter(this.opts.challengeRatePerSecond);
     this.acceptQueue = new BoundedQueue(this.opts.acceptBacklog);
     this.c = {
       packetsReceived: 0,
@@ -152,6 +188,14 @@ export class Stack implements SocketHost {
       synOptionsMalformed: 0,
       droppedTooBig: 0,
       droppedByDevice: 0,
+      outOfWindow: 0,
+      badAck: 0,
+      resyncChained: 0,
+      resynced: 0,
+      rstOutOfWindow: 0,
+      rstChallenged: 0,
+      challengeAcks: 0,
+      challengeRateLimited: 0,
       accepted: 0,
       connected: 0,
       closed: {
@@ -281,8 +325,7 @@ export class Stack implements SocketHost {
     const r = this.writer.writeData(q, s, s.sndNxt, s.rcvHigh, datagram);
     if (r === WriteResult.ok) {
       const len = datagram.length;
-      s.sndNxt = (s.sndNxt + len) | 0;
-      s.lastSentLength = len;
+      s.sndNxt = seqAdd(s.sndNxt, len);
       s.lastSent = this.clock;
       s.unackedBytes = 0; // the segment carries ack = rcvHigh
       s.counters.datagramsSent++;
@@ -392,7 +435,10 @@ export class Stack implements SocketHost {
     else this.receiveSynReceived(queueIndex, s, buf, segmentSize);
   }
 
-  /** Segments of an established connection: deliver, track acks, keepalive, RST. */
+  /**
+   * Segments of an established connection: RST and SYN go their own ways; anything else is
+   * believed only if its seq and ack pass validation (validate.ts), then delivered and tracked.
+   */
   private receiveEstablished(
     queueIndex: number,
     s: Socket,
@@ -401,47 +447,61 @@ export class Stack implements SocketHost {
   ): void {
     const t = this.parser.tcp;
     const flags = t.flags;
+    const seq = t.seq | 0;
     if ((flags & RST) !== 0) {
-      this.closeSocket(s, "peer-reset", "reset by peer", false);
+      this.receiveRst(s, seq);
       return;
     }
-    const seq = t.seq | 0;
-    const ack = t.ack | 0;
-    s.lastReceived = this.clock;
-    if ((flags & ACK) !== 0) s.peerAck = ack;
     if ((flags & SYN) !== 0) {
       this.receiveSynWhileEstablished(queueIndex, s, buf, flags, seq);
       return;
     }
+    const ack = t.ack | 0;
     const len = t.payloadLength;
+    const segments = segmentSize > 0 && len > segmentSize ? Math.ceil(len / segmentSize) : 1;
+    if (segments > 1) this.c.packetsReceived += segments - 1;
+    const now = this.clock;
+    const verdict = judgeSegment(s, seq, ack, len, segments, (flags & ACK) !== 0, now);
+    // Segments of the packet that only completed a resync chain, not delivered.
+    let skip = 0;
+    if (verdict !== Verdict.accept) {
+      if (verdict !== Verdict.resync) {
+        this.refuseSegment(s, verdict, seq, len, segments, now);
+        return;
+      }
+      skip = segments - recordChain(s, seq, len, segments, now);
+      s.rcvHigh = seqAdd(seq, len);
+      this.c.resynced++;
+    }
+    s.lastReceived = now;
+    s.peerAck = ack;
     if (len === 0) {
       this.receiveEmpty(s, seq, ack);
       return;
     }
-    // Any data shows the peer is alive; restart the probe sequence. A probe sent moments ago
-    // stays answerable: its answer may trail data the peer sent before it saw the probe.
-    s.probesUnanswered = 0;
-    if (this.clock - s.lastProbeAt >= PROBE_ANSWER_WINDOW_MS) s.probeOutstanding = false;
-    s.probeStep = 0;
-    const end = (seq + len) | 0;
-    if (((end - s.rcvHigh) | 0) > 0) s.rcvHigh = end;
-    if (s.unackedBytes === 0) s.unackedSince = this.clock;
+    dataArrived(s, now);
+    s.rcvHigh = seqMax(s.rcvHigh, seqAdd(seq, len));
+    if (s.unackedBytes === 0) s.unackedSince = now;
     s.unackedBytes += len;
     // The first segment we send after the handshake tells conntrack on the path our window
     // scale (until then it allows only 64 KiB past our last ack): if nothing has gone out yet,
     // acknowledge this first data at once.
     if (
       s.unackedBytes >= this.opts.ackBytes ||
-      (s.counters.acksSent | s.counters.probesSent | s.counters.datagramsSent) === 0
+      (s.counters.acksSent |
+        s.counters.keepalivesSent |
+        s.counters.probesSent |
+        s.counters.datagramsSent) ===
+        0
     )
       this.sendPureAck(s);
-    const start = t.payloadOffset;
-    if (segmentSize > 0 && len > segmentSize) {
-      this.deliverSegments(s, buf, start, len, segmentSize);
+    const start = t.payloadOffset + skip * segmentSize;
+    if (segments - skip > 1) {
+      this.deliverSegments(s, buf, start, len - skip * segmentSize, segmentSize);
       return;
     }
     try {
-      s.deliver(buf.subarray(start, start + len));
+      s.deliver(buf.subarray(start, t.payloadOffset + len));
     } catch (e) {
       this.opts.log?.("warn", `datagram handler threw: ${(e as Error)?.message ?? e}`);
     }
@@ -456,7 +516,6 @@ export class Stack implements SocketHost {
     segmentSize: number,
   ): void {
     const end = start + len;
-    this.c.packetsReceived += Math.ceil(len / segmentSize) - 1;
     for (let at = start; at < end && s.state === SocketState.established; at += segmentSize) {
       try {
         s.deliver(buf.subarray(at, Math.min(at + segmentSize, end)));
@@ -467,26 +526,74 @@ export class Stack implements SocketHost {
   }
 
   /**
-   * A zero-length segment: an answer to our probe (its ack echoes the probe's seq), a probe
-   * from the peer (its seq is below what we have seen: answered, rate-limited), or a pure ACK
-   * (its seq tells us how far the peer has sent; we never ack beyond it).
+   * A segment validation did not believe: a link of a resync chain is recorded; anything else
+   * is counted and answered with a challenge ACK (rate-limited), which tells a peer that lost
+   * track of us where we are (a phantun peer's ack then catches up with what we sent, so its
+   * next segments carry fresh acks).
+   */
+  private refuseSegment(
+    s: Socket,
+    verdict: number,
+    seq: number,
+    len: number,
+    segments: number,
+    now: number,
+  ): void {
+    if (verdict === Verdict.chained) {
+      recordChain(s, seq, len, segments, now);
+      this.c.resyncChained += segments;
+      return;
+    }
+    if (verdict === Verdict.badAck) this.c.badAck += segments;
+    else this.c.outOfWindow += segments;
+    this.sendChallenge(s, now);
+  }
+
+  /**
+   * An RST closes only when its seq is exactly where the peer is (see validate.ts). One
+   * elsewhere in the window draws a challenge ACK (seq = ours, ack = `rcvHigh`): a peer that
+   * really lost the connection answers it with an RST carrying exactly that ack as its seq, a
+   * live peer ignores it. A peer of ours also gets the fast check: probes `verifyIntervalMs`
+   * apart, closing only if none is answered.
+   */
+  private receiveRst(s: Socket, seq: number): void {
+    const verdict = judgeRst(s, seq);
+    if (verdict === RstVerdict.close) {
+      this.closeSocket(s, "peer-reset", "reset by peer", false);
+      return;
+    }
+    if (verdict === RstVerdict.outOfWindow) {
+      this.c.rstOutOfWindow++;
+      return;
+    }
+    this.c.rstChallenged++;
+    this.sendChallenge(s, this.clock);
+    if (s.peerIsOurs && s.verifyProbes === 0) {
+      this.verifying.add(s);
+      s.verifyProbes = 1;
+      this.sendProbe(s, this.clock);
+    }
+  }
+
+  /**
+   * A believed zero-length segment: an answer to our probe (its ack echoes the probe's seq), a
+   * probe from a peer of ours (its seq is below what it has sent: answered, rate-limited), or
+   * a pure ACK (its seq tells us how far the peer has sent; we never ack beyond it).
    */
   private receiveEmpty(s: Socket, seq: number, ack: number): void {
     if (s.probeOutstanding && ack === s.probeSeq) {
       s.probeOutstanding = false;
       s.probesUnanswered = 0;
+      s.verifyProbes = 0;
       s.counters.probesAnswered++;
-      if (s.probeCanMark) s.peerAnswersProbes = true;
       return;
     }
-    const d = (seq - s.rcvHigh) | 0;
-    if (d < 0) {
-      if (this.clock - s.lastAnswerAt >= this.opts.probeAnswerIntervalMs) {
-        s.lastAnswerAt = this.clock;
-        s.counters.acksSent++;
-        this.sendControl(s, ACK, s.sndNxt, seq, false);
-      }
-    } else if (d > 0) s.rcvHigh = seq;
+    if (seqGt(seq, s.rcvHigh)) s.rcvHigh = seq;
+    else if (answersProbe(s, seq, this.clock, this.opts)) {
+      s.lastAnswerAt = this.clock;
+      s.counters.acksSent++;
+      this.sendControl(s, ACK, s.sndNxt, seq, false);
+    }
   }
 
   private receiveSynWhileEstablished(
@@ -639,6 +746,26 @@ export class Stack implements SocketHost {
     this.sendControl(s, ACK, s.sndNxt, s.rcvHigh, false);
   }
 
+  /** A keepalive: a plain pure ACK (no answer expected; it keeps the path's state alive). */
+  private sendKeepalive(s: Socket, now: number): void {
+    s.unackedBytes = 0;
+    s.lastProbeAt = now;
+    s.counters.keepalivesSent++;
+    this.sendControl(s, ACK, s.sndNxt, s.rcvHigh, false);
+  }
+
+  /** A challenge ACK (seq = ours, ack = `rcvHigh`), within the per-connection and global limits. */
+  private sendChallenge(s: Socket, now: number): void {
+    if (now - s.lastChallengeAt < this.opts.challengeIntervalMs || !this.challenges.take(now)) {
+      this.c.challengeRateLimited++;
+      return;
+    }
+    s.lastChallengeAt = now;
+    s.unackedBytes = 0;
+    this.c.challengeAcks++;
+    this.sendControl(s, ACK, s.sndNxt, s.rcvHigh, false);
+  }
+
   private sendControl(
     s: Socket,
     flags: number,
@@ -714,75 +841,74 @@ export class Stack implements SocketHost {
           );
       }
     }
+    if (this.verifying.size > 0) this.sweepVerify(now);
     const every = Math.max(1, Math.round(500 / this.opts.tickMs));
     if (++this.ticks % every !== 0) return;
-    const idle = this.opts.idleTimeoutMs;
-    const ackDelay = this.opts.ackDelayMs;
-    const keepalive = this.opts.keepaliveIntervalMs;
     const closing: Array<[Socket, CloseCause]> = [];
     this.table.forEach((s) => {
       if (s.state !== SocketState.established) return;
-      const last = Math.max(s.lastReceived, s.lastSent);
-      if (now - last >= idle) {
-        closing.push([s, "idle-timeout"]);
+      markSent(s);
+      const action = sweepDecision(s, now, this.opts);
+      if (action === SweepAction.none) return;
+      if (action === SweepAction.closeIdle || action === SweepAction.closeDead) {
+        closing.push([s, action === SweepAction.closeIdle ? "idle-timeout" : "dead-peer"]);
         return;
       }
-      if (s.unackedBytes > 0 && now - s.unackedSince >= ackDelay) this.sendPureAck(s);
-      // A peer known to answer gets its unanswered probe repeated at half the interval, so a
-      // dead path is noticed within about keepalive * (1 + deadPeerProbes / 2); a peer that
-      // never answers (phantun) is only ever probed at the keepalive interval.
-      const probeEvery = s.peerAnswersProbes && s.probeOutstanding ? keepalive / 2 : keepalive;
-      if (keepalive > 0 && now - s.lastReceived >= keepalive && now - s.lastProbeAt >= probeEvery) {
-        if (s.probeOutstanding) s.probesUnanswered++;
-        if (s.peerAnswersProbes && s.probesUnanswered >= this.opts.deadPeerProbes) {
-          closing.push([s, "dead-peer"]);
-          return;
-        }
-        this.sendProbe(s, now);
-      }
+      if ((action & SweepAction.ack) !== 0) this.sendPureAck(s);
+      if ((action & SweepAction.keepalive) !== 0) this.sendKeepalive(s, now);
+      if ((action & SweepAction.probe) !== 0) this.sendProbe(s, now);
     });
     for (const [s, cause] of closing)
       this.closeSocket(
         s,
         cause,
         cause === "idle-timeout"
-          ? `no traffic for ${idle} ms`
-          : `peer stopped answering keepalive probes (${s.probesUnanswered} unanswered)`,
+          ? `no traffic for ${this.opts.idleTimeoutMs} ms`
+          : `peer stopped answering keepalive probes (${this.opts.deadPeerProbes} unanswered)`,
         true,
       );
   }
 
-  /**
-   * With keepalives on, probes once as soon as a connection is established, while nothing has
-   * been sent yet, so an answer marks the peer as one that answers probes (see `sendProbe`)
-   * even on a flow too busy ever to go idle: without that mark a busy flow whose path dies
-   * (a NAT or firewall losing its state) would never be declared dead. The probe is also the
-   * first segment after the handshake in our direction, from which Linux conntrack on the
-   * path learns our window scale (until then it judges data by the unscaled window).
-   */
-  private sendFirstProbe(s: Socket): void {
-    if (this.opts.keepaliveIntervalMs <= 0) return;
-    this.sendProbe(s, this.clock);
-    s.probeStep = 0;
+  /** The fast checks after doubtful RSTs (every tick: their probes are a few hundred ms apart). */
+  private sweepVerify(now: number): void {
+    for (const s of this.verifying) {
+      if (s.state !== SocketState.established || s.verifyProbes === 0) {
+        this.verifying.delete(s);
+        continue;
+      }
+      const action = verifyDecision(s, now, this.opts);
+      if (action === VerifyAction.probe) {
+        s.verifyProbes++;
+        this.sendProbe(s, now);
+      } else if (action === VerifyAction.close) {
+        this.verifying.delete(s);
+        this.closeSocket(
+          s,
+          "peer-reset",
+          `reset by peer (confirmed: ${s.verifyProbes} probes unanswered)`,
+          false,
+        );
+      }
+    }
   }
 
   /**
-   * Sends a keepalive probe: a pure ACK whose seq lies just below what we have sent, so our
-   * peer sees an old sequence number and answers (echoing it in its ack). Each probe of an idle
-   * period steps one further back, so a peer that missed our last data (and so saw the first
-   * probe as new) still finds the next one old. An answer marks the peer as one that answers
-   * only if the probe's seq was strictly inside our last datagram (or we sent none): no
-   * segment boundary, so no ack a phantun peer could ever send can match it.
+   * Called once when a connection becomes established: starts the sequence windows and, with
+   * keepalives on, sends a keepalive at once. That is the first segment after the handshake in
+   * our direction, from which Linux conntrack on the path learns our window scale (until then
+   * it judges data by the unscaled window).
    */
+  private sendFirstProbe(s: Socket): void {
+    startSeqState(s);
+    if (this.opts.keepaliveIntervalMs <= 0) return;
+    this.sendKeepalive(s, this.clock);
+  }
+
+  /** A probe to a peer of ours: a pure ACK with an old seq, which it answers (liveness.ts). */
   private sendProbe(s: Socket, now: number): void {
-    const step = Math.min(s.probeStep, MAX_PROBE_STEP);
-    s.probeStep++;
-    s.probeSeq = (s.sndNxt - 1 - step) | 0;
-    s.probeCanMark = s.sndNxt === 1 || s.lastSentLength >= step + 2;
-    s.probeOutstanding = true;
-    s.lastProbeAt = now;
-    s.counters.probesSent++;
-    this.sendControl(s, ACK, s.probeSeq, s.rcvHigh, false);
+    const seq = nextProbeSeq(s);
+    probeSent(s, seq, now);
+    this.sendControl(s, ACK, seq, s.rcvHigh, false);
   }
 
   // ---- helpers ---------------------------------------------------------------------------

@@ -1,0 +1,134 @@
+/**
+ * The relays of one server shard: one per accepted connection, each with its own UDP socket.
+ *
+ * Every resource a connection holds is released on every path that ends it, and counted: a
+ * connection that ended before it was accepted (reset right after its handshake) gets no relay
+ * and no socket; a relay leaves the table whichever way it closes; the stats say how many
+ * relays and UDP sockets are open, so that a leak shows.
+ */
+import {
+  CONNECTION_LOG_LIMIT,
+  formatAddress,
+  type LogSink,
+  oneLine,
+  RateLimitedLog,
+  type SocketAddress,
+  type TunnelSocket,
+  type UdpRunWriter,
+} from "fake-tcp-common";
+import { newRelayCounters, Relay } from "./relay.js";
+
+/** What a {@link RelayTable} needs. */
+export interface RelayTableOptions {
+  /** The UDP application every connection is relayed to. */
+  readonly remote: SocketAddress;
+  readonly runs: UdpRunWriter;
+  /** Largest datagram taken from the application (the MTU). */
+  readonly maxDatagramBytes: number;
+  /** Sent as the first datagram of every connection. */
+  readonly handshakePacket?: Uint8Array;
+  /** Receives the per-connection lines (rate-limited here: any client can cause them). */
+  readonly logger: LogSink;
+}
+
+/** The relays of a shard and their counters. */
+export class RelayTable {
+  readonly totals = newRelayCounters();
+  private readonly relays = new Set<Relay>();
+  private readonly counters = { opened: 0, closed: 0, endedBeforeAccept: 0 };
+  /** Per-connection lines, and warnings: separate budgets. */
+  private readonly connectionLog: RateLimitedLog;
+  private readonly warnLog: RateLimitedLog;
+  private readonly remoteName: string;
+
+  constructor(private readonly options: RelayTableOptions) {
+    this.connectionLog = new RateLimitedLog(options.logger, { limit: CONNECTION_LOG_LIMIT });
+    this.warnLog = new RateLimitedLog(options.logger);
+    this.remoteName = formatAddress(options.remote.address, options.remote.port);
+  }
+
+  /**
+   * Relays an accepted connection. A connection that has already ended is only counted; one
+   * for which no UDP socket can be opened is reset. Returns the relay, or null.
+   */
+  accept(sock: TunnelSocket): Relay | null {
+    if (sock.closed) {
+      // Reset between its handshake and this accept: its close event has fired already.
+      this.counters.endedBeforeAccept++;
+      return null;
+    }
+    let relay: Relay;
+    try {
+      relay = new Relay(
+        sock,
+        this.options.remote,
+        this.totals,
+        this.options.runs,
+        this.options.maxDatagramBytes,
+        (ended, cause) => this.closed(ended, cause),
+      );
+    } catch (err) {
+      // No UDP socket for this connection (e.g. out of file descriptors): refuse it.
+      this.totals.udpErrors++;
+      this.warnLog.warn(
+        { peer: formatAddress(sock.remoteAddress, sock.remotePort), err: oneLine(err) },
+        "cannot open a UDP socket for the connection, resetting it",
+      );
+      sock.close();
+      return null;
+    }
+    this.relays.add(relay);
+    this.counters.opened++;
+    this.connectionLog.info(
+      {
+        peer: formatAddress(sock.remoteAddress, sock.remotePort),
+        local: formatAddress(sock.localAddress, sock.localPort),
+        remote: this.remoteName,
+      },
+      "connection opened",
+    );
+    if (this.options.handshakePacket) sock.send(this.options.handshakePacket);
+    return relay;
+  }
+
+  /** Relays open now. */
+  get size(): number {
+    return this.relays.size;
+  }
+
+  /** The shard's counters. */
+  stats(): Record<string, number> {
+    let truncated = 0;
+    for (const relay of this.relays) truncated += relay.truncated();
+    return {
+      connections: this.relays.size,
+      relays: this.relays.size,
+      ...this.counters,
+      ...this.totals,
+      sendDrops: this.totals.sendDrops + truncated,
+    };
+  }
+
+  /** Closes every relay (RST on each connection) and logs what the rate limit held back. */
+  closeAll(): void {
+    for (const relay of [...this.relays]) relay.close();
+    this.connectionLog.close();
+    this.warnLog.close();
+  }
+
+  private closed(relay: Relay, cause: string): void {
+    if (!this.relays.delete(relay)) return;
+    this.counters.closed++;
+    const sock = relay.sock;
+    this.connectionLog.info(
+      {
+        peer: formatAddress(sock.remoteAddress, sock.remotePort),
+        local: formatAddress(sock.localAddress, sock.localPort),
+        remote: this.remoteName,
+        cause,
+        seconds: Math.round((Date.now() - relay.openedAt) / 1000),
+      },
+      "connection closed",
+    );
+  }
+}
