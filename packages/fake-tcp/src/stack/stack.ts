@@ -15,6 +15,7 @@ import { ConnectionTable } from "./conn-table.js";
 import {
   answersProbe,
   dataArrived,
+  firstKeepaliveSeq,
   nextProbeSeq,
   probeSent,
   SweepAction,
@@ -828,12 +829,12 @@ export class Stack implements SocketHost {
     this.sendControl(s, ACK, s.sndNxt, s.rcvHigh, false);
   }
 
-  /** A keepalive: a plain pure ACK (no answer expected; it keeps the path's state alive). */
-  private sendKeepalive(s: Socket, now: number): void {
+  /** A keepalive: a pure ACK, by default with seq = ours (it keeps the path's state alive). */
+  private sendKeepalive(s: Socket, now: number, seq = s.sndNxt): void {
     s.unackedBytes = 0;
     s.lastProbeAt = now;
     s.counters.keepalivesSent++;
-    this.sendControl(s, ACK, s.sndNxt, s.rcvHigh, false);
+    this.sendControl(s, ACK, seq, s.rcvHigh, false);
   }
 
   /** A challenge ACK (seq = ours, ack = `rcvHigh`), within the per-connection and global limits. */
@@ -953,12 +954,13 @@ export class Stack implements SocketHost {
    * Called once when a connection becomes established: starts the sequence windows and, with
    * keepalives on, sends a keepalive at once. That is the first segment after the handshake in
    * our direction, from which Linux conntrack on the path learns our window scale (until then
-   * it judges data by the unscaled window).
+   * it judges data by the unscaled window); towards a phantun server it also draws one
+   * segment back, for the same reason in the other direction (see `firstKeepaliveSeq`).
    */
   private sendFirstProbe(s: Socket): void {
     startSeqState(s);
     if (this.opts.keepaliveIntervalMs <= 0) return;
-    this.sendKeepalive(s, this.clock);
+    this.sendKeepalive(s, this.clock, firstKeepaliveSeq(s));
   }
 
   /** A probe to a peer of ours: a pure ACK with an old seq, which it answers (liveness.ts). */
