@@ -6,9 +6,10 @@
  * worker_thread (or in the main thread when there is one shard).
  */
 import {
+  CONNECTION_LOG_LIMIT,
   formatAddress,
-  type LogSink,
   oneLine,
+  RateLimitedLog,
   type RunningShard,
   resolveHostPort,
   type ShardContext,
@@ -124,8 +125,11 @@ export async function startClientShard(
     newPeerBurst: shardShare(config.newPeerRate, shard.count),
     now: Date.now(),
   });
-  // Lines a UDP peer or the server can trigger at will.
-  const peerLog: LogSink = logger;
+  // Every line a UDP peer or the server can cause at will is rate-limited, with a summary of
+  // what was suppressed: connections opened and closed (a generous budget: they are the
+  // operator's record), and the rest (20 lines of each kind per 10 s).
+  const connectionLog = new RateLimitedLog(logger, { limit: CONNECTION_LOG_LIMIT });
+  const peerLog = new RateLimitedLog(logger);
   const backoff = new ReconnectBackoff({
     maxPeers: peersPerShard,
     retryRatePerSecond: RETRY_RATE_PER_SECOND / shard.count,
@@ -145,7 +149,7 @@ export async function startClientShard(
     touch: (session) => table.touch(session),
     opened: (session, sock) => {
       counters.opened++;
-      peerLog.info(
+      connectionLog.info(
         {
           peer: session.key,
           local: formatAddress(sock.localAddress, sock.localPort),
@@ -171,7 +175,7 @@ export async function startClientShard(
       const sock = session.socket;
       if (!sock) return; // never opened: "connection failed" said it all
       counters.closed++;
-      peerLog.info(
+      connectionLog.info(
         {
           peer: session.key,
           local: formatAddress(sock.localAddress, sock.localPort),
@@ -288,7 +292,7 @@ export async function startClientShard(
       session.fromPeer(datagram, reply);
     });
     endpoint.socket.on("error", (err) =>
-      logger.warn({ endpoint: endpoint.name, err: oneLine(err) }, "UDP socket error"),
+      peerLog.warn({ endpoint: endpoint.name, err: oneLine(err) }, "UDP socket error"),
     );
   }
 
@@ -313,6 +317,9 @@ export async function startClientShard(
       table.closeAll("local");
       tunnel.close();
       closeSockets();
+      // What was suppressed until now is summarized before the program exits.
+      connectionLog.close();
+      peerLog.close();
     },
   };
 }
