@@ -85,11 +85,11 @@ type State = "waiting" | "connecting" | "open" | "closed";
 
 /** A UDP peer and its connection. */
 export class PeerSession {
-  /** `ip:port` of the UDP peer: the key in the connection table. */
+  /** `ip:port` of the UDP peer: its name in the peer table and the logs. */
   readonly key: string;
   readonly openedAt = Date.now();
   /**
-   * When the connection table last refreshed this session's age (see `ConnectionTable.touch`):
+   * When the peer table last refreshed this session's age (see `PeerTable.touch`):
    * the peer's last activity, to within the table's touch interval.
    */
   touchedAt = this.openedAt;
