@@ -37,13 +37,13 @@ export interface RigOptions {
   routerSysctls?: Record<string, string | number>;
   /** Let R pick up TCP flows mid-stream (default false: strict stateful firewall). */
   looseTcp?: boolean;
+  /** Put the attacker namespace X on the WAN (see `TopologyOptions.wanAttacker`). */
+  wanAttacker?: boolean;
   /**
    * Run the phantun-shaped stand-in for phantun 0.8 (`tools/phantun-shaped.ts`) in place of
    * our client or our server (clientArgs/serverArgs then go to it). Default: ours on both.
    */
   phantunShaped?: "client" | "server";
-  /** Put the attacker namespace X on the WAN (see `TopologyOptions.wanAttacker`). */
-  wanAttacker?: boolean;
 }
 
 /** One reply of a stream probe: sequence number, when it was sent, when its echo arrived. */

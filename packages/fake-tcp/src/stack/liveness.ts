@@ -14,6 +14,7 @@
  * spell steps one further back, so that a peer that missed our last datagram (and so saw the
  * first probe as new) finds the next one old.
  */
+import { seqAdd, seqLt } from "./seq.js";
 
 /** The socket state these decisions read (a Socket has these). */
 export interface LiveState {
@@ -92,7 +93,7 @@ export function sweepDecision(s: LiveState, now: number, o: LiveOptions): number
 
 /** The sequence number of the next probe (see the module comment). */
 export function nextProbeSeq(s: LiveState): number {
-  return (s.sndNxt - 1 - Math.min(s.probeStep, MAX_PROBE_STEP)) | 0;
+  return seqAdd(s.sndNxt, -1 - Math.min(s.probeStep, MAX_PROBE_STEP));
 }
 
 /** Records that a probe went out at `now` with sequence number `seq`. */
@@ -122,9 +123,7 @@ export function dataArrived(s: LiveState, now: number): void {
  * sent, and we have not answered within `probeAnswerIntervalMs`.
  */
 export function answersProbe(s: LiveState, seq: number, now: number, o: LiveOptions): boolean {
-  return (
-    s.peerIsOurs && ((seq - s.rcvHigh) | 0) < 0 && now - s.lastAnswerAt >= o.probeAnswerIntervalMs
-  );
+  return s.peerIsOurs && seqLt(seq, s.rcvHigh) && now - s.lastAnswerAt >= o.probeAnswerIntervalMs;
 }
 
 /**

@@ -15,10 +15,25 @@ export interface StackOptions {
   handshakeAttempts?: number;
   /** Wait per handshake attempt, in ms (phantun: 1000). */
   handshakeTimeoutMs?: number;
-  /** Most connections in any state (half-open included); more are refused. Default 65536. */
+  /**
+   * Most connections in any state (client handshakes included). A listener keeps no state for
+   * handshakes in progress (SYN cookies), so only completed handshakes count on the server
+   * side. When the table is full, a new client's completed handshake evicts an accepted
+   * connection that never carried a datagram (5 s after its handshake) or, failing that, the
+   * one idle longest (30 s or more); only when none qualifies is it refused. `connect()`
+   * fails with ENOBUFS when the table is full. Default 65536.
+   */
   maxConnections?: number;
-  /** Most passive handshakes in progress; more SYNs are refused with RST. Default 1024. */
-  maxHalfOpen?: number;
+  /**
+   * Most accepted connections from one source: an IPv4 address, or an IPv6 /64 (one
+   * subscriber's prefix). Further handshakes from it are refused with RST. Default: a quarter
+   * of `maxConnections` (16384 of 65536; 1024 of the programs' 4096). A carrier-grade NAT
+   * puts many users behind one IPv4 address, so a small per-address cap would lock out
+   * legitimate users who happen to share one; a quarter still means that filling the table
+   * takes at least four sources, and connections that fill it without carrying data are
+   * evicted anyway (see `maxConnections`).
+   */
+  maxConnectionsPerSource?: number;
   /** Most established connections waiting for `accept()`. Default 1024. */
   acceptBacklog?: number;
   /** Close a connection after this long without traffic either way (phantun: 180 s). */
@@ -119,7 +134,8 @@ export function resolveOptions(o: StackOptions): ResolvedOptions {
     handshakeAttempts: o.handshakeAttempts ?? 3,
     handshakeTimeoutMs: o.handshakeTimeoutMs ?? 1000,
     maxConnections: o.maxConnections ?? 65536,
-    maxHalfOpen: o.maxHalfOpen ?? 1024,
+    maxConnectionsPerSource:
+      o.maxConnectionsPerSource ?? Math.max(1, Math.ceil((o.maxConnections ?? 65536) / 4)),
     acceptBacklog: o.acceptBacklog ?? 1024,
     idleTimeoutMs: o.idleTimeoutMs ?? 180_000,
     ackDelayMs: o.ackDelayMs ?? 1000,
@@ -140,7 +156,7 @@ export function resolveOptions(o: StackOptions): ResolvedOptions {
   positiveInt("handshakeAttempts", r.handshakeAttempts);
   positiveInt("handshakeTimeoutMs", r.handshakeTimeoutMs);
   positiveInt("maxConnections", r.maxConnections);
-  positiveInt("maxHalfOpen", r.maxHalfOpen);
+  positiveInt("maxConnectionsPerSource", r.maxConnectionsPerSource);
   positiveInt("acceptBacklog", r.acceptBacklog);
   positiveInt("idleTimeoutMs", r.idleTimeoutMs);
   positiveInt("ackDelayMs", r.ackDelayMs);

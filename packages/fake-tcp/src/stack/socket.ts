@@ -18,7 +18,9 @@ export type CloseCause =
   /** A peer of ours (see `Socket.peerIsOurs`) stopped answering keepalive probes. */
   | "dead-peer"
   /** The handshake was refused (RST) or not answered in time. */
-  | "handshake-failed";
+  | "handshake-failed"
+  /** The connection table was full: this accepted connection, unused or idle, made room. */
+  | "evicted";
 
 /** Payload of the socket's `close` event. */
 export interface CloseInfo {
@@ -117,6 +119,14 @@ export class Socket extends EventEmitter {
   /** @internal Handshake: transmissions so far and deadline of the current one. */
   attempts = 0;
   /** @internal */ deadline = 0;
+  /**
+   * @internal Passive sockets: clock (ms) of the last SYN seq 0 on this established tuple, 0
+   * when none is pending. Only an ACK proving the cookie we answered it with replaces the
+   * connection (the peer restarted); until then the connection is untouched.
+   */
+  restartSynAt = 0;
+  /** @internal Passive sockets: clock (ms) when the handshake completed (eviction age). */
+  establishedAt = 0;
   /** @internal Clock (ms) of the last packet received and the last datagram sent. */
   lastReceived = 0;
   /** @internal */ lastSent = 0;

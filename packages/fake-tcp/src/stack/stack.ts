@@ -14,6 +14,7 @@ import { TcpFlags } from "../wire/tcp.js";
 import { BoundedQueue } from "./bounded-queue.js";
 import { ChallengeLimiter } from "./challenge-limiter.js";
 import { ConnectionTable, hashTuple } from "./conn-table.js";
+import { Evictor } from "./eviction.js";
 import {
   answersProbe,
   dataArrived,
@@ -26,7 +27,10 @@ import {
 } from "./liveness.js";
 import { type ResolvedOptions, resolveOptions, type StackOptions } from "./options.js";
 import { type SegmentTuple, SegmentWriter, WriteResult } from "./segment-writer.js";
+import { seqAdd, seqGt, seqMax } from "./seq.js";
 import { type CloseCause, Socket, type SocketHost, SocketState } from "./socket.js";
+import { SourceCounts } from "./source-counts.js";
+import { COOKIE_SLOT_MS, CookieBits, SynCookies } from "./syn-cookies.js";
 import { TokenBucket } from "./token-bucket.js";
 import {
   judgeRst,
@@ -50,8 +54,6 @@ const EPHEMERAL_COUNT = 61000 - 32768;
 export interface StackStats {
   /** Connections in the table, any state. */
   connections: number;
-  /** Passive handshakes in progress. */
-  halfOpen: number;
   /** Established connections waiting for `accept()`. */
   acceptQueue: number;
   packetsReceived: number;
@@ -66,8 +68,19 @@ export interface StackStats {
   rstRateLimited: number;
   /** RSTs received for unknown tuples (ignored). */
   rstIgnored: number;
-  /** SYNs refused because a table (connections, half-open, backlog) was full. */
+  /**
+   * Handshakes refused because the connection table was full (and no connection could be
+   * evicted) or the accept backlog was full.
+   */
   refusedFull: number;
+  /** Handshakes refused because their source had `maxConnectionsPerSource` connections. */
+  refusedPerSource: number;
+  /** Accepted connections closed to make room for a new one (also in `closed.evicted`). */
+  evicted: number;
+  /** SYN-ACKs sent, each carrying a SYN cookie as its sequence number (no state kept). */
+  cookiesSent: number;
+  /** Handshake-completing segments (ACK, seq 1) whose cookie was wrong or expired. */
+  cookieFailed: number;
   /** Segments ignored during a handshake (wrong flags or ack). */
   handshakeIgnored: number;
   /** Handshakes completed with a peer that proved to be ours (negotiation option). */
@@ -100,7 +113,7 @@ export interface StackStats {
   closed: Record<CloseCause, number>;
 }
 
-type MutableCounters = Omit<StackStats, "connections" | "halfOpen" | "acceptQueue" | "malformed">;
+type MutableCounters = Omit<StackStats, "connections" | "acceptQueue" | "malformed">;
 
 /** A mutable tuple used for replies to packets that belong to no connection. */
 class ReplyTuple implements SegmentTuple {
@@ -134,8 +147,12 @@ export class Stack implements SocketHost {
   private readonly local4: number | null;
   private readonly local6: number[] | null;
   private readonly table = new ConnectionTable();
+  /** Active opens waiting for their SYN-ACK (a listener keeps no handshake state). */
   private readonly handshaking = new Set<Socket>();
-  private halfOpen = 0;
+  private readonly cookies = new SynCookies();
+  /** Accepted connections per source address (IPv6: per /64). */
+  private readonly sources = new SourceCounts();
+  private readonly evictor = new Evictor(this.table);
   private readonly listening = new Set<number>();
   private readonly acceptQueue: BoundedQueue<Socket>;
   private readonly parser = new SegmentParser();
@@ -182,6 +199,10 @@ export class Stack implements SocketHost {
       rstRateLimited: 0,
       rstIgnored: 0,
       refusedFull: 0,
+      refusedPerSource: 0,
+      evicted: 0,
+      cookiesSent: 0,
+      cookieFailed: 0,
       handshakeIgnored: 0,
       negotiated: 0,
       synOptionsMalformed: 0,
@@ -205,6 +226,7 @@ export class Stack implements SocketHost {
         "idle-timeout": 0,
         "dead-peer": 0,
         "handshake-failed": 0,
+        evicted: 0,
       },
     };
     this.queues.forEach((q, i) => {
@@ -227,16 +249,30 @@ export class Stack implements SocketHost {
     this.listening.delete(port);
   }
 
-  /** The next established passive connection. Rejects once the stack is closed. */
+  /**
+   * The next established passive connection that is still open (one reset before it was
+   * taken is skipped). Rejects once the stack is closed.
+   */
   async accept(): Promise<Socket> {
-    const r = await this.acceptQueue.next();
+    const r = await this.nextAccepted();
     if (r.done) throw new Error("stack is closed");
     return r.value;
   }
 
-  /** Iterates accepted connections until the stack closes. */
+  /** Iterates accepted connections (open ones, as `accept`) until the stack closes. */
   [Symbol.asyncIterator](): AsyncIterator<Socket> {
-    return { next: () => this.acceptQueue.next() };
+    return { next: () => this.nextAccepted() };
+  }
+
+  /**
+   * A closed socket leaves the queue in `closeSocket`, but one already handed to a waiting
+   * consumer can close before that consumer runs (its RST in the same batch): skip those.
+   */
+  private async nextAccepted(): Promise<IteratorResult<Socket>> {
+    for (;;) {
+      const r = await this.acceptQueue.next();
+      if (r.done || !r.value.closed) return r;
+    }
   }
 
   /**
@@ -286,7 +322,6 @@ export class Stack implements SocketHost {
       ...this.c,
       closed: { ...this.c.closed },
       connections: this.table.size,
-      halfOpen: this.halfOpen,
       acceptQueue: this.acceptQueue.length,
       malformed,
     };
@@ -324,7 +359,7 @@ export class Stack implements SocketHost {
     const r = this.writer.writeData(q, s, s.sndNxt, s.rcvHigh, datagram);
     if (r === WriteResult.ok) {
       const len = datagram.length;
-      s.sndNxt = (s.sndNxt + len) | 0;
+      s.sndNxt = seqAdd(s.sndNxt, len);
       s.lastSent = this.clock;
       s.unackedBytes = 0; // the segment carries ack = rcvHigh
       s.counters.datagramsSent++;
@@ -365,7 +400,11 @@ export class Stack implements SocketHost {
     if (s.state === SocketState.closed) return;
     if (sendRst) this.sendControl(s, RST, s.sndNxt, 0, false);
     this.table.remove(s);
-    if (this.handshaking.delete(s) && s.passive) this.halfOpen--;
+    this.handshaking.delete(s);
+    if (s.passive) this.sources.remove(s.family, s.r0, s.r1);
+    // Never hand the program a connection that is already gone (it would hold resources
+    // for it, e.g. a UDP socket, until its own idle timeout).
+    if (s.passive && this.acceptQueue.length > 0) this.acceptQueue.remove(s);
     this.c.closed[cause]++;
     try {
       s.finish({ cause, message });
@@ -427,11 +466,11 @@ export class Stack implements SocketHost {
       }
       s = this.table.find6(p.ip6.src, d, t.srcPort, t.dstPort);
     }
-    if (s === null) this.receiveUnknown(queueIndex, buf);
-    else if (s.state === SocketState.established)
+    if (s === null) this.receiveUnknown(queueIndex, buf, segmentSize);
+    else if (s.state === SocketState.established) {
+      if (s.restartSynAt !== 0 && this.receiveRestartProof(queueIndex, s, buf, segmentSize)) return;
       this.receiveEstablished(queueIndex, s, buf, segmentSize);
-    else if (s.state === SocketState.synSent) this.receiveSynSent(s, buf);
-    else this.receiveSynReceived(queueIndex, s, buf, segmentSize);
+    } else this.receiveSynSent(s, buf);
   }
 
   /**
@@ -469,7 +508,7 @@ export class Stack implements SocketHost {
         return;
       }
       skip = segments - recordChain(s, seq, len, segments, now);
-      s.rcvHigh = (seq + len) | 0;
+      s.rcvHigh = seqAdd(seq, len);
       this.c.resynced++;
     }
     s.lastReceived = now;
@@ -479,8 +518,7 @@ export class Stack implements SocketHost {
       return;
     }
     dataArrived(s, now);
-    const end = (seq + len) | 0;
-    if (((end - s.rcvHigh) | 0) > 0) s.rcvHigh = end;
+    s.rcvHigh = seqMax(s.rcvHigh, seqAdd(seq, len));
     if (s.unackedBytes === 0) s.unackedSince = now;
     s.unackedBytes += len;
     // The first segment we send after the handshake tells conntrack on the path our window
@@ -588,9 +626,8 @@ export class Stack implements SocketHost {
       s.counters.probesAnswered++;
       return;
     }
-    const d = (seq - s.rcvHigh) | 0;
-    if (d > 0) s.rcvHigh = seq;
-    else if (d < 0 && answersProbe(s, seq, this.clock, this.opts)) {
+    if (seqGt(seq, s.rcvHigh)) s.rcvHigh = seq;
+    else if (answersProbe(s, seq, this.clock, this.opts)) {
       s.lastAnswerAt = this.clock;
       s.counters.acksSent++;
       this.sendControl(s, ACK, s.sndNxt, seq, false);
@@ -604,18 +641,46 @@ export class Stack implements SocketHost {
     flags: number,
     seq: number,
   ): void {
-    if (!s.passive && flags === SYN_ACK) {
+    if (!s.passive && flags === SYN_ACK && this.parser.tcp.ack === 1) {
       // The server missed our ACK and resent its SYN-ACK: acknowledge again.
       this.sendControl(s, ACK, s.sndNxt, s.rcvHigh, false);
       return;
     }
     if (s.passive && flags === SYN && seq === 0 && this.listening.has(s.localPort)) {
-      // A new handshake on this tuple: the peer restarted. Replace the old connection.
-      this.closeSocket(s, "peer-restarted", "peer started a new handshake", false);
-      this.receiveUnknown(queueIndex, buf);
+      // The peer restarted, or someone blind to our traffic wants the connection dropped:
+      // answer with a cookie of the other generation (never equal to this connection's ISN)
+      // and keep the connection; only an ACK proving that cookie replaces it.
+      s.restartSynAt = this.clock;
+      const generation = (s.iss & CookieBits.generation) ^ CookieBits.generation;
+      this.answerSyn(queueIndex, buf, generation, true);
       return;
     }
     this.c.handshakeIgnored++;
+  }
+
+  /**
+   * An established passive tuple that saw a SYN: a segment that proves the cookie we answered
+   * it with (see `receiveUnknown`) replaces the connection. True when it did.
+   */
+  private receiveRestartProof(
+    queueIndex: number,
+    s: Socket,
+    buf: Buffer,
+    segmentSize: number,
+  ): boolean {
+    if (this.clock - s.restartSynAt > 2 * COOKIE_SLOT_MS) {
+      s.restartSynAt = 0; // any cookie of ours answering that SYN has expired
+      return false;
+    }
+    const bits = this.provenCookie();
+    // The old connection's own segments never prove a cookie of the other generation.
+    if (bits < 0 || (bits & CookieBits.generation) === (s.iss & CookieBits.generation))
+      return false;
+    // Keep the old connection rather than lose both to a full backlog.
+    if (this.acceptQueue.length >= this.opts.acceptBacklog) return false;
+    this.closeSocket(s, "peer-restarted", "peer started a new handshake", false);
+    this.acceptCookie(queueIndex, buf, segmentSize, bits);
+    return true;
   }
 
   /** Client side: waiting for exactly SYN+ACK with ack 1. */
@@ -645,92 +710,146 @@ export class Stack implements SocketHost {
     resolve?.(s);
   }
 
-  /** Server side: waiting for exactly ACK with ack 1 (a first data segment qualifies). */
-  private receiveSynReceived(
-    queueIndex: number,
-    s: Socket,
-    buf: Buffer,
-    segmentSize: number,
-  ): void {
+  /**
+   * A segment for no connection: phantun's listener rules, with SYN cookies. A SYN seq 0 to a
+   * listening port is answered statelessly; the connection is created only when a segment
+   * proves the cookie (see `provenCookie`). RSTs are rate-limited.
+   */
+  private receiveUnknown(queueIndex: number, buf: Buffer, segmentSize: number): void {
     const t = this.parser.tcp;
-    if ((t.flags & RST) !== 0) {
-      this.closeSocket(s, "handshake-failed", "handshake reset by peer", false);
-      return;
-    }
-    if (t.flags === SYN && t.seq === 0) {
-      // The client resent its SYN: our SYN-ACK was probably lost.
-      this.sendControl(s, SYN_ACK, 0, s.rcvHigh, true, s.peerIsOurs);
-      return;
-    }
-    if (t.flags !== ACK || t.ack !== 1) {
-      this.c.handshakeIgnored++;
-      return;
-    }
-    this.handshaking.delete(s);
-    this.halfOpen--;
-    s.state = SocketState.established;
-    s.lastReceived = this.clock;
-    if (!this.acceptQueue.push(s)) {
-      this.closeSocket(s, "handshake-failed", "accept backlog full", true);
-      this.c.refusedFull++;
-      return;
-    }
-    this.c.accepted++;
-    if (s.peerIsOurs) this.c.negotiated++;
-    this.sendFirstProbe(s);
-    if (t.payloadLength > 0) this.receiveEstablished(queueIndex, s, buf, segmentSize);
-  }
-
-  /** A segment for no connection: phantun's listener rules, RSTs rate-limited. */
-  private receiveUnknown(queueIndex: number, buf: Buffer): void {
-    const p = this.parser;
-    const t = p.tcp;
     const flags = t.flags;
     if ((flags & RST) !== 0) {
       this.c.rstIgnored++;
       return;
     }
     const len = t.payloadLength;
-    if (flags === SYN && this.listening.has(t.dstPort)) {
-      if (t.seq !== 0) {
-        this.replyRst(queueIndex, 0, t.seq + len + 1);
+    if (this.listening.has(t.dstPort)) {
+      if (flags === SYN) {
+        if (t.seq !== 0) this.replyRst(queueIndex, 0, t.seq + len + 1);
+        else this.answerSyn(queueIndex, buf, 0, false);
         return;
       }
-      if (
-        this.table.size >= this.opts.maxConnections ||
-        this.halfOpen >= this.opts.maxHalfOpen ||
-        this.halfOpen + this.acceptQueue.length >= this.opts.acceptBacklog
-      ) {
-        this.c.refusedFull++;
-        this.replyRst(queueIndex, 0, t.seq + len + 1);
-        return;
+      if (flags === ACK && t.seq === 1) {
+        const bits = this.provenCookie();
+        if (bits >= 0) {
+          this.acceptCookie(queueIndex, buf, segmentSize, bits);
+          return;
+        }
+        this.c.cookieFailed++;
       }
-      let s: Socket;
-      if (p.family === 4)
-        s = this.newSocket(4, [p.ip4.src], [p.ip4.dst], t.srcPort, t.dstPort, true, queueIndex);
-      else s = this.newSocket(6, p.ip6.src, p.ip6.dst, t.srcPort, t.dstPort, true, queueIndex);
-      s.rcvHigh = 1;
-      s.sndNxt = 1; // our SYN-ACK consumes one sequence number
-      s.peerIsOurs = this.peerOption(buf) === OursOption.present;
-      this.table.insert(s);
-      this.handshaking.add(s);
-      this.halfOpen++;
-      this.sendHandshake(s);
-      return;
     }
     this.replyRst(queueIndex, t.ack, t.seq + len);
   }
 
+  /**
+   * Answers the SYN being handled with a SYN-ACK whose seq is a cookie (echoing our option if
+   * the SYN carried it), keeping no state. `replacing`: the tuple has a connection that a
+   * proof would replace, so the table will not grow.
+   */
+  private answerSyn(queueIndex: number, buf: Buffer, generation: number, replacing: boolean): void {
+    const t = this.parser.tcp;
+    // Refuse at once what the proof would be refused for, so the client learns it now.
+    if (!replacing && this.sourceFull()) {
+      this.c.refusedPerSource++;
+      this.replyRst(queueIndex, 0, t.seq + t.payloadLength + 1);
+      return;
+    }
+    if (
+      this.acceptQueue.length >= this.opts.acceptBacklog ||
+      (!replacing &&
+        this.table.size >= this.opts.maxConnections &&
+        !this.evictor.hasVictim(this.clock))
+    ) {
+      this.c.refusedFull++;
+      this.replyRst(queueIndex, 0, t.seq + t.payloadLength + 1);
+      return;
+    }
+    const ours = this.peerOption(buf) === OursOption.present;
+    const r = this.fillReply();
+    const cookie = this.cookies.make(r, this.clock, generation | (ours ? CookieBits.ours : 0));
+    if (this.writer.writeControl(this.queues[queueIndex], r, SYN_ACK, cookie, 1, true, ours)) {
+      this.c.packetsSent++;
+      this.c.cookiesSent++;
+    } else this.c.droppedByDevice++;
+  }
+
+  /**
+   * The cookie bits (>= 0) when the segment being handled completes a handshake with one of
+   * our cookies, else -1: flags exactly ACK, seq = the client's ISN + 1 = 1 and ack = cookie + 1.
+   * The client's ACK does that, and so does its first data segment (or, with keepalives on, its
+   * first keepalive), which therefore repairs a lost ACK: the server keeps no half-open state
+   * and never resends its SYN-ACK.
+   */
+  private provenCookie(): number {
+    const t = this.parser.tcp;
+    if (t.flags !== ACK || t.seq !== 1) return -1;
+    return this.cookies.check(this.fillReply(), (t.ack - 1) | 0, this.clock);
+  }
+
+  /** Whether the sender of the segment being handled has its share of connections. */
+  private sourceFull(): boolean {
+    const p = this.parser;
+    const n =
+      p.family === 4
+        ? this.sources.count(4, p.ip4.src, 0)
+        : this.sources.count(6, p.ip6.src[0], p.ip6.src[1]);
+    return n >= this.opts.maxConnectionsPerSource;
+  }
+
+  /** Creates the connection a proven cookie stands for, established, and queues it. */
+  private acceptCookie(queueIndex: number, buf: Buffer, segmentSize: number, bits: number): void {
+    const p = this.parser;
+    const t = p.tcp;
+    if (this.sourceFull()) {
+      this.c.refusedPerSource++;
+      this.replyRst(queueIndex, t.ack, t.seq + t.payloadLength);
+      return;
+    }
+    if (this.acceptQueue.length >= this.opts.acceptBacklog) {
+      this.c.refusedFull++;
+      this.replyRst(queueIndex, t.ack, t.seq + t.payloadLength);
+      return;
+    }
+    if (this.table.size >= this.opts.maxConnections) {
+      const victim = this.evictor.victim(this.clock);
+      if (victim === null) {
+        this.c.refusedFull++;
+        this.replyRst(queueIndex, t.ack, t.seq + t.payloadLength);
+        return;
+      }
+      this.c.evicted++;
+      this.closeSocket(victim, "evicted", "evicted to make room for a new connection", true);
+    }
+    let s: Socket;
+    if (p.family === 4)
+      s = this.newSocket(4, [p.ip4.src], [p.ip4.dst], t.srcPort, t.dstPort, true, queueIndex);
+    else s = this.newSocket(6, p.ip6.src, p.ip6.dst, t.srcPort, t.dstPort, true, queueIndex);
+    s.state = SocketState.established;
+    s.iss = (t.ack - 1) | 0;
+    s.sndNxt = t.ack | 0; // our SYN-ACK consumed one sequence number
+    s.rcvHigh = 1; // the client's ISN is 0 and its SYN consumed one
+    s.peerIsOurs = (bits & CookieBits.ours) !== 0;
+    s.establishedAt = this.clock;
+    this.table.insert(s);
+    this.sources.add(s.family, s.r0, s.r1);
+    this.acceptQueue.push(s);
+    this.c.accepted++;
+    if (s.peerIsOurs) this.c.negotiated++;
+    this.sendFirstProbe(s);
+    // The first data segment, when it is what completed the handshake, is delivered.
+    if (t.payloadLength > 0) this.receiveEstablished(queueIndex, s, buf, segmentSize);
+  }
+
   // ---- send helpers ----------------------------------------------------------------------
 
-  /** (Re)sends the SYN (active) or SYN-ACK (passive) and arms the attempt deadline. */
+  /**
+   * (Re)sends our SYN (seq 0: phantun servers need it; our option tells a server of ours who
+   * we are) and arms the attempt deadline.
+   */
   private sendHandshake(s: Socket): void {
     s.attempts++;
     s.deadline = this.clock + this.opts.handshakeTimeoutMs;
-    // Our SYN always carries our option; our SYN-ACK only echoes it (a phantun client
-    // gets exactly NOP + WS 14).
-    if (s.passive) this.sendControl(s, SYN_ACK, 0, s.rcvHigh, true, s.peerIsOurs);
-    else this.sendControl(s, SYN, 0, 0, true, true);
+    this.sendControl(s, SYN, 0, 0, true, true);
   }
 
   /** Whether the SYN or SYN-ACK being handled carries our option; malformed ones are counted. */
@@ -786,6 +905,15 @@ export class Stack implements SocketHost {
       this.c.rstRateLimited++;
       return;
     }
+    const r = this.fillReply();
+    if (this.writer.writeControl(this.queues[queueIndex], r, RST_ACK, seq | 0, ack | 0, false)) {
+      this.c.packetsSent++;
+      this.c.rstSent++;
+    } else this.c.droppedByDevice++;
+  }
+
+  /** The reply tuple, filled in for the sender of the packet being handled. */
+  private fillReply(): ReplyTuple {
     const p = this.parser;
     const r = this.reply;
     if (p.family === 4) {
@@ -812,10 +940,7 @@ export class Stack implements SocketHost {
     }
     r.remotePort = p.tcp.srcPort;
     r.localPort = p.tcp.dstPort;
-    if (this.writer.writeControl(this.queues[queueIndex], r, RST_ACK, seq | 0, ack | 0, false)) {
-      this.c.packetsSent++;
-      this.c.rstSent++;
-    } else this.c.droppedByDevice++;
+    return r;
   }
 
   // ---- timers ----------------------------------------------------------------------------
@@ -928,7 +1053,7 @@ export class Stack implements SocketHost {
     const uLocal = Array.from({ length: family === 4 ? 1 : 4 }, (_, i) => local[i] >>> 0);
     const uRemote = Array.from({ length: family === 4 ? 1 : 4 }, (_, i) => remote[i] >>> 0);
     return new Socket(this, {
-      state: passive ? SocketState.synReceived : SocketState.synSent,
+      state: passive ? SocketState.established : SocketState.synSent,
       family,
       remote,
       local,

@@ -20,6 +20,7 @@
  * tuple (seq = the ack of the segment that provoked it, which we set to `rcvHigh`) carry
  * exactly that. An RST elsewhere in the seq window draws a challenge ACK instead.
  */
+import { seqAdd, seqDiff, seqInWindow } from "./seq.js";
 
 /** The sequence state validation reads and the resync chain it keeps (a Socket has these). */
 export interface SeqState {
@@ -85,13 +86,13 @@ export const CHAIN_GAP_MS = 1000;
 
 /** How many acks back from `sndNxt` the ack window reaches (0 .. ACK_SPAN_MAX). */
 export function ackSpan(st: SeqState): number {
-  const d = (st.sndNxt - st.ackFloor) | 0;
+  const d = seqDiff(st.sndNxt, st.ackFloor);
   return d < 0 || d > ACK_SPAN_MAX ? ACK_SPAN_MAX : d;
 }
 
 /** How many acks back from `sndNxt` count as fresh (0 .. ACK_SPAN_MAX). */
 export function freshSpan(st: SeqState): number {
-  const d = (st.sndNxt - st.freshFloor) | 0;
+  const d = seqDiff(st.sndNxt, st.freshFloor);
   return d < 0 || d > ACK_SPAN_MAX ? ACK_SPAN_MAX : d;
 }
 
@@ -105,16 +106,14 @@ export function seqWindow(span: number): number {
 }
 
 /** True when `seq` lies in the seq window of size `w`: [rcvHigh - w/4, rcvHigh + 3w/4). */
-export function seqInWindow(st: SeqState, seq: number, w: number): boolean {
-  const d = (seq - st.rcvHigh) | 0;
+export function seqInReceiveWindow(st: SeqState, seq: number, w: number): boolean {
   const behind = w >>> 2;
-  return d >= -behind && d < w - behind;
+  return seqInWindow(seq, st.rcvHigh, behind, w - behind - 1);
 }
 
 /** True when `ack` is at most `sndNxt` and at most `span` below it. */
-function ackWithin(st: SeqState, ack: number, span: number): boolean {
-  const d = (st.sndNxt - ack) | 0;
-  return d >= 0 && d <= span;
+export function ackWithin(st: SeqState, ack: number, span: number): boolean {
+  return seqInWindow(ack, st.sndNxt, span, 0);
 }
 
 /** True when a segment with this seq continues the resync chain in progress. */
@@ -138,7 +137,7 @@ export function judgeSegment(
   now: number,
 ): number {
   const span = ackSpan(st);
-  if (seqInWindow(st, seq, seqWindow(span)))
+  if (seqInReceiveWindow(st, seq, seqWindow(span)))
     return hasAck && ackWithin(st, ack, span) ? Verdict.accept : Verdict.badAck;
   if (len === 0 || !hasAck || !ackWithin(st, ack, freshSpan(st))) return Verdict.outOfWindow;
   const before = continuesChain(st, seq, now) ? st.chainCount : 0;
@@ -164,7 +163,7 @@ export function recordChain(
     return after - RESYNC_CHAIN + 1;
   }
   st.chainCount = after;
-  st.chainNext = (seq + len) | 0;
+  st.chainNext = seqAdd(seq, len);
   st.chainAt = now;
   return 0;
 }
@@ -172,7 +171,7 @@ export function recordChain(
 /** Judges a received RST by its seq. */
 export function judgeRst(st: SeqState, seq: number): number {
   if ((seq | 0) === st.rcvHigh) return RstVerdict.close;
-  return seqInWindow(st, seq, seqWindow(ackSpan(st)))
+  return seqInReceiveWindow(st, seq, seqWindow(ackSpan(st)))
     ? RstVerdict.challenge
     : RstVerdict.outOfWindow;
 }
@@ -180,7 +179,7 @@ export function judgeRst(st: SeqState, seq: number): number {
 /** Starts the windows when a connection becomes established: nothing sent before counts. */
 export function startSeqState(st: SeqState): void {
   st.sndMark0 = st.sndMark1 = st.freshFloor = st.sndNxt;
-  st.ackFloor = (st.sndNxt - ACK_SLACK) | 0;
+  st.ackFloor = seqAdd(st.sndNxt, -ACK_SLACK);
   st.chainCount = 0;
 }
 
@@ -190,7 +189,7 @@ export function startSeqState(st: SeqState): void {
  * 1.5-2 s of sending until the next sweep) and the fresh window to two sweeps ago (1-1.5 s).
  */
 export function markSent(st: SeqState): void {
-  st.ackFloor = (st.freshFloor - ACK_SLACK) | 0;
+  st.ackFloor = seqAdd(st.freshFloor, -ACK_SLACK);
   st.freshFloor = st.sndMark1;
   st.sndMark1 = st.sndMark0;
   st.sndMark0 = st.sndNxt;

@@ -90,6 +90,12 @@ export interface PhantunPeerCounters {
   closed: Record<PhantunCloseReason, number>;
 }
 
+/** The peer's counters that are sums over its connections. */
+type ConnectionTotals = Pick<
+  PhantunPeerCounters,
+  "datagramsSent" | "datagramsReceived" | "emptySegments" | "pureAcksSent" | "wrapAcksSent"
+>;
+
 /** A phantun-shaped fake-TCP endpoint (client role `connect`, server role `listen`/`accept`). */
 export class PhantunPeer implements PhantunHost {
   readonly handshakeAttempts: number;
@@ -109,17 +115,9 @@ export class PhantunPeer implements PhantunHost {
   private readonly parser = new SegmentParser();
   private readonly sweep: NodeJS.Timeout;
   private isClosed = false;
-  private readonly c: Omit<
-    PhantunPeerCounters,
-    | "datagramsSent"
-    | "datagramsReceived"
-    | "emptySegments"
-    | "pureAcksSent"
-    | "wrapAcksSent"
-    | "rstReceived"
-  > & { rstReceived: number };
+  private readonly c: Omit<PhantunPeerCounters, keyof ConnectionTotals>;
   /** Counters of connections already forgotten, so totals survive them. */
-  private readonly gone = {
+  private readonly gone: ConnectionTotals = {
     datagramsSent: 0,
     datagramsReceived: 0,
     emptySegments: 0,
@@ -387,16 +385,7 @@ function tupleKey(
   return `${String(remote)}/${remotePort}/${String(local)}/${localPort}`;
 }
 
-function addCounters(
-  sum: {
-    datagramsSent: number;
-    datagramsReceived: number;
-    emptySegments: number;
-    pureAcksSent: number;
-    wrapAcksSent: number;
-  },
-  conn: PhantunConnection,
-): void {
+function addCounters(sum: ConnectionTotals, conn: PhantunConnection): void {
   const k = conn.counters;
   sum.datagramsSent += k.datagramsSent;
   sum.datagramsReceived += k.datagramsReceived;
