@@ -4,8 +4,11 @@
 # the UDP application), then checks that WireGuard works only through the fake-TCP tunnel:
 # handshake, ping, an iperf3 UDP run, and a capture on the router's wan side showing only TCP.
 # Tears everything down at the end, on failure and on Ctrl-C, and leaves the host's firewall
-# as it found it. Exit 0 only when every check passed; the last line is
-# `docker-rig: N passed, N failed`.
+# as it found it. Only checks of the product count as tests (PASS/FAIL); the rig's own steps
+# (engine, images, bring-up, capture, teardown, host left as found) are reported as ok/ERROR
+# and not counted, but any of them failing fails the run. Exit 0 only when every step and
+# every check passed; the last line is
+# `docker-rig: N passed, N failed; infrastructure: N ok, N failed`.
 #
 # The Docker engine: an engine already running is used (and left running). Otherwise Debian's
 # docker.io is installed if missing and dockerd is started for the run, with --iptables=false
@@ -37,14 +40,18 @@ export RIG_LAN_PREFIX=$lan RIG_WAN_PREFIX=$wan RIG_WG_PREFIX=$wgnet RIG_TCP_PORT
 
 work=$(mktemp -d /tmp/fake-tcp-docker-rig.XXXXXX)
 started_at=$(date +%s)
-passed=0 failed=0
+passed=0 failed=0 infra_ok=0 infra_failed=0
 declare -a summary=()
 engine_started=0 dockerd_pid= compose_up=0 torn_down=0
 compose=()
 
 say() { echo "docker-rig: $*"; }
+# A check of the product: counted as a test.
 pass() { passed=$((passed + 1)); summary+=("PASS  $1"); say "PASS $1"; }
 fail() { failed=$((failed + 1)); summary+=("FAIL  $1"); say "FAIL $1" >&2; }
+# A step of the rig itself: reported, not counted as a test; a failed one fails the run.
+step_ok() { infra_ok=$((infra_ok + 1)); summary+=("ok    $1"); say "ok $1"; }
+step_failed() { infra_failed=$((infra_failed + 1)); summary+=("ERROR $1"); say "ERROR $1" >&2; }
 elapsed() { echo $(($(date +%s) - started_at)); }
 # Every external command is bounded; --foreground keeps it in the terminal's process group so
 # that Ctrl-C reaches it at once.
@@ -67,7 +74,7 @@ teardown() {
   [ "$torn_down" = 1 ] && return 0
   torn_down=1
   trap '' INT TERM
-  if [ "$failed" -gt 0 ]; then dump_logs; fi
+  if [ "$failed" -gt 0 ] || [ "$infra_failed" -gt 0 ]; then dump_logs; fi
   if [ ${#compose[@]} -gt 0 ] && docker info >/dev/null 2>&1; then
     bounded 90 "${compose[@]}" down --volumes --remove-orphans --timeout 5 >"$work/down.log" 2>&1 || true
     # Whatever `down` missed (an interrupted `up`): by the project label.
@@ -78,9 +85,9 @@ teardown() {
     [ -n "$left" ] && bounded 60 docker network rm $left >/dev/null 2>&1
     if [ -z "$(docker ps -aq --filter "label=com.docker.compose.project=$project")" ] &&
       [ -z "$(docker network ls -q --filter "label=com.docker.compose.project=$project")" ]; then
-      pass "teardown: no rig container or network left"
+      step_ok "teardown: no rig container or network left"
     else
-      fail "teardown: rig containers or networks are left"
+      step_failed "teardown: rig containers or networks are left"
     fi
   fi
   if [ "$engine_started" = 1 ]; then
@@ -101,9 +108,9 @@ stop_engine() {
   done
   if kill -0 "$dockerd_pid" 2>/dev/null; then
     kill -KILL "$dockerd_pid" 2>/dev/null
-    fail "engine: dockerd (pid $dockerd_pid) did not stop within 30 s, killed"
+    step_failed "engine: dockerd (pid $dockerd_pid) did not stop within 30 s, killed"
   else
-    pass "engine: the dockerd this run started is stopped"
+    step_ok "engine: the dockerd this run started is stopped"
   fi
 }
 
@@ -123,15 +130,15 @@ check_firewall_restored() {
     nft -s list ruleset >"$work/nft-after.txt" 2>&1
   fi
   if cmp -s "$work/nft-before.txt" "$work/nft-after.txt"; then
-    pass "host firewall: nftables ruleset unchanged"
+    step_ok "host firewall: nftables ruleset unchanged"
   else
-    fail "host firewall: nftables ruleset changed (diff in $work)"
+    step_failed "host firewall: nftables ruleset changed (diff in $work)"
     diff "$work/nft-before.txt" "$work/nft-after.txt" >&2 || true
   fi
   if [ "$(sysctl -n net.ipv4.ip_forward)" = "$(cat "$work/ip_forward-before.txt")" ]; then
-    pass "host: net.ipv4.ip_forward unchanged"
+    step_ok "host: net.ipv4.ip_forward unchanged"
   else
-    fail "host: net.ipv4.ip_forward changed"
+    step_failed "host: net.ipv4.ip_forward changed"
   fi
 }
 
@@ -142,25 +149,30 @@ finish() {
   say "summary ($(elapsed) s):"
   local line
   for line in "${summary[@]}"; do echo "  $line"; done
-  if [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ] && [ "$code" -eq 0 ]; then
+  if [ "$failed" -eq 0 ] && [ "$infra_failed" -eq 0 ] && [ "$passed" -gt 0 ] && [ "$code" -eq 0 ]; then
     [ "${RIG_KEEP_LOGS:-0}" = 1 ] || rm -rf "$work"
   else
     say "logs kept in $work"
-    [ "$failed" -eq 0 ] && [ "$code" -ne 0 ] && failed=1
+    # An exit that no step or check reported (e.g. an unset variable under `set -u`): the rig
+    # did not run as it should.
+    if [ "$failed" -eq 0 ] && [ "$infra_failed" -eq 0 ] && [ "$code" -ne 0 ]; then
+      infra_failed=1
+      echo "  ERROR exit $code without a reported failure"
+    fi
   fi
-  echo "docker-rig: $passed passed, $failed failed"
-  [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ] && exit 0
+  echo "docker-rig: $passed passed, $failed failed; infrastructure: $infra_ok ok, $infra_failed failed"
+  [ "$failed" -eq 0 ] && [ "$infra_failed" -eq 0 ] && [ "$passed" -gt 0 ] && exit 0
   exit 1
 }
 trap finish EXIT
-trap 'fail "interrupted by a signal"; exit 130' INT TERM
+trap 'step_failed "interrupted by a signal"; exit 130' INT TERM
 
-# Stops at the first failed prerequisite: the checks after it cannot run.
+# A step of the rig that the checks need: stops at the first that fails.
 require() {
   local what=$1
   shift
-  if "$@"; then pass "$what"; else
-    fail "$what"
+  if "$@"; then step_ok "$what"; else
+    step_failed "$what"
     exit 1
   fi
 }
@@ -171,7 +183,7 @@ require() {
 # One rig at a time on a machine: the subnets and the project name are fixed.
 exec 9>/tmp/fake-tcp-docker-rig.lock
 if ! flock -w 900 9; then
-  fail "another docker rig held the lock for 15 minutes"
+  step_failed "another docker rig held the lock for 15 minutes"
   exit 1
 fi
 

@@ -49,16 +49,26 @@ for rt in "${runtimes[@]}"; do
   fi
 done
 # The Docker Compose rig runs once (it does not depend on the Node version of the host).
-# DOCKER_RIG=0 leaves it out, e.g. for a quick local run; CI always runs it.
+# DOCKER_RIG=0 leaves it out, e.g. for a quick local run; CI always runs it. Only its checks
+# of the product count as tests; its own steps (engine, images, bring-up, teardown) do not,
+# but a failed step fails the run and counts as one failed test (the checks it kept from
+# running are not counted at all).
 if [ "${DOCKER_RIG:-1}" = 1 ] || [ -n "${CI:-}" ]; then
   echo "=== Docker Compose NAT rig"
   bash docker/rig.sh 2>&1 | tee .bench-tmp/docker-rig.log
   rig_status=${PIPESTATUS[0]}
-  line=$(grep -E '^docker-rig: [0-9]+ passed, [0-9]+ failed' .bench-tmp/docker-rig.log | tail -n 1)
+  line=$(grep -E '^docker-rig: [0-9]+ passed, [0-9]+ failed; infrastructure: [0-9]+ ok, [0-9]+ failed' \
+    .bench-tmp/docker-rig.log | tail -n 1)
   if [ -n "$line" ]; then
-    read -r p f < <(echo "$line" | sed -E 's/^docker-rig: ([0-9]+) passed, ([0-9]+) failed.*/\1 \2/')
+    read -r p f infra_failed < <(echo "$line" |
+      sed -E 's/^docker-rig: ([0-9]+) passed, ([0-9]+) failed; infrastructure: [0-9]+ ok, ([0-9]+) failed.*/\1 \2 \3/')
     passed=$((passed + p)); failed=$((failed + f))
+    if [ "$infra_failed" -gt 0 ] || { [ "$rig_status" -ne 0 ] && [ "$f" -eq 0 ]; }; then
+      echo "test: the Docker rig itself failed ($infra_failed step(s), exit $rig_status): counted as one failed test" >&2
+      failed=$((failed + 1))
+    fi
   else
+    echo "test: the Docker rig printed no summary line (exit $rig_status): counted as one failed test" >&2
     failed=$((failed + 1))
   fi
   [ "$rig_status" -eq 0 ] || status=1

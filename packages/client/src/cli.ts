@@ -5,6 +5,7 @@ import {
   type CommonConfig,
   commonConfig,
   type HostPort,
+  integerOption,
   parseCommandLine,
   parseHostPort,
   parseListenAddress,
@@ -18,7 +19,12 @@ export interface ClientConfig extends CommonConfig {
   readonly local: SocketAddress;
   /** The server, resolved again for every new connection. */
   readonly remote: HostPort;
+  /** New UDP peers admitted per second (and at once), over all shards. */
+  readonly newPeerRate: number;
 }
+
+/** Default of `--new-peer-rate`. */
+export const DEFAULT_NEW_PEER_RATE = 50;
 
 export const CLIENT_PROGRAM = "fake-tcp-client";
 
@@ -27,6 +33,14 @@ const EPILOG = [
   "capitals with _ for -, e.g. FAKE_TCP_REMOTE=vpn.example.com:4567, FAKE_TCP_AUTO_RULES=0.",
   "Host setup (unless --no-auto-rules): enables IPv4 (and IPv6) forwarding and adds the table",
   "inet fake_tcp_<tun> that masquerades the --tun-peer addresses; removed at exit.",
+  "",
+  "New UDP peers: at most --new-peer-rate a second get a connection. When the peer table is",
+  "full (--max-connections), a newcomer takes the place of a peer silent for 30 s (or half",
+  "--idle-timeout) or is dropped: an active peer is never pushed out.",
+  "Reconnects: after a peer's connection fails, its next one waits (the first retry at once,",
+  "then about 0.5 s doubling up to 5 s; at most 5 such retries a second over all peers), and",
+  "is made only when the peer sends again. A connection that lasted 10 s with traffic from",
+  "the server starts the schedule over.",
 ].join("\n");
 
 /**
@@ -57,6 +71,13 @@ export function parseClientArgs(
           demandOption: true,
           describe: "the fake-tcp-server (or phantun server): HOST:PORT, IP:PORT or [IPv6]:PORT",
         },
+        "new-peer-rate": {
+          requiresArg: true,
+          default: String(DEFAULT_NEW_PEER_RATE),
+          describe:
+            "new UDP peers (source addresses) given a connection per second, and at once; the rest are dropped until there is room",
+          group: "Tuning:",
+        },
       },
       examples: [
         ["$0 --local 1234 --remote vpn.example.com:4567", "UDP on 127.0.0.1:1234 to the server"],
@@ -77,5 +98,6 @@ export function parseClientArgs(
   const common = commonConfig(args);
   const local = parseListenAddress(stringOption(args, "local", "--local") ?? "", "--local");
   const remote = parseHostPort(stringOption(args, "remote", "--remote") ?? "", "--remote");
-  return { ...common, local, remote };
+  const newPeerRate = integerOption(args, "newPeerRate", "--new-peer-rate", 1, 1_000_000);
+  return { ...common, local, remote, newPeerRate };
 }

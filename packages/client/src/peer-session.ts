@@ -54,6 +54,11 @@ export interface SessionContext {
    * address of the server answers.
    */
   connect(): Promise<TunnelSocket>;
+  /**
+   * Milliseconds the session must wait before it connects (0: connect now, and the caller
+   * counts the attempt). Asked again when a wait ends.
+   */
+  connectDelay(session: PeerSession): number;
   /** The handshake packet to send first on every connection, if any. */
   readonly handshakePacket: Buffer | undefined;
   /** Totals over all sessions. */
@@ -67,18 +72,32 @@ export interface SessionContext {
   closed(session: PeerSession, cause: string): void;
 }
 
-type State = "connecting" | "open" | "closed";
+/**
+ * The cause given to a session whose connection ended before the session could listen for
+ * its end (see `PeerSession.established`).
+ */
+export const CLOSED_AT_OPEN = "closed-at-open";
+
+type State = "waiting" | "connecting" | "open" | "closed";
 
 /** A UDP peer and its connection. */
 export class PeerSession {
   /** `ip:port` of the UDP peer: the key in the connection table. */
   readonly key: string;
   readonly openedAt = Date.now();
-  /** When the connection table last refreshed this session's age (see `ConnectionTable.touch`). */
-  touchedAt = 0;
-  private state: State = "connecting";
+  /**
+   * When the connection table last refreshed this session's age (see `ConnectionTable.touch`):
+   * the peer's last activity, to within the table's touch interval.
+   */
+  touchedAt = this.openedAt;
+  /** When the connection was established (undefined until then). */
+  establishedAt: number | undefined;
+  /** Datagrams the connection delivered from the server. */
+  fromServer = 0;
+  private state: State = "waiting";
   private sock: TunnelSocket | undefined;
   private queue: Buffer[] = [];
+  private waitTimer: NodeJS.Timeout | undefined;
   /** The local socket the peer last sent to; replies leave from it. */
   private endpoint: PeerEndpoint;
   /**
@@ -110,6 +129,11 @@ export class PeerSession {
     return this.state === "closed";
   }
 
+  /** True while the session waits for its turn to connect (see `SessionContext.connectDelay`). */
+  get isWaiting(): boolean {
+    return this.state === "waiting";
+  }
+
   /**
    * Handles one datagram from the peer, received on `endpoint`. The datagram is valid only
    * during the call (a view into a receive batch).
@@ -120,8 +144,8 @@ export class PeerSession {
     if (this.state === "open") {
       if (this.sock!.send(datagram)) totals.udpToTunnel++;
       else totals.sendDrops++;
-    } else if (this.state === "connecting" && this.queue.length < MAX_QUEUED_DATAGRAMS) {
-      // Only while connecting: keeping the datagram past this call needs a copy.
+    } else if (this.state !== "closed" && this.queue.length < MAX_QUEUED_DATAGRAMS) {
+      // Only until the connection opens: keeping the datagram past this call needs a copy.
       this.queue.push(Buffer.from(datagram));
     } else {
       totals.queueDrops++;
@@ -136,15 +160,29 @@ export class PeerSession {
     sock?.close();
   }
 
+  /** Every path that ends the session comes here once: what it holds is released. */
   private finish(cause: string): void {
     if (this.state === "closed") return;
     this.state = "closed";
+    if (this.waitTimer !== undefined) clearTimeout(this.waitTimer);
+    this.waitTimer = undefined;
     this.context.totals.queueDrops += this.queue.length;
     this.queue = [];
     this.context.closed(this, cause);
   }
 
+  /** Connects now, or once the context's wait is over. */
   private start(): void {
+    const wait = this.context.connectDelay(this);
+    if (wait > 0) {
+      this.waitTimer = setTimeout(() => {
+        this.waitTimer = undefined;
+        if (this.state === "waiting") this.start();
+      }, wait);
+      this.waitTimer.unref();
+      return;
+    }
+    this.state = "connecting";
     this.context.connect().then(
       (sock) => this.established(sock),
       (err: unknown) => {
@@ -161,11 +199,20 @@ export class PeerSession {
       sock.close();
       return;
     }
+    if (sock.closed) {
+      // Between the handshake resolving connect() and this turn, the connection ended (a
+      // reset in the same batch of packets): its close event is gone, nobody will call.
+      this.context.failed(this, new Error("the connection ended as it opened"));
+      this.finish(CLOSED_AT_OPEN);
+      return;
+    }
     this.sock = sock;
     this.state = "open";
+    this.establishedAt = Date.now();
     const totals = this.context.totals;
     sock.onDatagram((view) => {
       this.endpoint.sendToPeer(view, this);
+      this.fromServer++;
       totals.tunnelToUdp++;
       this.context.touch(this);
     });
@@ -174,10 +221,12 @@ export class PeerSession {
     if (this.context.handshakePacket) sock.send(this.context.handshakePacket);
     const queued = this.queue;
     this.queue = [];
-    for (const datagram of queued) {
-      if (this.state !== "open") break;
-      if (sock.send(datagram)) totals.udpToTunnel++;
+    let i = 0;
+    for (; i < queued.length && this.state === "open"; i++) {
+      if (sock.send(queued[i])) totals.udpToTunnel++;
       else totals.sendDrops++;
     }
+    // Closed while sending what was queued: the rest was never sent.
+    totals.queueDrops += queued.length - i;
   }
 }

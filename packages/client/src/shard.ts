@@ -7,6 +7,7 @@
  */
 import {
   formatAddress,
+  type LogSink,
   oneLine,
   type RunningShard,
   resolveHostPort,
@@ -29,6 +30,12 @@ import {
   PeerSession,
   type SessionContext,
 } from "./peer-session.js";
+import {
+  connectionOutcome,
+  RETRY_BURST,
+  RETRY_RATE_PER_SECOND,
+  ReconnectBackoff,
+} from "./reconnect-backoff.js";
 import {
   type BatchEndpoint,
   bindBatchUdpAddresses,
@@ -109,10 +116,24 @@ export async function startClientShard(
 
   const totals = newCounters();
   const counters = { opened: 0, closed: 0, failed: 0 };
-  const table = new ConnectionTable(
-    shardShare(config.maxConnections, shard.count),
-    config.idleTimeoutMs,
-  );
+  const peersPerShard = shardShare(config.maxConnections, shard.count);
+  const table = new ConnectionTable({
+    maxConnections: peersPerShard,
+    idleTimeoutMs: config.idleTimeoutMs,
+    newPeerRate: shardShare(config.newPeerRate, shard.count),
+    newPeerBurst: shardShare(config.newPeerRate, shard.count),
+    now: Date.now(),
+  });
+  // Lines a UDP peer or the server can trigger at will.
+  const peerLog: LogSink = logger;
+  const backoff = new ReconnectBackoff({
+    maxPeers: peersPerShard,
+    retryRatePerSecond: RETRY_RATE_PER_SECOND / shard.count,
+    retryBurst: shardShare(RETRY_BURST, shard.count),
+    now: Date.now(),
+    onDeferred: (peer, failures, waitMs) =>
+      peerLog.info({ peer, failures, waitMs }, "reconnect deferred"),
+  });
   const remoteName = formatAddress(config.remote.host, config.remote.port);
 
   const sessionContext: SessionContext = {
@@ -120,10 +141,11 @@ export async function startClientShard(
     totals,
     connect: async () =>
       connectFirst(tunnel, await resolveHostPort(config.remote, config.ipv4Only)),
+    connectDelay: (session) => backoff.permit(session.key, Date.now()),
     touch: (session) => table.touch(session),
     opened: (session, sock) => {
       counters.opened++;
-      logger.info(
+      peerLog.info(
         {
           peer: session.key,
           local: formatAddress(sock.localAddress, sock.localPort),
@@ -134,7 +156,7 @@ export async function startClientShard(
     },
     failed: (session, err) => {
       counters.failed++;
-      logger.warn(
+      peerLog.warn(
         { peer: session.key, remote: remoteName, err: oneLine(err) },
         "connection failed",
       );
@@ -142,26 +164,46 @@ export async function startClientShard(
     closed: (session, cause) => {
       table.forget(session);
       forgetKey(session);
+      const now = Date.now();
+      const established = session.establishedAt;
+      const openMs = established === undefined ? undefined : now - established;
+      backoff.ended(session.key, now, connectionOutcome(cause, openMs, session.fromServer));
       const sock = session.socket;
       if (!sock) return; // never opened: "connection failed" said it all
       counters.closed++;
-      logger.info(
+      peerLog.info(
         {
           peer: session.key,
           local: formatAddress(sock.localAddress, sock.localPort),
           remote: formatAddress(sock.remoteAddress, sock.remotePort),
           cause,
-          seconds: Math.round((Date.now() - session.openedAt) / 1000),
+          seconds: Math.round((now - session.openedAt) / 1000),
         },
         "connection closed",
       );
     },
   };
 
+  /** A session for a peer the table does not know, if the table admits it. */
+  const newSession = (peer: SocketAddress, endpoint: PeerEndpoint): PeerSession | undefined => {
+    const admission = table.admit(Date.now());
+    if (admission !== "admitted") {
+      peerLog.info(
+        { peer: formatAddress(peer.address, peer.port), reason: admission },
+        "new peer refused",
+      );
+      return undefined;
+    }
+    const session = new PeerSession(peer, endpoint, sessionContext);
+    table.add(session);
+    return session;
+  };
+
   // Peers by the numeric key of their address record (no string per datagram); the table
   // keyed by "ip:port" stays the authority (LRU bound, TTL, logs).
   const byKey = new Map<number, PeerSession>();
-  const lookUp = (batch: UdpBatch, i: number, endpoint: PeerEndpoint): PeerSession => {
+  /** The session of datagram `i`'s source, or undefined when a new peer was refused. */
+  const lookUp = (batch: UdpBatch, i: number, endpoint: PeerEndpoint): PeerSession | undefined => {
     const numeric = batch.key(i);
     const known = byKey.get(numeric);
     if (
@@ -181,8 +223,8 @@ export async function startClientShard(
         port: batch.port(i),
         family: batch.family(i),
       };
-      session = new PeerSession(peer, endpoint, sessionContext);
-      table.add(session);
+      session = newSession(peer, endpoint);
+      if (session === undefined) return undefined;
     }
     session.record ??= batch.copyAddress(i);
     byKey.set(numeric, session);
@@ -222,6 +264,7 @@ export async function startClientShard(
         ) {
           session = lookUp(batch, i, reply);
           sessionKey = key;
+          if (session === undefined) continue; // a new peer refused (counted)
         }
         session.fromPeer(buffer.subarray(start, start + batch.length(i)), reply);
       }
@@ -239,8 +282,8 @@ export async function startClientShard(
           port: rinfo.port,
           family: rinfo.family === "IPv6" ? 6 : 4,
         };
-        session = new PeerSession(peer, reply, sessionContext);
-        table.add(session);
+        session = newSession(peer, reply);
+        if (session === undefined) return;
       }
       session.fromPeer(datagram, reply);
     });
@@ -258,6 +301,8 @@ export async function startClientShard(
       return {
         connections: table.size,
         ...counters,
+        ...backoff.counters,
+        ...table.refusals,
         ...totals,
         sendDrops: totals.sendDrops + truncated,
         stack: tunnel.stats(),

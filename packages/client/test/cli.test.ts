@@ -51,6 +51,7 @@ describe.skipIf(gate.skip)("fake-tcp-client bad input", () => {
     [["--local", "1234", ...remote, "--tun", "bad/name"], /--tun: "bad\/name" is not a valid/],
     [["--local", "1234", ...remote, "--queues", "0"], /--queues: "0"/],
     [["--local", "1234", ...remote, "--idle-timeout", "soon"], /--idle-timeout: "soon"/],
+    [["--local", "1234", ...remote, "--new-peer-rate", "0"], /--new-peer-rate: "0" is not a whole/],
     [["--local", "1234", ...remote, "--log-level", "chatty"], /--log-level: "chatty"/],
     [["--local", "1234", ...remote, "--handshake-packet", "/nonexistent/hs"], /does not exist/],
     [["--local", "1234", ...remote, "--handshake-packet", "/tmp"], /is a directory/],

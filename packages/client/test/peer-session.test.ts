@@ -1,12 +1,14 @@
 /**
  * The client's per-peer logic without a device: queueing while connecting, the handshake
- * packet first, copying the zero-copy view, closing, and the LRU table's bound and TTL.
- * The connection is a small recording implementation of `TunnelSocket`.
+ * packet first, copying the zero-copy view, closing (on every path, including a connection
+ * that ends before the session listens), waiting for a reconnect, and the table's bound, TTL
+ * and admission of new peers. The connection is a small recording implementation of
+ * `TunnelSocket`.
  */
 import { createSocket, type Socket } from "node:dgram";
 import type { TunnelSocket } from "fake-tcp-common";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ConnectionTable } from "../src/connection-table.js";
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
+import { ConnectionTable, EVICTABLE_IDLE_MS } from "../src/connection-table.js";
 import {
   dgramEndpoint,
   MAX_QUEUED_DATAGRAMS,
@@ -38,6 +40,11 @@ class RecordingSocket implements TunnelSocket {
   close(): void {
     this.closed = true;
   }
+  /** The stack ending the connection (an RST from the server): `close` goes to whoever listens. */
+  endByPeer(cause: string): void {
+    this.closed = true;
+    this.closeHandler?.(cause);
+  }
 }
 
 function deferred<T>() {
@@ -54,6 +61,7 @@ function context(connect: () => Promise<TunnelSocket>, handshake?: string) {
   const events: string[] = [];
   const ctx: SessionContext = {
     connect,
+    connectDelay: () => 0,
     handshakePacket: handshake === undefined ? undefined : Buffer.from(handshake),
     totals: newCounters(),
     touch: () => events.push("touch"),
@@ -164,7 +172,128 @@ describe("PeerSession", () => {
     expect(sock.closed).toBe(true);
     expect(sock.sent).toEqual([]);
   });
+
+  /** Lets the promise callbacks queued so far run. */
+  const settle = () => new Promise((r) => setTimeout(r, 0));
+
+  it("a connection reset before the session listens ends the session (nothing left open)", async () => {
+    const pending = deferred<TunnelSocket>();
+    const { ctx, events } = context(() => pending.promise);
+    const session = new PeerSession(
+      { address: "127.0.0.1", port: 9, family: 4 },
+      dgramEndpoint(udp),
+      ctx,
+    );
+    session.fromPeer(Buffer.from("queued"), dgramEndpoint(udp));
+    const sock = new RecordingSocket();
+    // The handshake completes and, in the same batch of packets, the server resets: the
+    // close event fires before the session's turn to attach its listener.
+    pending.resolve(sock);
+    sock.endByPeer("peer-reset");
+    await settle();
+    expect(session.isOpen).toBe(false);
+    expect(session.isClosed).toBe(true);
+    expect(events).toEqual(["failed", "closed:closed-at-open"]);
+    expect(sock.sent).toEqual([]);
+    expect(ctx.totals.queueDrops).toBe(1);
+    // Later datagrams are dropped and counted, not sent on the dead connection.
+    session.fromPeer(Buffer.from("late"), dgramEndpoint(udp));
+    expect(ctx.totals.queueDrops).toBe(2);
+  });
+
+  it("a connection that closes while the queue is sent ends the session once", async () => {
+    const pending = deferred<TunnelSocket>();
+    const { ctx, events } = context(() => pending.promise);
+    const session = new PeerSession(
+      { address: "127.0.0.1", port: 9, family: 4 },
+      dgramEndpoint(udp),
+      ctx,
+    );
+    for (let i = 0; i < 5; i++) session.fromPeer(Buffer.from(`d${i}`), dgramEndpoint(udp));
+    const sock = new RecordingSocket();
+    let sends = 0;
+    sock.send = (datagram) => {
+      sock.sent.push(Buffer.from(datagram).toString());
+      if (++sends === 2) sock.endByPeer("peer-reset");
+      return true;
+    };
+    pending.resolve(sock);
+    await settle();
+    expect(events).toEqual(["opened", "closed:peer-reset"]);
+    expect(sock.sent).toEqual(["d0", "d1"]);
+    expect(ctx.totals.udpToTunnel).toBe(2);
+    expect(ctx.totals.queueDrops).toBe(3);
+    expect(session.isClosed).toBe(true);
+  });
+
+  describe("waiting for a reconnect", () => {
+    afterEach(() => vi.useRealTimers());
+
+    it("queues while it waits, then connects when the wait is over", async () => {
+      vi.useFakeTimers();
+      const sock = new RecordingSocket();
+      let connects = 0;
+      const { ctx, events } = context(() => {
+        connects++;
+        return Promise.resolve(sock);
+      });
+      const delays = [300, 200, 0];
+      ctx.connectDelay = () => delays.shift()!;
+      const session = new PeerSession(
+        { address: "127.0.0.1", port: 9, family: 4 },
+        dgramEndpoint(udp),
+        ctx,
+      );
+      expect(session.isWaiting).toBe(true);
+      session.fromPeer(Buffer.from("early"), dgramEndpoint(udp));
+      await vi.advanceTimersByTimeAsync(299);
+      expect(connects).toBe(0);
+      // The first wait ends, the context asks for 200 ms more.
+      await vi.advanceTimersByTimeAsync(1);
+      expect(connects).toBe(0);
+      await vi.advanceTimersByTimeAsync(200);
+      expect(connects).toBe(1);
+      expect(events).toEqual(["opened"]);
+      expect(sock.sent).toEqual(["early"]);
+      expect(session.establishedAt).toBe(Date.now());
+      sock.datagramHandler!(Buffer.from("reply"));
+      expect(session.fromServer).toBe(1);
+      session.close("local");
+    });
+
+    it("closing a waiting session stops the wait: it never connects", async () => {
+      vi.useFakeTimers();
+      let connects = 0;
+      const { ctx, events } = context(() => {
+        connects++;
+        return Promise.resolve(new RecordingSocket());
+      });
+      ctx.connectDelay = () => 1_000;
+      const session = new PeerSession(
+        { address: "127.0.0.1", port: 9, family: 4 },
+        dgramEndpoint(udp),
+        ctx,
+      );
+      session.fromPeer(Buffer.from("x"), dgramEndpoint(udp));
+      session.close("evicted");
+      expect(vi.getTimerCount()).toBe(0);
+      await vi.advanceTimersByTimeAsync(5_000);
+      expect(connects).toBe(0);
+      expect(events).toEqual(["closed:evicted"]);
+      expect(ctx.totals.queueDrops).toBe(1);
+    });
+  });
 });
+
+function newTable(maxConnections: number, idleTimeoutMs: number): ConnectionTable {
+  return new ConnectionTable({
+    maxConnections,
+    idleTimeoutMs,
+    newPeerRate: 1000,
+    newPeerBurst: 1000,
+    now: Date.now(),
+  });
+}
 
 describe("ConnectionTable", () => {
   let udp: Socket;
@@ -187,13 +316,14 @@ describe("ConnectionTable", () => {
       ctx,
     );
     table.add(session);
-    await new Promise((r) => setTimeout(r, 0));
+    // The connection opens a few promise reactions later (setImmediate: not faked below).
+    await new Promise((r) => setImmediate(r));
     return { session, sock };
   }
 
   it("evicts the least recently used peer beyond the bound, with an RST", async () => {
     const events: string[] = [];
-    const table = new ConnectionTable(2, 60_000);
+    const table = newTable(2, 60_000);
     const a = await openSession(table, 1001, events);
     await openSession(table, 1002, events);
     table.get(a.session.key); // a is now the most recently used
@@ -210,18 +340,110 @@ describe("ConnectionTable", () => {
   });
 
   it("expires an idle peer after the TTL; traffic refreshes it", async () => {
-    const events: string[] = [];
-    const table = new ConnectionTable(10, 300);
-    const busy = await openSession(table, 2001, events);
-    const idle = await openSession(table, 2002, events);
-    for (let i = 0; i < 8; i++) {
-      await new Promise((r) => setTimeout(r, 100));
-      table.touch(busy.session);
+    // A fake clock drives the table's sweep timer, Date.now() (its touch throttle) and,
+    // through the spy, performance.now() (the LRU cache's TTL clock). With real 100 ms sleeps
+    // a busy machine could stretch a gap between touches past the 300 ms TTL.
+    vi.useFakeTimers({
+      toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval", "Date"],
+    });
+    const perfStart = performance.now();
+    const dateStart = Date.now();
+    const clock = vi
+      .spyOn(performance, "now")
+      .mockImplementation(() => perfStart + (Date.now() - dateStart));
+    try {
+      const events: string[] = [];
+      const table = newTable(10, 300);
+      const busy = await openSession(table, 2001, events);
+      const idle = await openSession(table, 2002, events);
+      for (let i = 0; i < 8; i++) {
+        vi.advanceTimersByTime(100);
+        table.touch(busy.session);
+      }
+      // 800 ms in: the idle peer was swept (the sweep runs every 300 ms here), the busy not.
+      expect(events).toEqual(["127.0.0.1:2002:idle-timeout"]);
+      expect(idle.sock.closed).toBe(true);
+      expect(busy.sock.closed).toBe(false);
+      expect(table.size).toBe(1);
+      table.closeAll("local");
+    } finally {
+      clock.mockRestore();
+      vi.useRealTimers();
     }
-    // 800 ms in: the idle peer was swept (the sweep runs every 300 ms here), the busy not.
-    expect(events).toEqual(["127.0.0.1:2002:idle-timeout"]);
-    expect(idle.sock.closed).toBe(true);
-    expect(busy.sock.closed).toBe(false);
+  });
+});
+
+describe("ConnectionTable admission of new peers", () => {
+  let udp: Socket;
+  beforeAll(async () => {
+    udp = createSocket("udp4");
+    await new Promise<void>((r) => udp.bind(0, "127.0.0.1", () => r()));
+  });
+  afterAll(() => udp.close());
+  afterEach(() => vi.useRealTimers());
+
+  /** A session whose connection never completes (as when the server is slow). */
+  function pendingSession(port: number, events: string[]) {
+    const { ctx } = context(() => new Promise<TunnelSocket>(() => {}));
+    ctx.closed = (s, cause) => events.push(`${s.key}:${cause}`);
+    return new PeerSession({ address: "10.1.0.1", port, family: 4 }, dgramEndpoint(udp), ctx);
+  }
+
+  it("admits at most the new-peer rate, and at most the burst at once", () => {
+    const table = new ConnectionTable({
+      maxConnections: 100,
+      idleTimeoutMs: 60_000,
+      newPeerRate: 4,
+      newPeerBurst: 4,
+      now: 0,
+    });
+    const at0 = Array.from({ length: 10 }, () => table.admit(0));
+    expect(at0.filter((a) => a === "admitted")).toHaveLength(4);
+    expect(table.refusals).toEqual({ peersRefusedRate: 6, peersRefusedFull: 0 });
+    expect(table.admit(249)).toBe("rate");
+    expect(table.admit(250)).toBe("admitted");
+    // Over 10 s of a flood asking every millisecond: the burst plus 4 a second.
+    let admitted = 0;
+    for (let now = 251; now <= 10_250; now++) if (table.admit(now) === "admitted") admitted++;
+    expect(admitted).toBe(40);
+    table.closeAll("local");
+  });
+
+  it("a full table refuses newcomers while its peers are active, and never evicts them", () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const events: string[] = [];
+    const table = new ConnectionTable({
+      maxConnections: 2,
+      idleTimeoutMs: 180_000,
+      newPeerRate: 1000,
+      newPeerBurst: 1000,
+      now: Date.now(),
+    });
+    const legit = pendingSession(1, events);
+    const quiet = pendingSession(2, events);
+    table.add(legit);
+    table.add(quiet);
+    // The legitimate peer keeps sending (its table entry is refreshed); the other is silent.
+    let refused = 0;
+    for (let t = 0; t < EVICTABLE_IDLE_MS - 1_000; t += 100) {
+      vi.advanceTimersByTime(100);
+      table.touch(legit);
+      // A spoofed source every 100 ms.
+      if (table.admit(Date.now()) === "admitted") table.add(pendingSession(10_000 + t, events));
+      else refused++;
+    }
+    expect(refused).toBe((EVICTABLE_IDLE_MS - 1_000) / 100);
+    expect(table.refusals.peersRefusedFull).toBe(refused);
+    expect(events).toEqual([]);
+    // Once the silent peer has been silent long enough, a newcomer takes its place.
+    vi.advanceTimersByTime(1_000);
+    table.touch(legit);
+    expect(table.admit(Date.now())).toBe("admitted");
+    table.add(pendingSession(3, events));
+    expect(events).toEqual(["10.1.0.1:2:evicted"]);
+    expect(table.get(legit.key)).toBe(legit);
+    // And the table is full of active peers again.
+    expect(table.admit(Date.now())).toBe("full");
     table.closeAll("local");
   });
 });

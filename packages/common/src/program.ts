@@ -7,7 +7,7 @@ import { oneLine } from "./errors.js";
 import { Cleanup, type RunningProgram } from "./lifecycle.js";
 import { createLogger, type Logger, type LogLevel, logLinesDropped } from "./logger.js";
 import type { CommonConfig } from "./options.js";
-import { type ShardHandle, type ShardStarter, startShards, sumStats } from "./shards.js";
+import { programStats, type ShardHandle, type ShardStarter, startShards } from "./shards.js";
 import { openTunnelDevice, type TunnelDevice } from "./tunnel.js";
 
 /** What a program's start-up body works with. */
@@ -89,14 +89,14 @@ export async function startProgramShards<D>(
   return shards;
 }
 
-/** The running program over its shards: summed stats, and stop = every undo step. */
+/** The running program over its shards: stats (see {@link programStats}), and stop = every undo step. */
 export function shardedProgram(shards: ShardHandle[], context: ProgramContext): RunningProgram {
   const { logger, cleanup } = context;
   return {
     logger,
     logStats: () => {
       void Promise.all(shards.map((shard) => shard.stats())).then((list) =>
-        logger.info({ ...sumStats(list), logLinesDropped: logLinesDropped() }, "stats"),
+        logger.info({ ...programStats(list), logLinesDropped: logLinesDropped() }, "stats"),
       );
     },
     stop: () => cleanup.run(logCleanupError(logger)),

@@ -259,6 +259,21 @@ export function runShardWorker<D>(start: ShardStarter<D>): void {
 }
 
 /**
+ * The counters of a program's stats line: the shards' counters summed ({@link sumStats}) and,
+ * with more than one shard, `shards`: each shard's own top-level counters in queue order (the
+ * nested records stay summed only), which shows how the traffic is spread over the queues.
+ */
+export function programStats(list: readonly Record<string, unknown>[]): Record<string, unknown> {
+  const total = sumStats(list);
+  if (list.length > 1) {
+    total.shards = list.map((stats) =>
+      Object.fromEntries(Object.entries(stats).filter(([, value]) => typeof value === "number")),
+    );
+  }
+  return total;
+}
+
+/**
  * Sums the shards' counters: numbers add up, nested records are summed key by key, anything
  * else is taken from the first shard that has it.
  */

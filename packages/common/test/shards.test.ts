@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { UsageError } from "../src/errors.js";
 import type { LogSink } from "../src/logger.js";
-import { type ShardContext, startShards, sumStats } from "../src/shards.js";
+import { programStats, type ShardContext, startShards, sumStats } from "../src/shards.js";
 
 const script = new URL("./fixtures/shard-worker.mjs", import.meta.url);
 
@@ -30,6 +30,21 @@ describe("sumStats", () => {
       ]),
     ).toEqual({ connections: 3, name: "a", stack: { sent: 5, closed: { local: 1, idle: 4 } } });
     expect(sumStats([])).toEqual({});
+  });
+});
+
+describe("programStats", () => {
+  it("adds each shard's own top-level counters, in order, when there are several", () => {
+    const a = { connections: 1, name: "a", stack: { sent: 2 } };
+    const b = { connections: 0, name: "b", stack: { sent: 3 } };
+    expect(programStats([a, b])).toEqual({
+      connections: 1,
+      name: "a",
+      stack: { sent: 5 },
+      shards: [{ connections: 1 }, { connections: 0 }],
+    });
+    // One shard: the totals are its counters, nothing to spread.
+    expect(programStats([a])).toEqual(a);
   });
 });
 

@@ -17,6 +17,13 @@ export const ADDR = {
   appServer: "10.201.3.2",
   /** Sources the rig's attacker spoofs; S routes them back to R, which drops them. */
   spoofPrefix: "10.201.128.0/17",
+  /** The WAN attacker's own address (see `TopologyOptions.wanAttacker`). */
+  attacker: "10.201.2.66",
+  /**
+   * Sources the WAN attacker uses when it must read the replies (complete handshakes): S
+   * routes them to the attacker, whose injector reads them from its TUN device.
+   */
+  attackerPrefix: "10.201.64.0/18",
 } as const;
 
 /** Interface names inside the namespaces. */
@@ -25,4 +32,10 @@ export const IFACE = {
   bridge: "br0",
   wan: "wan0",
   back: "app0",
+  /** The WAN switch (a bridge) in the attacker's namespace, and its ports towards R and S. */
+  wanSwitch: "brwan",
+  wanToRouter: "wanr",
+  wanToServer: "wans",
+  /** The attacker's TUN device, through which its injector writes and reads packets. */
+  attackerTun: "atk0",
 } as const;

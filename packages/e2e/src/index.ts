@@ -3,6 +3,7 @@
  */
 export { ADDR, IFACE, type RigMode } from "./addresses.js";
 export { Capture, countPcap, type ProtocolCounts } from "./capture.js";
+export { type FlowRun, FlowSink, flowDown, flowUp, type SinkStats } from "./flow.js";
 export { type IperfUdpResult, runIperfUdp, startIperfServer } from "./iperf.js";
 export {
   destroyAllNamespaces,
@@ -16,6 +17,7 @@ export { CLIENT_MAIN, SERVER_MAIN, toolPath } from "./paths.js";
 export { type LogLine, ManagedProcess } from "./process.js";
 export {
   type EchoResult,
+  type EchoServerStats,
   Rig,
   type RigOptions,
   type StreamReply,
@@ -29,5 +31,11 @@ export {
   routerRuleset,
 } from "./router.js";
 export { Topology, type TopologyOptions } from "./topology.js";
-export { programTableName, startClient, startServer, TunnelProgram } from "./tunnel.js";
+export {
+  type ProgramFlavor,
+  programTableName,
+  startClient,
+  startServer,
+  TunnelProgram,
+} from "./tunnel.js";
 export { startWireGuard, type WireGuardPair } from "./wireguard.js";

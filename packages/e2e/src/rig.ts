@@ -37,6 +37,13 @@ export interface RigOptions {
   routerSysctls?: Record<string, string | number>;
   /** Let R pick up TCP flows mid-stream (default false: strict stateful firewall). */
   looseTcp?: boolean;
+  /** Put the attacker namespace X on the WAN (see `TopologyOptions.wanAttacker`). */
+  wanAttacker?: boolean;
+  /**
+   * Run the phantun-shaped stand-in for phantun 0.8 (`tools/phantun-shaped.ts`) in place of
+   * our client or our server (clientArgs/serverArgs then go to it). Default: ours on both.
+   */
+  phantunShaped?: "client" | "server";
 }
 
 /** One reply of a stream probe: sequence number, when it was sent, when its echo arrived. */
@@ -45,8 +52,27 @@ export type StreamReply = [seq: number, sentAt: number, receivedAt: number];
 export interface StreamResult {
   sent: number;
   received: number;
+  /** Datagrams that came back but were not exactly one of those sent. */
+  mismatched?: number;
+  /** Datagrams carrying the injector's forged mark (see tools/marker.ts). */
+  forged?: number;
+  /** When the first and the last datagram were sent (ms epoch; null when none was). */
+  firstSentAt?: number | null;
+  lastSentAt?: number | null;
   replies: StreamReply[];
 }
+
+/** Counters of the UDP echo app on B (since it started). */
+export interface EchoServerStats {
+  datagrams: number;
+  bytes: number;
+  /** Datagrams carrying the injector's forged mark: forgeries a tunnel delivered. */
+  forged: number;
+  peers: number;
+}
+
+/** The stack's address behind the server's DNAT (the server's default --tun-peer). */
+const SERVER_STACK_ADDRESS = "192.168.201.2";
 
 export interface EchoSocketStats {
   port: number;
@@ -86,6 +112,7 @@ export class Rig {
       mode: options.mode,
       routerSysctls: options.routerSysctls,
       looseTcp: options.looseTcp,
+      wanAttacker: options.wanAttacker,
     });
   }
 
@@ -118,6 +145,12 @@ export class Rig {
   }
   get b(): Namespace {
     return this.topology.appServer;
+  }
+  /** The WAN attacker (only with `wanAttacker`). */
+  get x(): Namespace {
+    const x = this.topology.attacker;
+    if (!x) throw new Error("this rig has no WAN attacker: create it with wanAttacker: true");
+    return x;
   }
 
   /** Where A sends UDP for the app on B: C's --local (tunnel) or B itself (direct). */
@@ -152,6 +185,7 @@ export class Rig {
     if (this.server) this.retired.push(this.server);
     this.server = await startServer(this.s, this.serverPort, `${ADDR.appServer}:${this.appPort}`, {
       extraArgs: [...(this.options.serverArgs ?? []), ...extraArgs],
+      flavor: this.options.phantunShaped === "server" ? "phantun-shaped" : "ours",
     });
     return this.server;
   }
@@ -163,7 +197,10 @@ export class Rig {
       this.c,
       `${ADDR.tunnelClient}:${this.localPort}`,
       `${ADDR.tunnelServer}:${this.serverPort}`,
-      { extraArgs: [...(this.options.clientArgs ?? []), ...extraArgs] },
+      {
+        extraArgs: [...(this.options.clientArgs ?? []), ...extraArgs],
+        flavor: this.options.phantunShaped === "client" ? "phantun-shaped" : "ours",
+      },
     );
     return this.client;
   }
@@ -194,6 +231,16 @@ export class Rig {
     else this.extraApps.push(echo);
     await echo.waitFor((l) => l.json?.event === "ready", 10_000);
     return echo;
+  }
+
+  /** The echo app's counters (SIGUSR1; it keeps running). */
+  async echoStats(): Promise<EchoServerStats> {
+    const echo = this.echo;
+    if (!echo?.running) throw new Error("the echo app is not running: rig.startEcho() first");
+    const since = Date.now();
+    echo.signal("SIGUSR1");
+    const line = await echo.waitFor((l) => l.json?.event === "stats", 5_000, since);
+    return line.json as unknown as EchoServerStats;
   }
 
   /** Stops whatever app runs on B's app port. */
@@ -248,6 +295,8 @@ export class Rig {
   startStream(
     opts: {
       intervalMs?: number;
+      /** Datagrams per second, sent a few per timer tick (replaces `intervalMs`). */
+      ratePerSecond?: number;
       durationMs?: number;
       size?: number;
       pauseAtMs?: number;
@@ -273,6 +322,8 @@ export class Rig {
       String(opts.pauseAtMs ?? -1),
       "--pause-for",
       String(opts.pauseForMs ?? 0),
+      "--rate",
+      String(opts.ratePerSecond ?? 0),
     ]);
     return {
       process: proc,
@@ -316,6 +367,23 @@ export class Rig {
   /** Flushes R's conntrack table (the NAT mappings vanish, like a router reboot). */
   flushRouterConntrack(): void {
     conntrackFlush(this.r);
+  }
+
+  /**
+   * The client's connection as the WAN sees it, from R's conntrack: R's public address and
+   * port towards the server's public port (null when R tracks no such established flow).
+   */
+  clientPublicTuple(): { address: string; port: number } | null {
+    const flow = this.routerConntrack().find(
+      (e) =>
+        e.proto === "tcp" &&
+        e.state === "ESTABLISHED" &&
+        e.dst === ADDR.tunnelServer &&
+        e.dport === this.serverPort &&
+        e.replyDst !== null &&
+        e.replyDport !== null,
+    );
+    return flow ? { address: flow.replyDst!, port: flow.replyDport! } : null;
   }
 
   /** Sets sysctls in R's namespace (e.g. shorter conntrack timeouts). */
@@ -364,6 +432,42 @@ export class Rig {
     } catch {
       throw new Error(`raw-sender failed (exit ${res.code}): ${res.stderr}${res.stdout}`);
     }
+  }
+
+  /**
+   * Starts the WAN attacker's injector (`tools/tcp-injector`, see there for the modes) in X
+   * and resolves once its TUN device is up and the attacker's prefix is routed into it. Its
+   * result is the `{"event":"done"}` line ({@link injectorResult}). Stopped by `destroy()`.
+   */
+  async startInjector(mode: "flood" | "churn" | "hold", args: string[]): Promise<ManagedProcess> {
+    const x = this.x;
+    // Packets at the stack's own address (past S's DNAT) need a route there.
+    x.exec("ip", ["route", "replace", `${SERVER_STACK_ADDRESS}/32`, "via", ADDR.tunnelServer]);
+    const injector = new ManagedProcess(`injector@X:${mode}`, x, process.execPath, [
+      toolPath("tcp-injector"),
+      mode,
+      "--tun",
+      IFACE.attackerTun,
+      "--route",
+      ADDR.attackerPrefix,
+      "--server",
+      `${ADDR.tunnelServer}:${this.serverPort}`,
+      "--stack",
+      SERVER_STACK_ADDRESS,
+      ...args,
+    ]);
+    this.extraApps.push(injector);
+    await injector.waitFor((l) => l.json?.event === "ready", 10_000);
+    return injector;
+  }
+
+  /** Waits for an injector's result line. */
+  async injectorResult(
+    injector: ManagedProcess,
+    timeoutMs = 60_000,
+  ): Promise<Record<string, unknown>> {
+    const line = await injector.waitFor((l) => l.json?.event === "done", timeoutMs);
+    return line.json!;
   }
 
   /**

@@ -56,6 +56,12 @@ export interface ConntrackEntry {
   dst: string;
   sport: number | null;
   dport: number | null;
+  /**
+   * The reply direction's destination as the other end sees it: for a masqueraded flow, the
+   * router's public address and port (null when the line has no reply tuple).
+   */
+  replyDst: string | null;
+  replyDport: number | null;
   raw: string;
 }
 
@@ -74,6 +80,8 @@ export function conntrackList(ns: Namespace): ConntrackEntry[] {
         line,
       );
     if (!m) continue;
+    const reply =
+      /src=\S+ dst=\S+ sport=\d+ dport=\d+ src=\S+ dst=(\S+) sport=\d+ dport=(\d+)/.exec(line);
     entries.push({
       proto: m[1],
       timeout: Number(m[2]),
@@ -82,6 +90,8 @@ export function conntrackList(ns: Namespace): ConntrackEntry[] {
       dst: m[5],
       sport: m[6] ? Number(m[6]) : null,
       dport: m[7] ? Number(m[7]) : null,
+      replyDst: reply ? reply[1] : null,
+      replyDport: reply ? Number(reply[2]) : null,
       raw: line,
     });
   }

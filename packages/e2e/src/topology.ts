@@ -8,6 +8,12 @@
  *
  * Nothing links these namespaces to the host and no namespace has a default route, so no
  * packet can leave them. R masquerades LAN→WAN; in "tunnel" mode its WAN side passes only TCP.
+ *
+ * With `wanAttacker`, a sixth namespace X sits on the WAN: R and S are linked through a bridge
+ * in X instead of directly, so X sees the WAN and can put any packet on it, with any source,
+ * towards either side:
+ *
+ *   R wan0 ──── wanr X (brwan, 10.201.2.66) wans ──── wan0 S
  */
 
 import { ADDR, IFACE, type RigMode } from "./addresses.js";
@@ -31,6 +37,11 @@ export interface TopologyOptions {
   looseTcp?: boolean;
   /** Prefix of namespace names (default "ftr"); a random suffix makes them unique. */
   prefix?: string;
+  /**
+   * Add the attacker namespace X on the WAN (default false). S routes `ADDR.attackerPrefix`
+   * to X, so an injector there can complete handshakes from addresses of its own.
+   */
+  wanAttacker?: boolean;
 }
 
 export class Topology {
@@ -39,6 +50,8 @@ export class Topology {
   readonly router: Namespace;
   readonly tunnelServer: Namespace;
   readonly appServer: Namespace;
+  /** The WAN attacker X, when `wanAttacker` was asked for. */
+  readonly attacker: Namespace | null = null;
   readonly mode: RigMode;
 
   constructor(readonly options: TopologyOptions) {
@@ -50,6 +63,7 @@ export class Topology {
       this.router = new Namespace(`${p}r`, "R");
       this.tunnelServer = new Namespace(`${p}s`, "S");
       this.appServer = new Namespace(`${p}b`, "B");
+      if (options.wanAttacker) this.attacker = new Namespace(`${p}x`, "X");
       this.wire();
     } catch (err) {
       this.destroy();
@@ -57,7 +71,7 @@ export class Topology {
     }
   }
 
-  /** All namespaces, in the order A, C, R, S, B. */
+  /** All namespaces, in the order A, C, R, S, B (then X, when there is one). */
   get namespaces(): Namespace[] {
     return [
       this.appClient,
@@ -65,7 +79,8 @@ export class Topology {
       this.router,
       this.tunnelServer,
       this.appServer,
-    ].filter(Boolean);
+      this.attacker,
+    ].filter((ns): ns is Namespace => Boolean(ns));
   }
 
   private wire(): void {
@@ -82,8 +97,9 @@ export class Topology {
     }
     up(a, IFACE.lan, `${ADDR.appClient}/24`);
     up(c, IFACE.lan, `${ADDR.tunnelClient}/24`);
-    // WAN: R <-> S.
-    linkVeth(r, IFACE.wan, s, IFACE.wan);
+    // WAN: R <-> S, directly or through the attacker's switch.
+    if (this.attacker) this.wireAttacker(this.attacker);
+    else linkVeth(r, IFACE.wan, s, IFACE.wan);
     up(r, IFACE.wan, `${ADDR.routerWan}/24`);
     up(s, IFACE.wan, `${ADDR.tunnelServer}/24`);
     // Behind the server: S <-> B.
@@ -98,10 +114,11 @@ export class Topology {
     r.exec("ip", ["route", "add", ADDR.backPrefix, "via", ADDR.tunnelServer]);
     s.exec("ip", ["route", "add", ADDR.spoofPrefix, "via", ADDR.routerWan]);
     b.exec("ip", ["route", "add", ADDR.wanPrefix, "via", ADDR.serverBack]);
+    if (this.attacker) s.exec("ip", ["route", "add", ADDR.attackerPrefix, "via", ADDR.attacker]);
 
     // Forwarding where packets are routed; rp_filter off so the rig's asymmetric test
     // traffic (spoofed floods) is judged by the programs, not dropped by the kernel first.
-    for (const ns of [r, s]) ns.sysctl({ "net.ipv4.ip_forward": 1 });
+    for (const ns of [r, s, this.attacker]) ns?.sysctl({ "net.ipv4.ip_forward": 1 });
     for (const ns of this.namespaces) {
       ns.sysctl({ "net.ipv4.conf.all.rp_filter": 0, "net.ipv4.conf.default.rp_filter": 0 });
     }
@@ -123,6 +140,36 @@ export class Topology {
     r.exec("nft", ["-f", "-"], routerRuleset(this.mode));
     r.sysctl({ "net.netfilter.nf_conntrack_tcp_loose": this.options.looseTcp ? 1 : 0 });
     if (this.options.routerSysctls) r.sysctl(this.options.routerSysctls);
+  }
+
+  /**
+   * The WAN through X: a bridge with one port to R and one to S (R and S keep their interface
+   * names, so every rule and capture on them is unchanged). X forwards what its injector
+   * writes into its TUN device onto the WAN, and routes replies to the attacker's prefix back
+   * into that device (the injector adds that route once its device exists).
+   */
+  private wireAttacker(x: Namespace): void {
+    x.exec("ip", ["link", "add", IFACE.wanSwitch, "type", "bridge"]);
+    linkVeth(this.router, IFACE.wan, x, IFACE.wanToRouter);
+    linkVeth(this.tunnelServer, IFACE.wan, x, IFACE.wanToServer);
+    for (const port of [IFACE.wanToRouter, IFACE.wanToServer]) {
+      x.exec("ip", ["link", "set", port, "master", IFACE.wanSwitch]);
+      x.exec("ip", ["link", "set", port, "up"]);
+    }
+    up(x, IFACE.wanSwitch, `${ADDR.attacker}/24`);
+    // A plain switch: bridged frames skip X's netfilter hooks (br_netfilter may be loaded on
+    // the host), and X sends no redirects for the spoofed packets it forwards.
+    for (const family of ["iptables", "ip6tables"]) {
+      const path = `/proc/sys/net/bridge/bridge-nf-call-${family}`;
+      x.exec("sh", ["-c", '[ ! -e "$1" ] || printf "0\\n" > "$1"', "sysctl", path]);
+    }
+    x.sysctl({
+      "net.ipv4.conf.all.send_redirects": 0,
+      "net.ipv4.conf.default.send_redirects": 0,
+      "net.ipv6.conf.default.disable_ipv6": 1,
+    });
+    for (const dev of [IFACE.wanSwitch, IFACE.wanToRouter, IFACE.wanToServer])
+      x.sysctl({ [`net.ipv6.conf.${dev}.disable_ipv6`]: 1 });
   }
 
   /** Removes every namespace (and every process inside). Idempotent. */

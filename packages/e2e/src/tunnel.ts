@@ -3,7 +3,7 @@
  * rig's namespaces with the rig's addresses, and knowing when they are ready.
  */
 import type { Namespace } from "./namespace.js";
-import { CLIENT_MAIN, SERVER_MAIN } from "./paths.js";
+import { CLIENT_MAIN, SERVER_MAIN, toolPath } from "./paths.js";
 import { ManagedProcess } from "./process.js";
 
 /** Options both programs take (see `fake-tcp-client --help`). */
@@ -16,7 +16,15 @@ export interface TunnelProgramOptions {
   logLevel?: string;
   /** How long to wait for readiness, in ms (default 15 s). */
   readyTimeoutMs?: number;
+  /**
+   * Which program: ours (default), or the phantun-shaped stand-in for phantun 0.8
+   * (`dist/tools/phantun-shaped.js`; takes no --log-level, logs the same open/close lines).
+   */
+  flavor?: ProgramFlavor;
 }
+
+/** Our tunnel programs, or the phantun-shaped stand-in (see `tools/phantun-shaped.ts`). */
+export type ProgramFlavor = "ours" | "phantun-shaped";
 
 /** The default TUN names of the programs. */
 export const DEFAULT_TUN = { client: "ftc0", server: "fts0" } as const;
@@ -34,10 +42,15 @@ export class TunnelProgram extends ManagedProcess {
     readonly role: "client" | "server",
     readonly tun: string,
     programArgs: string[],
+    readonly flavor: ProgramFlavor = "ours",
   ) {
     const main = role === "client" ? CLIENT_MAIN : SERVER_MAIN;
+    const argv =
+      flavor === "ours"
+        ? [main, ...programArgs]
+        : [toolPath("phantun-shaped"), role, ...programArgs];
     // Runs on the same Node as the caller (the suite runs on Node 20 and 24).
-    super(label, ns, process.execPath, [main, ...programArgs], { ...process.env, NO_COLOR: "1" });
+    super(label, ns, process.execPath, argv, { ...process.env, NO_COLOR: "1" });
   }
 
   /** Number of "connection opened" log lines so far. */
@@ -51,11 +64,11 @@ export class TunnelProgram extends ManagedProcess {
 
   /** True when the program's nft table exists in its namespace. */
   async hasNftTable(): Promise<boolean> {
-    const res = await this.ns.execAsync(
-      "nft",
-      ["list", "table", "inet", programTableName(this.tun)],
-      5_000,
-    );
+    const table =
+      this.flavor === "ours"
+        ? ["inet", programTableName(this.tun)]
+        : ["ip", `phantun_${this.tun.replace(/[^A-Za-z0-9_]/g, "_")}`];
+    const res = await this.ns.execAsync("nft", ["list", "table", ...table], 5_000);
     return res.code === 0;
   }
 
@@ -71,7 +84,8 @@ export class TunnelProgram extends ManagedProcess {
    * Rejects with the log tail if it exits first or times out.
    */
   async waitReady(timeoutMs = 15_000): Promise<void> {
-    await this.waitFor(`fake-tcp-${this.role} running`, timeoutMs);
+    const name = this.flavor === "ours" ? "fake-tcp" : "phantun-shaped";
+    await this.waitFor(`${name}-${this.role} running`, timeoutMs);
   }
 }
 
@@ -84,8 +98,9 @@ export async function startServer(
 ): Promise<TunnelProgram> {
   const tun = opts.tun ?? DEFAULT_TUN.server;
   const args = ["--listen", String(listenPort), "--remote", remote, "--tun", tun];
-  args.push("--log-level", opts.logLevel ?? "info", ...(opts.extraArgs ?? []));
-  const proc = new TunnelProgram(`server@${ns.role}`, ns, "server", tun, args);
+  if ((opts.flavor ?? "ours") === "ours") args.push("--log-level", opts.logLevel ?? "info");
+  args.push(...(opts.extraArgs ?? []));
+  const proc = new TunnelProgram(`server@${ns.role}`, ns, "server", tun, args, opts.flavor);
   await proc.waitReady(opts.readyTimeoutMs);
   return proc;
 }
@@ -99,8 +114,9 @@ export async function startClient(
 ): Promise<TunnelProgram> {
   const tun = opts.tun ?? DEFAULT_TUN.client;
   const args = ["--local", local, "--remote", remote, "--tun", tun];
-  args.push("--log-level", opts.logLevel ?? "info", ...(opts.extraArgs ?? []));
-  const proc = new TunnelProgram(`client@${ns.role}`, ns, "client", tun, args);
+  if ((opts.flavor ?? "ours") === "ours") args.push("--log-level", opts.logLevel ?? "info");
+  args.push(...(opts.extraArgs ?? []));
+  const proc = new TunnelProgram(`client@${ns.role}`, ns, "client", tun, args, opts.flavor);
   await proc.waitReady(opts.readyTimeoutMs);
   return proc;
 }

@@ -7,6 +7,7 @@ import {
   parseIpv4,
   parseIpv6,
   SegmentParser,
+  TcpFlags,
   tcpChecksumValid,
 } from "../src/wire/index.js";
 
@@ -89,10 +90,14 @@ export function rawPeer(
     ack: number;
     flags: number;
     payload?: Uint8Array;
+    /** Raw option bytes (e.g. a SYN with our negotiation option). */
+    options?: Uint8Array;
+    /** Source address instead of the peer's (IPv4 as a number, IPv6 as four words). */
+    src?: number | number[];
   }) =>
     pair.b[0].write(
       buildPacket({
-        src: peerAddr,
+        src: s.src ?? peerAddr,
         dst: stackAddr,
         srcPort: s.srcPort ?? 40000,
         dstPort: s.dstPort ?? 4567,
@@ -100,10 +105,58 @@ export function rawPeer(
         ack: s.ack,
         flags: s.flags,
         payload: s.payload,
+        rawOptions: s.options,
       }),
     );
   /** Takes (and removes) everything received so far. */
   const take = () => got.splice(0);
+  /**
+   * Plays a phantun client's handshake against the stack's listener: SYN seq 0, then ACK with
+   * seq 1 and ack = the SYN-ACK's seq (the server's ISN, a cookie) + 1, carrying `payload` as
+   * the first data segment when given. Takes what the stack sent; returns the server's ISN.
+   */
+  const handshake = async (
+    o: {
+      srcPort?: number;
+      payload?: Uint8Array;
+      options?: Uint8Array;
+      src?: number | number[];
+    } = {},
+  ): Promise<number> => {
+    send({
+      src: o.src,
+      srcPort: o.srcPort,
+      seq: 0,
+      ack: 0,
+      flags: TcpFlags.SYN,
+      options: o.options,
+    });
+    await pair.settle();
+    const port = o.srcPort ?? 40000;
+    const synAck = take().find(
+      (x) => x.flags === (TcpFlags.SYN | TcpFlags.ACK) && x.dstPort === port,
+    );
+    if (synAck === undefined) throw new Error(`no SYN-ACK for port ${port}`);
+    send({
+      src: o.src,
+      srcPort: o.srcPort,
+      seq: 1,
+      ack: (synAck.seq + 1) >>> 0,
+      flags: TcpFlags.ACK,
+      payload: o.payload,
+    });
+    return synAck.seq;
+  };
   raw.length = 0;
-  return { pair, stack, got, raw, send, take, settle: pair.settle, close: () => stack.close() };
+  return {
+    pair,
+    stack,
+    got,
+    raw,
+    send,
+    take,
+    handshake,
+    settle: pair.settle,
+    close: () => stack.close(),
+  };
 }

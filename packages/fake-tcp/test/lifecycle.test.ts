@@ -1,6 +1,6 @@
 /** Two of our stacks over the in-memory pair: ports, limits, keepalive, idle, scale. */
 import { afterEach, describe, expect, it, vi } from "vitest";
-import type { Socket } from "../src/index.js";
+import { BoundedQueue, type Socket } from "../src/index.js";
 import { TcpFlags } from "../src/wire/index.js";
 import { rawPeer, summarize, twoStacks } from "./helpers.js";
 
@@ -186,33 +186,39 @@ describe("client source ports", () => {
 });
 
 describe("table limits", () => {
-  it("max half-open: extra SYNs refused with RST, established connections untouched", async () => {
-    const p = rawPeer({ stack: { maxHalfOpen: 2 } });
+  it("a SYN flood costs no table entries and never locks out a legitimate client", async () => {
+    const p = rawPeer({ stack: { maxConnections: 4, maxConnectionsPerSource: 4 } });
     cleanup.push(p.close);
     p.stack.listen(4567);
-    p.send({ srcPort: 1000, seq: 0, ack: 0, flags: SYN });
-    p.send({ srcPort: 1000, seq: 1, ack: 1, flags: ACK });
+    const isn = await p.handshake({ srcPort: 1000 });
     const first = await p.stack.accept();
-    p.send({ srcPort: 1001, seq: 0, ack: 0, flags: SYN });
-    p.send({ srcPort: 1002, seq: 0, ack: 0, flags: SYN });
-    p.send({ srcPort: 1003, seq: 0, ack: 0, flags: SYN });
+    for (let port = 2000; port < 7000; port++)
+      p.send({ srcPort: port, seq: 0, ack: 0, flags: SYN });
     await p.settle();
     const replies = p.take();
-    expect(replies.map((x) => [x.dstPort, x.flags, x.seq, x.ack])).toEqual([
-      [1000, SYN | ACK, 0, 1],
-      [1001, SYN | ACK, 0, 1],
-      [1002, SYN | ACK, 0, 1],
-      [1003, RST | ACK, 0, 1],
-    ]);
-    expect(p.stack.stats()).toMatchObject({ halfOpen: 2, refusedFull: 1, connections: 3 });
+    expect(replies).toHaveLength(5000);
+    expect(replies.every((x) => x.flags === (SYN | ACK) && x.ack === 1)).toBe(true);
+    expect(p.stack.stats()).toMatchObject({ connections: 1, cookiesSent: 5001, refusedFull: 0 });
+    // A legitimate client still gets in, and the established one is untouched.
+    await p.handshake({ srcPort: 1001 });
+    const second = await p.stack.accept();
+    expect(second.remotePort).toBe(1001);
     expect(first.established).toBe(true);
-    p.send({ srcPort: 1000, seq: 1, ack: 1, flags: ACK, payload: Buffer.from("still ok") });
+    p.send({
+      srcPort: 1000,
+      seq: 1,
+      ack: (isn + 1) >>> 0,
+      flags: ACK,
+      payload: Buffer.from("still ok"),
+    });
     const it = first[Symbol.asyncIterator]();
     expect((await it.next()).value.toString()).toBe("still ok");
   });
 
   it("max connections: SYNs refused, connect() rejects with ENOBUFS", async () => {
-    const { client, server } = pairOf({ server: { maxConnections: 2 } });
+    const { client, server } = pairOf({
+      server: { maxConnections: 2, maxConnectionsPerSource: 3 },
+    });
     server.listen(7000);
     const a = await client.connect("192.168.201.2:7000");
     await client.connect("192.168.201.2:7000");
@@ -242,6 +248,61 @@ describe("table limits", () => {
   });
 });
 
+describe("accept queue", () => {
+  it("BoundedQueue.remove takes out a queued item only, keeping order and room", async () => {
+    const q = new BoundedQueue<number>(3);
+    for (const x of [1, 2, 3]) q.push(x);
+    expect(q.push(4)).toBe(false);
+    expect(q.shift()).toBe(1);
+    expect(q.remove(1)).toBe(false); // already handed out
+    expect(q.remove(3)).toBe(true);
+    expect(q.remove(3)).toBe(false);
+    expect(q.length).toBe(1);
+    expect(q.push(5)).toBe(true);
+    expect([(await q.next()).value, (await q.next()).value]).toEqual([2, 5]);
+  });
+
+  /** SYN, then the cookie-proving ACK and an RST written together: one receive batch. */
+  async function establishedThenReset(p: ReturnType<typeof rawPeer>, srcPort: number) {
+    p.send({ srcPort, seq: 0, ack: 0, flags: SYN });
+    await p.settle();
+    const synAck = p.take().find((x) => x.dstPort === srcPort)!;
+    const ack = (synAck.seq + 1) >>> 0;
+    p.send({ srcPort, seq: 1, ack, flags: ACK, payload: Buffer.from("hello") });
+    p.send({ srcPort, seq: 6, ack, flags: RST });
+  }
+
+  it("a connection reset before accept() is never handed out (queued: removed)", async () => {
+    const p = rawPeer();
+    cleanup.push(p.close);
+    p.stack.listen(4567);
+    await establishedThenReset(p, 1000);
+    await p.settle();
+    expect(p.stack.stats()).toMatchObject({ accepted: 1, acceptQueue: 0, connections: 0 });
+    expect(p.stack.stats().closed["peer-reset"]).toBe(1);
+    await p.handshake({ srcPort: 1001 });
+    const s = await p.stack.accept();
+    expect(s.remotePort).toBe(1001);
+    expect(s.closed).toBe(false);
+  });
+
+  it("a connection reset after being handed to a waiting accept() is skipped", async () => {
+    const p = rawPeer();
+    cleanup.push(p.close);
+    p.stack.listen(4567);
+    const waiting = p.stack.accept();
+    const iterated = p.stack[Symbol.asyncIterator]().next();
+    await establishedThenReset(p, 1000);
+    await establishedThenReset(p, 1001);
+    await p.settle();
+    await p.handshake({ srcPort: 1002 });
+    await p.handshake({ srcPort: 1003 });
+    const got = [await waiting, (await iterated).value as Socket];
+    expect(got.map((s) => s.closed)).toEqual([false, false]);
+    expect(got.map((s) => s.remotePort).sort()).toEqual([1002, 1003]);
+  });
+});
+
 describe("keepalive and dead peers", () => {
   it("a peer of ours answers probes, stays up while alive, is detected dead once silent", async () => {
     vi.useFakeTimers();
@@ -250,6 +311,7 @@ describe("keepalive and dead peers", () => {
     });
     server.listen(7000);
     const [c, s] = await Promise.all([client.connect("192.168.201.2:7000"), server.accept()]);
+    expect(c.peerIsOurs && s.peerIsOurs).toBe(true); // negotiated in the handshake
     c.send(Buffer.alloc(100));
     s.send(Buffer.alloc(100));
     await vi.advanceTimersByTimeAsync(30_000);
@@ -257,7 +319,6 @@ describe("keepalive and dead peers", () => {
     expect(s.closed).toBe(false);
     expect(c.counters.probesSent).toBeGreaterThan(5);
     expect(c.counters.probesAnswered).toBeGreaterThan(5);
-    expect(c.peerAnswersProbes).toBe(true);
     // The server vanishes silently (e.g. lost NAT mapping): nothing comes back any more.
     const cause = closeCause(c);
     pair.bToA.filter = () => false;
@@ -265,7 +326,7 @@ describe("keepalive and dead peers", () => {
     expect(await cause).toBe("dead-peer");
   });
 
-  it("a busy flow that never goes idle still learns its peer answers, and detects it dead", async () => {
+  it("a busy flow to a peer of ours is detected dead when the path dies", async () => {
     vi.useFakeTimers();
     const { pair, client, server } = pairOf({
       client: { keepaliveIntervalMs: 1000, deadPeerProbes: 3 },
@@ -277,14 +338,14 @@ describe("keepalive and dead peers", () => {
       s.onDatagram((d) => s.send(d)); // echo
       return s;
     });
-    const [c] = await Promise.all([client.connect("192.168.201.2:7000"), accepted]);
+    const [c, s] = await Promise.all([client.connect("192.168.201.2:7000"), accepted]);
+    expect(c.peerIsOurs && s.peerIsOurs).toBe(true);
     const cause = closeCause(c);
     // Traffic every 100 ms: never a quiet spell as long as the keepalive interval.
     for (let i = 0; i < 50; i++) {
       c.send(Buffer.alloc(200));
       await vi.advanceTimersByTimeAsync(100);
     }
-    expect(c.peerAnswersProbes).toBe(true);
     expect(c.closed).toBe(false);
     // The path dies mid-flow (a NAT forgets the mapping); the client keeps sending.
     pair.bToA.filter = () => false;
@@ -303,41 +364,44 @@ describe("keepalive and dead peers", () => {
     expect(closedAt - diedAt).toBeLessThanOrEqual(1_000 + 3 * 500 + 500);
   });
 
-  it("still detects a dead peer when the last data segment was lost", async () => {
+  it("probes are still answered when the last data segment was lost", async () => {
     vi.useFakeTimers();
     const { pair, client, server } = pairOf({
       client: { keepaliveIntervalMs: 2000, deadPeerProbes: 3 },
     });
     server.listen(7000);
-    const [c] = await Promise.all([client.connect("192.168.201.2:7000"), server.accept()]);
+    const [c, s] = await Promise.all([client.connect("192.168.201.2:7000"), server.accept()]);
+    expect(c.peerIsOurs && s.peerIsOurs).toBe(true);
     pair.aToB.filter = () => false;
     c.send(Buffer.alloc(100)); // lost
     pair.aToB.filter = null;
     await vi.advanceTimersByTimeAsync(20_000);
-    expect(c.peerAnswersProbes).toBe(true);
+    expect(c.counters.probesAnswered).toBeGreaterThan(3);
     expect(c.closed).toBe(false);
   });
 
-  it("a phantun-like peer (never answers probes) is never declared dead", async () => {
+  it("a peer not known to be ours gets plain keepalives, never probes, and is never declared dead", async () => {
     vi.useFakeTimers();
     const p = rawPeer({ stack: { keepaliveIntervalMs: 1000, deadPeerProbes: 2 } });
     cleanup.push(p.close);
     p.stack.listen(4567);
-    p.send({ seq: 0, ack: 0, flags: SYN });
-    p.send({ seq: 1, ack: 1, flags: ACK, payload: Buffer.alloc(10) });
+    const isn = await p.handshake({ payload: Buffer.alloc(10) });
     const s = await p.stack.accept();
     s.send(Buffer.alloc(1));
-    s.send(Buffer.alloc(1)); // one-byte datagrams: probe seqs land on segment boundaries
+    s.send(Buffer.alloc(1));
     await vi.advanceTimersByTimeAsync(5_000);
-    const probes = p.take().filter((x) => x.payload.length === 0 && x.flags === ACK);
-    expect(probes.length).toBeGreaterThan(2);
-    // phantun sends a pure ACK (after 128 MiB) acking whatever it last received: every
-    // possible boundary, while our probes are outstanding. None may count as an answer.
-    for (const ack of [1, 2, 3, 4, 11]) p.send({ seq: 11, ack, flags: ACK });
+    const keepalives = p.take().filter((x) => x.payload.length === 0 && x.flags === ACK);
+    expect(keepalives.length).toBeGreaterThan(2);
+    // Each carries our next sequence number: nothing old that a phantun peer would answer.
+    // (The first went out at establishment, before anything was sent or received.)
+    expect(keepalives[0]).toMatchObject({ seq: (isn + 1) >>> 0, ack: 1 });
+    for (const k of keepalives.slice(1)) expect(k).toMatchObject({ seq: (isn + 3) >>> 0, ack: 11 });
+    // phantun sends a pure ACK (after 128 MiB) acking whatever it last received.
+    for (const n of [1, 2, 3]) p.send({ seq: 11, ack: (isn + n) >>> 0, flags: ACK });
     await vi.advanceTimersByTimeAsync(100_000);
-    expect(s.peerAnswersProbes).toBe(false);
     expect(s.closed).toBe(false);
-    expect(s.counters.probesSent).toBeGreaterThan(50);
+    expect(s.counters.probesSent).toBe(0);
+    expect(s.counters.keepalivesSent).toBeGreaterThan(50);
   });
 
   it("our stack answers a probe (old seq) with a pure ACK echoing it, rate-limited", async () => {
@@ -345,23 +409,23 @@ describe("keepalive and dead peers", () => {
     const p = rawPeer({ stack: { probeAnswerIntervalMs: 1000 } });
     cleanup.push(p.close);
     p.stack.listen(4567);
-    p.send({ seq: 0, ack: 0, flags: SYN });
-    p.send({ seq: 1, ack: 1, flags: ACK, payload: Buffer.alloc(10) });
-    await p.stack.accept();
+    const una = ((await p.handshake({ payload: Buffer.alloc(10) })) + 1) >>> 0;
+    const s = await p.stack.accept();
+    s.peerIsOurs = true; // a phantun peer sends no probes: only ours get answers
     await p.settle();
     p.take();
-    p.send({ seq: 10, ack: 1, flags: ACK }); // probe: seq below 11
-    p.send({ seq: 10, ack: 1, flags: ACK }); // within the rate limit: not answered
-    p.send({ seq: 11, ack: 1, flags: ACK }); // a plain pure ACK: never answered
+    p.send({ seq: 10, ack: una, flags: ACK }); // probe: seq below 11
+    p.send({ seq: 10, ack: una, flags: ACK }); // within the rate limit: not answered
+    p.send({ seq: 11, ack: una, flags: ACK }); // a plain pure ACK: never answered
     await p.settle();
     expect(p.take().map((x) => [x.flags, x.seq, x.ack, x.payload.length])).toEqual([
-      [ACK, 1, 10, 0],
+      [ACK, una, 10, 0],
     ]);
     await vi.advanceTimersByTimeAsync(1100);
     p.take(); // the delayed ACK for the 10 bytes received
-    p.send({ seq: 9, ack: 1, flags: ACK });
+    p.send({ seq: 9, ack: una, flags: ACK });
     await p.settle();
-    expect(p.take()).toMatchObject([{ flags: ACK, seq: 1, ack: 9 }]);
+    expect(p.take()).toMatchObject([{ flags: ACK, seq: una, ack: 9 }]);
   });
 });
 
@@ -391,7 +455,7 @@ describe("idle timeout", () => {
 describe("scale", () => {
   it("10,000 concurrent connections: all established, all carry a datagram, close cleanly", async () => {
     const { pair, client, server } = pairOf({
-      server: { maxHalfOpen: 20_000, acceptBacklog: 20_000 },
+      server: { acceptBacklog: 20_000 },
     });
     server.listen(7000);
     const N = 10_000;
@@ -462,8 +526,7 @@ describe("stack lifecycle and robustness", () => {
     const p = rawPeer();
     cleanup.push(p.close);
     p.stack.listen(4567);
-    p.send({ seq: 0, ack: 0, flags: SYN });
-    p.send({ seq: 1, ack: 1, flags: ACK });
+    await p.handshake();
     const s = await p.stack.accept();
     await p.settle();
     const good = p.raw[0];

@@ -5,6 +5,8 @@ import { rawPeer, SERVER4 } from "./helpers.js";
 
 const { SYN, ACK, RST, FIN, PSH } = TcpFlags;
 const WS14 = Buffer.from([1, 3, 3, 14]);
+/** NOP + WS 14 followed by our negotiation option (kind 254, experiment id 0x4654). */
+const WS14_OURS = Buffer.from([1, 3, 3, 14, 254, 4, 0x46, 0x54]);
 
 let cleanup: Array<() => void> = [];
 afterEach(() => {
@@ -37,8 +39,10 @@ describe("client handshake rules", () => {
     await p.settle();
     const [syn] = p.take();
     expect(syn).toMatchObject({ seq: 0, ack: 0, flags: SYN, window: 0xffff, urgent: 0 });
-    expect(syn.length).toBe(44);
-    expect(syn.options).toEqual(WS14);
+    // phantun's 44-byte SYN plus our 4-byte option, which a phantun server ignores.
+    expect(syn.length).toBe(48);
+    expect(syn.headerLength).toBe(28);
+    expect(syn.options).toEqual(WS14_OURS);
     expect(syn.srcPort).toBeGreaterThanOrEqual(32768);
     expect(syn.srcPort).toBeLessThanOrEqual(60999);
     const port = syn.srcPort;
@@ -123,7 +127,7 @@ describe("client handshake rules", () => {
 });
 
 describe("server handshake rules", () => {
-  it("answers SYN seq 0 with SYN-ACK seq 0 ack 1 + NOP/WS14; completes only on exactly ACK ack 1", async () => {
+  it("answers SYN seq 0 with SYN-ACK (cookie seq) ack 1 + NOP/WS14; completes only on exactly ACK ack = cookie + 1, seq 1", async () => {
     const p = peer();
     p.stack.listen(4567);
     let accepted = false;
@@ -134,67 +138,79 @@ describe("server handshake rules", () => {
     p.send({ seq: 0, ack: 0, flags: SYN });
     await p.settle();
     const [synAck] = p.take();
-    expect(synAck).toMatchObject({
-      seq: 0,
-      ack: 1,
-      flags: SYN | ACK,
-      srcPort: 4567,
-      dstPort: 40000,
-    });
+    expect(synAck).toMatchObject({ ack: 1, flags: SYN | ACK, srcPort: 4567, dstPort: 40000 });
     expect(synAck.length).toBe(44);
     expect(synAck.options).toEqual(WS14);
-    p.send({ seq: 1, ack: 2, flags: ACK });
-    p.send({ seq: 1, ack: 1, flags: ACK | PSH });
-    p.send({ seq: 1, ack: 1, flags: ACK | FIN });
+    // No state is kept for the handshake (SYN cookies).
+    expect(p.stack.stats()).toMatchObject({ connections: 0, cookiesSent: 1 });
+    const ack = (synAck.seq + 1) >>> 0;
+    // Wrong ack, extra flags, wrong seq: not a proof; answered like any unknown tuple.
+    p.send({ seq: 1, ack: (ack + 1) >>> 0, flags: ACK });
+    p.send({ seq: 1, ack, flags: ACK | PSH });
+    p.send({ seq: 1, ack, flags: ACK | FIN });
+    p.send({ seq: 2, ack, flags: ACK });
     await p.settle();
     expect(accepted).toBe(false);
-    expect(p.take()).toEqual([]);
-    expect(p.stack.stats().halfOpen).toBe(1);
-    p.send({ seq: 1, ack: 1, flags: ACK });
+    expect(p.take().map((x) => [x.flags, x.seq, x.ack])).toEqual([
+      [RST | ACK, (ack + 1) >>> 0, 1],
+      [RST | ACK, ack, 1],
+      [RST | ACK, ack, 1],
+      [RST | ACK, ack, 2],
+    ]);
+    expect(p.stack.stats()).toMatchObject({ connections: 0, cookieFailed: 1 });
+    p.send({ seq: 1, ack, flags: ACK });
     const s = await acc;
     expect(s.remoteAddress).toBe("192.168.200.2");
     expect(s.remotePort).toBe(40000);
-    expect(p.stack.stats().halfOpen).toBe(0);
+    expect(s.peerIsOurs).toBe(false);
+    expect(p.stack.stats()).toMatchObject({ connections: 1, accepted: 1 });
     s.send(Buffer.from("hi"));
     await p.settle();
-    expect(p.take()).toMatchObject([{ seq: 1, ack: 1, flags: ACK }]);
+    expect(p.take()).toMatchObject([{ seq: ack, ack: 1, flags: ACK }]);
   });
 
-  it("a first data segment completes the handshake and is delivered", async () => {
+  it("a first data segment completes the handshake and is delivered (repairs a lost ACK)", async () => {
     const p = peer();
     p.stack.listen(4567);
-    p.send({ seq: 0, ack: 0, flags: SYN });
-    p.send({ seq: 1, ack: 1, flags: ACK, payload: Buffer.from("handshake-file") });
+    await p.handshake({ payload: Buffer.from("handshake-file") });
     const s = await p.stack.accept();
     const it = s[Symbol.asyncIterator]();
     expect((await it.next()).value.toString()).toBe("handshake-file");
   });
 
-  it("resends the SYN-ACK (3 attempts, 1 s) then gives up with RST", async () => {
+  it("keeps no handshake state: a resent SYN gets the same cookie, nothing is resent by timer", async () => {
     vi.useFakeTimers();
     const p = peer();
     p.stack.listen(4567);
     p.send({ seq: 0, ack: 0, flags: SYN });
     await p.settle();
-    expect(p.take().map((x) => x.flags)).toEqual([SYN | ACK]);
-    await vi.advanceTimersByTimeAsync(1050);
-    expect(p.take().map((x) => x.flags)).toEqual([SYN | ACK]);
-    await vi.advanceTimersByTimeAsync(1000);
-    expect(p.take().map((x) => x.flags)).toEqual([SYN | ACK]);
-    await vi.advanceTimersByTimeAsync(1000);
-    expect(p.take()).toMatchObject([{ flags: RST, ack: 0 }]);
-    expect(p.stack.stats()).toMatchObject({ connections: 0, halfOpen: 0 });
-    expect(p.stack.stats().closed["handshake-failed"]).toBe(1);
+    const [first] = p.take();
+    await vi.advanceTimersByTimeAsync(5_000);
+    expect(p.take()).toEqual([]);
+    p.send({ seq: 0, ack: 0, flags: SYN });
+    await p.settle();
+    expect(p.take()).toMatchObject([{ flags: SYN | ACK, seq: first.seq, ack: 1 }]);
+    expect(p.stack.stats()).toMatchObject({ connections: 0, cookiesSent: 2 });
   });
 
-  it("an RST during the passive handshake aborts it", async () => {
+  it("the server ISN differs per tuple (a keyed hash, not 0)", async () => {
+    const p = peer();
+    p.stack.listen(4567);
+    for (let port = 40000; port < 40020; port++)
+      p.send({ srcPort: port, seq: 0, ack: 0, flags: SYN });
+    await p.settle();
+    const isns = new Set(p.take().map((x) => x.seq));
+    expect(isns.size).toBe(20);
+  });
+
+  it("an RST from a client in handshake needs no cleanup: nothing was kept", async () => {
     const p = peer();
     p.stack.listen(4567);
     p.send({ seq: 0, ack: 0, flags: SYN });
     await p.settle();
     p.send({ seq: 1, ack: 0, flags: RST });
     await p.settle();
-    expect(p.stack.stats()).toMatchObject({ connections: 0, halfOpen: 0, acceptQueue: 0 });
+    expect(p.stack.stats()).toMatchObject({ connections: 0, acceptQueue: 0, rstIgnored: 1 });
   });
 });
 
@@ -255,21 +271,25 @@ describe("unknown tuples", () => {
 });
 
 describe("established", () => {
+  /** Our next sequence number after the handshake (the cookie ISN + 1), set by `established`. */
+  let una = 1;
+  /** Our sequence number `n` bytes after the handshake, as the wire shows it. */
+  const at = (n: number) => (una + n) >>> 0;
   async function established(p: ReturnType<typeof peer>) {
     p.stack.listen(4567);
-    p.send({ seq: 0, ack: 0, flags: SYN });
-    p.send({ seq: 1, ack: 1, flags: ACK });
+    una = ((await p.handshake()) + 1) >>> 0;
     const s = await p.stack.accept();
     await p.settle();
     p.take();
     return s;
   }
 
-  it("any RST closes the connection (peer-reset)", async () => {
+  it("an RST whose seq is exactly where the peer is closes the connection (peer-reset)", async () => {
     const p = peer();
     const s = await established(p);
     const closed = new Promise((r) => s.once("close", r));
-    p.send({ seq: 12345, ack: 0, flags: RST });
+    // Other RSTs draw a challenge or are ignored: see sequence.test.ts.
+    p.send({ seq: 1, ack: 0, flags: RST });
     expect(await closed).toMatchObject({ cause: "peer-reset" });
     expect(p.stack.stats().connections).toBe(0);
     await p.settle();
@@ -287,8 +307,8 @@ describe("established", () => {
     await p.settle();
     const segs = p.take();
     expect(segs.map((x) => [x.flags, x.seq, x.ack])).toEqual([
-      [ACK, 1, 1],
-      [RST, 101, 0],
+      [ACK, una, 1],
+      [RST, at(100), 0],
     ]);
     expect(s.send(Buffer.from("x"))).toBe(false);
   });
@@ -298,11 +318,11 @@ describe("established", () => {
     const s = await established(p);
     const got: string[] = [];
     s.onDatagram((d) => got.push(d.toString()));
-    p.send({ seq: 11, ack: 1, flags: ACK, payload: Buffer.from("second") });
-    p.send({ seq: 1, ack: 1, flags: ACK, payload: Buffer.from("first") });
-    p.send({ seq: 17, ack: 1, flags: ACK });
-    p.send({ seq: 17, ack: 1, flags: ACK | PSH, payload: Buffer.from("third") });
-    p.send({ seq: 1, ack: 1, flags: ACK, payload: Buffer.from("first") }); // duplicate: delivered
+    p.send({ seq: 11, ack: una, flags: ACK, payload: Buffer.from("second") });
+    p.send({ seq: 1, ack: una, flags: ACK, payload: Buffer.from("first") });
+    p.send({ seq: 17, ack: una, flags: ACK });
+    p.send({ seq: 17, ack: una, flags: ACK | PSH, payload: Buffer.from("third") });
+    p.send({ seq: 1, ack: una, flags: ACK, payload: Buffer.from("first") }); // duplicate: delivered
     await p.settle();
     expect(got).toEqual(["second", "first", "third", "first"]);
   });
@@ -310,9 +330,9 @@ describe("established", () => {
   it("acks the highest sequence seen, modulo 2^32", async () => {
     const p = peer();
     const s = await established(p);
-    p.send({ seq: 1, ack: 1, flags: ACK, payload: Buffer.alloc(10) });
-    p.send({ seq: 21, ack: 1, flags: ACK, payload: Buffer.alloc(5) });
-    p.send({ seq: 11, ack: 1, flags: ACK, payload: Buffer.alloc(10) });
+    p.send({ seq: 1, ack: una, flags: ACK, payload: Buffer.alloc(10) });
+    p.send({ seq: 21, ack: una, flags: ACK, payload: Buffer.alloc(5) });
+    p.send({ seq: 11, ack: una, flags: ACK, payload: Buffer.alloc(10) });
     await p.settle();
     s.send(Buffer.from("x"));
     await p.settle();
@@ -323,8 +343,8 @@ describe("established", () => {
     ]);
     // Across the wrap: 0xfffffff0 + 32 wraps to 16, which is "higher" than 26 modulo 2^32?
     // No: it is 2^32 - 10 behind, i.e. older. A segment just past 26 moves the ack.
-    p.send({ seq: 0xfffffff0, ack: 1, flags: ACK, payload: Buffer.alloc(32) });
-    p.send({ seq: 26, ack: 1, flags: ACK, payload: Buffer.alloc(4) });
+    p.send({ seq: 0xfffffff0, ack: una, flags: ACK, payload: Buffer.alloc(32) });
+    p.send({ seq: 26, ack: una, flags: ACK, payload: Buffer.alloc(4) });
     await p.settle();
     s.send(Buffer.from("y"));
     await p.settle();
@@ -337,20 +357,20 @@ describe("established", () => {
     const s = await established(p);
     // Nothing sent since the handshake: the first data is acknowledged at once, so that
     // conntrack on the path learns our scaled window.
-    p.send({ seq: 1, ack: 1, flags: ACK, payload: Buffer.alloc(10) });
+    p.send({ seq: 1, ack: una, flags: ACK, payload: Buffer.alloc(10) });
     await p.settle();
-    expect(p.take()).toMatchObject([{ flags: ACK, seq: 1, ack: 11, payload: Buffer.alloc(0) }]);
-    p.send({ seq: 11, ack: 1, flags: ACK, payload: Buffer.alloc(40) });
+    expect(p.take()).toMatchObject([{ flags: ACK, seq: una, ack: 11, payload: Buffer.alloc(0) }]);
+    p.send({ seq: 11, ack: una, flags: ACK, payload: Buffer.alloc(40) });
     await p.settle();
     expect(p.take()).toEqual([]);
     await vi.advanceTimersByTimeAsync(1600);
-    expect(p.take()).toMatchObject([{ flags: ACK, seq: 1, ack: 51, payload: Buffer.alloc(0) }]);
+    expect(p.take()).toMatchObject([{ flags: ACK, seq: una, ack: 51, payload: Buffer.alloc(0) }]);
     await vi.advanceTimersByTimeAsync(3000);
     expect(p.take()).toEqual([]); // nothing left to acknowledge
-    p.send({ seq: 51, ack: 1, flags: ACK, payload: Buffer.alloc(60) });
-    p.send({ seq: 111, ack: 1, flags: ACK, payload: Buffer.alloc(60) });
+    p.send({ seq: 51, ack: una, flags: ACK, payload: Buffer.alloc(60) });
+    p.send({ seq: 111, ack: una, flags: ACK, payload: Buffer.alloc(60) });
     await p.settle();
-    expect(p.take()).toMatchObject([{ flags: ACK, seq: 1, ack: 171 }]);
+    expect(p.take()).toMatchObject([{ flags: ACK, seq: una, ack: 171 }]);
     expect(s.counters.acksSent).toBe(3);
   });
 
@@ -371,24 +391,40 @@ describe("established", () => {
     // The sequence number did not advance for the dropped ones.
     s.send(Buffer.from("z"));
     await p.settle();
-    expect(p.take()).toMatchObject([{ seq: 961 }]);
+    expect(p.take()).toMatchObject([{ seq: at(960) }]);
   });
 
-  it("a new SYN seq 0 on an established passive tuple replaces the connection", async () => {
+  it("a new SYN seq 0 on an established passive tuple gets a cookie; only its proof replaces the connection", async () => {
     const p = peer();
     const s = await established(p);
-    const closed = new Promise((r) => s.once("close", r));
     p.send({ seq: 0, ack: 0, flags: SYN });
-    expect(await closed).toMatchObject({ cause: "peer-restarted" });
     await p.settle();
-    expect(p.take()).toMatchObject([{ flags: SYN | ACK, seq: 0, ack: 1 }]);
+    const [synAck] = p.take();
+    expect(synAck).toMatchObject({ flags: SYN | ACK, ack: 1 });
+    // A cookie of the other generation: never the old connection's ISN.
+    expect(synAck.seq).not.toBe(at(-1));
+    expect(s.established).toBe(true);
+    // The old connection's own traffic (and a wrong proof) leaves it in place.
+    p.send({ seq: 1, ack: una, flags: ACK, payload: Buffer.from("old") });
+    p.send({ seq: 1, ack: (synAck.seq + 2) >>> 0, flags: ACK });
+    await p.settle();
+    expect(s.established).toBe(true);
+    expect(s.counters.datagramsReceived).toBe(1);
+    const closed = new Promise((r) => s.once("close", r));
+    const next = p.stack.accept();
+    p.send({ seq: 1, ack: (synAck.seq + 1) >>> 0, flags: ACK, payload: Buffer.from("new") });
+    expect(await closed).toMatchObject({ cause: "peer-restarted" });
+    const s2 = await next;
+    expect(s2).not.toBe(s);
+    expect(s2.counters.datagramsReceived).toBe(1);
+    expect(p.stack.stats()).toMatchObject({ connections: 1, accepted: 2 });
   });
 
   it("the receive queue is bounded: drops and counts when nobody reads", async () => {
     const p = peer({ stack: { receiveQueueLimit: 3 } });
     const s = await established(p);
     for (let i = 0; i < 5; i++)
-      p.send({ seq: 1 + i, ack: 1, flags: ACK, payload: Buffer.from([i]) });
+      p.send({ seq: 1 + i, ack: una, flags: ACK, payload: Buffer.from([i]) });
     await p.settle();
     expect(s.counters.droppedQueueFull).toBe(2);
     const it = s[Symbol.asyncIterator]();

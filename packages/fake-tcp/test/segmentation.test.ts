@@ -151,9 +151,7 @@ describe("receive side: coalesced packets split into datagrams", () => {
     const peer = rawPeer({ pair: { checksumOffload: true } });
     cleanup.push(peer.close);
     peer.stack.listen(4567);
-    peer.send({ seq: 0, ack: 0, flags: TcpFlags.SYN });
-    await peer.settle();
-    peer.send({ seq: 1, ack: 1, flags: ACK });
+    const isn = await peer.handshake();
     const sock = await peer.stack.accept();
     const got: number[] = [];
     sock.onDatagram((d) => got.push(d.length, d[0]));
@@ -171,7 +169,7 @@ describe("receive side: coalesced packets split into datagrams", () => {
       srcPort: 40000,
       dstPort: 4567,
       seq: 1,
-      ack: 1,
+      ack: (isn + 1) >>> 0,
       flags: ACK,
       payload,
     });

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cleanupAll, Netns, realDeviceGate } from "../../../test-support/netns.js";
 import {
   expectOneLineError,
+  nftTableRules,
   RunningProgram,
   runProgram,
 } from "../../common/test/program-harness.js";
@@ -66,6 +67,8 @@ describe.skipIf(gate.skip)("fake-tcp-server command line", () => {
       'oifname != "ftsl0" ip6 saddr fcc9::2 tcp sport 4567 drop',
     ]);
     await server.waitFor("fake-tcp-server running");
+    // What the kernel holds, not only what the log says was added.
+    expect(nftTableRules(ns, "fake_tcp_ftsl0")).toEqual(added.rules);
     expect(ns.exec("cat", ["/proc/sys/net/ipv6/conf/all/forwarding"]).trim()).toBe("1");
     expect(ns.exec("ip", ["-o", "addr", "show", "dev", "ftsl0"])).toContain("192.168.201.1");
     const stopped = await server.stop();
@@ -91,6 +94,8 @@ describe.skipIf(gate.skip)("fake-tcp-server command line", () => {
       'oifname != "ftsl1" ip saddr 192.168.201.2 tcp sport 4567 ip saddr set tcp dport . ip daddr map @clients4',
       'oifname != "ftsl1" ip saddr 192.168.201.2 tcp sport 4567 drop',
     ]);
+    await server.waitFor("fake-tcp-server running");
+    expect(nftTableRules(ns, "fake_tcp_ftsl1")).toEqual(added.rules);
     expect((await server.stop()).code).toBe(0);
   });
 });

@@ -4,7 +4,7 @@
  * send side is synchronous (sendto / sendmmsg), so the caller may reuse its buffer as soon as
  * the call returns. Readiness comes from uv_poll on the calling thread's loop, so a socket
  * works the same in the main thread and in a worker_thread; env teardown closes it (async
- * cleanup hook), exactly like the TUN queues in tun.c.
+ * cleanup hook), exactly like the TUN queues in queue.c.
  *
  * Source address records (ADDR_RECORD bytes per datagram, little-endian like every JS typed
  * array on Linux):

@@ -137,11 +137,16 @@ describe.skipIf(gate.skip)("system errors (real devices in a namespace)", () => 
   });
 
   it("attaching to a missing or single-queue device explains why", async () => {
-    expect(() => TunQueue.attach("ftnosuchdev")).toThrow(/no such TUN device/);
-    // fterr0 lives in the namespace, not here: attach checks this namespace's devices.
     expect(() => TunQueue.attach("ftnosuchdev")).toThrow(
-      expect.objectContaining({ code: "ENODEV" }),
+      expect.objectContaining({ code: "ENODEV", message: expect.stringMatching(/no such TUN/) }),
     );
+    // fterr0 lives in the namespace, not here: attach checks this namespace's devices.
+    expect(() => TunQueue.attach("fterr0")).toThrow(expect.objectContaining({ code: "ENODEV" }));
+    // In its namespace (the agent's own single-queue device) it exists but cannot take a
+    // second queue.
+    const single = await agent.request("attachInfo", {});
+    expect(single).toMatchObject({ threw: true, code: "EINVAL" });
+    expect(single.message).toMatch(/not opened as multi-queue/);
   });
 
   it("without CAP_NET_ADMIN it is EPERM with a how-to", async () => {

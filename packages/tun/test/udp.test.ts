@@ -5,6 +5,9 @@
  * worker_threads (no loss, no duplicate, one socket per flow, clean worker exit), bind errors.
  */
 import { execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cleanupAll, Netns, realDeviceGate } from "../../../test-support/netns.js";
@@ -17,17 +20,23 @@ import {
 
 const gate = realDeviceGate();
 const SCENARIO = fileURLToPath(new URL("./fixtures/udp-scenario.mjs", import.meta.url));
-const NO_CHECK_HELPER = fileURLToPath(new URL("./fixtures/udp-no-check.py", import.meta.url));
-/** The refusal test reaches into the socket with a Python helper (see udp-no-check.py). */
-const hasPython = (() => {
+const NO_CHECK_SOURCE = fileURLToPath(new URL("./fixtures/udp-no-check.c", import.meta.url));
+
+/**
+ * Compiles the refusal test's helper (see udp-no-check.c) into `dir`. Without a C compiler
+ * the test fails with the reason: the addon itself cannot be built without one either.
+ */
+function compileNoCheckHelper(dir: string): string {
+  const out = join(dir, "udp-no-check");
   try {
-    execFileSync("python3", ["-c", "import os; os.pidfd_open"], { stdio: "ignore" });
-    return true;
-  } catch {
-    console.warn("SKIPPING the UDP_SEGMENT refusal test: python3 (>= 3.9) is not available");
-    return false;
+    execFileSync("cc", ["-O2", "-Wall", "-o", out, NO_CHECK_SOURCE], { stdio: "pipe" });
+  } catch (error) {
+    throw new Error(
+      `cannot compile ${NO_CHECK_SOURCE} for the UDP_SEGMENT refusal test (a C compiler is needed, as for the addon: apt-get install build-essential): ${(error as Error).message}`,
+    );
   }
-})();
+  return out;
+}
 
 // biome-ignore lint/suspicious/noExplicitAny: the scenario's JSON report
 type Report = Record<string, any>;
@@ -217,10 +226,11 @@ describe.skipIf(gate.skip)("UdpBatchSocket (real sockets in a namespace)", () =>
     expect(r.afterTun.stats).toMatchObject({ datagramsOut: 9, sendDrops: 0 });
   });
 
-  it.skipIf(!hasPython)(
-    "sendSegmented: when the kernel keeps refusing UDP_SEGMENT, datagrams go one by one and the socket stops trying",
-    async () => {
-      const r = await runScenario(ns, "segmentedRefused", { helper: NO_CHECK_HELPER });
+  it("sendSegmented: when the kernel keeps refusing UDP_SEGMENT, datagrams go one by one and the socket stops trying", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "fttud-"));
+    try {
+      const helper = compileNoCheckHelper(dir);
+      const r = await runScenario(ns, "segmentedRefused", { helper });
       expect(r.calls.map((c: Report) => c.received)).toEqual(new Array(4).fill([1000, 1000, 500]));
       expect(r.calls.map((c: Report) => c.ok)).toEqual([true, true, true, true]);
       // Three refusals in a row (EINVAL) switch the socket to one by one for good.
@@ -231,8 +241,10 @@ describe.skipIf(gate.skip)("UdpBatchSocket (real sockets in a namespace)", () =>
         segmentedSends: 0,
         segmentationFallbacks: 4,
       });
-    },
-  );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 
   it("counts drops (refused, bad batch entry) and oversize datagrams instead of throwing", async () => {
     const r = await runScenario(ns, "drops");

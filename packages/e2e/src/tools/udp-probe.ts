@@ -7,12 +7,16 @@
  *   comes back to the socket that sent it with the same bytes.
  * stream: `--interval MS --duration MS --size S [--pause-at MS --pause-for MS]`: one socket
  *   sends a numbered datagram every interval (except during the optional pause) and records
- *   when each reply arrives (ms epoch), so a caller can measure outages.
+ *   when each reply arrives (ms epoch), so a caller can measure outages. With `--rate N` it
+ *   sends N datagrams per second instead (a few per timer tick; the pause holds them back).
+ *   A reply counts only when it is exactly the datagram sent (else `mismatched`); `forged`
+ *   counts datagrams carrying the injector's mark (see marker.ts).
  *
  * Usage: node udp-probe.js echo|stream --target host:port [...]
  */
 import { createSocket, type Socket } from "node:dgram";
 import { hostPort, numberArg, parseArgs } from "./args.js";
+import { isForged } from "./marker.js";
 
 const mode = process.argv[2];
 const args = parseArgs(process.argv.slice(3));
@@ -29,9 +33,10 @@ function payload(socketIndex: number, seq: number): Buffer {
   return buf;
 }
 
-function openSocket(): Promise<Socket> {
+/** `recvBuffer`: a fast stream's replies must survive the probe being descheduled a while. */
+function openSocket(recvBuffer = 1 << 20): Promise<Socket> {
   return new Promise((resolve, reject) => {
-    const s = createSocket({ type: "udp4", recvBufferSize: 1 << 20 });
+    const s = createSocket({ type: "udp4", recvBufferSize: recvBuffer });
     s.once("error", reject);
     s.bind(0, () => resolve(s));
   });
@@ -79,13 +84,21 @@ async function echoMode(): Promise<void> {
 
 async function streamMode(): Promise<void> {
   const duration = numberArg(args, "duration", 10_000);
-  const s = await openSocket();
+  const rate = numberArg(args, "rate", 0);
+  const s = await openSocket(rate > 0 ? 4 << 20 : 1 << 20);
   const sentAt: number[] = [];
   const replies: Array<[seq: number, sentAt: number, receivedAt: number]> = [];
+  let mismatched = 0;
+  let forged = 0;
   s.on("message", (msg) => {
-    if (msg.length < 8) return;
-    const seq = msg.readUInt32BE(4);
-    if (seq < sentAt.length) replies.push([seq, sentAt[seq], Date.now()]);
+    if (isForged(msg)) {
+      forged++;
+      return;
+    }
+    const seq = msg.length >= 8 ? msg.readUInt32BE(4) : -1;
+    if (seq >= 0 && seq < sentAt.length && payload(0, seq).equals(msg))
+      replies.push([seq, sentAt[seq], Date.now()]);
+    else mismatched++;
   });
   let stopped = false;
   const stop = () => {
@@ -99,10 +112,25 @@ async function streamMode(): Promise<void> {
   const pauseFrom = started + numberArg(args, "pause-at", -1);
   const pauseUntil = pauseFrom + numberArg(args, "pause-for", 0);
   let seq = 0;
+  // Rate mode: datagrams owed since the last tick. A timer held up by a busy machine is made
+  // up for, but at most 500 ms worth at once (a longer stall is lost, not one huge burst).
+  let owed = 0;
+  let lastTick = started;
   while (!stopped && Date.now() < end) {
     const now = Date.now();
     if (now >= pauseFrom && now < pauseUntil) {
-      await sleep(Math.min(interval, pauseUntil - now));
+      lastTick = now;
+      await sleep(Math.min(rate > 0 ? 5 : interval, pauseUntil - now));
+      continue;
+    }
+    if (rate > 0) {
+      owed = Math.min(owed + ((now - lastTick) * rate) / 1000, rate / 2);
+      lastTick = now;
+      for (; owed >= 1; owed--) {
+        sentAt.push(now);
+        s.send(payload(0, seq++), target.port, target.host);
+      }
+      await sleep(2);
       continue;
     }
     sentAt.push(Date.now());
@@ -117,6 +145,10 @@ async function streamMode(): Promise<void> {
       size,
       sent: sentAt.length,
       received: replies.length,
+      mismatched,
+      forged,
+      firstSentAt: sentAt[0] ?? null,
+      lastSentAt: sentAt.at(-1) ?? null,
       replies,
     }),
   );

@@ -104,7 +104,6 @@ async function heapPerConnection(count: number) {
     queues: pair.b,
     local4: "10.0.0.2",
     maxConnections: count + 10,
-    maxHalfOpen: count + 10,
     acceptBacklog: count + 10,
   });
   server.listen(4567);

@@ -43,6 +43,17 @@ export class BoundedQueue<T> {
     return item;
   }
 
+  /**
+   * Removes `item` if it is queued (not yet handed to a consumer). True when it was. Costs a
+   * scan of the queue: for rare removals from short queues (an accept backlog).
+   */
+  remove(item: T): boolean {
+    const i = this.items.indexOf(item, this.head);
+    if (i < 0) return false;
+    this.items.splice(i, 1);
+    return true;
+  }
+
   /** Next item; `done` once ended and drained. Rejects with the end error if one was given. */
   next(): Promise<IteratorResult<T>> {
     if (this.length > 0) return Promise.resolve({ value: this.shift() as T, done: false });

@@ -15,10 +15,25 @@ export interface StackOptions {
   handshakeAttempts?: number;
   /** Wait per handshake attempt, in ms (phantun: 1000). */
   handshakeTimeoutMs?: number;
-  /** Most connections in any state (half-open included); more are refused. Default 65536. */
+  /**
+   * Most connections in any state (client handshakes included). A listener keeps no state for
+   * handshakes in progress (SYN cookies), so only completed handshakes count on the server
+   * side. When the table is full, a new client's completed handshake evicts an accepted
+   * connection that never carried a datagram (5 s after its handshake) or, failing that, the
+   * one idle longest (30 s or more); only when none qualifies is it refused. `connect()`
+   * fails with ENOBUFS when the table is full. Default 65536.
+   */
   maxConnections?: number;
-  /** Most passive handshakes in progress; more SYNs are refused with RST. Default 1024. */
-  maxHalfOpen?: number;
+  /**
+   * Most accepted connections from one source: an IPv4 address, or an IPv6 /64 (one
+   * subscriber's prefix). Further handshakes from it are refused with RST. Default: a quarter
+   * of `maxConnections` (16384 of 65536; 1024 of the programs' 4096). A carrier-grade NAT
+   * puts many users behind one IPv4 address, so a small per-address cap would lock out
+   * legitimate users who happen to share one; a quarter still means that filling the table
+   * takes at least four sources, and connections that fill it without carrying data are
+   * evicted anyway (see `maxConnections`).
+   */
+  maxConnectionsPerSource?: number;
   /** Most established connections waiting for `accept()`. Default 1024. */
   acceptBacklog?: number;
   /** Close a connection after this long without traffic either way (phantun: 180 s). */
@@ -35,19 +50,40 @@ export interface StackOptions {
    */
   segmentationOffload?: boolean;
   /**
-   * Send a keepalive probe after this long without receiving anything; 0 disables probing
-   * (the default). Probes are pure ACKs, harmless to a phantun peer.
+   * After this long without receiving anything, send a keepalive (a plain pure ACK, which
+   * keeps NAT mappings and conntrack entries alive) or, to a peer of ours, a probe; 0
+   * disables both (the default). Both are harmless to a phantun peer.
    */
   keepaliveIntervalMs?: number;
   /**
-   * Unanswered probes in a row after which a peer is declared dead (only a peer that has
-   * answered a probe before: a phantun peer never answers, so it is never declared dead).
-   * Such a peer's unanswered probe is repeated every half interval, so silence is detected
-   * after about `keepaliveIntervalMs * (1 + deadPeerProbes / 2)`. Default 3.
+   * Unanswered probes in a row after which a peer of ours (`Socket.peerIsOurs`) is declared
+   * dead; a phantun peer is never probed, so never declared dead. An unanswered probe is
+   * repeated every half interval, so silence is detected after about
+   * `keepaliveIntervalMs * (1 + deadPeerProbes / 2)`. Also the probes of the fast check after
+   * a doubtful RST (see `verifyIntervalMs`). Default 3.
    */
   deadPeerProbes?: number;
-  /** Minimum gap between two answers to the peer's probes on one connection. Default 1000 ms. */
+  /**
+   * Minimum gap between two answers to a peer's probes on one connection. Below
+   * `verifyIntervalMs`, so that every probe of the fast check can be answered. Default 200 ms.
+   */
   probeAnswerIntervalMs?: number;
+  /**
+   * The fast check a peer of ours gets after an RST whose seq is in the window but not exact:
+   * `deadPeerProbes` probes this far apart; the connection closes only if none is answered.
+   * Default 300 ms.
+   */
+  verifyIntervalMs?: number;
+  /**
+   * Challenge ACKs (answers to doubtful RSTs and to segments outside the windows): minimum
+   * gap on one connection. Default 250 ms.
+   */
+  challengeIntervalMs?: number;
+  /**
+   * ...and the stack-wide budget per second (each second's budget is drawn at random
+   * between this and 1.5 x this, so that it cannot serve as a side channel). Default 1000.
+   */
+  challengeRatePerSecond?: number;
   /** RST replies to unknown tuples: sustained rate per second (token bucket). Default 1000. */
   rstRatePerSecond?: number;
   /** ...and burst size. Default 200. */
@@ -98,7 +134,8 @@ export function resolveOptions(o: StackOptions): ResolvedOptions {
     handshakeAttempts: o.handshakeAttempts ?? 3,
     handshakeTimeoutMs: o.handshakeTimeoutMs ?? 1000,
     maxConnections: o.maxConnections ?? 65536,
-    maxHalfOpen: o.maxHalfOpen ?? 1024,
+    maxConnectionsPerSource:
+      o.maxConnectionsPerSource ?? Math.max(1, Math.ceil((o.maxConnections ?? 65536) / 4)),
     acceptBacklog: o.acceptBacklog ?? 1024,
     idleTimeoutMs: o.idleTimeoutMs ?? 180_000,
     ackDelayMs: o.ackDelayMs ?? 1000,
@@ -106,7 +143,10 @@ export function resolveOptions(o: StackOptions): ResolvedOptions {
     segmentationOffload: o.segmentationOffload ?? true,
     keepaliveIntervalMs: o.keepaliveIntervalMs ?? 0,
     deadPeerProbes: o.deadPeerProbes ?? 3,
-    probeAnswerIntervalMs: o.probeAnswerIntervalMs ?? 1000,
+    probeAnswerIntervalMs: o.probeAnswerIntervalMs ?? 200,
+    verifyIntervalMs: o.verifyIntervalMs ?? 300,
+    challengeIntervalMs: o.challengeIntervalMs ?? 250,
+    challengeRatePerSecond: o.challengeRatePerSecond ?? 1000,
     rstRatePerSecond: o.rstRatePerSecond ?? 1000,
     rstBurst: o.rstBurst ?? 200,
     receiveQueueLimit: o.receiveQueueLimit ?? 1024,
@@ -116,7 +156,7 @@ export function resolveOptions(o: StackOptions): ResolvedOptions {
   positiveInt("handshakeAttempts", r.handshakeAttempts);
   positiveInt("handshakeTimeoutMs", r.handshakeTimeoutMs);
   positiveInt("maxConnections", r.maxConnections);
-  positiveInt("maxHalfOpen", r.maxHalfOpen);
+  positiveInt("maxConnectionsPerSource", r.maxConnectionsPerSource);
   positiveInt("acceptBacklog", r.acceptBacklog);
   positiveInt("idleTimeoutMs", r.idleTimeoutMs);
   positiveInt("ackDelayMs", r.ackDelayMs);
@@ -124,6 +164,9 @@ export function resolveOptions(o: StackOptions): ResolvedOptions {
   positiveInt("keepaliveIntervalMs", r.keepaliveIntervalMs, 0);
   positiveInt("deadPeerProbes", r.deadPeerProbes);
   positiveInt("probeAnswerIntervalMs", r.probeAnswerIntervalMs, 0);
+  positiveInt("verifyIntervalMs", r.verifyIntervalMs);
+  positiveInt("challengeIntervalMs", r.challengeIntervalMs, 0);
+  positiveInt("challengeRatePerSecond", r.challengeRatePerSecond, 0);
   positiveInt("rstRatePerSecond", r.rstRatePerSecond, 0);
   positiveInt("rstBurst", r.rstBurst, 0);
   positiveInt("receiveQueueLimit", r.receiveQueueLimit);

@@ -15,7 +15,8 @@ import type { DeviceQueue } from "../device.js";
 import { finishChecksum, foldSum, sumWords } from "../wire/checksum.js";
 import { emitIpv4Header } from "../wire/ipv4.js";
 import { emitIpv6Header } from "../wire/ipv6.js";
-import { emitTcpHeader, TcpFlags } from "../wire/tcp.js";
+import { TCP_SYN_OURS_HEADER_LENGTH } from "../wire/ours-option.js";
+import { emitTcpHeader, TCP_HEADER_LENGTH, TCP_SYN_HEADER_LENGTH, TcpFlags } from "../wire/tcp.js";
 import { RunBuffer } from "./run-buffer.js";
 
 /** The addressing a segment needs; a Socket satisfies it. Addresses are int32 words. */
@@ -62,7 +63,8 @@ export type RunRefusedHandler = (tuple: SegmentTuple, segments: number) => void;
 export class SegmentWriter {
   private readonly data4 = Buffer.alloc(40);
   private readonly data6 = Buffer.alloc(60);
-  private readonly control = Buffer.alloc(64);
+  /** Control segments: the largest is an IPv6 SYN with our option. */
+  private readonly control = Buffer.alloc(40 + TCP_SYN_OURS_HEADER_LENGTH);
   private readonly local = [0, 0, 0, 0];
   private readonly remote = [0, 0, 0, 0];
   private template4: SegmentTuple | null = null;
@@ -222,8 +224,9 @@ export class SegmentWriter {
   }
 
   /**
-   * Writes a segment without payload (SYN, SYN-ACK, ACK, RST...). `synOptions` adds NOP + WS 14.
-   * Returns false when the device refused it.
+   * Writes a segment without payload (SYN, SYN-ACK, ACK, RST...). `synOptions` adds NOP + WS 14,
+   * `ours` (with `synOptions`) our negotiation option after them. Returns false when the device
+   * refused it.
    */
   writeControl(
     q: DeviceQueue,
@@ -232,13 +235,18 @@ export class SegmentWriter {
     seq: number,
     ack: number,
     synOptions: boolean,
+    ours = false,
   ): boolean {
     // Control segments follow the data sent before them (an RST after the last datagram).
     if (this.run.count > 0) this.flush();
     const h = this.control;
     const ip = t.family === 4 ? 20 : 40;
-    const tcpLength = synOptions ? 24 : 20;
-    this.emitHeaders(h, t, flags, seq, ack, synOptions, tcpLength);
+    const tcpLength = synOptions
+      ? ours
+        ? TCP_SYN_OURS_HEADER_LENGTH
+        : TCP_SYN_HEADER_LENGTH
+      : TCP_HEADER_LENGTH;
+    this.emitHeaders(h, t, flags, seq, ack, synOptions, ours, tcpLength);
     const offload = q.checksumOffload;
     const ck = offload
       ? foldSum(t.pseudoBase + tcpLength)
@@ -249,7 +257,7 @@ export class SegmentWriter {
   }
 
   private emitTemplate(h: Buffer, t: SegmentTuple, tcpLength: number): void {
-    this.emitHeaders(h, t, TcpFlags.ACK, 0, 0, false, tcpLength);
+    this.emitHeaders(h, t, TcpFlags.ACK, 0, 0, false, false, tcpLength);
   }
 
   private emitHeaders(
@@ -259,6 +267,7 @@ export class SegmentWriter {
     seq: number,
     ack: number,
     synOptions: boolean,
+    ours: boolean,
     tcpLength: number,
   ): void {
     let ip: number;
@@ -277,6 +286,6 @@ export class SegmentWriter {
       r[3] = t.r3;
       ip = emitIpv6Header(h, 0, l, r, tcpLength);
     }
-    emitTcpHeader(h, ip, t.localPort, t.remotePort, seq, ack, flags, synOptions);
+    emitTcpHeader(h, ip, t.localPort, t.remotePort, seq, ack, flags, synOptions, ours);
   }
 }

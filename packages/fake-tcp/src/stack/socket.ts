@@ -15,10 +15,12 @@ export type CloseCause =
   | "peer-restarted"
   /** No traffic either way for `idleTimeoutMs`. */
   | "idle-timeout"
-  /** A peer that used to answer keepalive probes stopped answering. */
+  /** A peer of ours (see `Socket.peerIsOurs`) stopped answering keepalive probes. */
   | "dead-peer"
   /** The handshake was refused (RST) or not answered in time. */
-  | "handshake-failed";
+  | "handshake-failed"
+  /** The connection table was full: this accepted connection, unused or idle, made room. */
+  | "evicted";
 
 /** Payload of the socket's `close` event. */
 export interface CloseInfo {
@@ -41,6 +43,9 @@ export interface SocketCounters {
   droppedQueueFull: number;
   /** Pure ACKs sent (delayed acks and probe answers). */
   acksSent: number;
+  /** Keepalives sent (plain pure ACKs, to a peer not known to be ours). */
+  keepalivesSent: number;
+  /** Probes sent to a peer of ours, and how many it answered. */
   probesSent: number;
   probesAnswered: number;
 }
@@ -99,30 +104,45 @@ export class Socket extends EventEmitter {
   sndNxt = 0;
   /** @internal Highest sequence number received, seq + length (int32, modulo 2^32). */
   rcvHigh = 0;
-  /** @internal Last acknowledgment number received (int32). */
+  /** @internal Last believed acknowledgment number received (int32). */
   peerAck = 0;
-  /** @internal Length of the last datagram sent (probe placement, see keepalive). */
-  lastSentLength = 0;
+  /** @internal Sequence validation (see validate.ts): ack windows and the resync chain. */
+  ackFloor = 0;
+  /** @internal */ freshFloor = 0;
+  /** @internal */ sndMark0 = 0;
+  /** @internal */ sndMark1 = 0;
+  /** @internal */ chainNext = 0;
+  /** @internal */ chainCount = 0;
+  /** @internal */ chainAt = 0;
+  /** @internal Clock (ms) of the last challenge ACK (rate limit per connection). */
+  lastChallengeAt = Number.NEGATIVE_INFINITY;
   /** @internal Handshake: transmissions so far and deadline of the current one. */
   attempts = 0;
   /** @internal */ deadline = 0;
+  /**
+   * @internal Passive sockets: clock (ms) of the last SYN seq 0 on this established tuple, 0
+   * when none is pending. Only an ACK proving the cookie we answered it with replaces the
+   * connection (the peer restarted); until then the connection is untouched.
+   */
+  restartSynAt = 0;
+  /** @internal Passive sockets: clock (ms) when the handshake completed (eviction age). */
+  establishedAt = 0;
   /** @internal Clock (ms) of the last packet received and the last datagram sent. */
   lastReceived = 0;
   /** @internal */ lastSent = 0;
   /** @internal Received bytes not yet acknowledged, and since when. */
   unackedBytes = 0;
   /** @internal */ unackedSince = 0;
-  /** @internal Keepalive state. */
+  /** @internal Keepalive and probe state (see liveness.ts). */
   lastProbeAt = 0;
   /** @internal */ probeSeq = 0;
   /** @internal */ probeOutstanding = false;
-  /** @internal */ probeCanMark = false;
   /** @internal */ probesUnanswered = 0;
   /** @internal */ lastAnswerAt = Number.NEGATIVE_INFINITY;
   /** @internal Probes sent in the current idle period (how far back the next one steps). */
   probeStep = 0;
-  /** True once the peer has answered one of our keepalive probes (so it is one of ours). */
-  peerAnswersProbes = false;
+  /** @internal Probes of the fast check after a doubtful RST; 0 when no check runs. */
+  verifyProbes = 0;
   /**
    * True when the handshake negotiated that the peer is a program of ours (it answers
    * keepalive probes, so dead-peer detection may act on it). Never true for a phantun peer.
@@ -138,6 +158,7 @@ export class Socket extends EventEmitter {
     droppedByDevice: 0,
     droppedQueueFull: 0,
     acksSent: 0,
+    keepalivesSent: 0,
     probesSent: 0,
     probesAnswered: 0,
   };

@@ -8,14 +8,39 @@ import { type Endpoint, parseEndpoint, parseIpv4, parseIpv6 } from "../wire/addr
 import { ipv4PseudoBase, ipv6PseudoBase } from "../wire/checksum.js";
 import { ParseError, parseErrorNames } from "../wire/errors.js";
 import { ipv4HeaderBaseSum } from "../wire/ipv4.js";
+import { OursOption, scanOursOption } from "../wire/ours-option.js";
 import { SegmentParser } from "../wire/segment.js";
 import { TcpFlags } from "../wire/tcp.js";
 import { BoundedQueue } from "./bounded-queue.js";
+import { ChallengeLimiter } from "./challenge-limiter.js";
 import { ConnectionTable, hashTuple } from "./conn-table.js";
+import { Evictor } from "./eviction.js";
+import {
+  answersProbe,
+  dataArrived,
+  nextProbeSeq,
+  probeSent,
+  SweepAction,
+  sweepDecision,
+  VerifyAction,
+  verifyDecision,
+} from "./liveness.js";
 import { type ResolvedOptions, resolveOptions, type StackOptions } from "./options.js";
 import { type SegmentTuple, SegmentWriter, WriteResult } from "./segment-writer.js";
+import { seqAdd, seqGt, seqMax } from "./seq.js";
 import { type CloseCause, Socket, type SocketHost, SocketState } from "./socket.js";
+import { SourceCounts } from "./source-counts.js";
+import { COOKIE_SLOT_MS, CookieBits, SynCookies } from "./syn-cookies.js";
 import { TokenBucket } from "./token-bucket.js";
+import {
+  judgeRst,
+  judgeSegment,
+  markSent,
+  RstVerdict,
+  recordChain,
+  startSeqState,
+  Verdict,
+} from "./validate.js";
 
 const { SYN, ACK, RST } = TcpFlags;
 const SYN_ACK = SYN | ACK;
@@ -25,17 +50,10 @@ const RST_ACK = RST | ACK;
 const EPHEMERAL_FIRST = 32768;
 const EPHEMERAL_COUNT = 61000 - 32768;
 
-/** How far back (in probes) a keepalive probe's sequence number may step; see `sendProbe`. */
-const MAX_PROBE_STEP = 8;
-/** How long a probe stays answerable while data arrives (ms); see `receiveEstablished`. */
-const PROBE_ANSWER_WINDOW_MS = 3_000;
-
 /** A snapshot of the stack's counters. */
 export interface StackStats {
   /** Connections in the table, any state. */
   connections: number;
-  /** Passive handshakes in progress. */
-  halfOpen: number;
   /** Established connections waiting for `accept()`. */
   acceptQueue: number;
   packetsReceived: number;
@@ -50,21 +68,52 @@ export interface StackStats {
   rstRateLimited: number;
   /** RSTs received for unknown tuples (ignored). */
   rstIgnored: number;
-  /** SYNs refused because a table (connections, half-open, backlog) was full. */
+  /**
+   * Handshakes refused because the connection table was full (and no connection could be
+   * evicted) or the accept backlog was full.
+   */
   refusedFull: number;
+  /** Handshakes refused because their source had `maxConnectionsPerSource` connections. */
+  refusedPerSource: number;
+  /** Accepted connections closed to make room for a new one (also in `closed.evicted`). */
+  evicted: number;
+  /** SYN-ACKs sent, each carrying a SYN cookie as its sequence number (no state kept). */
+  cookiesSent: number;
+  /** Handshake-completing segments (ACK, seq 1) whose cookie was wrong or expired. */
+  cookieFailed: number;
   /** Segments ignored during a handshake (wrong flags or ack). */
   handshakeIgnored: number;
+  /** Handshakes completed with a peer that proved to be ours (negotiation option). */
+  negotiated: number;
+  /** SYNs / SYN-ACKs whose options were malformed (handled as from a phantun peer). */
+  synOptionsMalformed: number;
   /** Datagrams dropped because they would not fit the MTU. */
   droppedTooBig: number;
   /** Packets the device refused to write. */
   droppedByDevice: number;
+  /** Received segments dropped: seq outside the window, no resync chain (see validate.ts). */
+  outOfWindow: number;
+  /** Received segments dropped: seq in the window, ack not within what we sent recently. */
+  badAck: number;
+  /** Received segments held back as links of a resync chain (not delivered). */
+  resyncChained: number;
+  /** Resyncs: a stream that jumped past the window was taken back after a chain. */
+  resynced: number;
+  /** RSTs ignored: seq outside the window. */
+  rstOutOfWindow: number;
+  /** RSTs in the window but not exact: answered with a challenge ACK, not closed on. */
+  rstChallenged: number;
+  /** Challenge ACKs sent (to doubtful RSTs and to segments outside the windows). */
+  challengeAcks: number;
+  /** Challenge ACKs not sent: per-connection gap or stack-wide budget. */
+  challengeRateLimited: number;
   accepted: number;
   connected: number;
   /** Sockets closed, by cause. */
   closed: Record<CloseCause, number>;
 }
 
-type MutableCounters = Omit<StackStats, "connections" | "halfOpen" | "acceptQueue" | "malformed">;
+type MutableCounters = Omit<StackStats, "connections" | "acceptQueue" | "malformed">;
 
 /** A mutable tuple used for replies to packets that belong to no connection. */
 class ReplyTuple implements SegmentTuple {
@@ -98,14 +147,21 @@ export class Stack implements SocketHost {
   private readonly local4: number | null;
   private readonly local6: number[] | null;
   private readonly table = new ConnectionTable();
+  /** Active opens waiting for their SYN-ACK (a listener keeps no handshake state). */
   private readonly handshaking = new Set<Socket>();
-  private halfOpen = 0;
+  private readonly cookies = new SynCookies();
+  /** Accepted connections per source address (IPv6: per /64). */
+  private readonly sources = new SourceCounts();
+  private readonly evictor = new Evictor(this.table);
   private readonly listening = new Set<number>();
   private readonly acceptQueue: BoundedQueue<Socket>;
   private readonly parser = new SegmentParser();
   private readonly writer: SegmentWriter;
   private readonly reply = new ReplyTuple();
   private readonly rstBucket: TokenBucket;
+  private readonly challenges: ChallengeLimiter;
+  /** Connections of ours under the fast check after a doubtful RST (see `receiveRst`). */
+  private readonly verifying = new Set<Socket>();
   private readonly malformed = new Array<number>(parseErrorNames.length).fill(0);
   private readonly c: MutableCounters;
   private readonly timer: NodeJS.Timeout;
@@ -133,6 +189,7 @@ export class Stack implements SocketHost {
     } else this.local6 = null;
     this.clock = Date.now();
     this.rstBucket = new TokenBucket(this.opts.rstRatePerSecond, this.opts.rstBurst, this.clock);
+    this.challenges = new ChallengeLimiter(this.opts.challengeRatePerSecond);
     this.acceptQueue = new BoundedQueue(this.opts.acceptBacklog);
     this.c = {
       packetsReceived: 0,
@@ -142,9 +199,23 @@ export class Stack implements SocketHost {
       rstRateLimited: 0,
       rstIgnored: 0,
       refusedFull: 0,
+      refusedPerSource: 0,
+      evicted: 0,
+      cookiesSent: 0,
+      cookieFailed: 0,
       handshakeIgnored: 0,
+      negotiated: 0,
+      synOptionsMalformed: 0,
       droppedTooBig: 0,
       droppedByDevice: 0,
+      outOfWindow: 0,
+      badAck: 0,
+      resyncChained: 0,
+      resynced: 0,
+      rstOutOfWindow: 0,
+      rstChallenged: 0,
+      challengeAcks: 0,
+      challengeRateLimited: 0,
       accepted: 0,
       connected: 0,
       closed: {
@@ -155,6 +226,7 @@ export class Stack implements SocketHost {
         "idle-timeout": 0,
         "dead-peer": 0,
         "handshake-failed": 0,
+        evicted: 0,
       },
     };
     this.queues.forEach((q, i) => {
@@ -177,16 +249,30 @@ export class Stack implements SocketHost {
     this.listening.delete(port);
   }
 
-  /** The next established passive connection. Rejects once the stack is closed. */
+  /**
+   * The next established passive connection that is still open (one reset before it was
+   * taken is skipped). Rejects once the stack is closed.
+   */
   async accept(): Promise<Socket> {
-    const r = await this.acceptQueue.next();
+    const r = await this.nextAccepted();
     if (r.done) throw new Error("stack is closed");
     return r.value;
   }
 
-  /** Iterates accepted connections until the stack closes. */
+  /** Iterates accepted connections (open ones, as `accept`) until the stack closes. */
   [Symbol.asyncIterator](): AsyncIterator<Socket> {
-    return { next: () => this.acceptQueue.next() };
+    return { next: () => this.nextAccepted() };
+  }
+
+  /**
+   * A closed socket leaves the queue in `closeSocket`, but one already handed to a waiting
+   * consumer can close before that consumer runs (its RST in the same batch): skip those.
+   */
+  private async nextAccepted(): Promise<IteratorResult<Socket>> {
+    for (;;) {
+      const r = await this.acceptQueue.next();
+      if (r.done || !r.value.closed) return r;
+    }
   }
 
   /**
@@ -236,7 +322,6 @@ export class Stack implements SocketHost {
       ...this.c,
       closed: { ...this.c.closed },
       connections: this.table.size,
-      halfOpen: this.halfOpen,
       acceptQueue: this.acceptQueue.length,
       malformed,
     };
@@ -274,8 +359,7 @@ export class Stack implements SocketHost {
     const r = this.writer.writeData(q, s, s.sndNxt, s.rcvHigh, datagram);
     if (r === WriteResult.ok) {
       const len = datagram.length;
-      s.sndNxt = (s.sndNxt + len) | 0;
-      s.lastSentLength = len;
+      s.sndNxt = seqAdd(s.sndNxt, len);
       s.lastSent = this.clock;
       s.unackedBytes = 0; // the segment carries ack = rcvHigh
       s.counters.datagramsSent++;
@@ -316,7 +400,11 @@ export class Stack implements SocketHost {
     if (s.state === SocketState.closed) return;
     if (sendRst) this.sendControl(s, RST, s.sndNxt, 0, false);
     this.table.remove(s);
-    if (this.handshaking.delete(s) && s.passive) this.halfOpen--;
+    this.handshaking.delete(s);
+    if (s.passive) this.sources.remove(s.family, s.r0, s.r1);
+    // Never hand the program a connection that is already gone (it would hold resources
+    // for it, e.g. a UDP socket, until its own idle timeout).
+    if (s.passive && this.acceptQueue.length > 0) this.acceptQueue.remove(s);
     this.c.closed[cause]++;
     try {
       s.finish({ cause, message });
@@ -378,14 +466,17 @@ export class Stack implements SocketHost {
       }
       s = this.table.find6(p.ip6.src, d, t.srcPort, t.dstPort);
     }
-    if (s === null) this.receiveUnknown(queueIndex, buf);
-    else if (s.state === SocketState.established)
+    if (s === null) this.receiveUnknown(queueIndex, buf, segmentSize);
+    else if (s.state === SocketState.established) {
+      if (s.restartSynAt !== 0 && this.receiveRestartProof(queueIndex, s, buf, segmentSize)) return;
       this.receiveEstablished(queueIndex, s, buf, segmentSize);
-    else if (s.state === SocketState.synSent) this.receiveSynSent(s);
-    else this.receiveSynReceived(queueIndex, s, buf, segmentSize);
+    } else this.receiveSynSent(s, buf);
   }
 
-  /** Segments of an established connection: deliver, track acks, keepalive, RST. */
+  /**
+   * Segments of an established connection: RST and SYN go their own ways; anything else is
+   * believed only if its seq and ack pass validation (validate.ts), then delivered and tracked.
+   */
   private receiveEstablished(
     queueIndex: number,
     s: Socket,
@@ -394,47 +485,61 @@ export class Stack implements SocketHost {
   ): void {
     const t = this.parser.tcp;
     const flags = t.flags;
+    const seq = t.seq | 0;
     if ((flags & RST) !== 0) {
-      this.closeSocket(s, "peer-reset", "reset by peer", false);
+      this.receiveRst(s, seq);
       return;
     }
-    const seq = t.seq | 0;
-    const ack = t.ack | 0;
-    s.lastReceived = this.clock;
-    if ((flags & ACK) !== 0) s.peerAck = ack;
     if ((flags & SYN) !== 0) {
       this.receiveSynWhileEstablished(queueIndex, s, buf, flags, seq);
       return;
     }
+    const ack = t.ack | 0;
     const len = t.payloadLength;
+    const segments = segmentSize > 0 && len > segmentSize ? Math.ceil(len / segmentSize) : 1;
+    if (segments > 1) this.c.packetsReceived += segments - 1;
+    const now = this.clock;
+    const verdict = judgeSegment(s, seq, ack, len, segments, (flags & ACK) !== 0, now);
+    // Segments of the packet that only completed a resync chain, not delivered.
+    let skip = 0;
+    if (verdict !== Verdict.accept) {
+      if (verdict !== Verdict.resync) {
+        this.refuseSegment(s, verdict, seq, len, segments, now);
+        return;
+      }
+      skip = segments - recordChain(s, seq, len, segments, now);
+      s.rcvHigh = seqAdd(seq, len);
+      this.c.resynced++;
+    }
+    s.lastReceived = now;
+    s.peerAck = ack;
     if (len === 0) {
       this.receiveEmpty(s, seq, ack);
       return;
     }
-    // Any data shows the peer is alive; restart the probe sequence. A probe sent moments ago
-    // stays answerable: its answer may trail data the peer sent before it saw the probe.
-    s.probesUnanswered = 0;
-    if (this.clock - s.lastProbeAt >= PROBE_ANSWER_WINDOW_MS) s.probeOutstanding = false;
-    s.probeStep = 0;
-    const end = (seq + len) | 0;
-    if (((end - s.rcvHigh) | 0) > 0) s.rcvHigh = end;
-    if (s.unackedBytes === 0) s.unackedSince = this.clock;
+    dataArrived(s, now);
+    s.rcvHigh = seqMax(s.rcvHigh, seqAdd(seq, len));
+    if (s.unackedBytes === 0) s.unackedSince = now;
     s.unackedBytes += len;
     // The first segment we send after the handshake tells conntrack on the path our window
     // scale (until then it allows only 64 KiB past our last ack): if nothing has gone out yet,
     // acknowledge this first data at once.
     if (
       s.unackedBytes >= this.opts.ackBytes ||
-      (s.counters.acksSent | s.counters.probesSent | s.counters.datagramsSent) === 0
+      (s.counters.acksSent |
+        s.counters.keepalivesSent |
+        s.counters.probesSent |
+        s.counters.datagramsSent) ===
+        0
     )
       this.sendPureAck(s);
-    const start = t.payloadOffset;
-    if (segmentSize > 0 && len > segmentSize) {
-      this.deliverSegments(s, buf, start, len, segmentSize);
+    const start = t.payloadOffset + skip * segmentSize;
+    if (segments - skip > 1) {
+      this.deliverSegments(s, buf, start, len - skip * segmentSize, segmentSize);
       return;
     }
     try {
-      s.deliver(buf.subarray(start, start + len));
+      s.deliver(buf.subarray(start, t.payloadOffset + len));
     } catch (e) {
       this.opts.log?.("warn", `datagram handler threw: ${(e as Error)?.message ?? e}`);
     }
@@ -449,7 +554,6 @@ export class Stack implements SocketHost {
     segmentSize: number,
   ): void {
     const end = start + len;
-    this.c.packetsReceived += Math.ceil(len / segmentSize) - 1;
     for (let at = start; at < end && s.state === SocketState.established; at += segmentSize) {
       try {
         s.deliver(buf.subarray(at, Math.min(at + segmentSize, end)));
@@ -460,26 +564,74 @@ export class Stack implements SocketHost {
   }
 
   /**
-   * A zero-length segment: an answer to our probe (its ack echoes the probe's seq), a probe
-   * from the peer (its seq is below what we have seen: answered, rate-limited), or a pure ACK
-   * (its seq tells us how far the peer has sent; we never ack beyond it).
+   * A segment validation did not believe: a link of a resync chain is recorded; anything else
+   * is counted and answered with a challenge ACK (rate-limited), which tells a peer that lost
+   * track of us where we are (a phantun peer's ack then catches up with what we sent, so its
+   * next segments carry fresh acks).
+   */
+  private refuseSegment(
+    s: Socket,
+    verdict: number,
+    seq: number,
+    len: number,
+    segments: number,
+    now: number,
+  ): void {
+    if (verdict === Verdict.chained) {
+      recordChain(s, seq, len, segments, now);
+      this.c.resyncChained += segments;
+      return;
+    }
+    if (verdict === Verdict.badAck) this.c.badAck += segments;
+    else this.c.outOfWindow += segments;
+    this.sendChallenge(s, now);
+  }
+
+  /**
+   * An RST closes only when its seq is exactly where the peer is (see validate.ts). One
+   * elsewhere in the window draws a challenge ACK (seq = ours, ack = `rcvHigh`): a peer that
+   * really lost the connection answers it with an RST carrying exactly that ack as its seq, a
+   * live peer ignores it. A peer of ours also gets the fast check: probes `verifyIntervalMs`
+   * apart, closing only if none is answered.
+   */
+  private receiveRst(s: Socket, seq: number): void {
+    const verdict = judgeRst(s, seq);
+    if (verdict === RstVerdict.close) {
+      this.closeSocket(s, "peer-reset", "reset by peer", false);
+      return;
+    }
+    if (verdict === RstVerdict.outOfWindow) {
+      this.c.rstOutOfWindow++;
+      return;
+    }
+    this.c.rstChallenged++;
+    this.sendChallenge(s, this.clock);
+    if (s.peerIsOurs && s.verifyProbes === 0) {
+      this.verifying.add(s);
+      s.verifyProbes = 1;
+      this.sendProbe(s, this.clock);
+    }
+  }
+
+  /**
+   * A believed zero-length segment: an answer to our probe (its ack echoes the probe's seq), a
+   * probe from a peer of ours (its seq is below what it has sent: answered, rate-limited), or
+   * a pure ACK (its seq tells us how far the peer has sent; we never ack beyond it).
    */
   private receiveEmpty(s: Socket, seq: number, ack: number): void {
     if (s.probeOutstanding && ack === s.probeSeq) {
       s.probeOutstanding = false;
       s.probesUnanswered = 0;
+      s.verifyProbes = 0;
       s.counters.probesAnswered++;
-      if (s.probeCanMark) s.peerAnswersProbes = true;
       return;
     }
-    const d = (seq - s.rcvHigh) | 0;
-    if (d < 0) {
-      if (this.clock - s.lastAnswerAt >= this.opts.probeAnswerIntervalMs) {
-        s.lastAnswerAt = this.clock;
-        s.counters.acksSent++;
-        this.sendControl(s, ACK, s.sndNxt, seq, false);
-      }
-    } else if (d > 0) s.rcvHigh = seq;
+    if (seqGt(seq, s.rcvHigh)) s.rcvHigh = seq;
+    else if (answersProbe(s, seq, this.clock, this.opts)) {
+      s.lastAnswerAt = this.clock;
+      s.counters.acksSent++;
+      this.sendControl(s, ACK, s.sndNxt, seq, false);
+    }
   }
 
   private receiveSynWhileEstablished(
@@ -489,22 +641,50 @@ export class Stack implements SocketHost {
     flags: number,
     seq: number,
   ): void {
-    if (!s.passive && flags === SYN_ACK) {
+    if (!s.passive && flags === SYN_ACK && this.parser.tcp.ack === 1) {
       // The server missed our ACK and resent its SYN-ACK: acknowledge again.
       this.sendControl(s, ACK, s.sndNxt, s.rcvHigh, false);
       return;
     }
     if (s.passive && flags === SYN && seq === 0 && this.listening.has(s.localPort)) {
-      // A new handshake on this tuple: the peer restarted. Replace the old connection.
-      this.closeSocket(s, "peer-restarted", "peer started a new handshake", false);
-      this.receiveUnknown(queueIndex, buf);
+      // The peer restarted, or someone blind to our traffic wants the connection dropped:
+      // answer with a cookie of the other generation (never equal to this connection's ISN)
+      // and keep the connection; only an ACK proving that cookie replaces it.
+      s.restartSynAt = this.clock;
+      const generation = (s.iss & CookieBits.generation) ^ CookieBits.generation;
+      this.answerSyn(queueIndex, buf, generation, true);
       return;
     }
     this.c.handshakeIgnored++;
   }
 
+  /**
+   * An established passive tuple that saw a SYN: a segment that proves the cookie we answered
+   * it with (see `receiveUnknown`) replaces the connection. True when it did.
+   */
+  private receiveRestartProof(
+    queueIndex: number,
+    s: Socket,
+    buf: Buffer,
+    segmentSize: number,
+  ): boolean {
+    if (this.clock - s.restartSynAt > 2 * COOKIE_SLOT_MS) {
+      s.restartSynAt = 0; // any cookie of ours answering that SYN has expired
+      return false;
+    }
+    const bits = this.provenCookie();
+    // The old connection's own segments never prove a cookie of the other generation.
+    if (bits < 0 || (bits & CookieBits.generation) === (s.iss & CookieBits.generation))
+      return false;
+    // Keep the old connection rather than lose both to a full backlog.
+    if (this.acceptQueue.length >= this.opts.acceptBacklog) return false;
+    this.closeSocket(s, "peer-restarted", "peer started a new handshake", false);
+    this.acceptCookie(queueIndex, buf, segmentSize, bits);
+    return true;
+  }
+
   /** Client side: waiting for exactly SYN+ACK with ack 1. */
-  private receiveSynSent(s: Socket): void {
+  private receiveSynSent(s: Socket, buf: Buffer): void {
     const t = this.parser.tcp;
     if ((t.flags & RST) !== 0) {
       this.closeSocket(s, "handshake-failed", "connection refused (reset by peer)", false);
@@ -516,6 +696,9 @@ export class Stack implements SocketHost {
     }
     s.rcvHigh = (t.seq + 1) | 0;
     s.lastReceived = this.clock;
+    // Only our server echoes our option; a phantun server answers with NOP + WS 14 alone.
+    s.peerIsOurs = this.peerOption(buf) === OursOption.present;
+    if (s.peerIsOurs) this.c.negotiated++;
     this.sendControl(s, ACK, s.sndNxt, s.rcvHigh, false);
     this.handshaking.delete(s);
     s.state = SocketState.established;
@@ -527,88 +710,154 @@ export class Stack implements SocketHost {
     resolve?.(s);
   }
 
-  /** Server side: waiting for exactly ACK with ack 1 (a first data segment qualifies). */
-  private receiveSynReceived(
-    queueIndex: number,
-    s: Socket,
-    buf: Buffer,
-    segmentSize: number,
-  ): void {
+  /**
+   * A segment for no connection: phantun's listener rules, with SYN cookies. A SYN seq 0 to a
+   * listening port is answered statelessly; the connection is created only when a segment
+   * proves the cookie (see `provenCookie`). RSTs are rate-limited.
+   */
+  private receiveUnknown(queueIndex: number, buf: Buffer, segmentSize: number): void {
     const t = this.parser.tcp;
-    if ((t.flags & RST) !== 0) {
-      this.closeSocket(s, "handshake-failed", "handshake reset by peer", false);
-      return;
-    }
-    if (t.flags === SYN && t.seq === 0) {
-      // The client resent its SYN: our SYN-ACK was probably lost.
-      this.sendControl(s, SYN_ACK, 0, s.rcvHigh, true);
-      return;
-    }
-    if (t.flags !== ACK || t.ack !== 1) {
-      this.c.handshakeIgnored++;
-      return;
-    }
-    this.handshaking.delete(s);
-    this.halfOpen--;
-    s.state = SocketState.established;
-    s.lastReceived = this.clock;
-    if (!this.acceptQueue.push(s)) {
-      this.closeSocket(s, "handshake-failed", "accept backlog full", true);
-      this.c.refusedFull++;
-      return;
-    }
-    this.c.accepted++;
-    this.sendFirstProbe(s);
-    if (t.payloadLength > 0) this.receiveEstablished(queueIndex, s, buf, segmentSize);
-  }
-
-  /** A segment for no connection: phantun's listener rules, RSTs rate-limited. */
-  private receiveUnknown(queueIndex: number, _buf: Buffer): void {
-    const p = this.parser;
-    const t = p.tcp;
     const flags = t.flags;
     if ((flags & RST) !== 0) {
       this.c.rstIgnored++;
       return;
     }
     const len = t.payloadLength;
-    if (flags === SYN && this.listening.has(t.dstPort)) {
-      if (t.seq !== 0) {
-        this.replyRst(queueIndex, 0, t.seq + len + 1);
+    if (this.listening.has(t.dstPort)) {
+      if (flags === SYN) {
+        if (t.seq !== 0) this.replyRst(queueIndex, 0, t.seq + len + 1);
+        else this.answerSyn(queueIndex, buf, 0, false);
         return;
       }
-      if (
-        this.table.size >= this.opts.maxConnections ||
-        this.halfOpen >= this.opts.maxHalfOpen ||
-        this.halfOpen + this.acceptQueue.length >= this.opts.acceptBacklog
-      ) {
-        this.c.refusedFull++;
-        this.replyRst(queueIndex, 0, t.seq + len + 1);
-        return;
+      if (flags === ACK && t.seq === 1) {
+        const bits = this.provenCookie();
+        if (bits >= 0) {
+          this.acceptCookie(queueIndex, buf, segmentSize, bits);
+          return;
+        }
+        this.c.cookieFailed++;
       }
-      let s: Socket;
-      if (p.family === 4)
-        s = this.newSocket(4, [p.ip4.src], [p.ip4.dst], t.srcPort, t.dstPort, true, queueIndex);
-      else s = this.newSocket(6, p.ip6.src, p.ip6.dst, t.srcPort, t.dstPort, true, queueIndex);
-      s.rcvHigh = 1;
-      s.sndNxt = 1; // our SYN-ACK consumes one sequence number
-      this.table.insert(s);
-      this.handshaking.add(s);
-      this.halfOpen++;
-      this.sendHandshake(s);
-      return;
     }
     this.replyRst(queueIndex, t.ack, t.seq + len);
   }
 
+  /**
+   * Answers the SYN being handled with a SYN-ACK whose seq is a cookie (echoing our option if
+   * the SYN carried it), keeping no state. `replacing`: the tuple has a connection that a
+   * proof would replace, so the table will not grow.
+   */
+  private answerSyn(queueIndex: number, buf: Buffer, generation: number, replacing: boolean): void {
+    const t = this.parser.tcp;
+    // Refuse at once what the proof would be refused for, so the client learns it now.
+    if (!replacing && this.sourceFull()) {
+      this.c.refusedPerSource++;
+      this.replyRst(queueIndex, 0, t.seq + t.payloadLength + 1);
+      return;
+    }
+    if (
+      this.acceptQueue.length >= this.opts.acceptBacklog ||
+      (!replacing &&
+        this.table.size >= this.opts.maxConnections &&
+        !this.evictor.hasVictim(this.clock))
+    ) {
+      this.c.refusedFull++;
+      this.replyRst(queueIndex, 0, t.seq + t.payloadLength + 1);
+      return;
+    }
+    const ours = this.peerOption(buf) === OursOption.present;
+    const r = this.fillReply();
+    const cookie = this.cookies.make(r, this.clock, generation | (ours ? CookieBits.ours : 0));
+    if (this.writer.writeControl(this.queues[queueIndex], r, SYN_ACK, cookie, 1, true, ours)) {
+      this.c.packetsSent++;
+      this.c.cookiesSent++;
+    } else this.c.droppedByDevice++;
+  }
+
+  /**
+   * The cookie bits (>= 0) when the segment being handled completes a handshake with one of
+   * our cookies, else -1: flags exactly ACK, seq = the client's ISN + 1 = 1 and ack = cookie + 1.
+   * The client's ACK does that, and so does its first data segment (or, with keepalives on, its
+   * first keepalive), which therefore repairs a lost ACK: the server keeps no half-open state
+   * and never resends its SYN-ACK.
+   */
+  private provenCookie(): number {
+    const t = this.parser.tcp;
+    if (t.flags !== ACK || t.seq !== 1) return -1;
+    return this.cookies.check(this.fillReply(), (t.ack - 1) | 0, this.clock);
+  }
+
+  /** Whether the sender of the segment being handled has its share of connections. */
+  private sourceFull(): boolean {
+    const p = this.parser;
+    const n =
+      p.family === 4
+        ? this.sources.count(4, p.ip4.src, 0)
+        : this.sources.count(6, p.ip6.src[0], p.ip6.src[1]);
+    return n >= this.opts.maxConnectionsPerSource;
+  }
+
+  /** Creates the connection a proven cookie stands for, established, and queues it. */
+  private acceptCookie(queueIndex: number, buf: Buffer, segmentSize: number, bits: number): void {
+    const p = this.parser;
+    const t = p.tcp;
+    if (this.sourceFull()) {
+      this.c.refusedPerSource++;
+      this.replyRst(queueIndex, t.ack, t.seq + t.payloadLength);
+      return;
+    }
+    if (this.acceptQueue.length >= this.opts.acceptBacklog) {
+      this.c.refusedFull++;
+      this.replyRst(queueIndex, t.ack, t.seq + t.payloadLength);
+      return;
+    }
+    if (this.table.size >= this.opts.maxConnections) {
+      const victim = this.evictor.victim(this.clock);
+      if (victim === null) {
+        this.c.refusedFull++;
+        this.replyRst(queueIndex, t.ack, t.seq + t.payloadLength);
+        return;
+      }
+      this.c.evicted++;
+      this.closeSocket(victim, "evicted", "evicted to make room for a new connection", true);
+    }
+    let s: Socket;
+    if (p.family === 4)
+      s = this.newSocket(4, [p.ip4.src], [p.ip4.dst], t.srcPort, t.dstPort, true, queueIndex);
+    else s = this.newSocket(6, p.ip6.src, p.ip6.dst, t.srcPort, t.dstPort, true, queueIndex);
+    s.state = SocketState.established;
+    s.iss = (t.ack - 1) | 0;
+    s.sndNxt = t.ack | 0; // our SYN-ACK consumed one sequence number
+    s.rcvHigh = 1; // the client's ISN is 0 and its SYN consumed one
+    s.peerIsOurs = (bits & CookieBits.ours) !== 0;
+    s.establishedAt = this.clock;
+    this.table.insert(s);
+    this.sources.add(s.family, s.r0, s.r1);
+    this.acceptQueue.push(s);
+    this.c.accepted++;
+    if (s.peerIsOurs) this.c.negotiated++;
+    this.sendFirstProbe(s);
+    // The first data segment, when it is what completed the handshake, is delivered.
+    if (t.payloadLength > 0) this.receiveEstablished(queueIndex, s, buf, segmentSize);
+  }
+
   // ---- send helpers ----------------------------------------------------------------------
 
-  /** (Re)sends the SYN (active) or SYN-ACK (passive) and arms the attempt deadline. */
+  /**
+   * (Re)sends our SYN (seq 0: phantun servers need it; our option tells a server of ours who
+   * we are) and arms the attempt deadline.
+   */
   private sendHandshake(s: Socket): void {
     s.attempts++;
     s.deadline = this.clock + this.opts.handshakeTimeoutMs;
-    if (s.passive) this.sendControl(s, SYN_ACK, 0, s.rcvHigh, true);
-    else this.sendControl(s, SYN, 0, 0, true);
+    this.sendControl(s, SYN, 0, 0, true, true);
+  }
+
+  /** Whether the SYN or SYN-ACK being handled carries our option; malformed ones are counted. */
+  private peerOption(buf: Buffer): number {
+    const t = this.parser.tcp;
+    const r = scanOursOption(buf, t.optionsOffset, t.optionsLength);
+    if (r === OursOption.malformed) this.c.synOptionsMalformed++;
+    return r;
   }
 
   private sendPureAck(s: Socket): void {
@@ -617,8 +866,35 @@ export class Stack implements SocketHost {
     this.sendControl(s, ACK, s.sndNxt, s.rcvHigh, false);
   }
 
-  private sendControl(s: Socket, flags: number, seq: number, ack: number, syn: boolean): void {
-    if (this.writer.writeControl(this.queues[s.queueIndex], s, flags, seq | 0, ack | 0, syn))
+  /** A keepalive: a plain pure ACK (no answer expected; it keeps the path's state alive). */
+  private sendKeepalive(s: Socket, now: number): void {
+    s.unackedBytes = 0;
+    s.lastProbeAt = now;
+    s.counters.keepalivesSent++;
+    this.sendControl(s, ACK, s.sndNxt, s.rcvHigh, false);
+  }
+
+  /** A challenge ACK (seq = ours, ack = `rcvHigh`), within the per-connection and global limits. */
+  private sendChallenge(s: Socket, now: number): void {
+    if (now - s.lastChallengeAt < this.opts.challengeIntervalMs || !this.challenges.take(now)) {
+      this.c.challengeRateLimited++;
+      return;
+    }
+    s.lastChallengeAt = now;
+    s.unackedBytes = 0;
+    this.c.challengeAcks++;
+    this.sendControl(s, ACK, s.sndNxt, s.rcvHigh, false);
+  }
+
+  private sendControl(
+    s: Socket,
+    flags: number,
+    seq: number,
+    ack: number,
+    syn: boolean,
+    ours = false,
+  ): void {
+    if (this.writer.writeControl(this.queues[s.queueIndex], s, flags, seq | 0, ack | 0, syn, ours))
       this.c.packetsSent++;
     else this.c.droppedByDevice++;
   }
@@ -629,6 +905,15 @@ export class Stack implements SocketHost {
       this.c.rstRateLimited++;
       return;
     }
+    const r = this.fillReply();
+    if (this.writer.writeControl(this.queues[queueIndex], r, RST_ACK, seq | 0, ack | 0, false)) {
+      this.c.packetsSent++;
+      this.c.rstSent++;
+    } else this.c.droppedByDevice++;
+  }
+
+  /** The reply tuple, filled in for the sender of the packet being handled. */
+  private fillReply(): ReplyTuple {
     const p = this.parser;
     const r = this.reply;
     if (p.family === 4) {
@@ -655,10 +940,7 @@ export class Stack implements SocketHost {
     }
     r.remotePort = p.tcp.srcPort;
     r.localPort = p.tcp.dstPort;
-    if (this.writer.writeControl(this.queues[queueIndex], r, RST_ACK, seq | 0, ack | 0, false)) {
-      this.c.packetsSent++;
-      this.c.rstSent++;
-    } else this.c.droppedByDevice++;
+    return r;
   }
 
   // ---- timers ----------------------------------------------------------------------------
@@ -685,75 +967,74 @@ export class Stack implements SocketHost {
           );
       }
     }
+    if (this.verifying.size > 0) this.sweepVerify(now);
     const every = Math.max(1, Math.round(500 / this.opts.tickMs));
     if (++this.ticks % every !== 0) return;
-    const idle = this.opts.idleTimeoutMs;
-    const ackDelay = this.opts.ackDelayMs;
-    const keepalive = this.opts.keepaliveIntervalMs;
     const closing: Array<[Socket, CloseCause]> = [];
     this.table.forEach((s) => {
       if (s.state !== SocketState.established) return;
-      const last = Math.max(s.lastReceived, s.lastSent);
-      if (now - last >= idle) {
-        closing.push([s, "idle-timeout"]);
+      markSent(s);
+      const action = sweepDecision(s, now, this.opts);
+      if (action === SweepAction.none) return;
+      if (action === SweepAction.closeIdle || action === SweepAction.closeDead) {
+        closing.push([s, action === SweepAction.closeIdle ? "idle-timeout" : "dead-peer"]);
         return;
       }
-      if (s.unackedBytes > 0 && now - s.unackedSince >= ackDelay) this.sendPureAck(s);
-      // A peer known to answer gets its unanswered probe repeated at half the interval, so a
-      // dead path is noticed within about keepalive * (1 + deadPeerProbes / 2); a peer that
-      // never answers (phantun) is only ever probed at the keepalive interval.
-      const probeEvery = s.peerAnswersProbes && s.probeOutstanding ? keepalive / 2 : keepalive;
-      if (keepalive > 0 && now - s.lastReceived >= keepalive && now - s.lastProbeAt >= probeEvery) {
-        if (s.probeOutstanding) s.probesUnanswered++;
-        if (s.peerAnswersProbes && s.probesUnanswered >= this.opts.deadPeerProbes) {
-          closing.push([s, "dead-peer"]);
-          return;
-        }
-        this.sendProbe(s, now);
-      }
+      if ((action & SweepAction.ack) !== 0) this.sendPureAck(s);
+      if ((action & SweepAction.keepalive) !== 0) this.sendKeepalive(s, now);
+      if ((action & SweepAction.probe) !== 0) this.sendProbe(s, now);
     });
     for (const [s, cause] of closing)
       this.closeSocket(
         s,
         cause,
         cause === "idle-timeout"
-          ? `no traffic for ${idle} ms`
-          : `peer stopped answering keepalive probes (${s.probesUnanswered} unanswered)`,
+          ? `no traffic for ${this.opts.idleTimeoutMs} ms`
+          : `peer stopped answering keepalive probes (${this.opts.deadPeerProbes} unanswered)`,
         true,
       );
   }
 
-  /**
-   * With keepalives on, probes once as soon as a connection is established, while nothing has
-   * been sent yet, so an answer marks the peer as one that answers probes (see `sendProbe`)
-   * even on a flow too busy ever to go idle: without that mark a busy flow whose path dies
-   * (a NAT or firewall losing its state) would never be declared dead. The probe is also the
-   * first segment after the handshake in our direction, from which Linux conntrack on the
-   * path learns our window scale (until then it judges data by the unscaled window).
-   */
-  private sendFirstProbe(s: Socket): void {
-    if (this.opts.keepaliveIntervalMs <= 0) return;
-    this.sendProbe(s, this.clock);
-    s.probeStep = 0;
+  /** The fast checks after doubtful RSTs (every tick: their probes are a few hundred ms apart). */
+  private sweepVerify(now: number): void {
+    for (const s of this.verifying) {
+      if (s.state !== SocketState.established || s.verifyProbes === 0) {
+        this.verifying.delete(s);
+        continue;
+      }
+      const action = verifyDecision(s, now, this.opts);
+      if (action === VerifyAction.probe) {
+        s.verifyProbes++;
+        this.sendProbe(s, now);
+      } else if (action === VerifyAction.close) {
+        this.verifying.delete(s);
+        this.closeSocket(
+          s,
+          "peer-reset",
+          `reset by peer (confirmed: ${s.verifyProbes} probes unanswered)`,
+          false,
+        );
+      }
+    }
   }
 
   /**
-   * Sends a keepalive probe: a pure ACK whose seq lies just below what we have sent, so our
-   * peer sees an old sequence number and answers (echoing it in its ack). Each probe of an idle
-   * period steps one further back, so a peer that missed our last data (and so saw the first
-   * probe as new) still finds the next one old. An answer marks the peer as one that answers
-   * only if the probe's seq was strictly inside our last datagram (or we sent none): no
-   * segment boundary, so no ack a phantun peer could ever send can match it.
+   * Called once when a connection becomes established: starts the sequence windows and, with
+   * keepalives on, sends a keepalive at once. That is the first segment after the handshake in
+   * our direction, from which Linux conntrack on the path learns our window scale (until then
+   * it judges data by the unscaled window).
    */
+  private sendFirstProbe(s: Socket): void {
+    startSeqState(s);
+    if (this.opts.keepaliveIntervalMs <= 0) return;
+    this.sendKeepalive(s, this.clock);
+  }
+
+  /** A probe to a peer of ours: a pure ACK with an old seq, which it answers (liveness.ts). */
   private sendProbe(s: Socket, now: number): void {
-    const step = Math.min(s.probeStep, MAX_PROBE_STEP);
-    s.probeStep++;
-    s.probeSeq = (s.sndNxt - 1 - step) | 0;
-    s.probeCanMark = s.sndNxt === 1 || s.lastSentLength >= step + 2;
-    s.probeOutstanding = true;
-    s.lastProbeAt = now;
-    s.counters.probesSent++;
-    this.sendControl(s, ACK, s.probeSeq, s.rcvHigh, false);
+    const seq = nextProbeSeq(s);
+    probeSent(s, seq, now);
+    this.sendControl(s, ACK, seq, s.rcvHigh, false);
   }
 
   // ---- helpers ---------------------------------------------------------------------------
@@ -772,7 +1053,7 @@ export class Stack implements SocketHost {
     const uLocal = Array.from({ length: family === 4 ? 1 : 4 }, (_, i) => local[i] >>> 0);
     const uRemote = Array.from({ length: family === 4 ? 1 : 4 }, (_, i) => remote[i] >>> 0);
     return new Socket(this, {
-      state: passive ? SocketState.synReceived : SocketState.synSent,
+      state: passive ? SocketState.established : SocketState.synSent,
       family,
       remote,
       local,

@@ -58,8 +58,13 @@ export interface PacketSpec {
   seq: number;
   ack: number;
   flags: number;
-  /** Raw TCP options to include (default none). */
+  /** TCP options to include (default none). */
   options?: TcpOptions;
+  /**
+   * Option bytes exactly as given, used instead of `options` (for crafting unusual or
+   * malformed option areas); padded with EOL to a multiple of 4, at most 40 bytes.
+   */
+  rawOptions?: Uint8Array;
   payload?: Uint8Array;
   /** Write only the pseudo-header seed into the checksum (as under checksum offload). */
   seedOnly?: boolean;
@@ -70,7 +75,11 @@ export interface PacketSpec {
  * IPv4 when `src` is a number, IPv6 when it is four words.
  */
 export function buildPacket(spec: PacketSpec): Buffer {
-  const options = spec.options ? encodeTcpOptions(spec.options) : new Uint8Array(0);
+  const options = spec.rawOptions
+    ? padOptions(spec.rawOptions)
+    : spec.options
+      ? encodeTcpOptions(spec.options)
+      : new Uint8Array(0);
   const payload = spec.payload ?? new Uint8Array(0);
   const tcpHeaderLength = 20 + options.length;
   const tcpLength = tcpHeaderLength + payload.length;
@@ -101,6 +110,13 @@ export function buildPacket(spec: PacketSpec): Buffer {
     ? pseudoHeaderSeed(pseudo, tcpLength)
     : finishChecksum(sumWords(out, t, tcpLength, pseudo + tcpLength));
   out.writeUInt16BE(checksum, t + 16);
+  return out;
+}
+
+function padOptions(raw: Uint8Array): Uint8Array {
+  if (raw.length > 40) throw new RangeError(`TCP options are at most 40 bytes, got ${raw.length}`);
+  const out = new Uint8Array(Math.ceil(raw.length / 4) * 4);
+  out.set(raw);
   return out;
 }
 

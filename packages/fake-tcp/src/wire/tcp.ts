@@ -1,6 +1,7 @@
 /** TCP header and options: parse everything common, build only what the wire contract allows. */
 import { read16, read32, write16, write32 } from "./bytes.js";
 import { ParseError, type ParseErrorCode } from "./errors.js";
+import { OURS_OPTION, TCP_SYN_OURS_HEADER_LENGTH } from "./ours-option.js";
 
 export const TCP_HEADER_LENGTH = 20;
 /** Header length of our SYN and SYN-ACK: 20 bytes plus NOP and window scale (6 words). */
@@ -169,8 +170,8 @@ export function parseTcpOptions(
 }
 
 /**
- * Encodes options (for tests and tools; the stack itself only ever sends NOP + WS 14),
- * padded with EOL bytes to a multiple of 4 as TCP requires.
+ * Encodes options (for tests and tools; the stack itself only ever sends NOP + WS 14 and
+ * our negotiation option), padded with EOL bytes to a multiple of 4 as TCP requires.
  */
 export function encodeTcpOptions(opts: TcpOptions): Uint8Array {
   const bytes: number[] = [];
@@ -201,8 +202,9 @@ export function encodeTcpOptions(opts: TcpOptions): Uint8Array {
 
 /**
  * Writes a TCP header at `offset` with window 0xFFFF, urgent pointer 0 and checksum 0 (the
- * caller fills it). With `synOptions`, appends NOP + window-scale 14 (data offset 6 words);
- * otherwise no options. Returns the header length.
+ * caller fills it). With `synOptions`, appends NOP + window-scale 14 (data offset 6 words),
+ * and with `ours` as well our negotiation option after them (data offset 7 words, see
+ * `ours-option.ts`); otherwise no options. Returns the header length.
  */
 export function emitTcpHeader(
   buf: Uint8Array,
@@ -213,12 +215,13 @@ export function emitTcpHeader(
   ack: number,
   flags: number,
   synOptions: boolean,
+  ours = false,
 ): number {
   write16(buf, offset, srcPort);
   write16(buf, offset + 2, dstPort);
   write32(buf, offset + 4, seq);
   write32(buf, offset + 8, ack);
-  buf[offset + 12] = synOptions ? 0x60 : 0x50;
+  buf[offset + 12] = synOptions ? (ours ? 0x70 : 0x60) : 0x50;
   buf[offset + 13] = flags;
   buf[offset + 14] = 0xff;
   buf[offset + 15] = 0xff;
@@ -231,5 +234,7 @@ export function emitTcpHeader(
   buf[offset + 21] = OPT_WS;
   buf[offset + 22] = 3;
   buf[offset + 23] = TCP_WINDOW_SCALE;
-  return TCP_SYN_HEADER_LENGTH;
+  if (!ours) return TCP_SYN_HEADER_LENGTH;
+  for (let i = 0; i < 4; i++) buf[offset + 24 + i] = OURS_OPTION[i];
+  return TCP_SYN_OURS_HEADER_LENGTH;
 }
