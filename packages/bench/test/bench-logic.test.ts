@@ -142,11 +142,21 @@ describe("parseProcStat", () => {
     expect(parseProcStat(text)).toEqual({ utime: 321, stime: 123 });
   });
 
-  it("reads this process's own stat", async () => {
+  it("reads this process's own stat: the CPU time the process reports itself", async () => {
     const { readFileSync } = await import("node:fs");
     const ticks = parseProcStat(readFileSync("/proc/self/stat", "utf8"));
-    expect(ticks.utime).toBeGreaterThanOrEqual(0);
-    expect(ticks.stime).toBeGreaterThanOrEqual(0);
+    // getrusage (process.cpuUsage) counts the same time in microseconds; /proc in ticks of
+    // 1/100 s (USER_HZ on Linux). Read second, it can only be ahead, by a few ticks at most;
+    // any other field of the line would be far off.
+    const usage = process.cpuUsage();
+    for (const [fromProc, micros] of [
+      [ticks.utime, usage.user],
+      [ticks.stime, usage.system],
+    ]) {
+      expect(micros / 10_000 - fromProc).toBeGreaterThanOrEqual(-1);
+      expect(micros / 10_000 - fromProc).toBeLessThan(10);
+    }
+    expect(ticks.utime).toBeGreaterThan(0);
   });
 
   it("rejects malformed text", () => {

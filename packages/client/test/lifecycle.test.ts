@@ -5,7 +5,7 @@
  */
 import { afterAll, describe, expect, it } from "vitest";
 import { cleanupAll, Netns, realDeviceGate } from "../../../test-support/netns.js";
-import { RunningProgram } from "../../common/test/program-harness.js";
+import { nftTableRules, RunningProgram } from "../../common/test/program-harness.js";
 
 const gate = realDeviceGate();
 
@@ -33,7 +33,8 @@ describe.skipIf(gate.skip)("fake-tcp-client lifecycle", () => {
       'iifname "ftcl0" ct state invalid drop',
     ]);
     await first.waitFor("fake-tcp-client running");
-    expect(hasTable(ns, "fake_tcp_ftcl0")).toBe(true);
+    // What the kernel holds, not only what the log says was added.
+    expect(nftTableRules(ns, "fake_tcp_ftcl0")).toEqual(added.rules);
     expect(hasLink(ns, "ftcl0")).toBe(true);
     expect(ns.exec("cat", ["/proc/sys/net/ipv4/ip_forward"]).trim()).toBe("1");
     expect(first.logged("forwarding enabled (left enabled at exit)")).toHaveLength(1);

@@ -193,7 +193,7 @@ function newStack(queue: TunQueue, config: CommonConfig, options: StartTunnelOpt
     // Linux conntrack (our own masquerade and DNAT, and NAT routers on the way) learns the
     // scaled window only from a segment after the handshake; until the receiver sends one,
     // data more than 64 KiB past its last ack is "invalid" and dropped (or leaks un-NATed).
-    // The stack sends such a segment at once (the first keepalive probe, or an ACK of the
+    // The stack sends such a segment at once (the first keepalive, or an ACK of the
     // first data); after that conntrack allows ~1 GiB past the last ack, and an ACK per MiB
     // keeps far inside it at a few hundred ACKs per second at full speed.
     ackBytes: ACK_BYTES,

@@ -154,6 +154,15 @@ export class RunningProgram {
   }
 }
 
+/** The rules of nft table `inet TABLE` in `ns` as the kernel lists them, in order. */
+export function nftTableRules(ns: Netns, table: string): string[] {
+  return ns
+    .exec("nft", ["list", "table", "inet", table])
+    .split("\n")
+    .map((line) => line.trim())
+    .filter((line) => line.length > 0 && !/^(table|chain|type) |^}$/.test(line));
+}
+
 /** Asserts the shape of a bad-input failure: exit code 2, exactly one stderr line, no trace. */
 export function expectOneLineError(result: ProgramResult): string {
   const lines = result.stderr.split("\n").filter((l) => l.length > 0);

@@ -109,7 +109,12 @@ describe.skipIf(gate.skip)("rig topology", () => {
         ["5", "socat", "-u", "TCP-LISTEN:7100,reuseaddr", "STDOUT"],
         10_000,
       );
-      await new Promise((r) => setTimeout(r, 300));
+      // Connect only once socat listens (a fixed sleep loses that race on a busy machine).
+      const deadline = Date.now() + 5_000;
+      while (!rig.b.exec("ss", ["-Htln", "sport = :7100"]).includes("7100")) {
+        if (Date.now() > deadline) throw new Error("socat did not listen on :7100 within 5 s");
+        await new Promise((r) => setTimeout(r, 20));
+      }
       const sent = await rig.a.execAsync(
         "sh",
         ["-c", `echo through-nat | socat -u STDIN TCP:${ADDR.appServer}:7100`],

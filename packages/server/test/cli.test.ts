@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cleanupAll, Netns, realDeviceGate } from "../../../test-support/netns.js";
 import {
   expectOneLineError,
+  nftTableRules,
   RunningProgram,
   runProgram,
 } from "../../common/test/program-harness.js";
@@ -62,6 +63,8 @@ describe.skipIf(gate.skip)("fake-tcp-server command line", () => {
       "tcp dport 4567 ct state invalid drop",
     ]);
     await server.waitFor("fake-tcp-server running");
+    // What the kernel holds, not only what the log says was added.
+    expect(nftTableRules(ns, "fake_tcp_ftsl0")).toEqual(added.rules);
     expect(ns.exec("cat", ["/proc/sys/net/ipv6/conf/all/forwarding"]).trim()).toBe("1");
     expect(ns.exec("ip", ["-o", "addr", "show", "dev", "ftsl0"])).toContain("192.168.201.1");
     const stopped = await server.stop();
@@ -85,6 +88,8 @@ describe.skipIf(gate.skip)("fake-tcp-server command line", () => {
       'iifname != "ftsl1" tcp dport 4567 dnat ip to 192.168.201.2',
       "tcp dport 4567 ct state invalid drop",
     ]);
+    await server.waitFor("fake-tcp-server running");
+    expect(nftTableRules(ns, "fake_tcp_ftsl1")).toEqual(added.rules);
     expect((await server.stop()).code).toBe(0);
   });
 });

@@ -2,13 +2,15 @@
  * Entry point of fake-tcp-tun's native addon: plain C on Node-API (ABI-stable: one build
  * loads on every Node >= 20). The parts: device.c (open and configure TUN queues), queue.c
  * (NativeQueue: batched reads and writes of one queue), steering.c (eBPF queue steering),
- * udp.c (NativeUdp: batched UDP sockets), polled.c (the uv_poll lifecycle they share).
+ * udp.c (NativeUdp: batched UDP sockets), nfqueue.c (NativeNfQueue: netfilter queue verdicts
+ * over raw nfnetlink), polled.c (the uv_poll lifecycle they share).
  */
 #define NAPI_VERSION 8
 
 #include <node_api.h>
 
 #include "napi-util.h"
+#include "nfqueue.h"
 #include "steering.h"
 #include "tun.h"
 #include "udp.h"
@@ -20,7 +22,7 @@ static napi_value init(napi_env env, napi_value exports) {
   };
   NAPI_CALL(env, napi_define_properties(env, exports, sizeof fns / sizeof fns[0], fns));
   if (!device_define_functions(env, exports) || !queue_define_class(env, exports) ||
-      !udp_define_class(env, exports)) {
+      !udp_define_class(env, exports) || !nfqueue_define_class(env, exports)) {
     napi_throw_error(env, "ERR_TUN_NATIVE", "could not define the addon's exports");
     return NULL;
   }

@@ -66,6 +66,7 @@ static void on_poll_closed(uv_handle_t* h) {
  * callback can fire for it. */
 void polled_close(polled_t* p) {
   if (p->closed) return;
+  if (p->before_close != NULL) p->before_close(p);
   p->closed = true;
   if (p->poll_started) uv_poll_stop(&p->poll);
   if (p->fd >= 0) {

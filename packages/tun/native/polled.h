@@ -31,6 +31,9 @@ struct polled {
   napi_ref buffers[POLLED_MAX_BUFFERS]; /* shared ArrayBuffers: kept alive while written */
 
   void (*free_object)(polled_t*); /* frees the enclosing object */
+  /* Optional: runs once at the start of polled_close, while the fd is still open (e.g. to
+   * hand back what the object still holds). NULL for none. */
+  void (*before_close)(polled_t*);
   const char* what;               /* "the TUN queue": for error messages */
   const char* resource;           /* async resource name: "TunQueue" */
   const char* closed_code;        /* error code when used after close */

@@ -96,6 +96,30 @@ export interface NativeUdp {
   close(): void;
 }
 
+/** One bound netfilter queue in the addon: recvmmsg reader, batched verdicts, counters. */
+export interface NativeNfQueue {
+  /** Shared receive buffer: one datagram slot per packet. */
+  readonly readBuffer: ArrayBuffer;
+  /** Shared per-packet metadata, 8 u32 each: start, length, id, mark, family | hook << 8,
+   *  input ifindex, full length, output ifindex. */
+  readonly readMeta: ArrayBuffer;
+  /** Shared per-packet decisions, 2 u32 each: code (0 accept, 1 accept+mark, 2 drop,
+   *  3 defer), mark. Reset to accept before each batch; read when the handler returns. */
+  readonly decisions: ArrayBuffer;
+  /** The socket's fd, or -1 once closed. */
+  readonly fd: number;
+  start(handler: (count: number) => void): void;
+  ref(keep: boolean): void;
+  /** Answers a deferred packet (or one of the batch being handled). */
+  verdict(id: number, code: number, mark: number): boolean;
+  /**
+   * [packets, batches, accepted, dropped, marked, held, verdictSends, batchVerdicts,
+   *  sendErrors, kernelErrors, truncated, malformed, receiveErrors, lastKernelError]
+   */
+  stats(): number[];
+  close(): void;
+}
+
 /** The addon's exports. */
 export interface NativeAddon {
   NativeQueue: new (
@@ -129,6 +153,14 @@ export interface NativeAddon {
   NativeUdp: new (family: 4 | 6, slotSize: number, batchSize: number) => NativeUdp;
   /** A fresh address record (see udp-batch.ts for the layout) for `address`:`port`. */
   encodeUdpAddress(address: string, port: number): Uint8Array;
+  NativeNfQueue: new (
+    queue: number,
+    copyRange: number,
+    maxLength: number,
+    batchSize: number,
+    failOpen: boolean,
+    recvBufferBytes: number,
+  ) => NativeNfQueue;
 }
 
 /** Queue steering programs the addon can attach to a multi-queue TUN device. */
