@@ -20,7 +20,8 @@
  *         rotate over `--sources` addresses from `--source-base`; `--concurrency` at a time.
  *  hold   Completes `--count` handshakes the same way and keeps each alive with an ACK every
  *         `--keepalive` ms until SIGTERM or `--duration` ms. Logs `{"event":"established"}`
- *         once every handshake was answered (or timed out).
+ *         once every handshake was answered (or timed out) and the server had a second to
+ *         reset the ones it refuses: `established` counts the connections still held.
  *
  * Usage: node tcp-injector.js flood|churn|hold --tun NAME --route CIDR [mode options]
  */
@@ -448,8 +449,13 @@ async function hold(): Promise<void> {
   const keepalive = numberArg(args, "keepalive", 2_000);
   const duration = numberArg(args, "duration", 60_000);
   const started = Date.now();
-  const hs: Handshaker = new Handshaker(queue, server, (h) => send(queue, hs.segment(h, F.ACK)));
+  // A connection is held from our ACK on, until the server resets it (a server that answers
+  // every SYN statelessly may still refuse the connection when the ACK comes).
   const held = new Map<string, Handshake>();
+  const hs: Handshaker = new Handshaker(queue, server, (h) => {
+    held.set(`${h.src}:${h.port}`, h);
+    send(queue, hs.segment(h, F.ACK));
+  });
   let resetByServer = 0;
   hs.onOther = (src, port, flags) => {
     const key = `${src}:${port}`;
@@ -460,11 +466,14 @@ async function hold(): Promise<void> {
     numberArg(args, "concurrency", 4),
     numberArg(args, "timeout", 2_000),
   );
-  for (const h of answered) held.set(`${h.src}:${h.port}`, h);
+  // Time for the server's refusals of the last ACKs to arrive.
+  await sleep(1_000);
   console.log(
     JSON.stringify({
       event: "established",
-      established: answered.length,
+      answered: answered.length,
+      established: held.size,
+      resetByServer,
       refused: hs.outcomes.refused,
       timedOut: hs.outcomes["timed-out"],
       isnZero: hs.isnZero,
@@ -488,7 +497,7 @@ async function hold(): Promise<void> {
   }
   done({
     mode: "hold",
-    established: answered.length,
+    answered: answered.length,
     stillHeld: held.size,
     resetByServer,
     keepalivesSent,
