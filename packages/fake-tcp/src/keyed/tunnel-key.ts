@@ -1,6 +1,5 @@
 /**
- * Keyed mode's secret and the two handshake values it makes (layouts in docs/wire-protocol.md,
- * "Keyed mode"):
+ * Keyed mode's secret and the values it makes (layouts in docs/wire-protocol.md, "Keyed mode"):
  *
  * - the SYN token: the client's ISN is a random nonce and its SYN's timestamp value (TSval)
  *   is `synToken(port, slot, nonce)`, a MAC of the server port, a coarse time slot and the
@@ -8,9 +7,10 @@
  * - the SYN-ACK's ISN: `synAckIsn(port, nonce, tsval)`, a MAC of the SYN it answers, which the
  *   client checks (so it knows the answer comes from a key holder) and which the ACK echoes
  *   (ack = ISN + 1) to the server, which recomputes it (so it keeps no state per SYN-ACK).
+ * - the IPv6 flow label of a server's connection (`flowLabel`).
  *
- * Both are the first four bytes of BLAKE2s-256 keyed with the 32-byte secret, over a
- * 16-byte message that starts with a label, so that neither value can stand for the other.
+ * Each is the first bytes of BLAKE2s-256 keyed with the 32-byte secret, over a 16-byte
+ * message that starts with its own label, so that no value can stand for another.
  */
 import { randomBytes } from "node:crypto";
 import { BLAKE2S_BLOCK, keyState, macBlock } from "./blake2s.js";
@@ -31,6 +31,7 @@ export const TOKEN_SLOT_SLACK = 1;
 /** Labels of the two messages ("ftS1", "ftA1" in ASCII). */
 const LABEL_SYN = 0x66745331;
 const LABEL_SYN_ACK = 0x66744131;
+const LABEL_FLOW = 0x66744631;
 /** Length of both messages: label, port + 2 zero bytes, two 32-bit values. */
 const MESSAGE_LENGTH = 16;
 
@@ -79,6 +80,19 @@ export class TunnelKey {
     put32(8, nonce);
     put32(12, tsval);
     return macBlock(this.state, block, MESSAGE_LENGTH);
+  }
+
+  /**
+   * The IPv6 flow label (20 bits, never 0) of a keyed server's connection from its handshake:
+   * the client's ISN `nonce` and ours, `isn`. Linux labels each connection with a hash of its
+   * own; ours must differ per connection too, and be the same again when the ACK arrives.
+   */
+  flowLabel(port: number, nonce: number, isn: number): number {
+    put32(0, LABEL_FLOW);
+    put32(4, (port & 0xffff) << 16);
+    put32(8, nonce);
+    put32(12, isn);
+    return macBlock(this.state, block, MESSAGE_LENGTH) & 0xfffff || 1;
   }
 
   /**
