@@ -126,8 +126,11 @@ describe("the Linux-shaped handshake", () => {
     // After the handshake no segment carries options: the ACK, the data.
     for (const x of [...up, ...down].filter((x) => (x.flags & SYN) === 0))
       expect(x.headerLength).toBe(20);
+    // The ACK: seq = nonce + 1, Linux's window (64240 scaled by 2^10, rounded up), ID + 1.
+    const firstSyn = syns.find((x) => x.srcPort === first.c.localPort)!;
     const ack = up.find((x) => x.flags === ACK && x.srcPort === first.c.localPort)!;
-    expect(ack.seq).toBe((syns.find((x) => x.srcPort === first.c.localPort)!.seq + 1) >>> 0);
+    expect(ack).toMatchObject({ seq: (firstSyn.seq + 1) >>> 0, window: 63 });
+    expect(ack.ipId).toBe((firstSyn.ipId + 1) & 0xffff);
   });
 
   it("over IPv6: MSS 1440, window 64800, and a flow label per connection, the same on all its segments", async () => {
@@ -428,6 +431,8 @@ describe("RST-proof connections", () => {
     const ss = t.server.stats();
     expect(cs.rstChecked).toBe(40);
     expect(ss.rstChecked).toBe(20);
+    expect(cs.rstExact).toBe(20);
+    expect(ss.rstExact).toBe(20);
     // Every RST was disproved by an answered probe.
     expect(cs.rstForged).toBe(40);
     expect(ss.rstForged).toBe(20);

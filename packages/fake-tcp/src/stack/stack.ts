@@ -15,7 +15,7 @@ import {
   parseIpv6,
 } from "../wire/address.js";
 import { ParseError, parseErrorNames } from "../wire/errors.js";
-import { linuxMss } from "../wire/linux-syn.js";
+import { linuxMss, linuxSynWindow } from "../wire/linux-syn.js";
 import { OursOption, scanOursOption } from "../wire/ours-option.js";
 import { SegmentParser } from "../wire/segment.js";
 import { TcpFlags } from "../wire/tcp.js";
@@ -126,6 +126,8 @@ export interface StackStats {
   handshakeRstIgnored: number;
   /** Keyed: RSTs on connections, each starting or joining a fast check (none closes by itself). */
   rstChecked: number;
+  /** Keyed: RSTs among `rstChecked` at exactly the peer's seq (unkeyed, they would close). */
+  rstExact: number;
   /** Keyed: RSTs disproved by the fast check (the peer answered: someone else sent them). */
   rstForged: number;
   /** Keyed: replay-cache entries overwritten while still needed (cache too small). */
@@ -239,6 +241,7 @@ export class Stack implements SocketHost {
       synAckForged: 0,
       handshakeRstIgnored: 0,
       rstChecked: 0,
+      rstExact: 0,
       rstForged: 0,
       accepted: 0,
       connected: 0,
@@ -652,6 +655,7 @@ export class Stack implements SocketHost {
   private receiveRst(s: Socket, seq: number): void {
     if (this.keyed) {
       this.c.rstChecked++;
+      if (judgeRst(s, seq) === RstVerdict.close) this.c.rstExact++;
       s.rstsInCheck++;
       this.startCheck(s);
       return;
@@ -829,7 +833,8 @@ export class Stack implements SocketHost {
     s.lastReceived = this.clock;
     s.peerIsOurs = peerIsOurs;
     if (peerIsOurs) this.c.negotiated++;
-    this.sendControl(s, ACK, s.sndNxt, s.rcvHigh, false);
+    if (this.keyed) this.sendKeyedAck(s);
+    else this.sendControl(s, ACK, s.sndNxt, s.rcvHigh, false);
     this.handshaking.delete(s);
     s.state = SocketState.established;
     this.sendFirstProbe(s);
@@ -1050,6 +1055,21 @@ export class Stack implements SocketHost {
     const mss = linuxMss(s.family, q.mtu);
     const wscale = this.opts.synWindowScale;
     if (this.writer.writeLinuxHandshake(q, s, SYN, s.iss, 0, mss, wscale, tsval, id))
+      this.c.packetsSent++;
+    else this.c.droppedByDevice++;
+  }
+
+  /**
+   * Keyed: the ACK that completes our handshake, as Linux's (when timestamps were declined):
+   * its window is the SYN's, scaled, rounded up; its IPv4 ID the SYN's + 1. Later segments
+   * are the unkeyed ones (window 0xFFFF, ID 0).
+   */
+  private sendKeyedAck(s: Socket): void {
+    const q = this.queues[s.queueIndex];
+    const scaled = 2 ** this.opts.synWindowScale;
+    const window = Math.ceil(linuxSynWindow(linuxMss(s.family, q.mtu)) / scaled);
+    const id = (s.synIpId + s.attempts) & 0xffff;
+    if (this.writer.writeControl(q, s, ACK, s.sndNxt, s.rcvHigh, false, false, window, id))
       this.c.packetsSent++;
     else this.c.droppedByDevice++;
   }
