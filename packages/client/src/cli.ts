@@ -24,7 +24,7 @@ export interface ClientConfig extends CommonConfig {
 }
 
 /** Default of `--new-peer-rate`. */
-export const DEFAULT_NEW_PEER_RATE = 50;
+export const DEFAULT_NEW_PEER_RATE = 1000;
 
 export const CLIENT_PROGRAM = "fake-tcp-client";
 

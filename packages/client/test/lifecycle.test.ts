@@ -37,7 +37,7 @@ describe.skipIf(gate.skip)("fake-tcp-client lifecycle", () => {
     expect(nftTableRules(ns, "fake_tcp_ftcl0")).toEqual(added.rules);
     expect(hasLink(ns, "ftcl0")).toBe(true);
     expect(ns.exec("cat", ["/proc/sys/net/ipv4/ip_forward"]).trim()).toBe("1");
-    expect(first.logged("forwarding enabled (left enabled at exit)")).toHaveLength(1);
+    expect(first.logged("forwarding enabled (restored at exit)")).toHaveLength(1);
 
     // SIGUSR1 logs the counters.
     first.child.kill("SIGUSR1");

@@ -5,6 +5,19 @@
  * table removes all of it and nothing else on the host is touched. The table is written
  * with `nft -f -` (no shell) as one transaction that first deletes any table of the same
  * name, so a table left by a crashed run is replaced atomically.
+ *
+ * Server: the tunnel's segments are not tracked by conntrack at all. A conntrack entry is
+ * state that a packet from outside can change: a forged RST that conntrack accepts (its seq
+ * in the window, or sent with a TTL that expires at this host after conntrack saw it) moves
+ * the entry to CLOSE with a 10 s timer, although the stack never saw the RST; when that timer
+ * runs out, the NAT binding is gone and the stack's next segment leaves unmapped, and the
+ * connection ends although neither end closed it. And tracking costs a lookup per packet.
+ * Instead the rules rewrite addresses statelessly: a segment to the listen port on one of the
+ * host's own addresses is marked untracked and its destination set to the stack's address;
+ * the client's address and port are remembered with the local address it connected to (a
+ * dynamic map whose entries live as long as the connection can idle); the stack's segments get
+ * that address back as their source on the way out. Nothing a packet says about TCP state
+ * changes what the rules do; only the stack decides whether a connection has ended.
  */
 import { errnoCode, UsageError } from "./errors.js";
 import { runCommand } from "./run-command.js";
@@ -20,7 +33,7 @@ export interface ClientRulesSpec {
   readonly tunnel6?: string;
 }
 
-/** What the server needs: DNAT of its public TCP port to the stack's own addresses. */
+/** What the server needs: its public TCP port, on the host's own addresses, to the stack. */
 export interface ServerRulesSpec {
   readonly role: "server";
   readonly tun: string;
@@ -28,7 +41,22 @@ export interface ServerRulesSpec {
   readonly port: number;
   readonly tunnel4?: string;
   readonly tunnel6?: string;
+  /**
+   * How long a client's address is remembered after its last segment (seconds): longer than
+   * a connection can idle (the idle timeout), so that the stack can always answer.
+   */
+  readonly flowTimeoutSeconds?: number;
 }
+
+/** Default of {@link ServerRulesSpec.flowTimeoutSeconds}: the default idle timeout and a minute. */
+export const DEFAULT_FLOW_TIMEOUT_SECONDS = 240;
+
+/**
+ * Clients remembered at once per family. A full map refuses new clients (their segments then
+ * reach the host's TCP, which resets them: they learn it at once); entries of a SYN flood
+ * leave after the flow timeout.
+ */
+export const FLOW_MAP_SIZE = 262_144;
 
 export type RulesSpec = ClientRulesSpec | ServerRulesSpec;
 
@@ -61,8 +89,37 @@ export interface ChainSpec {
   readonly name: string;
   readonly type: "nat" | "filter";
   readonly hook: "prerouting" | "postrouting" | "forward" | "input";
-  readonly priority: "dstnat" | "srcnat" | "filter";
+  readonly priority: "raw" | "dstnat" | "srcnat" | "filter";
   readonly rules: readonly string[];
+}
+
+/** A map of the table, in nft's own syntax (its body lines). */
+export interface MapSpec {
+  readonly name: string;
+  readonly lines: readonly string[];
+}
+
+/** The maps of the table for `spec`: the server's remembered clients, per family. */
+export function maps(spec: RulesSpec): MapSpec[] {
+  if (spec.role === "client") return [];
+  const timeout = spec.flowTimeoutSeconds ?? DEFAULT_FLOW_TIMEOUT_SECONDS;
+  const map = (name: string, key: string, addr: string): MapSpec => ({
+    name,
+    lines: [
+      `type ${key} : ${addr}`,
+      "flags dynamic,timeout",
+      `timeout ${timeout}s`,
+      `size ${FLOW_MAP_SIZE}`,
+    ],
+  });
+  const out: MapSpec[] = [];
+  // IPv4: the client's port and address (the port first: nft 1.0.6 fails an assertion on
+  // the other order). IPv6: the address alone, as nft 1.0.6 writes a wrong key for an IPv6
+  // address in a concatenation with data; IPv6 clients rarely share an address, and two
+  // that do only conflict when they reach different addresses of this host.
+  if (spec.tunnel4) out.push(map("clients4", "inet_service . ipv4_addr", "ipv4_addr"));
+  if (spec.tunnel6) out.push(map("clients6", "ipv6_addr", "ipv6_addr"));
+  return out;
 }
 
 /** The chains of the table for `spec`, with their rules. */
@@ -85,22 +142,44 @@ export function chains(spec: RulesSpec): ChainSpec[] {
       },
     ];
   }
-  // Packets coming out of the TUN are the stack's own replies: never DNAT them, even when
-  // their destination port happens to equal the listen port.
-  const match = `iifname != ${tun} tcp dport ${spec.port}`;
-  const nat: string[] = [];
-  if (spec.tunnel4) nat.push(`${match} dnat ip to ${spec.tunnel4}`);
-  if (spec.tunnel6) nat.push(`${match} dnat ip6 to ${spec.tunnel6}`);
+  // Segments to the listen port on one of this host's own addresses (never a forwarded
+  // packet for another machine, never the stack's own segments coming out of the TUN).
+  const port = spec.port;
+  const inbound = `iifname != ${tun} tcp dport ${port} fib daddr type local`;
+  const fromStack = `oifname != ${tun}`;
+  const raw: string[] = [];
+  const out: string[] = [];
+  const unmapped: string[] = [];
+  if (spec.tunnel4) {
+    raw.push(
+      `${inbound} update @clients4 { tcp sport . ip saddr : ip daddr } notrack ip daddr set ${spec.tunnel4}`,
+    );
+    out.push(
+      `${fromStack} ip saddr ${spec.tunnel4} tcp sport ${port} ip saddr set tcp dport . ip daddr map @clients4`,
+    );
+    unmapped.push(`${fromStack} ip saddr ${spec.tunnel4} tcp sport ${port} drop`);
+  }
+  if (spec.tunnel6) {
+    raw.push(
+      `${inbound} update @clients6 { ip6 saddr : ip6 daddr } notrack ip6 daddr set ${spec.tunnel6}`,
+    );
+    out.push(
+      `${fromStack} ip6 saddr ${spec.tunnel6} tcp sport ${port} ip6 saddr set ip6 daddr map @clients6`,
+    );
+    unmapped.push(`${fromStack} ip6 saddr ${spec.tunnel6} tcp sport ${port} drop`);
+  }
+  // The stack's own segments are not tracked either.
+  raw.push(`iifname ${tun} tcp sport ${port} notrack`);
   return [
-    { name: "prerouting", type: "nat", hook: "prerouting", priority: "dstnat", rules: nat },
-    // A segment conntrack finds invalid is not DNAT-ed and would reach the host's own TCP,
-    // whose RST would reset the client's connection: drop it instead.
+    { name: "inbound", type: "filter", hook: "prerouting", priority: "raw", rules: raw },
+    // A segment of the stack for a client that is not (or no longer) remembered would leave
+    // with the private tunnel address: dropped instead (the client's next segment maps it).
     {
-      name: "input",
+      name: "outbound",
       type: "filter",
-      hook: "input",
-      priority: "filter",
-      rules: [`tcp dport ${spec.port} ct state invalid drop`],
+      hook: "postrouting",
+      priority: "srcnat",
+      rules: [...out, ...unmapped],
     },
   ];
 }
@@ -112,6 +191,9 @@ export function ruleLines(spec: RulesSpec): string[] {
 
 /** The complete table definition for `spec`, in nft's own syntax. */
 export function buildRuleset(spec: RulesSpec): string {
+  const declared = maps(spec).map(
+    (map) => `\tmap ${map.name} {\n${map.lines.map((line) => `\t\t${line}\n`).join("")}\t}\n`,
+  );
   const body = chains(spec).map(
     (chain) =>
       `\tchain ${chain.name} {\n` +
@@ -119,7 +201,7 @@ export function buildRuleset(spec: RulesSpec): string {
       chain.rules.map((rule) => `\t\t${rule}\n`).join("") +
       "\t}\n",
   );
-  return `table inet ${tableName(spec.tun)} {\n${body.join("")}}\n`;
+  return `table inet ${tableName(spec.tun)} {\n${[...declared, ...body].join("")}}\n`;
 }
 
 /**
@@ -137,7 +219,7 @@ export type NftCommand = readonly string[];
 const NFT_TIMEOUT_MS = 1_500;
 
 /** Turns an nft failure into a one-line message naming the problem and the fix. */
-function nftFailure(action: string, stderr: string): UsageError {
+export function nftFailure(action: string, stderr: string): UsageError {
   const detail = stderr.split("\n").find((l) => l.trim().length > 0) ?? "unknown error";
   if (/Operation not permitted|Permission denied/i.test(stderr)) {
     return new UsageError(
@@ -147,6 +229,35 @@ function nftFailure(action: string, stderr: string): UsageError {
   return new UsageError(
     `nft: ${action} failed: ${detail.trim()}; check nftables support or use --no-auto-rules`,
   );
+}
+
+/** Runs nft with `args` (and `input` on stdin); a missing nft is a `UsageError`. */
+export async function runNft(nft: NftCommand, args: readonly string[], input?: string) {
+  try {
+    return await runCommand([...nft, ...args], input, NFT_TIMEOUT_MS);
+  } catch (err) {
+    if (errnoCode(err) === "ENOENT") {
+      throw new UsageError(
+        "nft (nftables) not found: install nftables, or run with --no-auto-rules and add the rules yourself",
+      );
+    }
+    throw err;
+  }
+}
+
+/** True for nft's "no such table/object" answers. */
+export function nftNotFound(stderr: string): boolean {
+  return /No such file or directory|does not exist/i.test(stderr);
+}
+
+/** The names of the inet tables of every instance of the programs in this namespace. */
+export async function programTables(nft: NftCommand = ["nft"]): Promise<string[]> {
+  const result = await runNft(nft, ["list", "tables", "inet"]);
+  if (result.code !== 0) throw nftFailure("listing tables", result.stderr);
+  return result.stdout
+    .split("\n")
+    .map((line) => /^table inet (fake_tcp_\S+)/.exec(line.trim())?.[1])
+    .filter((name): name is string => name !== undefined);
 }
 
 /** The nftables table of one running program: install, inspect, remove. */
@@ -161,17 +272,8 @@ export class NftTable {
     this.name = tableName(spec.tun);
   }
 
-  private async run(args: string[], input?: string) {
-    try {
-      return await runCommand([...this.nft, ...args], input, NFT_TIMEOUT_MS);
-    } catch (err) {
-      if (errnoCode(err) === "ENOENT") {
-        throw new UsageError(
-          "nft (nftables) not found: install nftables, or run with --no-auto-rules and add the rules yourself",
-        );
-      }
-      throw err;
-    }
+  private run(args: string[], input?: string) {
+    return runNft(this.nft, args, input);
   }
 
   /** True when a table of this name exists (e.g. left behind by a crashed run). */

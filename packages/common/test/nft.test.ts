@@ -29,27 +29,45 @@ describe("nft rule text", () => {
     );
   });
 
-  it("server: DNAT of the listen port to the stack, IPv4 only without an IPv6 address", () => {
-    const spec = { role: "server", tun: "fts0", port: 4567, tunnel4: "192.168.201.2" } as const;
+  it("server: untracked, stateless rewrite of the listen port on local addresses, IPv4 only without an IPv6 address", () => {
+    const spec = {
+      role: "server",
+      tun: "fts0",
+      port: 4567,
+      tunnel4: "192.168.201.2",
+      flowTimeoutSeconds: 200,
+    } as const;
     expect(buildRuleset(spec)).toBe(
       [
         "table inet fake_tcp_fts0 {",
-        "\tchain prerouting {",
-        "\t\ttype nat hook prerouting priority dstnat; policy accept;",
-        '\t\tiifname != "fts0" tcp dport 4567 dnat ip to 192.168.201.2',
+        "\tmap clients4 {",
+        "\t\ttype inet_service . ipv4_addr : ipv4_addr",
+        "\t\tflags dynamic,timeout",
+        "\t\ttimeout 200s",
+        "\t\tsize 262144",
         "\t}",
-        "\tchain input {",
-        "\t\ttype filter hook input priority filter; policy accept;",
-        "\t\ttcp dport 4567 ct state invalid drop",
+        "\tchain inbound {",
+        "\t\ttype filter hook prerouting priority raw; policy accept;",
+        '\t\tiifname != "fts0" tcp dport 4567 fib daddr type local update @clients4 { tcp sport . ip saddr : ip daddr } notrack ip daddr set 192.168.201.2',
+        '\t\tiifname "fts0" tcp sport 4567 notrack',
+        "\t}",
+        "\tchain outbound {",
+        "\t\ttype filter hook postrouting priority srcnat; policy accept;",
+        '\t\toifname != "fts0" ip saddr 192.168.201.2 tcp sport 4567 ip saddr set tcp dport . ip daddr map @clients4',
+        '\t\toifname != "fts0" ip saddr 192.168.201.2 tcp sport 4567 drop',
         "\t}",
         "}",
         "",
       ].join("\n"),
     );
     expect(ruleLines({ ...spec, tunnel6: "fcc9::2" })).toEqual([
-      'iifname != "fts0" tcp dport 4567 dnat ip to 192.168.201.2',
-      'iifname != "fts0" tcp dport 4567 dnat ip6 to fcc9::2',
-      "tcp dport 4567 ct state invalid drop",
+      'iifname != "fts0" tcp dport 4567 fib daddr type local update @clients4 { tcp sport . ip saddr : ip daddr } notrack ip daddr set 192.168.201.2',
+      'iifname != "fts0" tcp dport 4567 fib daddr type local update @clients6 { ip6 saddr : ip6 daddr } notrack ip6 daddr set fcc9::2',
+      'iifname "fts0" tcp sport 4567 notrack',
+      'oifname != "fts0" ip saddr 192.168.201.2 tcp sport 4567 ip saddr set tcp dport . ip daddr map @clients4',
+      'oifname != "fts0" ip6 saddr fcc9::2 tcp sport 4567 ip6 saddr set ip6 daddr map @clients6',
+      'oifname != "fts0" ip saddr 192.168.201.2 tcp sport 4567 drop',
+      'oifname != "fts0" ip6 saddr fcc9::2 tcp sport 4567 drop',
     ]);
   });
 
@@ -105,9 +123,8 @@ describe.skipIf(gate.skip)("nft table in a throw-away namespace", () => {
 
     expect(await table.apply()).toEqual({ staleRemoved: true });
     const listed = ns.exec("nft", ["list", "table", "inet", "fake_tcp_fts0"]);
-    expect(listed).toContain('iifname != "fts0" tcp dport 4567 dnat ip to 192.168.201.2');
-    expect(listed).toContain('iifname != "fts0" tcp dport 4567 dnat ip6 to fcc9::2');
-    expect(listed).toContain("tcp dport 4567 ct state invalid drop");
+    // Every rule as written (nft lists the rules the way they were given).
+    for (const rule of ruleLines(spec)) expect(listed).toContain(rule);
     expect(listed).not.toContain("9999");
 
     // Applying again (no stale table this time... but ours) stays idempotent.

@@ -156,11 +156,15 @@ export class RunningProgram {
 
 /** The rules of nft table `inet TABLE` in `ns` as the kernel lists them, in order. */
 export function nftTableRules(ns: Netns, table: string): string[] {
-  return ns
-    .exec("nft", ["list", "table", "inet", table])
-    .split("\n")
-    .map((line) => line.trim())
-    .filter((line) => line.length > 0 && !/^(table|chain|type) |^}$/.test(line));
+  const rules: string[] = [];
+  let inChain = false;
+  for (const raw of ns.exec("nft", ["list", "table", "inet", table]).split("\n")) {
+    const line = raw.trim();
+    if (line.startsWith("chain ")) inChain = true;
+    else if (line === "}") inChain = false;
+    else if (inChain && line.length > 0 && !line.startsWith("type ")) rules.push(line);
+  }
+  return rules;
 }
 
 /** Asserts the shape of a bad-input failure: exit code 2, exactly one stderr line, no trace. */

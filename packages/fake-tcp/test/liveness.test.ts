@@ -3,6 +3,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import {
   answersProbe,
+  firstKeepaliveSeq,
   type LiveOptions,
   type LiveState,
   MAX_PROBE_STEP,
@@ -142,6 +143,16 @@ describe("probes", () => {
     expect(answersProbe(ours, 499, 199, o)).toBe(false);
     expect(answersProbe(ours, 499, 200, o)).toBe(true);
     expect(answersProbe(live(false), 499, 0, o)).toBe(false);
+  });
+});
+
+describe("the first keepalive", () => {
+  it("seq one below ours only from our client to a server not known to be ours, across the wrap", () => {
+    expect(firstKeepaliveSeq({ passive: false, peerIsOurs: false, sndNxt: 0 })).toBe(-1);
+    expect(firstKeepaliveSeq({ passive: false, peerIsOurs: false, sndNxt: 1 })).toBe(0);
+    expect(firstKeepaliveSeq({ passive: false, peerIsOurs: true, sndNxt: 1 })).toBe(1);
+    expect(firstKeepaliveSeq({ passive: true, peerIsOurs: false, sndNxt: 77 })).toBe(77);
+    expect(firstKeepaliveSeq({ passive: true, peerIsOurs: true, sndNxt: 77 })).toBe(77);
   });
 });
 

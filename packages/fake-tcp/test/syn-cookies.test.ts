@@ -236,7 +236,8 @@ describe("the stateless listener", () => {
         return cookie === -1 ? 0 : -1;
       }
     }
-    Object.defineProperty(p.stack, "cookies", { value: new WrapCookies(KEY) });
+    const opens = (p.stack as unknown as { opens: object }).opens;
+    Object.defineProperty(opens, "cookies", { value: new WrapCookies(KEY) });
     p.stack.listen(4567);
     p.send({ seq: 0, ack: 0, flags: SYN });
     await p.settle();

@@ -25,8 +25,9 @@ export const SERVER_PROGRAM = "fake-tcp-server";
 const EPILOG = [
   "Every option can also be set by an environment variable: FAKE_TCP_ and the option name in",
   "capitals with _ for -, e.g. FAKE_TCP_LISTEN=4567, FAKE_TCP_REMOTE=127.0.0.1:51820.",
-  "Host setup (unless --no-auto-rules): enables IPv4 (and IPv6) forwarding and adds the table",
-  "inet fake_tcp_<tun> that DNATs TCP port --listen to the --tun-peer addresses; removed at exit.",
+  "Host setup (unless --no-auto-rules): enables IPv4 (and IPv6) forwarding where off and adds the",
+  "table inet fake_tcp_<tun> that rewrites TCP port --listen on the host's own addresses to the",
+  "--tun-peer addresses (untracked); all of it undone at exit.",
 ].join("\n");
 
 /**

@@ -39,6 +39,9 @@ async function start(config: ServerConfig, context: ProgramContext): Promise<Run
   const [remote] = await resolveHostPort(config.remote, config.ipv4Only);
   const handshakePacket = await configuredHandshakePacket(config);
 
+  // The device first: its creation fails when another instance has this --tun, before
+  // anything of that instance (its nft table) is touched.
+  const device = openProgramDevice(config, context);
   if (config.autoRules) {
     await setUpHost({
       rules: {
@@ -47,14 +50,15 @@ async function start(config: ServerConfig, context: ProgramContext): Promise<Run
         port: config.listen,
         tunnel4: config.ipv4.peer,
         tunnel6: config.ipv6?.peer,
+        // A client is remembered while its connection may still be idle, and a minute more.
+        flowTimeoutSeconds: Math.ceil(config.idleTimeoutMs / 1000) + 60,
       },
       ipv6Forwarding: config.ipv6 !== undefined,
       logger,
       cleanup,
+      deviceOpened: true,
     });
   }
-
-  const device = openProgramDevice(config, context);
   const shards = await startProgramShards<ServerShardData>(device, context, {
     script: new URL("./shard-worker.js", import.meta.url),
     start: startServerShard,

@@ -48,7 +48,7 @@ describe.skipIf(gate.skip)("fake-tcp-server command line", () => {
     expect(line).toMatch(message);
   });
 
-  it("takes phantun's --local for --listen, DNATs that port, and cleans up on SIGTERM", async () => {
+  it("takes phantun's --local for --listen, rewrites that port to the stack, and cleans up on SIGTERM", async () => {
     const server = new RunningProgram(ns, "server", [
       "--local",
       "4567",
@@ -58,9 +58,13 @@ describe.skipIf(gate.skip)("fake-tcp-server command line", () => {
     ]);
     const added = await server.waitFor("nft rules added");
     expect(added.rules).toEqual([
-      'iifname != "ftsl0" tcp dport 4567 dnat ip to 192.168.201.2',
-      'iifname != "ftsl0" tcp dport 4567 dnat ip6 to fcc9::2',
-      "tcp dport 4567 ct state invalid drop",
+      'iifname != "ftsl0" tcp dport 4567 fib daddr type local update @clients4 { tcp sport . ip saddr : ip daddr } notrack ip daddr set 192.168.201.2',
+      'iifname != "ftsl0" tcp dport 4567 fib daddr type local update @clients6 { ip6 saddr : ip6 daddr } notrack ip6 daddr set fcc9::2',
+      'iifname "ftsl0" tcp sport 4567 notrack',
+      'oifname != "ftsl0" ip saddr 192.168.201.2 tcp sport 4567 ip saddr set tcp dport . ip daddr map @clients4',
+      'oifname != "ftsl0" ip6 saddr fcc9::2 tcp sport 4567 ip6 saddr set ip6 daddr map @clients6',
+      'oifname != "ftsl0" ip saddr 192.168.201.2 tcp sport 4567 drop',
+      'oifname != "ftsl0" ip6 saddr fcc9::2 tcp sport 4567 drop',
     ]);
     await server.waitFor("fake-tcp-server running");
     // What the kernel holds, not only what the log says was added.
@@ -85,8 +89,10 @@ describe.skipIf(gate.skip)("fake-tcp-server command line", () => {
     ]);
     const added = await server.waitFor("nft rules added");
     expect(added.rules).toEqual([
-      'iifname != "ftsl1" tcp dport 4567 dnat ip to 192.168.201.2',
-      "tcp dport 4567 ct state invalid drop",
+      'iifname != "ftsl1" tcp dport 4567 fib daddr type local update @clients4 { tcp sport . ip saddr : ip daddr } notrack ip daddr set 192.168.201.2',
+      'iifname "ftsl1" tcp sport 4567 notrack',
+      'oifname != "ftsl1" ip saddr 192.168.201.2 tcp sport 4567 ip saddr set tcp dport . ip daddr map @clients4',
+      'oifname != "ftsl1" ip saddr 192.168.201.2 tcp sport 4567 drop',
     ]);
     await server.waitFor("fake-tcp-server running");
     expect(nftTableRules(ns, "fake_tcp_ftsl1")).toEqual(added.rules);

@@ -3,7 +3,7 @@
  *
  *   sender (UDP) -> fake-tcp-client [nsC 10.77.0.1] == veth == [nsS 10.77.0.2] fake-tcp-server -> echo (UDP, 127.0.0.1)
  *
- * Real TUN devices, the programs' own nft rules (masquerade in nsC, DNAT in nsS), the
+ * Real TUN devices, the programs' own nft rules (masquerade in nsC, address rewrite in nsS), the
  * kernel's forwarding and conntrack. Checks datagrams both ways (the first ones queued while
  * connecting), handshake packets both ways, a connection per UDP peer, replies from the
  * address the peer sent to on a wildcard listen, reconnection after the server restarts, and
@@ -196,7 +196,7 @@ describe.skipIf(gate.skip)("fake-tcp-client <-> fake-tcp-server in namespaces", 
     expect(nsS.exec("nft", ["list", "ruleset"])).not.toContain("fake_tcp_ftse0");
   });
 
-  it("works over IPv6 (ip6 masquerade and DNAT rules, IPv6 forwarding)", async () => {
+  it("works over IPv6 (ip6 masquerade and rewrite rules, IPv6 forwarding)", async () => {
     const server = new RunningProgram(nsS, "server", serverArgs());
     await server.waitFor("fake-tcp-server running");
     const v6client = new RunningProgram(nsC, "client", [

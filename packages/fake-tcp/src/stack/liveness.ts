@@ -91,6 +91,23 @@ export function sweepDecision(s: LiveState, now: number, o: LiveOptions): number
   return action | SweepAction.probe;
 }
 
+/**
+ * The seq of the keepalive sent when a connection becomes established: our next sequence
+ * number, except from our client to a server not known to be ours (a phantun server), where
+ * it lies one below. phantun's ACK rule answers a segment behind what it last acknowledged
+ * once, by wrap-around, and that answer is the first segment a phantun server sends after its
+ * SYN-ACK: from it, conntrack on the path learns the server's scaled window (until then it
+ * finds our data more than about 64 KiB past the server's ack invalid, and a one-way flow to
+ * the server stalls). Nothing is concluded from the answer.
+ */
+export function firstKeepaliveSeq(s: {
+  passive: boolean;
+  peerIsOurs: boolean;
+  sndNxt: number;
+}): number {
+  return !s.passive && !s.peerIsOurs ? seqAdd(s.sndNxt, -1) : s.sndNxt;
+}
+
 /** The sequence number of the next probe (see the module comment). */
 export function nextProbeSeq(s: LiveState): number {
   return seqAdd(s.sndNxt, -1 - Math.min(s.probeStep, MAX_PROBE_STEP));

@@ -5,19 +5,17 @@
  */
 import type { DeviceQueue, PacketBatch } from "../device.js";
 import { type Endpoint, parseEndpoint, parseIpv4, parseIpv6 } from "../wire/address.js";
-import { ipv4PseudoBase, ipv6PseudoBase } from "../wire/checksum.js";
 import { ParseError, parseErrorNames } from "../wire/errors.js";
-import { ipv4HeaderBaseSum } from "../wire/ipv4.js";
 import { OursOption, scanOursOption } from "../wire/ours-option.js";
 import { SegmentParser } from "../wire/segment.js";
 import { TcpFlags } from "../wire/tcp.js";
 import { BoundedQueue } from "./bounded-queue.js";
 import { ChallengeLimiter } from "./challenge-limiter.js";
-import { ConnectionTable, hashTuple } from "./conn-table.js";
-import { Evictor } from "./eviction.js";
+import { ConnectionTable } from "./conn-table.js";
 import {
   answersProbe,
   dataArrived,
+  firstKeepaliveSeq,
   nextProbeSeq,
   probeSent,
   SweepAction,
@@ -26,12 +24,12 @@ import {
   verifyDecision,
 } from "./liveness.js";
 import { type ResolvedOptions, resolveOptions, type StackOptions } from "./options.js";
+import { Admission, PassiveOpens } from "./passive-open.js";
 import { type SegmentTuple, SegmentWriter, WriteResult } from "./segment-writer.js";
 import { seqAdd, seqGt, seqMax } from "./seq.js";
-import { type CloseCause, Socket, type SocketHost, SocketState } from "./socket.js";
-import { SourceCounts } from "./source-counts.js";
-import { COOKIE_SLOT_MS, CookieBits, SynCookies } from "./syn-cookies.js";
+import { type CloseCause, type Socket, type SocketHost, SocketState } from "./socket.js";
 import { TokenBucket } from "./token-bucket.js";
+import { createSocket, pickSourcePort, ReplyTuple } from "./tuple.js";
 import {
   judgeRst,
   judgeSegment,
@@ -45,10 +43,6 @@ import {
 const { SYN, ACK, RST } = TcpFlags;
 const SYN_ACK = SYN | ACK;
 const RST_ACK = RST | ACK;
-
-/** First and count of the client source ports (Linux's default ephemeral range). */
-const EPHEMERAL_FIRST = 32768;
-const EPHEMERAL_COUNT = 61000 - 32768;
 
 /** A snapshot of the stack's counters. */
 export interface StackStats {
@@ -115,23 +109,6 @@ export interface StackStats {
 
 type MutableCounters = Omit<StackStats, "connections" | "acceptQueue" | "malformed">;
 
-/** A mutable tuple used for replies to packets that belong to no connection. */
-class ReplyTuple implements SegmentTuple {
-  family: 4 | 6 = 4;
-  r0 = 0;
-  r1 = 0;
-  r2 = 0;
-  r3 = 0;
-  l0 = 0;
-  l1 = 0;
-  l2 = 0;
-  l3 = 0;
-  remotePort = 0;
-  localPort = 0;
-  pseudoBase = 0;
-  ipBase = 0;
-}
-
 /**
  * A userspace fake-TCP stack over one or more device queues.
  *
@@ -149,10 +126,8 @@ export class Stack implements SocketHost {
   private readonly table = new ConnectionTable();
   /** Active opens waiting for their SYN-ACK (a listener keeps no handshake state). */
   private readonly handshaking = new Set<Socket>();
-  private readonly cookies = new SynCookies();
-  /** Accepted connections per source address (IPv6: per /64). */
-  private readonly sources = new SourceCounts();
-  private readonly evictor = new Evictor(this.table);
+  /** The listener's handshake decisions: SYN cookies, per-source counts, eviction. */
+  private readonly opens: PassiveOpens;
   private readonly listening = new Set<number>();
   private readonly acceptQueue: BoundedQueue<Socket>;
   private readonly parser = new SegmentParser();
@@ -191,6 +166,7 @@ export class Stack implements SocketHost {
     this.rstBucket = new TokenBucket(this.opts.rstRatePerSecond, this.opts.rstBurst, this.clock);
     this.challenges = new ChallengeLimiter(this.opts.challengeRatePerSecond);
     this.acceptQueue = new BoundedQueue(this.opts.acceptBacklog);
+    this.opens = new PassiveOpens(this.table, this.opts);
     this.c = {
       packetsReceived: 0,
       packetsSent: 0,
@@ -299,9 +275,32 @@ export class Stack implements SocketHost {
     }
     if (this.table.size >= this.opts.maxConnections)
       throw codeError("ENOBUFS", `connection table full (${this.opts.maxConnections})`);
-    const localPort = this.pickSourcePort(ep.family, remoteWords, localWords, ep.port);
+    const localPort = pickSourcePort(
+      this.table,
+      this.opts.portShard,
+      ep.family,
+      remoteWords,
+      localWords,
+      ep.port,
+    );
+    if (localPort < 0)
+      throw codeError(
+        "EADDRNOTAVAIL",
+        `no free source port towards port ${ep.port}: all ${-1 - localPort} in use`,
+      );
     this.clock = Date.now();
-    const s = this.newSocket(ep.family, remoteWords, localWords, ep.port, localPort, false, -1);
+    const s = createSocket(this, {
+      family: ep.family,
+      remote: remoteWords,
+      local: localWords,
+      remotePort: ep.port,
+      localPort,
+      passive: false,
+      queueIndex: -1,
+      queueCount: this.queues.length,
+      queueLimit: this.opts.receiveQueueLimit,
+      now: this.clock,
+    });
     s.sndNxt = 1; // the SYN consumes one sequence number
     this.table.insert(s);
     this.handshaking.add(s);
@@ -401,7 +400,7 @@ export class Stack implements SocketHost {
     if (sendRst) this.sendControl(s, RST, s.sndNxt, 0, false);
     this.table.remove(s);
     this.handshaking.delete(s);
-    if (s.passive) this.sources.remove(s.family, s.r0, s.r1);
+    if (s.passive) this.opens.closed(s);
     // Never hand the program a connection that is already gone (it would hold resources
     // for it, e.g. a UDP socket, until its own idle timeout).
     if (s.passive && this.acceptQueue.length > 0) this.acceptQueue.remove(s);
@@ -651,8 +650,7 @@ export class Stack implements SocketHost {
       // answer with a cookie of the other generation (never equal to this connection's ISN)
       // and keep the connection; only an ACK proving that cookie replaces it.
       s.restartSynAt = this.clock;
-      const generation = (s.iss & CookieBits.generation) ^ CookieBits.generation;
-      this.answerSyn(queueIndex, buf, generation, true);
+      this.answerSyn(queueIndex, buf, this.opens.restartGeneration(s), true);
       return;
     }
     this.c.handshakeIgnored++;
@@ -660,7 +658,7 @@ export class Stack implements SocketHost {
 
   /**
    * An established passive tuple that saw a SYN: a segment that proves the cookie we answered
-   * it with (see `receiveUnknown`) replaces the connection. True when it did.
+   * it with replaces the connection (the peer restarted). True when it did.
    */
   private receiveRestartProof(
     queueIndex: number,
@@ -668,22 +666,17 @@ export class Stack implements SocketHost {
     buf: Buffer,
     segmentSize: number,
   ): boolean {
-    if (this.clock - s.restartSynAt > 2 * COOKIE_SLOT_MS) {
-      s.restartSynAt = 0; // any cookie of ours answering that SYN has expired
-      return false;
-    }
-    const bits = this.provenCookie();
-    // The old connection's own segments never prove a cookie of the other generation.
-    if (bits < 0 || (bits & CookieBits.generation) === (s.iss & CookieBits.generation))
-      return false;
+    const t = this.parser.tcp;
+    const r = this.reply.fill(this.parser);
+    const bits = this.opens.provesRestart(s, r, t.flags, t.seq, t.ack, this.clock);
     // Keep the old connection rather than lose both to a full backlog.
-    if (this.acceptQueue.length >= this.opts.acceptBacklog) return false;
+    if (bits < 0 || this.acceptQueue.length >= this.opts.acceptBacklog) return false;
     this.closeSocket(s, "peer-restarted", "peer started a new handshake", false);
     this.acceptCookie(queueIndex, buf, segmentSize, bits);
     return true;
   }
 
-  /** Client side: waiting for exactly SYN+ACK with ack 1. */
+  /** Client side: waiting for exactly SYN+ACK with ack 1 (any seq: the server's ISN). */
   private receiveSynSent(s: Socket, buf: Buffer): void {
     const t = this.parser.tcp;
     if ((t.flags & RST) !== 0) {
@@ -711,9 +704,10 @@ export class Stack implements SocketHost {
   }
 
   /**
-   * A segment for no connection: phantun's listener rules, with SYN cookies. A SYN seq 0 to a
-   * listening port is answered statelessly; the connection is created only when a segment
-   * proves the cookie (see `provenCookie`). RSTs are rate-limited.
+   * A segment for no connection: phantun's listener rules, with SYN cookies (passive-open.ts).
+   * A SYN seq 0 to a listening port is answered statelessly; a segment proving the cookie
+   * creates the connection; a failed proof is answered like any unknown tuple. RSTs are
+   * rate-limited.
    */
   private receiveUnknown(queueIndex: number, buf: Buffer, segmentSize: number): void {
     const t = this.parser.tcp;
@@ -730,7 +724,8 @@ export class Stack implements SocketHost {
         return;
       }
       if (flags === ACK && t.seq === 1) {
-        const bits = this.provenCookie();
+        const r = this.reply.fill(this.parser);
+        const bits = this.opens.proven(r, flags, t.seq, t.ack, this.clock);
         if (bits >= 0) {
           this.acceptCookie(queueIndex, buf, segmentSize, bits);
           return;
@@ -743,30 +738,19 @@ export class Stack implements SocketHost {
 
   /**
    * Answers the SYN being handled with a SYN-ACK whose seq is a cookie (echoing our option if
-   * the SYN carried it), keeping no state. `replacing`: the tuple has a connection that a
-   * proof would replace, so the table will not grow.
+   * the SYN carried it), or refuses it with an RST. `replacing`: see `PassiveOpens.onSyn`.
    */
   private answerSyn(queueIndex: number, buf: Buffer, generation: number, replacing: boolean): void {
     const t = this.parser.tcp;
-    // Refuse at once what the proof would be refused for, so the client learns it now.
-    if (!replacing && this.sourceFull()) {
-      this.c.refusedPerSource++;
-      this.replyRst(queueIndex, 0, t.seq + t.payloadLength + 1);
-      return;
-    }
-    if (
-      this.acceptQueue.length >= this.opts.acceptBacklog ||
-      (!replacing &&
-        this.table.size >= this.opts.maxConnections &&
-        !this.evictor.hasVictim(this.clock))
-    ) {
-      this.c.refusedFull++;
+    const r = this.reply.fill(this.parser);
+    const verdict = this.opens.onSyn(r, this.acceptQueue.length, replacing, this.clock);
+    if (verdict !== Admission.admit) {
+      this.countRefusal(verdict);
       this.replyRst(queueIndex, 0, t.seq + t.payloadLength + 1);
       return;
     }
     const ours = this.peerOption(buf) === OursOption.present;
-    const r = this.fillReply();
-    const cookie = this.cookies.make(r, this.clock, generation | (ours ? CookieBits.ours : 0));
+    const cookie = this.opens.cookie(r, this.clock, ours, generation);
     if (this.writer.writeControl(this.queues[queueIndex], r, SYN_ACK, cookie, 1, true, ours)) {
       this.c.packetsSent++;
       this.c.cookiesSent++;
@@ -774,70 +758,49 @@ export class Stack implements SocketHost {
   }
 
   /**
-   * The cookie bits (>= 0) when the segment being handled completes a handshake with one of
-   * our cookies, else -1: flags exactly ACK, seq = the client's ISN + 1 = 1 and ack = cookie + 1.
-   * The client's ACK does that, and so does its first data segment (or, with keepalives on, its
-   * first keepalive), which therefore repairs a lost ACK: the server keeps no half-open state
-   * and never resends its SYN-ACK.
+   * Creates the connection a proven cookie (`bits`) stands for, established, and queues it
+   * for `accept()`; or refuses it with an RST like an unknown tuple (see `PassiveOpens.admit`).
    */
-  private provenCookie(): number {
-    const t = this.parser.tcp;
-    if (t.flags !== ACK || t.seq !== 1) return -1;
-    return this.cookies.check(this.fillReply(), (t.ack - 1) | 0, this.clock);
-  }
-
-  /** Whether the sender of the segment being handled has its share of connections. */
-  private sourceFull(): boolean {
-    const p = this.parser;
-    const n =
-      p.family === 4
-        ? this.sources.count(4, p.ip4.src, 0)
-        : this.sources.count(6, p.ip6.src[0], p.ip6.src[1]);
-    return n >= this.opts.maxConnectionsPerSource;
-  }
-
-  /** Creates the connection a proven cookie stands for, established, and queues it. */
   private acceptCookie(queueIndex: number, buf: Buffer, segmentSize: number, bits: number): void {
     const p = this.parser;
     const t = p.tcp;
-    if (this.sourceFull()) {
-      this.c.refusedPerSource++;
-      this.replyRst(queueIndex, t.ack, t.seq + t.payloadLength);
-      return;
-    }
-    if (this.acceptQueue.length >= this.opts.acceptBacklog) {
-      this.c.refusedFull++;
-      this.replyRst(queueIndex, t.ack, t.seq + t.payloadLength);
-      return;
-    }
-    if (this.table.size >= this.opts.maxConnections) {
-      const victim = this.evictor.victim(this.clock);
-      if (victim === null) {
-        this.c.refusedFull++;
-        this.replyRst(queueIndex, t.ack, t.seq + t.payloadLength);
-        return;
-      }
+    const verdict = this.opens.admit(this.reply.fill(p), this.acceptQueue.length, this.clock);
+    if (verdict === Admission.evict) {
+      const victim = this.opens.victim(this.clock)!;
       this.c.evicted++;
       this.closeSocket(victim, "evicted", "evicted to make room for a new connection", true);
+    } else if (verdict !== Admission.admit) {
+      this.countRefusal(verdict);
+      this.replyRst(queueIndex, t.ack, t.seq + t.payloadLength);
+      return;
     }
-    let s: Socket;
-    if (p.family === 4)
-      s = this.newSocket(4, [p.ip4.src], [p.ip4.dst], t.srcPort, t.dstPort, true, queueIndex);
-    else s = this.newSocket(6, p.ip6.src, p.ip6.dst, t.srcPort, t.dstPort, true, queueIndex);
-    s.state = SocketState.established;
-    s.iss = (t.ack - 1) | 0;
-    s.sndNxt = t.ack | 0; // our SYN-ACK consumed one sequence number
+    const s = createSocket(this, {
+      family: p.family,
+      remote: p.family === 4 ? [p.ip4.src] : p.ip6.src,
+      local: p.family === 4 ? [p.ip4.dst] : p.ip6.dst,
+      remotePort: t.srcPort,
+      localPort: t.dstPort,
+      passive: true,
+      queueIndex,
+      queueCount: this.queues.length,
+      queueLimit: this.opts.receiveQueueLimit,
+      now: this.clock,
+    });
+    s.sndNxt = t.ack | 0; // our ISN (the cookie) + 1: the SYN-ACK consumed one
     s.rcvHigh = 1; // the client's ISN is 0 and its SYN consumed one
-    s.peerIsOurs = (bits & CookieBits.ours) !== 0;
-    s.establishedAt = this.clock;
+    this.opens.opened(s, bits, this.clock);
     this.table.insert(s);
-    this.sources.add(s.family, s.r0, s.r1);
     this.acceptQueue.push(s);
     this.c.accepted++;
     if (s.peerIsOurs) this.c.negotiated++;
     this.sendFirstProbe(s);
     // The first data segment, when it is what completed the handshake, is delivered.
     if (t.payloadLength > 0) this.receiveEstablished(queueIndex, s, buf, segmentSize);
+  }
+
+  private countRefusal(verdict: number): void {
+    if (verdict === Admission.refusePerSource) this.c.refusedPerSource++;
+    else this.c.refusedFull++;
   }
 
   // ---- send helpers ----------------------------------------------------------------------
@@ -866,12 +829,12 @@ export class Stack implements SocketHost {
     this.sendControl(s, ACK, s.sndNxt, s.rcvHigh, false);
   }
 
-  /** A keepalive: a plain pure ACK (no answer expected; it keeps the path's state alive). */
-  private sendKeepalive(s: Socket, now: number): void {
+  /** A keepalive: a pure ACK, by default with seq = ours (it keeps the path's state alive). */
+  private sendKeepalive(s: Socket, now: number, seq = s.sndNxt): void {
     s.unackedBytes = 0;
     s.lastProbeAt = now;
     s.counters.keepalivesSent++;
-    this.sendControl(s, ACK, s.sndNxt, s.rcvHigh, false);
+    this.sendControl(s, ACK, seq, s.rcvHigh, false);
   }
 
   /** A challenge ACK (seq = ours, ack = `rcvHigh`), within the per-connection and global limits. */
@@ -905,42 +868,11 @@ export class Stack implements SocketHost {
       this.c.rstRateLimited++;
       return;
     }
-    const r = this.fillReply();
+    const r = this.reply.fill(this.parser);
     if (this.writer.writeControl(this.queues[queueIndex], r, RST_ACK, seq | 0, ack | 0, false)) {
       this.c.packetsSent++;
       this.c.rstSent++;
     } else this.c.droppedByDevice++;
-  }
-
-  /** The reply tuple, filled in for the sender of the packet being handled. */
-  private fillReply(): ReplyTuple {
-    const p = this.parser;
-    const r = this.reply;
-    if (p.family === 4) {
-      r.family = 4;
-      r.r0 = p.ip4.src | 0;
-      r.l0 = p.ip4.dst | 0;
-      r.r1 = r.r2 = r.r3 = r.l1 = r.l2 = r.l3 = 0;
-      r.pseudoBase = ipv4PseudoBase(p.ip4.dst, p.ip4.src);
-      r.ipBase = ipv4HeaderBaseSum(p.ip4.dst, p.ip4.src);
-    } else {
-      const src = p.ip6.src;
-      const dst = p.ip6.dst;
-      r.family = 6;
-      r.r0 = src[0] | 0;
-      r.r1 = src[1] | 0;
-      r.r2 = src[2] | 0;
-      r.r3 = src[3] | 0;
-      r.l0 = dst[0] | 0;
-      r.l1 = dst[1] | 0;
-      r.l2 = dst[2] | 0;
-      r.l3 = dst[3] | 0;
-      r.pseudoBase = ipv6PseudoBase(dst, src);
-      r.ipBase = 0;
-    }
-    r.remotePort = p.tcp.srcPort;
-    r.localPort = p.tcp.dstPort;
-    return r;
   }
 
   // ---- timers ----------------------------------------------------------------------------
@@ -1022,12 +954,13 @@ export class Stack implements SocketHost {
    * Called once when a connection becomes established: starts the sequence windows and, with
    * keepalives on, sends a keepalive at once. That is the first segment after the handshake in
    * our direction, from which Linux conntrack on the path learns our window scale (until then
-   * it judges data by the unscaled window).
+   * it judges data by the unscaled window); towards a phantun server it also draws one
+   * segment back, for the same reason in the other direction (see `firstKeepaliveSeq`).
    */
   private sendFirstProbe(s: Socket): void {
     startSeqState(s);
     if (this.opts.keepaliveIntervalMs <= 0) return;
-    this.sendKeepalive(s, this.clock);
+    this.sendKeepalive(s, this.clock, firstKeepaliveSeq(s));
   }
 
   /** A probe to a peer of ours: a pure ACK with an old seq, which it answers (liveness.ts). */
@@ -1038,66 +971,6 @@ export class Stack implements SocketHost {
   }
 
   // ---- helpers ---------------------------------------------------------------------------
-
-  private newSocket(
-    family: 4 | 6,
-    remote: ArrayLike<number>,
-    local: ArrayLike<number>,
-    remotePort: number,
-    localPort: number,
-    passive: boolean,
-    queueIndex: number,
-  ): Socket {
-    const r = [remote[0] | 0, (remote[1] ?? 0) | 0, (remote[2] ?? 0) | 0, (remote[3] ?? 0) | 0];
-    const hash = hashTuple(r[0], r[1], r[2], r[3], remotePort, localPort);
-    const uLocal = Array.from({ length: family === 4 ? 1 : 4 }, (_, i) => local[i] >>> 0);
-    const uRemote = Array.from({ length: family === 4 ? 1 : 4 }, (_, i) => remote[i] >>> 0);
-    return new Socket(this, {
-      state: passive ? SocketState.established : SocketState.synSent,
-      family,
-      remote,
-      local,
-      remotePort,
-      localPort,
-      passive,
-      queueIndex: queueIndex >= 0 ? queueIndex : (hash >>> 0) % this.queues.length,
-      hash,
-      pseudoBase:
-        family === 4 ? ipv4PseudoBase(uLocal[0], uRemote[0]) : ipv6PseudoBase(uLocal, uRemote),
-      ipBase: family === 4 ? ipv4HeaderBaseSum(uLocal[0], uRemote[0]) : 0,
-      queueLimit: this.opts.receiveQueueLimit,
-      now: this.clock,
-    });
-  }
-
-  /**
-   * Random start in 32768..60999, then the first port whose tuple is free, counting up. With
-   * a port shard, only ports `p` with `(p + remotePort) % count === index` are candidates.
-   */
-  private pickSourcePort(
-    family: 4 | 6,
-    remote: number[],
-    local: number[],
-    remotePort: number,
-  ): number {
-    const { index, count } = this.opts.portShard;
-    const start = Math.floor(Math.random() * EPHEMERAL_COUNT);
-    let candidates = 0;
-    for (let i = 0; i < EPHEMERAL_COUNT; i++) {
-      const port = EPHEMERAL_FIRST + ((start + i) % EPHEMERAL_COUNT);
-      if ((port + remotePort) % count !== index) continue;
-      candidates++;
-      const taken =
-        family === 4
-          ? this.table.find4(remote[0], local[0], remotePort, port)
-          : this.table.find6(remote, local, remotePort, port);
-      if (taken === null) return port;
-    }
-    throw codeError(
-      "EADDRNOTAVAIL",
-      `no free source port towards port ${remotePort}: all ${candidates} in use`,
-    );
-  }
 
   private logTooBig(length: number, mtu: number, family: 4 | 6): void {
     this.tooBigSinceLog++;
