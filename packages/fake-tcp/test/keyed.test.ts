@@ -154,6 +154,18 @@ describe("the Linux-shaped handshake", () => {
     expect(c.peerIsOurs && s.peerIsOurs).toBe(true);
   });
 
+  it("option ttl sets the TTL / hop limit of every segment, checksums intact", async () => {
+    for (const family of [4, 6] as const) {
+      const p = rawPeer({ stack: { key: SECRET, ttl: 65 }, family });
+      cleanup.push(p.close);
+      p.stack.listen(4567);
+      p.send(keyedSyn(31337));
+      await p.settle();
+      // rawPeer checks the IPv4 header checksum of everything the stack sends.
+      expect(p.raw.map((x) => x[family === 4 ? 8 : 7])).toEqual([65]);
+    }
+  });
+
   it("carries datagrams both ways, and its data path is the unkeyed one", async () => {
     const t = keyedStacks();
     const { c, s } = await connected(t);

@@ -95,10 +95,14 @@ export class SegmentWriter {
   private runAck = 0;
   private runNextSeq = 0;
 
-  /** `coalesce` false: never make runs, every data segment is written on its own. */
+  /**
+   * `coalesce` false: never make runs, every data segment is written on its own. `ttl`: the
+   * IPv4 TTL and IPv6 hop limit of every segment (the tuples' `ipBase` must include it).
+   */
   constructor(
     private readonly coalesce = true,
     private readonly onRunRefused: RunRefusedHandler = () => {},
+    private readonly ttl = 64,
   ) {}
 
   /**
@@ -335,7 +339,7 @@ export class SegmentWriter {
   /** The IP header of a segment of `t` with a TCP part of `tcpLength` bytes; its length. */
   private emitIp(h: Buffer, t: SegmentTuple, tcpLength: number, ipId: number): number {
     if (t.family === 4) {
-      return emitIpv4Header(h, 0, t.l0 >>> 0, t.r0 >>> 0, tcpLength, t.ipBase, ipId);
+      return emitIpv4Header(h, 0, t.l0 >>> 0, t.r0 >>> 0, tcpLength, t.ipBase, ipId, this.ttl);
     } else {
       const l = this.local;
       const r = this.remote;
@@ -347,7 +351,7 @@ export class SegmentWriter {
       r[1] = t.r1;
       r[2] = t.r2;
       r[3] = t.r3;
-      return emitIpv6Header(h, 0, l, r, tcpLength, t.flowLabel ?? 0);
+      return emitIpv6Header(h, 0, l, r, tcpLength, t.flowLabel ?? 0, this.ttl);
     }
   }
 }

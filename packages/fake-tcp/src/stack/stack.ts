@@ -168,7 +168,7 @@ export class Stack implements SocketHost {
   private readonly acceptQueue: BoundedQueue<Socket>;
   private readonly parser = new SegmentParser();
   private readonly writer: SegmentWriter;
-  private readonly reply = new ReplyTuple();
+  private readonly reply: ReplyTuple;
   private readonly rstBucket: TokenBucket;
   private readonly challenges: ChallengeLimiter;
   /** Connections of ours under the fast check after a doubtful RST (see `receiveRst`). */
@@ -186,9 +186,12 @@ export class Stack implements SocketHost {
 
   constructor(options: StackOptions) {
     this.opts = resolveOptions(options);
-    this.writer = new SegmentWriter(this.opts.segmentationOffload, (t, segments) =>
-      this.runRefused(t, segments),
+    this.writer = new SegmentWriter(
+      this.opts.segmentationOffload,
+      (t, segments) => this.runRefused(t, segments),
+      this.opts.ttl,
     );
+    this.reply = new ReplyTuple(this.opts.ttl);
     this.queues = this.opts.queues.slice();
     if (this.opts.local4 !== undefined) {
       const a = parseIpv4(this.opts.local4);
@@ -353,6 +356,7 @@ export class Stack implements SocketHost {
       queueCount: this.queues.length,
       queueLimit: this.opts.receiveQueueLimit,
       now: this.clock,
+      ttl: this.opts.ttl,
     });
     if (this.keyed) this.keyed.begin(s);
     else s.sndNxt = 1; // the SYN (seq 0) consumes one sequence number
@@ -1011,6 +1015,7 @@ export class Stack implements SocketHost {
       queueCount: this.queues.length,
       queueLimit: this.opts.receiveQueueLimit,
       now: this.clock,
+      ttl: this.opts.ttl,
     });
     s.sndNxt = t.ack | 0; // our ISN (the cookie) + 1: the SYN-ACK consumed one
     s.rcvHigh = t.seq | 0; // the client's ISN (0 unkeyed, its nonce keyed) + 1
