@@ -130,6 +130,11 @@ export interface StartTunnelOptions {
   readonly fatal: (err: unknown) => void;
   /** The shard this stack is: its connections use ports that steer back to its queue. */
   readonly shard: ShardPosition;
+  /**
+   * Keyed listeners: the replay cache all shards share (`ReplayCache.memory`): a replayed SYN
+   * from another port may reach another shard than the original.
+   */
+  readonly replayCache?: SharedArrayBuffer;
 }
 
 /**
@@ -200,6 +205,7 @@ function newStack(queue: TunQueue, config: CommonConfig, options: StartTunnelOpt
     segmentationOffload: config.segmentationOffload,
     portShard: options.shard,
     key: config.key,
+    replayCacheMemory: options.replayCache,
     // Keyed handshakes announce the window scale this host's kernel would (its SYNs are
     // the ones a keyed SYN must not stand out from).
     synWindowScale: config.key === undefined ? undefined : hostWindowScale(),

@@ -285,7 +285,18 @@ describe("the replay cache", () => {
     expect(cache.admitSyn(elsewhere, 99, tsval, slot + 3, gone)).toBe(SynReplay.fresh);
   });
 
-  it("is bounded: a full ring overwrites its oldest entry and counts it if still needed", () => {
+  it("is shared by the stacks given the same memory (one per shard of a program)", () => {
+    const memory = ReplayCache.memory(64);
+    const shard0 = new ReplayCache(memory);
+    const shard1 = new ReplayCache(memory);
+    expect(shard0.admitSyn(client, 99, tsval, slot, NOW)).toBe(SynReplay.fresh);
+    expect(shard1.admitSyn(elsewhere, 99, tsval, slot, NOW)).toBe(SynReplay.replay);
+    expect(shard1.provesAck(client, 99, isn + 1, KEY, PORT, NOW)).toBe(true);
+    expect(shard1.capacity).toBe(64);
+    expect(() => new ReplayCache(new SharedArrayBuffer(64))).toThrow(/ReplayCache.memory/);
+  });
+
+  it("is bounded: a full set overwrites its oldest entry and counts it if still needed", () => {
     const cache = new ReplayCache(4);
     for (let n = 0; n < 6; n++) cache.admitSyn(client, n, n, slot, NOW);
     expect(cache.size).toBe(4);

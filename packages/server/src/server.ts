@@ -2,6 +2,8 @@
  * The server program: accepts fake-TCP connections on `--listen` and relays each to
  * `--remote` over its own UDP socket.
  */
+
+import { ReplayCache } from "fake-tcp";
 import {
   configuredHandshakePacket,
   formatAddress,
@@ -18,6 +20,12 @@ import {
 } from "fake-tcp-common";
 import type { ServerConfig } from "./cli.js";
 import { type ServerShardData, startServerShard } from "./shard.js";
+
+/**
+ * Keyed SYN tokens remembered (see `ReplayCache`): enough for a thousand handshakes a
+ * second for the three minutes a token lives; 3.4 MB.
+ */
+const REPLAY_CACHE_SIZE = 65_536;
 
 /** Options for {@link startServer} beyond the configuration (for tests). */
 export type StartServerOptions = LaunchOptions;
@@ -44,6 +52,8 @@ async function start(config: ServerConfig, context: ProgramContext): Promise<Run
   // The device first: its creation fails when another instance has this --tun, before
   // anything of that instance (its nft table) is touched.
   const device = openProgramDevice(config, context);
+  // Keyed: one replay cache for all shards (SharedArrayBuffer: shared, not copied, with them).
+  const replayCache = config.key === undefined ? undefined : ReplayCache.memory(REPLAY_CACHE_SIZE);
   if (config.autoRules) {
     await setUpHost({
       rules: {
@@ -70,6 +80,7 @@ async function start(config: ServerConfig, context: ProgramContext): Promise<Run
       handshakePacket,
       shard: { index, count: device.shards },
       fd,
+      replayCache,
     }),
     logLevel: config.logLevel,
   });

@@ -23,6 +23,8 @@ export interface ServerShardData {
   readonly shard: ShardPosition;
   /** This shard's TUN queue (an fd of the main thread's device). */
   readonly fd: number;
+  /** Keyed mode: the replay cache all shards share (undefined unkeyed). */
+  readonly replayCache: SharedArrayBuffer | undefined;
 }
 
 /** Starts a server shard: its stack listens on the port, every shard on the same port. */
@@ -36,6 +38,7 @@ export async function startServerShard(
     logger,
     fatal: context.fatal,
     shard: data.shard,
+    replayCache: data.replayCache,
   });
   const relays = new RelayTable({
     remote,

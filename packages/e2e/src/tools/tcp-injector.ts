@@ -671,9 +671,13 @@ async function onpath(): Promise<void> {
     seen++;
   });
   const filter = ["tcp", "and", "host", serverAddr, "and", "port", String(server.port)];
-  const dump = spawn("tcpdump", ["-i", iface, "-n", "-U", "-s", "128", "-w", "-", ...filter], {
-    stdio: ["ignore", "pipe", "ignore"],
-  });
+  const dump = spawn(
+    "tcpdump",
+    ["-i", iface, "-n", "-U", "--immediate-mode", "-s", "128", "-w", "-", ...filter],
+    {
+      stdio: ["ignore", "pipe", "ignore"],
+    },
+  );
   dump.stdout.on("data", (chunk: Buffer) => stream.push(chunk));
   const started = Date.now();
   while ((clientNext < 0 || serverNext < 0) && Date.now() - started < 5_000) await sleep(10);

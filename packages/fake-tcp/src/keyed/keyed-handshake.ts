@@ -31,9 +31,10 @@ export class KeyedHandshakes {
   private readonly replays: ReplayCache;
   private readonly random = new Uint32Array(3);
 
-  constructor(secret: Uint8Array, replayCacheSize: number) {
+  /** `replays`: shared replay-cache memory (`ReplayCache.memory`), or a capacity of its own. */
+  constructor(secret: Uint8Array, replays: SharedArrayBuffer | number) {
     this.key = new TunnelKey(secret);
-    this.replays = new ReplayCache(replayCacheSize);
+    this.replays = new ReplayCache(replays);
   }
 
   /** Replay-cache entries overwritten while still needed (see `ReplayCache.liveOverwrites`). */

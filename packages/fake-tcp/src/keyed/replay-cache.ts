@@ -5,11 +5,15 @@
  * tuple, echoing the ISN made for that token. This is the only state a keyed listener keeps
  * per handshake, and only a key holder can make it keep any.
  *
- * Entries are kept in a ring in arrival order and found by nonce (the client's ISN: the ACK
- * carries it back as seq - 1). An entry is needed while its token can still pass the slot
- * check, plus one slot for the ACK (`STALE_AFTER_SLOTS`); a full ring overwrites its oldest
- * entry even if it is still needed, which is counted (`liveOverwrites`): that token could then
- * be answered once more, from anywhere.
+ * The cache lives in a SharedArrayBuffer so that the stacks of a sharded program share one:
+ * the device steers a flow to a shard by its ports, so a replay from another port would reach
+ * another shard, which must know the token too. Entries are found by nonce (the client's ISN:
+ * the ACK carries it back as seq - 1) in a set-associative table: a nonce hashes to a set of
+ * `WAYS` entries, each set guarded by its own lock (an `Atomics` spin lock around a few
+ * reads and writes). An entry is needed while its token can still pass the slot check, plus
+ * one slot for the ACK (`STALE_AFTER_SLOTS`); a full set overwrites its oldest entry even if
+ * it is still needed, which is counted (`liveOverwrites`): that token could then be answered
+ * once more, from anywhere.
  */
 import type { SegmentTuple } from "../stack/segment-writer.js";
 import { TOKEN_SLOT_SLACK, type TunnelKey, tokenSlotOf } from "./tunnel-key.js";
@@ -27,37 +31,65 @@ export const SynReplay = {
   replay: 2,
 } as const;
 
+/** Entries per set. */
+const WAYS = 4;
+/** Header words: insertion counter, number of sets. */
+const HEADER = 2;
+// Words of an entry.
+const USED = 0;
+const ORDER = 1;
+const NONCE = 2;
+const TSVAL = 3;
+const PREVIOUS = 4;
+const HAS_PREVIOUS = 5;
+const SLOT = 6;
+const FAMILY = 7;
+const PORT = 8;
+const ADDRESS = 9;
+const ENTRY = 13;
+
 export class ReplayCache {
-  private readonly byNonce = new Map<number, number>();
-  private readonly nonce: Uint32Array;
-  private readonly tsval: Uint32Array;
-  /** The TSval of the token before the last one from the same tuple (slot change), or -1. */
-  private readonly previousTsval: Float64Array;
-  private readonly slot: Int32Array;
-  private readonly family: Uint8Array;
-  private readonly address: Int32Array;
-  private readonly port: Uint16Array;
-  private readonly used: Uint8Array;
-  private next = 0;
-  /** Entries overwritten while still needed (the ring was too small for the SYN rate). */
+  private readonly words: Int32Array;
+  private readonly sets: number;
+  private readonly setShift: number;
+  private readonly entries: number;
+  /** Entries this instance overwrote while still needed (the cache was too small). */
   liveOverwrites = 0;
 
-  constructor(readonly capacity: number) {
+  /**
+   * Memory for a cache of at least `capacity` entries (a power-of-two number of sets of
+   * `WAYS`), to hand to `new ReplayCache(memory)` in every stack that shares it.
+   */
+  static memory(capacity: number): SharedArrayBuffer {
     if (!Number.isInteger(capacity) || capacity < 1)
       throw new RangeError(`replay cache capacity must be a positive integer, got ${capacity}`);
-    this.nonce = new Uint32Array(capacity);
-    this.tsval = new Uint32Array(capacity);
-    this.previousTsval = new Float64Array(capacity);
-    this.slot = new Int32Array(capacity);
-    this.family = new Uint8Array(capacity);
-    this.address = new Int32Array(4 * capacity);
-    this.port = new Uint16Array(capacity);
-    this.used = new Uint8Array(capacity);
+    const sets = 2 ** Math.ceil(Math.log2(Math.max(1, Math.ceil(capacity / WAYS))));
+    const memory = new SharedArrayBuffer(4 * (HEADER + sets + sets * WAYS * ENTRY));
+    new Int32Array(memory)[1] = sets;
+    return memory;
   }
 
-  /** Entries in the ring (live or stale). */
+  /** `memory`: from `ReplayCache.memory`, or a capacity to make a cache of its own. */
+  constructor(memory: SharedArrayBuffer | number) {
+    const buffer = typeof memory === "number" ? ReplayCache.memory(memory) : memory;
+    this.words = new Int32Array(buffer);
+    this.sets = this.words[1];
+    if (!(this.sets >= 1) || (this.sets & (this.sets - 1)) !== 0)
+      throw new RangeError("replay cache memory was not made by ReplayCache.memory");
+    this.setShift = 32 - Math.log2(this.sets);
+    this.entries = HEADER + this.sets;
+  }
+
+  /** Entries the cache holds (scans it all: for tests and stats, not the packet path). */
   get size(): number {
-    return this.byNonce.size;
+    let n = 0;
+    for (let e = 0; e < this.sets * WAYS; e++) n += this.words[this.entries + e * ENTRY + USED];
+    return n;
+  }
+
+  /** Entries it can hold. */
+  get capacity(): number {
+    return this.sets * WAYS;
   }
 
   /**
@@ -65,19 +97,27 @@ export class ReplayCache {
    * `now`: records it if new, and says whether to answer (`SynReplay`).
    */
   admitSyn(t: SegmentTuple, nonce: number, tsval: number, slot: number, now: number): number {
-    const i = this.live(nonce, now);
-    if (i >= 0) {
-      if (!this.sameTuple(i, t)) return SynReplay.replay;
-      if (this.tsval[i] !== tsval >>> 0) {
-        // A retransmission that crossed into another slot: its token (and ISN) changed.
-        this.previousTsval[i] = this.tsval[i];
-        this.tsval[i] = tsval;
-        this.slot[i] = Math.max(this.slot[i], slot);
+    const set = this.setOf(nonce);
+    this.lock(set);
+    try {
+      const w = this.words;
+      const e = this.find(set, nonce, now);
+      if (e >= 0) {
+        if (!this.sameTuple(e, t)) return SynReplay.replay;
+        if (w[e + TSVAL] !== (tsval | 0)) {
+          // A retransmission that crossed into another slot: its token (and ISN) changed.
+          w[e + PREVIOUS] = w[e + TSVAL];
+          w[e + HAS_PREVIOUS] = 1;
+          w[e + TSVAL] = tsval | 0;
+          w[e + SLOT] = Math.max(w[e + SLOT], slot);
+        }
+        return SynReplay.again;
       }
-      return SynReplay.again;
+      this.insert(set, t, nonce, tsval, slot, now);
+      return SynReplay.fresh;
+    } finally {
+      this.unlock(set);
     }
-    this.insert(t, nonce, tsval, slot, now);
-    return SynReplay.fresh;
   }
 
   /**
@@ -93,55 +133,100 @@ export class ReplayCache {
     port: number,
     now: number,
   ): boolean {
-    const i = this.live(nonce, now);
-    if (i < 0 || !this.sameTuple(i, t)) return false;
-    const isn = (ack - 1) >>> 0;
-    if (key.synAckIsn(port, nonce, this.tsval[i]) === isn) return true;
-    const previous = this.previousTsval[i];
-    return previous >= 0 && key.synAckIsn(port, nonce, previous) === isn;
-  }
-
-  /** The index of the entry for `nonce` that is still needed at `now`, else -1. */
-  private live(nonce: number, now: number): number {
-    const i = this.byNonce.get(nonce >>> 0);
-    if (i === undefined) return -1;
-    return tokenSlotOf(now) - this.slot[i] > STALE_AFTER_SLOTS ? -1 : i;
-  }
-
-  private insert(t: SegmentTuple, nonce: number, tsval: number, slot: number, now: number): void {
-    const key = nonce >>> 0;
-    const stale = this.byNonce.get(key);
-    if (stale !== undefined) this.byNonce.delete(key);
-    const i = this.next;
-    this.next = (i + 1) % this.capacity;
-    if (this.used[i] === 1) {
-      if (tokenSlotOf(now) - this.slot[i] <= STALE_AFTER_SLOTS) this.liveOverwrites++;
-      const old = this.nonce[i];
-      if (this.byNonce.get(old) === i) this.byNonce.delete(old);
+    const set = this.setOf(nonce);
+    let tsval: number;
+    let previous = -1;
+    this.lock(set);
+    try {
+      const e = this.find(set, nonce, now);
+      if (e < 0 || !this.sameTuple(e, t)) return false;
+      tsval = this.words[e + TSVAL] >>> 0;
+      if (this.words[e + HAS_PREVIOUS] === 1) previous = this.words[e + PREVIOUS] >>> 0;
+    } finally {
+      this.unlock(set);
     }
-    this.used[i] = 1;
-    this.nonce[i] = key;
-    this.tsval[i] = tsval;
-    this.previousTsval[i] = -1;
-    this.slot[i] = slot;
-    this.family[i] = t.family;
-    this.address[4 * i] = t.r0;
-    this.address[4 * i + 1] = t.r1;
-    this.address[4 * i + 2] = t.r2;
-    this.address[4 * i + 3] = t.r3;
-    this.port[i] = t.remotePort;
-    this.byNonce.set(key, i);
+    const isn = (ack - 1) >>> 0;
+    if (key.synAckIsn(port, nonce >>> 0, tsval) === isn) return true;
+    return previous >= 0 && key.synAckIsn(port, nonce >>> 0, previous) === isn;
   }
 
-  private sameTuple(i: number, t: SegmentTuple): boolean {
-    const a = 4 * i;
+  private setOf(nonce: number): number {
+    return this.sets === 1 ? 0 : Math.imul(nonce | 0, 0x9e3779b1) >>> this.setShift;
+  }
+
+  /** The word index of the live entry for `nonce` in `set`, else -1. */
+  private find(set: number, nonce: number, now: number): number {
+    const w = this.words;
+    const current = tokenSlotOf(now);
+    const first = this.entries + set * WAYS * ENTRY;
+    for (let way = 0; way < WAYS; way++) {
+      const e = first + way * ENTRY;
+      if (
+        w[e + USED] === 1 &&
+        w[e + NONCE] === (nonce | 0) &&
+        current - w[e + SLOT] <= STALE_AFTER_SLOTS
+      )
+        return e;
+    }
+    return -1;
+  }
+
+  /** Writes a new entry into `set`: a free or stale way, else the oldest (counted). */
+  private insert(
+    set: number,
+    t: SegmentTuple,
+    nonce: number,
+    tsval: number,
+    slot: number,
+    now: number,
+  ): void {
+    const w = this.words;
+    const current = tokenSlotOf(now);
+    const first = this.entries + set * WAYS * ENTRY;
+    let victim = -1;
+    let oldest = -1;
+    for (let way = 0; way < WAYS && victim < 0; way++) {
+      const e = first + way * ENTRY;
+      if (w[e + USED] === 0 || current - w[e + SLOT] > STALE_AFTER_SLOTS) victim = e;
+      else if (oldest < 0 || ((w[e + ORDER] - w[oldest + ORDER]) | 0) < 0) oldest = e;
+    }
+    if (victim < 0) {
+      victim = oldest;
+      this.liveOverwrites++;
+    }
+    w[victim + USED] = 1;
+    w[victim + ORDER] = Atomics.add(w, 0, 1);
+    w[victim + NONCE] = nonce | 0;
+    w[victim + TSVAL] = tsval | 0;
+    w[victim + HAS_PREVIOUS] = 0;
+    w[victim + SLOT] = slot;
+    w[victim + FAMILY] = t.family;
+    w[victim + PORT] = t.remotePort;
+    w[victim + ADDRESS] = t.r0 | 0;
+    w[victim + ADDRESS + 1] = t.r1 | 0;
+    w[victim + ADDRESS + 2] = t.r2 | 0;
+    w[victim + ADDRESS + 3] = t.r3 | 0;
+  }
+
+  private sameTuple(e: number, t: SegmentTuple): boolean {
+    const w = this.words;
     return (
-      this.family[i] === t.family &&
-      this.port[i] === t.remotePort &&
-      this.address[a] === (t.r0 | 0) &&
-      this.address[a + 1] === (t.r1 | 0) &&
-      this.address[a + 2] === (t.r2 | 0) &&
-      this.address[a + 3] === (t.r3 | 0)
+      w[e + FAMILY] === t.family &&
+      w[e + PORT] === t.remotePort &&
+      w[e + ADDRESS] === (t.r0 | 0) &&
+      w[e + ADDRESS + 1] === (t.r1 | 0) &&
+      w[e + ADDRESS + 2] === (t.r2 | 0) &&
+      w[e + ADDRESS + 3] === (t.r3 | 0)
     );
+  }
+
+  /** Takes the lock of `set` (held for a few reads and writes, so spinning is cheap). */
+  private lock(set: number): void {
+    const at = HEADER + set;
+    while (Atomics.compareExchange(this.words, at, 0, 1) !== 0) {}
+  }
+
+  private unlock(set: number): void {
+    Atomics.store(this.words, HEADER + set, 0);
   }
 }

@@ -129,6 +129,12 @@ export interface StackOptions {
    * Enough for this many handshakes in about three minutes. Default 65536.
    */
   replayCacheSize?: number;
+  /**
+   * Keyed mode: the replay cache's memory (`ReplayCache.memory(capacity)`), shared by the
+   * stacks of a sharded program (a replayed SYN from another port may reach another shard).
+   * Default: a cache of this stack's own, of `replayCacheSize` entries.
+   */
+  replayCacheMemory?: SharedArrayBuffer;
 }
 
 /** This stack's shard: `index` of `count` (see {@link StackOptions.portShard}). */
@@ -138,8 +144,9 @@ export interface PortShard {
 }
 
 /** Options with every default applied. */
-export type ResolvedOptions = Required<Omit<StackOptions, "local4" | "local6" | "log" | "key">> &
-  Pick<StackOptions, "local4" | "local6" | "log" | "key">;
+type OptionalOptions = "local4" | "local6" | "log" | "key" | "replayCacheMemory";
+export type ResolvedOptions = Required<Omit<StackOptions, OptionalOptions>> &
+  Pick<StackOptions, OptionalOptions>;
 
 /** Most shards: more would leave too few ports per shard in the ephemeral range. */
 export const MAX_PORT_SHARDS = 1024;
@@ -183,6 +190,7 @@ export function resolveOptions(o: StackOptions): ResolvedOptions {
     key: o.key,
     synWindowScale: o.synWindowScale ?? 7,
     replayCacheSize: o.replayCacheSize ?? 65536,
+    replayCacheMemory: o.replayCacheMemory,
     ttl: o.ttl ?? 64,
   };
   positiveInt("ttl", r.ttl);

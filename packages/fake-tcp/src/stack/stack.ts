@@ -211,7 +211,10 @@ export class Stack implements SocketHost {
     this.keyed =
       this.opts.key === undefined
         ? null
-        : new KeyedHandshakes(this.opts.key, this.opts.replayCacheSize);
+        : new KeyedHandshakes(
+            this.opts.key,
+            this.opts.replayCacheMemory ?? this.opts.replayCacheSize,
+          );
     this.c = {
       packetsReceived: 0,
       packetsSent: 0,
