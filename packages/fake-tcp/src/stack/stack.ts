@@ -16,7 +16,9 @@ import {
   answersProbe,
   dataArrived,
   firstKeepaliveSeq,
+  isProbeAnswer,
   nextProbeSeq,
+  probeAnswered,
   probeSent,
   SweepAction,
   sweepDecision,
@@ -26,7 +28,7 @@ import {
 import { type ResolvedOptions, resolveOptions, type StackOptions } from "./options.js";
 import { Admission, PassiveOpens } from "./passive-open.js";
 import { type SegmentTuple, SegmentWriter, WriteResult } from "./segment-writer.js";
-import { seqAdd, seqGt, seqMax } from "./seq.js";
+import { seqAdd, seqGt } from "./seq.js";
 import { type CloseCause, type Socket, type SocketHost, SocketState } from "./socket.js";
 import { TokenBucket } from "./token-bucket.js";
 import { createSocket, pickSourcePort, ReplyTuple } from "./tuple.js";
@@ -507,7 +509,6 @@ export class Stack implements SocketHost {
         return;
       }
       skip = segments - recordChain(s, seq, len, segments, now);
-      s.rcvHigh = seqAdd(seq, len);
       this.c.resynced++;
     }
     s.lastReceived = now;
@@ -516,8 +517,10 @@ export class Stack implements SocketHost {
       this.receiveEmpty(s, seq, ack);
       return;
     }
-    dataArrived(s, now);
-    s.rcvHigh = seqMax(s.rcvHigh, seqAdd(seq, len));
+    const end = seqAdd(seq, len);
+    const advanced = verdict === Verdict.resync || seqGt(end, s.rcvHigh);
+    if (advanced) s.rcvHigh = end;
+    dataArrived(s, now, advanced);
     if (s.unackedBytes === 0) s.unackedSince = now;
     s.unackedBytes += len;
     // The first segment we send after the handshake tells conntrack on the path our window
@@ -618,11 +621,8 @@ export class Stack implements SocketHost {
    * a pure ACK (its seq tells us how far the peer has sent; we never ack beyond it).
    */
   private receiveEmpty(s: Socket, seq: number, ack: number): void {
-    if (s.probeOutstanding && ack === s.probeSeq) {
-      s.probeOutstanding = false;
-      s.probesUnanswered = 0;
-      s.verifyProbes = 0;
-      s.counters.probesAnswered++;
+    if (isProbeAnswer(s, ack)) {
+      probeAnswered(s);
       return;
     }
     if (seqGt(seq, s.rcvHigh)) s.rcvHigh = seq;
