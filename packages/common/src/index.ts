@@ -1,4 +1,5 @@
 export * from "./address.js";
+export * from "./config-file.js";
 export * from "./errors.js";
 export * from "./handshake-packet.js";
 export * from "./host-setup.js";

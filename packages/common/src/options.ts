@@ -6,6 +6,12 @@
 import { availableParallelism } from "node:os";
 import yargs, { type Options } from "yargs";
 import { parseIPv4, parseIPv6 } from "./address.js";
+import {
+  CONFIG_OPTION,
+  configFileValues,
+  configOptionDefinition,
+  markConfigFileSources,
+} from "./config-file.js";
 import { UsageError } from "./errors.js";
 import { LOG_LEVELS, type LogLevel } from "./logger.js";
 
@@ -273,15 +279,22 @@ export function parseCommandLine(
   for (const [name, option] of Object.entries(spec.options)) {
     own[name] = { group: "Main:", ...option };
   }
-  const all = { ...own, ...commonOptionDefinitions(spec.role) };
+  const all = {
+    ...own,
+    ...commonOptionDefinitions(spec.role),
+    [CONFIG_OPTION]: configOptionDefinition,
+  };
   for (const option of Object.values(all)) {
     if (option.type === "string") option.requiresArg = true;
   }
+  // Precedence: command line, then environment, then the file.
+  const file = configFileValues(argv, env, envName(CONFIG_OPTION), all);
+  const fromEnv = optionsFromEnv(all, env);
   const parser = yargs([...argv])
     .scriptName(spec.program)
     .usage(spec.usage)
     .options(all)
-    .config(optionsFromEnv(all, env))
+    .config({ ...file.values, ...fromEnv })
     .strictOptions()
     // Numbers stay text: the validators below give precise errors ("0x10" is not a port).
     .parserConfiguration({
@@ -302,6 +315,7 @@ export function parseCommandLine(
   for (const [command, description] of spec.examples) parser.example(command, description);
   const parsed = parser.parseSync() as RawArguments;
   if (parsed.help === true || parsed.version === true) return null;
+  markConfigFileSources(parsed, file.file, file.values, fromEnv);
   return parsed;
 }
 
