@@ -5,7 +5,7 @@
  */
 import { availableParallelism } from "node:os";
 import yargs, { type Options } from "yargs";
-import { parseIPv4, parseIPv6 } from "./address.js";
+import { parseIPv4, parseIPv6, parseListenAddress, type SocketAddress } from "./address.js";
 import {
   CONFIG_OPTION,
   configFileValues,
@@ -14,6 +14,7 @@ import {
 } from "./config-file.js";
 import { UsageError } from "./errors.js";
 import { LOG_LEVELS, type LogLevel } from "./logger.js";
+import { programVersion } from "./version.js";
 
 /** Which program is parsing: the defaults of the TUN addresses differ. */
 export type Role = "client" | "server";
@@ -83,6 +84,8 @@ export interface CommonConfig {
    * run the kernel numbers the IDs 0, 1, 2...).
    */
   readonly segmentationOffload: boolean;
+  /** Where the Prometheus endpoint listens (`--metrics`); undefined: no endpoint. */
+  readonly metrics: SocketAddress | undefined;
 }
 
 const TUN_GROUP = "Tunnel device:";
@@ -202,6 +205,12 @@ export function commonOptionDefinitions(role: Role): Record<string, Options> {
       describe: "seconds between counter lines at info level (0: off; SIGUSR1 logs them too)",
       group: OPS_GROUP,
     },
+    metrics: {
+      type: "string",
+      describe:
+        "serve Prometheus metrics at http://IP:PORT/metrics (PORT alone: 127.0.0.1:PORT); off unless given",
+      group: OPS_GROUP,
+    },
   };
 }
 
@@ -273,7 +282,7 @@ export function parseCommandLine(
   argv: readonly string[],
   spec: CommandLineSpec,
   env: NodeJS.ProcessEnv = process.env,
-  version = "0.1.0",
+  version = programVersion(),
 ): RawArguments | null {
   const own: Record<string, Options> = {};
   for (const [name, option] of Object.entries(spec.options)) {
@@ -437,5 +446,11 @@ export function commonConfig(args: RawArguments): CommonConfig {
     autoRules: booleanOption(args, "autoRules", "--auto-rules"),
     checksumOffload: booleanOption(args, "checksumOffload", "--checksum-offload"),
     segmentationOffload: booleanOption(args, "segmentationOffload", "--segmentation-offload"),
+    metrics: metricsAddress(stringOption(args, "metrics", "--metrics")),
   };
+}
+
+/** `--metrics`: an IP address and port to listen on, or nothing. */
+function metricsAddress(text: string | undefined): SocketAddress | undefined {
+  return text === undefined ? undefined : parseListenAddress(text, "--metrics");
 }

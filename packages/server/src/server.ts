@@ -76,5 +76,5 @@ async function start(config: ServerConfig, context: ProgramContext): Promise<Run
     { listen: config.listen, remote: remoteName, shards: shards.length },
     "fake-tcp-server running",
   );
-  return shardedProgram(shards, context);
+  return shardedProgram(shards, context, config);
 }
