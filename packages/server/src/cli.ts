@@ -10,6 +10,7 @@ import {
   parseHostPort,
   parsePort,
   stringOption,
+  validateArguments,
 } from "fake-tcp-common";
 
 /** The server's validated configuration. */
@@ -79,13 +80,15 @@ export function parseServerArgs(
     env,
   );
   if (!args) return null;
-  const common = commonConfig(args);
-  const listenText = (stringOption(args, "listen", "--listen") ?? "").trim();
-  // phantun's server takes a bare port; accept "0.0.0.0:PORT"/"[::]:PORT" too for convenience.
-  const portText = /^(0\.0\.0\.0:|\[::\]:)\d+$/.test(listenText)
-    ? listenText.slice(listenText.lastIndexOf(":") + 1)
-    : listenText;
-  const listen = parsePort(portText, "--listen");
-  const remote = parseHostPort(stringOption(args, "remote", "--remote") ?? "", "--remote");
-  return { ...common, listen, remote };
+  return validateArguments(args, () => {
+    const common = commonConfig(args);
+    const listenText = (stringOption(args, "listen", "--listen") ?? "").trim();
+    // phantun's server takes a bare port; accept "0.0.0.0:PORT"/"[::]:PORT" too for convenience.
+    const portText = /^(0\.0\.0\.0:|\[::\]:)\d+$/.test(listenText)
+      ? listenText.slice(listenText.lastIndexOf(":") + 1)
+      : listenText;
+    const listen = parsePort(portText, "--listen");
+    const remote = parseHostPort(stringOption(args, "remote", "--remote") ?? "", "--remote");
+    return { ...common, listen, remote };
+  });
 }

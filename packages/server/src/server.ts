@@ -83,5 +83,5 @@ async function start(config: ServerConfig, context: ProgramContext): Promise<Run
     },
     "fake-tcp-server running",
   );
-  return shardedProgram(shards, context);
+  return shardedProgram(shards, context, config);
 }
