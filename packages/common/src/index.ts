@@ -11,6 +11,7 @@ export * from "./program.js";
 export * from "./rate-limited-log.js";
 export * from "./resolve.js";
 export * from "./run-command.js";
+export * from "./share-rules.js";
 export * from "./shards.js";
 export * from "./sysctl.js";
 export * from "./tun-errors.js";
