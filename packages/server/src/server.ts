@@ -12,14 +12,14 @@ import {
   type ProgramContext,
   type RunningProgram,
   resolveHostPort,
-  UsageError,
   setUpHost,
   shardedProgram,
   startProgramShards,
+  UsageError,
 } from "fake-tcp-common";
 import type { ServerConfig } from "./cli.js";
-import { ShareVerdict } from "./share-verdict.js";
 import { type ServerShardData, startServerShard } from "./shard.js";
+import { ShareVerdict } from "./share-verdict.js";
 
 /** Options for {@link startServer} beyond the configuration (for tests). */
 export type StartServerOptions = LaunchOptions;
