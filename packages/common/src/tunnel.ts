@@ -203,6 +203,10 @@ function newStack(queue: TunQueue, config: CommonConfig, options: StartTunnelOpt
     // Keyed handshakes announce the window scale this host's kernel would (its SYNs are
     // the ones a keyed SYN must not stand out from).
     synWindowScale: config.key === undefined ? undefined : hostWindowScale(),
+    // The host forwards what the stack sends (TUN to the network), taking one off the TTL: 65
+    // leaves the 64 of the host's own packets, where a TTL of 63 from a server would tell of a
+    // forwarding hop behind it. Unkeyed, 64 as phantun.
+    ttl: config.key === undefined ? undefined : 65,
     log: (level, message) =>
       log.write(level, stackMessageKind(message), { component: "stack" }, message),
   });
