@@ -14,6 +14,7 @@ export * from "./rate-limited-log.js";
 export * from "./resolve.js";
 export * from "./run-command.js";
 export * from "./shards.js";
+export * from "./share-rules.js";
 export * from "./sysctl.js";
 export * from "./tun-errors.js";
 export * from "./tunnel.js";
