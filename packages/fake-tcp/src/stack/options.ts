@@ -72,8 +72,9 @@ export interface StackOptions {
   probeAnswerIntervalMs?: number;
   /**
    * The fast check a peer of ours gets after an RST whose seq is in the window but not exact:
-   * `deadPeerProbes` probes this far apart; the connection closes only if none is answered.
-   * Default 300 ms.
+   * `deadPeerProbes` probes this far apart; the connection closes only if none is answered
+   * and no new data arrives meanwhile (so after about 1.5 s of silence by default: a peer
+   * stalled for a moment, e.g. by a busy host, is not taken for gone). Default 500 ms.
    */
   verifyIntervalMs?: number;
   /**
@@ -179,7 +180,7 @@ export function resolveOptions(o: StackOptions): ResolvedOptions {
     keepaliveIntervalMs: o.keepaliveIntervalMs ?? 0,
     deadPeerProbes: o.deadPeerProbes ?? 3,
     probeAnswerIntervalMs: o.probeAnswerIntervalMs ?? 200,
-    verifyIntervalMs: o.verifyIntervalMs ?? 300,
+    verifyIntervalMs: o.verifyIntervalMs ?? 500,
     challengeIntervalMs: o.challengeIntervalMs ?? 250,
     challengeRatePerSecond: o.challengeRatePerSecond ?? 1000,
     rstRatePerSecond: o.rstRatePerSecond ?? 1000,

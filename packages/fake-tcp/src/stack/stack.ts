@@ -26,7 +26,9 @@ import {
   answersProbe,
   dataArrived,
   firstKeepaliveSeq,
+  isProbeAnswer,
   nextProbeSeq,
+  probeAnswered,
   probeSent,
   SweepAction,
   sweepDecision,
@@ -36,7 +38,7 @@ import {
 import { type ResolvedOptions, resolveOptions, type StackOptions } from "./options.js";
 import { Admission, PassiveOpens } from "./passive-open.js";
 import { type SegmentTuple, SegmentWriter, WriteResult } from "./segment-writer.js";
-import { seqAdd, seqGt, seqMax } from "./seq.js";
+import { seqAdd, seqGt } from "./seq.js";
 import { type CloseCause, type Socket, type SocketHost, SocketState } from "./socket.js";
 import { CookieBits } from "./syn-cookies.js";
 import { TokenBucket } from "./token-bucket.js";
@@ -569,7 +571,6 @@ export class Stack implements SocketHost {
         return;
       }
       skip = segments - recordChain(s, seq, len, segments, now);
-      s.rcvHigh = seqAdd(seq, len);
       this.c.resynced++;
     }
     s.lastReceived = now;
@@ -578,8 +579,15 @@ export class Stack implements SocketHost {
       this.receiveEmpty(s, seq, ack);
       return;
     }
-    dataArrived(s, now);
-    s.rcvHigh = seqMax(s.rcvHigh, seqAdd(seq, len));
+    const end = seqAdd(seq, len);
+    const advanced = verdict === Verdict.resync || seqGt(end, s.rcvHigh);
+    if (advanced) s.rcvHigh = end;
+    dataArrived(s, now, advanced);
+    if (s.rstsInCheck > 0 && s.verifyProbes === 0) {
+      // New data ended the check: the peer is alive, so those RSTs were not its own.
+      this.c.rstForged += s.rstsInCheck;
+      s.rstsInCheck = 0;
+    }
     if (s.unackedBytes === 0) s.unackedSince = now;
     s.unackedBytes += len;
     // The first segment we send after the handshake tells conntrack on the path our window
@@ -695,11 +703,8 @@ export class Stack implements SocketHost {
    * a pure ACK (its seq tells us how far the peer has sent; we never ack beyond it).
    */
   private receiveEmpty(s: Socket, seq: number, ack: number): void {
-    if (s.probeOutstanding && ack === s.probeSeq) {
-      s.probeOutstanding = false;
-      s.probesUnanswered = 0;
-      s.verifyProbes = 0;
-      s.counters.probesAnswered++;
+    if (isProbeAnswer(s, ack)) {
+      probeAnswered(s);
       // The peer is there: the RSTs that started the check were not its own.
       this.c.rstForged += s.rstsInCheck;
       s.rstsInCheck = 0;
