@@ -28,61 +28,151 @@ export const BLAKE2S_BLOCK = 64;
 /** Largest digest and key, in bytes. */
 export const BLAKE2S_MAX = 32;
 
-// Working state, shared: one compression at a time (single-threaded callers finish each).
-const v = new Int32Array(16);
+// The message words, shared: one compression at a time (single-threaded callers finish each).
 const m = new Int32Array(16);
 
-function g(a: number, b: number, c: number, d: number, x: number, y: number): void {
-  let va = v[a];
-  let vb = v[b];
-  let vc = v[c];
-  let vd = v[d];
-  va = (va + vb + x) | 0;
-  vd ^= va;
-  vd = (vd >>> 16) | (vd << 16);
-  vc = (vc + vd) | 0;
-  vb ^= vc;
-  vb = (vb >>> 12) | (vb << 20);
-  va = (va + vb + y) | 0;
-  vd ^= va;
-  vd = (vd >>> 8) | (vd << 24);
-  vc = (vc + vd) | 0;
-  vb ^= vc;
-  vb = (vb >>> 7) | (vb << 25);
-  v[a] = va;
-  v[b] = vb;
-  v[c] = vc;
-  v[d] = vd;
-}
-
 /**
- * The compression function F: absorbs the 64-byte block `block[at, at + 64)` into `h`,
- * `t` bytes having been hashed so far including this block, `last` on the final block.
+ * The compression function F (RFC 7693, section 3.2): absorbs the 64-byte block
+ * `block[at, at + 64)` into `h`, `t` bytes having been hashed so far including this block,
+ * `last` on the final block. The mixing function G is written out for each of a round's
+ * eight columns and diagonals.
  */
 function compress(h: Int32Array, block: Uint8Array, at: number, t: number, last: boolean): void {
   for (let i = 0; i < 16; i++) {
     const o = at + 4 * i;
     m[i] = block[o] | (block[o + 1] << 8) | (block[o + 2] << 16) | (block[o + 3] << 24);
   }
-  for (let i = 0; i < 8; i++) {
-    v[i] = h[i];
-    v[i + 8] = IV[i];
+  // The working vector in locals: V8 keeps them in registers, an array it would not.
+  let v0 = h[0];
+  let v1 = h[1];
+  let v2 = h[2];
+  let v3 = h[3];
+  let v4 = h[4];
+  let v5 = h[5];
+  let v6 = h[6];
+  let v7 = h[7];
+  let v8 = IV[0];
+  let v9 = IV[1];
+  let v10 = IV[2];
+  let v11 = IV[3];
+  let v12 = IV[4] ^ (t | 0);
+  let v13 = IV[5] ^ (Math.floor(t / 2 ** 32) | 0);
+  let v14 = last ? ~IV[6] : IV[6];
+  let v15 = IV[7];
+  for (let s = 0; s < 160; s += 16) {
+    // G(v0, v4, v8, v12)
+    v0 = (v0 + v4 + m[SIGMA[s + 0]]) | 0;
+    v12 ^= v0;
+    v12 = (v12 >>> 16) | (v12 << 16);
+    v8 = (v8 + v12) | 0;
+    v4 ^= v8;
+    v4 = (v4 >>> 12) | (v4 << 20);
+    v0 = (v0 + v4 + m[SIGMA[s + 1]]) | 0;
+    v12 ^= v0;
+    v12 = (v12 >>> 8) | (v12 << 24);
+    v8 = (v8 + v12) | 0;
+    v4 ^= v8;
+    v4 = (v4 >>> 7) | (v4 << 25);
+    // G(v1, v5, v9, v13)
+    v1 = (v1 + v5 + m[SIGMA[s + 2]]) | 0;
+    v13 ^= v1;
+    v13 = (v13 >>> 16) | (v13 << 16);
+    v9 = (v9 + v13) | 0;
+    v5 ^= v9;
+    v5 = (v5 >>> 12) | (v5 << 20);
+    v1 = (v1 + v5 + m[SIGMA[s + 3]]) | 0;
+    v13 ^= v1;
+    v13 = (v13 >>> 8) | (v13 << 24);
+    v9 = (v9 + v13) | 0;
+    v5 ^= v9;
+    v5 = (v5 >>> 7) | (v5 << 25);
+    // G(v2, v6, v10, v14)
+    v2 = (v2 + v6 + m[SIGMA[s + 4]]) | 0;
+    v14 ^= v2;
+    v14 = (v14 >>> 16) | (v14 << 16);
+    v10 = (v10 + v14) | 0;
+    v6 ^= v10;
+    v6 = (v6 >>> 12) | (v6 << 20);
+    v2 = (v2 + v6 + m[SIGMA[s + 5]]) | 0;
+    v14 ^= v2;
+    v14 = (v14 >>> 8) | (v14 << 24);
+    v10 = (v10 + v14) | 0;
+    v6 ^= v10;
+    v6 = (v6 >>> 7) | (v6 << 25);
+    // G(v3, v7, v11, v15)
+    v3 = (v3 + v7 + m[SIGMA[s + 6]]) | 0;
+    v15 ^= v3;
+    v15 = (v15 >>> 16) | (v15 << 16);
+    v11 = (v11 + v15) | 0;
+    v7 ^= v11;
+    v7 = (v7 >>> 12) | (v7 << 20);
+    v3 = (v3 + v7 + m[SIGMA[s + 7]]) | 0;
+    v15 ^= v3;
+    v15 = (v15 >>> 8) | (v15 << 24);
+    v11 = (v11 + v15) | 0;
+    v7 ^= v11;
+    v7 = (v7 >>> 7) | (v7 << 25);
+    // G(v0, v5, v10, v15)
+    v0 = (v0 + v5 + m[SIGMA[s + 8]]) | 0;
+    v15 ^= v0;
+    v15 = (v15 >>> 16) | (v15 << 16);
+    v10 = (v10 + v15) | 0;
+    v5 ^= v10;
+    v5 = (v5 >>> 12) | (v5 << 20);
+    v0 = (v0 + v5 + m[SIGMA[s + 9]]) | 0;
+    v15 ^= v0;
+    v15 = (v15 >>> 8) | (v15 << 24);
+    v10 = (v10 + v15) | 0;
+    v5 ^= v10;
+    v5 = (v5 >>> 7) | (v5 << 25);
+    // G(v1, v6, v11, v12)
+    v1 = (v1 + v6 + m[SIGMA[s + 10]]) | 0;
+    v12 ^= v1;
+    v12 = (v12 >>> 16) | (v12 << 16);
+    v11 = (v11 + v12) | 0;
+    v6 ^= v11;
+    v6 = (v6 >>> 12) | (v6 << 20);
+    v1 = (v1 + v6 + m[SIGMA[s + 11]]) | 0;
+    v12 ^= v1;
+    v12 = (v12 >>> 8) | (v12 << 24);
+    v11 = (v11 + v12) | 0;
+    v6 ^= v11;
+    v6 = (v6 >>> 7) | (v6 << 25);
+    // G(v2, v7, v8, v13)
+    v2 = (v2 + v7 + m[SIGMA[s + 12]]) | 0;
+    v13 ^= v2;
+    v13 = (v13 >>> 16) | (v13 << 16);
+    v8 = (v8 + v13) | 0;
+    v7 ^= v8;
+    v7 = (v7 >>> 12) | (v7 << 20);
+    v2 = (v2 + v7 + m[SIGMA[s + 13]]) | 0;
+    v13 ^= v2;
+    v13 = (v13 >>> 8) | (v13 << 24);
+    v8 = (v8 + v13) | 0;
+    v7 ^= v8;
+    v7 = (v7 >>> 7) | (v7 << 25);
+    // G(v3, v4, v9, v14)
+    v3 = (v3 + v4 + m[SIGMA[s + 14]]) | 0;
+    v14 ^= v3;
+    v14 = (v14 >>> 16) | (v14 << 16);
+    v9 = (v9 + v14) | 0;
+    v4 ^= v9;
+    v4 = (v4 >>> 12) | (v4 << 20);
+    v3 = (v3 + v4 + m[SIGMA[s + 15]]) | 0;
+    v14 ^= v3;
+    v14 = (v14 >>> 8) | (v14 << 24);
+    v9 = (v9 + v14) | 0;
+    v4 ^= v9;
+    v4 = (v4 >>> 7) | (v4 << 25);
   }
-  v[12] ^= t | 0;
-  v[13] ^= Math.floor(t / 2 ** 32) | 0;
-  if (last) v[14] = ~v[14];
-  for (let r = 0; r < 10; r++) {
-    const s = r * 16;
-    g(0, 4, 8, 12, m[SIGMA[s]], m[SIGMA[s + 1]]);
-    g(1, 5, 9, 13, m[SIGMA[s + 2]], m[SIGMA[s + 3]]);
-    g(2, 6, 10, 14, m[SIGMA[s + 4]], m[SIGMA[s + 5]]);
-    g(3, 7, 11, 15, m[SIGMA[s + 6]], m[SIGMA[s + 7]]);
-    g(0, 5, 10, 15, m[SIGMA[s + 8]], m[SIGMA[s + 9]]);
-    g(1, 6, 11, 12, m[SIGMA[s + 10]], m[SIGMA[s + 11]]);
-    g(2, 7, 8, 13, m[SIGMA[s + 12]], m[SIGMA[s + 13]]);
-    g(3, 4, 9, 14, m[SIGMA[s + 14]], m[SIGMA[s + 15]]);
-  }
-  for (let i = 0; i < 8; i++) h[i] ^= v[i] ^ v[i + 8];
+  h[0] ^= v0 ^ v8;
+  h[1] ^= v1 ^ v9;
+  h[2] ^= v2 ^ v10;
+  h[3] ^= v3 ^ v11;
+  h[4] ^= v4 ^ v12;
+  h[5] ^= v5 ^ v13;
+  h[6] ^= v6 ^ v14;
+  h[7] ^= v7 ^ v15;
 }
 
 /** The state before any block: IV with the parameter block (digest and key lengths) mixed in. */
