@@ -9,12 +9,15 @@ export interface BenchOptions {
   noDocs: boolean;
   /** Where to write benchmarks.md and the chart (default: the repository's docs/). */
   docsDir: string | null;
+  /** Also measure the tunnel with both programs keyed (`--key-file`). */
+  keyed: boolean;
   help: boolean;
 }
 
-export const USAGE = `usage: pnpm bench [--label NAME] [--quick] [--no-docs] [--docs-dir DIR]
+export const USAGE = `usage: pnpm bench [--label NAME] [--quick] [--keyed] [--no-docs] [--docs-dir DIR]
   --label NAME  names the run in docs/benchmarks.md (default "run")
   --quick       short sweeps and probes, for smoke testing (about a minute)
+  --keyed       also the tunnel keyed at both ends (rate sweeps, CPU, idle latency)
   --no-docs     print the table only; leave docs/ untouched
   --docs-dir D  write benchmarks.md and the chart to D instead of docs/ (trial runs)`;
 
@@ -25,12 +28,14 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions {
     quick: false,
     noDocs: false,
     docsDir: null,
+    keyed: false,
     help: false,
   };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === "--quick") opts.quick = true;
     else if (arg === "--no-docs") opts.noDocs = true;
+    else if (arg === "--keyed") opts.keyed = true;
     else if (arg === "--help" || arg === "-h") opts.help = true;
     else if (arg === "--docs-dir") {
       const value = argv[++i];

@@ -150,6 +150,52 @@ export function renderTable(run: BenchRun): string {
   return lines.join("\n");
 }
 
+/**
+ * The keyed tunnel next to the unkeyed one (`--keyed`), as Markdown rows; empty without it.
+ * Both carry data the same way after the handshake, so the ratio should be 1 within noise.
+ */
+export function renderKeyedTable(run: BenchRun): string {
+  const k = run.keyed;
+  if (!k) return "";
+  const t = run.tunnel;
+  const rows: string[][] = [
+    ["Measurement", "tunnel", "tunnel, keyed", "keyed vs unkeyed"],
+    [
+      "highest rate under 1 % loss, A→B (Mbit/s delivered)",
+      bestText(t.forward),
+      bestText(k.forward),
+      ratioText(rateRatio(t.forward, k.forward)),
+    ],
+    [
+      "highest rate under 1 % loss, B→A (Mbit/s delivered)",
+      bestText(t.reverse),
+      bestText(k.reverse),
+      ratioText(rateRatio(t.reverse, k.reverse)),
+    ],
+    [
+      "CPU s per Gbit delivered at that rate, A→B / B→A (client + server)",
+      `${cpuText(t.forward)} / ${cpuText(t.reverse)}`,
+      `${cpuText(k.forward)} / ${cpuText(k.reverse)}`,
+      NA,
+    ],
+    [
+      `same, at ${run.settings.startBps / 1e6} Mbit/s offered, A→B / B→A`,
+      `${cpuAtText(t.forward, run.settings.startBps)} / ${cpuAtText(t.reverse, run.settings.startBps)}`,
+      `${cpuAtText(k.forward, run.settings.startBps)} / ${cpuAtText(k.reverse, run.settings.startBps)}`,
+      NA,
+    ],
+    [
+      "echo RTT p50 / p99, idle (µs)",
+      `${usText(t.latencyIdle?.p50Us)} / ${usText(t.latencyIdle?.p99Us)}`,
+      `${usText(k.latencyIdle?.p50Us)} / ${usText(k.latencyIdle?.p99Us)}`,
+      addedText(k.latencyIdle?.p50Us, t.latencyIdle?.p50Us),
+    ],
+  ];
+  const lines = rows.map((r) => `| ${r.join(" | ")} |`);
+  lines.splice(1, 0, "|---|---|---|---|");
+  return lines.join("\n");
+}
+
 /** The headline: tunnel/direct of the highest delivered rate under 1 % loss, per direction. */
 export function renderHeadline(run: BenchRun): string {
   const f = rateRatio(run.direct.forward, run.tunnel.forward);
@@ -162,7 +208,7 @@ export function renderHeadline(run: BenchRun): string {
 
 /** Errors of the run, one bullet each (empty when none). */
 export function renderErrors(run: BenchRun): string {
-  return [run.direct, run.tunnel]
+  return [run.direct, run.tunnel, ...(run.keyed ? [run.keyed] : [])]
     .flatMap((m) => m.errors.map((e) => `- ${m.mode}: not measured: \`${oneLine(e)}\``))
     .join("\n");
 }
@@ -199,6 +245,8 @@ export function renderRunSection(run: BenchRun, chartFile: string | null): strin
     "",
     renderTable(run),
   ];
+  if (run.keyed)
+    parts.push("", "Keyed (`--key-file` on both ends) vs unkeyed:", "", renderKeyedTable(run));
   const errors = renderErrors(run);
   if (errors) parts.push("", errors);
   if (chartFile) {
@@ -225,5 +273,11 @@ export function chartSeries(run: BenchRun): ChartSeries[] {
     series("direct B→A", "#1f77b4", true, run.direct.reverse),
     series("tunnel A→B", "#d62728", false, run.tunnel.forward),
     series("tunnel B→A", "#d62728", true, run.tunnel.reverse),
+    ...(run.keyed
+      ? [
+          series("keyed A→B", "#2ca02c", false, run.keyed.forward),
+          series("keyed B→A", "#2ca02c", true, run.keyed.reverse),
+        ]
+      : []),
   ];
 }

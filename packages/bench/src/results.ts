@@ -3,7 +3,7 @@ import type { LatencyResult } from "./latency.js";
 import type { ScaleResult } from "./scale.js";
 import type { SweepResult } from "./throughput.js";
 
-export type PathMode = "direct" | "tunnel";
+export type PathMode = "direct" | "tunnel" | "keyed";
 
 /** Everything measured on one path; fields stay null when a phase failed or did not run. */
 export interface ModeResult {
@@ -40,6 +40,8 @@ export interface BenchRun {
   };
   direct: ModeResult;
   tunnel: ModeResult;
+  /** The tunnel with both programs keyed (`--keyed`): rate sweeps and idle latency only. */
+  keyed?: ModeResult;
 }
 
 export function emptyModeResult(mode: PathMode): ModeResult {

@@ -2,7 +2,7 @@
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
-export { destroyAllNamespaces, Rig } from "fake-tcp-e2e";
+export { destroyAllNamespaces, Rig, SERVER_MAIN } from "fake-tcp-e2e";
 
 /** The repository root (this module lives in packages/bench/src or dist). */
 export const REPO_ROOT_DIR = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");

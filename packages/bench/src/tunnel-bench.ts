@@ -5,8 +5,8 @@
  * docs/benchmarks.md and draws docs/bench-<date>-<label>.svg. Must run as root.
  */
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { availableParallelism, loadavg } from "node:os";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseBenchArgs, USAGE } from "./cli-options.js";
 import { appendRun } from "./docs-file.js";
@@ -19,7 +19,7 @@ import {
   renderTable,
 } from "./report.js";
 import { type BenchRun, emptyModeResult, type ModeResult, type PathMode } from "./results.js";
-import { destroyAllNamespaces, REPO_ROOT_DIR, Rig } from "./rig-access.js";
+import { destroyAllNamespaces, REPO_ROOT_DIR, Rig, SERVER_MAIN } from "./rig-access.js";
 import { measureScale } from "./scale.js";
 import { renderRateChart } from "./svg-chart.js";
 import type { SweepConfig } from "./sweep.js";
@@ -90,7 +90,7 @@ function errorText(err: unknown): string {
  * runs (a broken direction must not hide the latency figures); only a rig that cannot be
  * built ends the path.
  */
-async function measurePath(mode: PathMode, plan: Plan): Promise<ModeResult> {
+async function measurePath(mode: PathMode, plan: Plan, keyFile?: string): Promise<ModeResult> {
   const result = emptyModeResult(mode);
   const errors = result.errors;
   const phase = async (name: string, fn: () => Promise<void>): Promise<void> => {
@@ -105,9 +105,16 @@ async function measurePath(mode: PathMode, plan: Plan): Promise<ModeResult> {
   let rig: Rig | null = null;
   try {
     log(`${mode}: building the rig`);
-    const r = await Rig.create({ mode });
+    // The keyed path is the tunnel with a key on both ends: the same data path after the
+    // handshake, so its figures should match the unkeyed tunnel's.
+    const keyArgs = mode === "keyed" && keyFile ? ["--key-file", keyFile] : [];
+    const r = await Rig.create({
+      mode: mode === "direct" ? "direct" : "tunnel",
+      clientArgs: keyArgs,
+      serverArgs: keyArgs,
+    });
     rig = r;
-    const cpuPids = mode === "tunnel" && r.client && r.server ? [r.client.pid, r.server.pid] : [];
+    const cpuPids = mode !== "direct" && r.client && r.server ? [r.client.pid, r.server.pid] : [];
     await phase("rate sweep A→B", async () => {
       result.forward = await sweepDirection(
         r,
@@ -134,6 +141,7 @@ async function measurePath(mode: PathMode, plan: Plan): Promise<ModeResult> {
       await startProbeEcho(r);
       result.latencyIdle = await measureLatency(r, plan.probes, plan.probeIntervalMs);
     });
+    if (mode === "keyed") return result;
     await phase(`echo latency under ${plan.loadBps / 1e6} Mbit/s iperf3 load`, async () => {
       const loadSeconds = Math.ceil((plan.probes * plan.probeIntervalMs) / 1000) + 3;
       const [, loaded] = await Promise.all([
@@ -158,6 +166,20 @@ async function measurePath(mode: PathMode, plan: Plan): Promise<ModeResult> {
     await rig?.destroy();
   }
   return result;
+}
+
+/** The keyed path, with a key made by the server program's `genkey` in a private temp dir. */
+async function measureKeyed(plan: Plan): Promise<ModeResult> {
+  const dir = mkdtempSync(join(tmpdir(), "bench-key-"));
+  try {
+    const keyFile = join(dir, "tunnel.key");
+    writeFileSync(keyFile, execFileSync(process.execPath, [SERVER_MAIN, "genkey"]), {
+      mode: 0o600,
+    });
+    return await measurePath("keyed", plan, keyFile);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 function gitCommit(): string {
@@ -225,6 +247,7 @@ async function main(): Promise<number> {
   const loadAverage = loadavg()[0];
   const direct = await measurePath("direct", plan);
   const tunnel = await measurePath("tunnel", plan);
+  const keyed = opts.keyed ? await measureKeyed(plan) : undefined;
   clearTimeout(watchdog);
   const run: BenchRun = {
     label: opts.label,
@@ -246,6 +269,7 @@ async function main(): Promise<number> {
     },
     direct,
     tunnel,
+    ...(keyed ? { keyed } : {}),
   };
   console.log(`\n${renderHeadline(run)}\n\n${renderTable(run)}\n`);
   const errors = renderErrors(run);
@@ -256,7 +280,7 @@ async function main(): Promise<number> {
   }
   log(`done in ${Math.round(run.durationSeconds)} s`);
   // The table and docs keep what was measured; the exit status says something was not.
-  return direct.errors.length + tunnel.errors.length > 0 ? 1 : 0;
+  return direct.errors.length + tunnel.errors.length + (keyed?.errors.length ?? 0) > 0 ? 1 : 0;
 }
 
 process.exitCode = await main();

@@ -234,8 +234,10 @@ describe("parseBenchArgs", () => {
       quick: false,
       noDocs: false,
       docsDir: null,
+      keyed: false,
       help: false,
     });
+    expect(parseBenchArgs(["--keyed"]).keyed).toBe(true);
     expect(parseBenchArgs(["--docs-dir", "/tmp/x"]).docsDir).toBe("/tmp/x");
     expect(parseBenchArgs(["--label", "before", "--quick"]).label).toBe("before");
     expect(parseBenchArgs(["--label=after", "--no-docs"])).toMatchObject({

@@ -1,5 +1,11 @@
 import { describe, expect, it } from "vitest";
-import { chartSeries, oneLine, renderRunSection, renderTable } from "../src/report.js";
+import {
+  chartSeries,
+  oneLine,
+  renderKeyedTable,
+  renderRunSection,
+  renderTable,
+} from "../src/report.js";
 import { type BenchRun, emptyModeResult } from "../src/results.js";
 import type { MeasuredStep, SweepResult } from "../src/throughput.js";
 
@@ -94,6 +100,29 @@ describe("report", () => {
   it("keeps errors on one bounded line", () => {
     expect(oneLine("a\n  [p stderr] b\n  [p stdout] c")).toBe("a / b");
     expect(oneLine("x".repeat(1000)).length).toBeLessThanOrEqual(401);
+  });
+
+  it("with --keyed: a keyed vs unkeyed table, section and chart series", () => {
+    const run = makeRun();
+    expect(renderKeyedTable(run)).toBe("");
+    expect(renderRunSection(run, null)).not.toContain("keyed");
+    const keyed = emptyModeResult("keyed");
+    keyed.forward = sweep("A→B", step(200, 190, 0.9), step(400, 300, 1));
+    keyed.latencyIdle = { sent: 100, received: 100, p50Us: 160, p99Us: 950 };
+    keyed.errors = ["rate sweep B→A: nope"];
+    run.keyed = keyed;
+    const table = renderKeyedTable(run);
+    expect(table).toContain("| highest rate under 1 % loss, A→B (Mbit/s delivered) | 200.0");
+    expect(table).toMatch(/190\.0 \(offered 200\.0, loss 5\.00 %\) \| 0\.95 \|/);
+    expect(table).toContain("| echo RTT p50 / p99, idle (µs) | 150 / 900 | 160 / 950 | +10 µs |");
+    const section = renderRunSection(run, null);
+    expect(section).toContain("Keyed (`--key-file` on both ends) vs unkeyed:");
+    expect(section).toContain("- keyed: not measured: `rate sweep B→A: nope`");
+    expect(
+      chartSeries(run)
+        .map((x) => x.name)
+        .slice(4),
+    ).toEqual(["keyed A→B", "keyed B→A"]);
   });
 
   it("charts every step in Mbit/s, one series per path and direction", () => {
