@@ -15,6 +15,7 @@ import {
   chartSeries,
   renderErrors,
   renderHeadline,
+  renderKeyedTable,
   renderRunSection,
   renderTable,
 } from "./report.js";
@@ -272,6 +273,7 @@ async function main(): Promise<number> {
     ...(keyed ? { keyed } : {}),
   };
   console.log(`\n${renderHeadline(run)}\n\n${renderTable(run)}\n`);
+  if (run.keyed) console.log(`Keyed vs unkeyed:\n\n${renderKeyedTable(run)}\n`);
   const errors = renderErrors(run);
   if (errors) console.log(`${errors}\n`);
   if (!opts.noDocs) {
