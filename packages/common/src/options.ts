@@ -13,6 +13,7 @@ import {
   markConfigFileSources,
 } from "./config-file.js";
 import { UsageError } from "./errors.js";
+import { readKeyFile } from "./key-file.js";
 import { LOG_LEVELS, type LogLevel } from "./logger.js";
 import { programVersion } from "./version.js";
 
@@ -84,6 +85,9 @@ export interface CommonConfig {
    * run the kernel numbers the IDs 0, 1, 2...).
    */
   readonly segmentationOffload: boolean;
+  /** Keyed mode (`--key-file`): the file's path and the 32-byte key read from it at parse time. */
+  readonly keyFile: string | undefined;
+  readonly key: Uint8Array | undefined;
   /** Where the Prometheus endpoint listens (`--metrics`); undefined: no endpoint. */
   readonly metrics: SocketAddress | undefined;
 }
@@ -192,6 +196,11 @@ export function commonOptionDefinitions(role: Role): Record<string, Options> {
       describe:
         "write runs of datagrams as one packet the kernel cuts into the same segments; --no-segmentation-offload: one write per segment, IPv4 ID 0 on every packet",
       group: TUNING_GROUP,
+    },
+    "key-file": {
+      type: "string",
+      describe: `keyed mode: FILE holds a key that both ends share (made by \`${role === "client" ? "fake-tcp-client" : "fake-tcp-server"} genkey\`); the ${role === "client" ? "client then talks only to a server with the same key" : "server then answers only clients with the same key and is silent to anything else"}, not to phantun`,
+      group: OPS_GROUP,
     },
     "log-level": {
       type: "string",
@@ -398,6 +407,12 @@ export function parseTunName(text: string): string {
   return text;
 }
 
+/** `--key-file`: the path and the key it holds (read now, so that a bad file stops the start). */
+function keyOption(args: RawArguments): Pick<CommonConfig, "keyFile" | "key"> {
+  const keyFile = stringOption(args, "keyFile", "--key-file");
+  return { keyFile, key: keyFile === undefined ? undefined : readKeyFile(keyFile) };
+}
+
 /** Validates the shared options into a {@link CommonConfig}. */
 export function commonConfig(args: RawArguments): CommonConfig {
   const ipv4Only = booleanOption(args, "ipv4Only", "-4/--ipv4-only");
@@ -446,6 +461,7 @@ export function commonConfig(args: RawArguments): CommonConfig {
     autoRules: booleanOption(args, "autoRules", "--auto-rules"),
     checksumOffload: booleanOption(args, "checksumOffload", "--checksum-offload"),
     segmentationOffload: booleanOption(args, "segmentationOffload", "--segmentation-offload"),
+    ...keyOption(args),
     metrics: metricsAddress(stringOption(args, "metrics", "--metrics")),
   };
 }
