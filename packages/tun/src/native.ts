@@ -183,8 +183,10 @@ function loadAddon(): NativeAddon {
   // both. A local build wins over the addon shipped in the package.
   const here = dirname(fileURLToPath(import.meta.url));
   const built = join(here, "..", "build", "Release", "tun.node");
+  if (existsSync(built)) return createRequire(import.meta.url)(built) as NativeAddon;
+  // Only now: the process report that tells glibc from musl takes a few milliseconds.
   const shipped = join(here, "..", "prebuilds", prebuildTarget(), "tun.node");
-  const path = existsSync(built) ? built : existsSync(shipped) ? shipped : undefined;
+  const path = existsSync(shipped) ? shipped : undefined;
   if (path === undefined) {
     throw new Error(
       `the fake-tcp-tun native addon is missing (no ${built}, no prebuilt ${shipped}): build it with \`npm rebuild fake-tcp-tun\` (needs python3, make and a C compiler), or \`pnpm run build\` in the repository`,
