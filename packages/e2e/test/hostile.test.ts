@@ -114,6 +114,8 @@ interface ServerStats {
   connections: number;
   opened: number;
   closed: number;
+  udpToTunnel: number;
+  tunnelToUdp: number;
   stack: {
     connections: number;
     packetsReceived: number;
@@ -253,6 +255,16 @@ describe.skipIf(gate.skip)("a hostile WAN", () => {
               ]),
             ),
             rssGrowthMiB: rssAfter === null ? null : (rssAfter - rssBefore) / MiB,
+            // Where the datagrams went: into the tunnel at each end, out of it at the other,
+            // and into the applications' hosts.
+            path: {
+              clientUdpToTunnel: clientAfter?.udpToTunnel,
+              serverTunnelToUdp: serverAfter?.tunnelToUdp,
+              bReceived: udpAfter.B.InDatagrams - udpBefore.B.InDatagrams,
+              serverUdpToTunnel: serverAfter?.udpToTunnel,
+              clientTunnelToUdp: clientAfter?.tunnelToUdp,
+              aReceived: udpAfter.A.InDatagrams - udpBefore.A.InDatagrams,
+            },
             serverStack: serverAfter?.stack,
             clientStack: (clientAfter as { stack?: unknown } | null)?.stack,
           };
