@@ -7,7 +7,13 @@
  * tunnel -> `via.sendTo(view, peer, record)` (which sends or copies it before returning).
  */
 import type { Socket } from "node:dgram";
-import { formatAddress, type SocketAddress, type TunnelSocket } from "fake-tcp-common";
+import {
+  formatAddress,
+  type RelayCounters,
+  type SocketAddress,
+  sendToTunnel,
+  type TunnelSocket,
+} from "fake-tcp-common";
 
 /**
  * A local UDP socket that replies leave from: the one the peer last sent to, so that the
@@ -32,24 +38,6 @@ export function dgramReplySocket(socket: Socket): ReplySocket {
 /** Datagrams held per peer while its connection is being set up. */
 export const MAX_QUEUED_DATAGRAMS = 64;
 
-/** Counters of one session and of all sessions together (plain numbers on the hot path). */
-export interface SessionCounters {
-  /** Datagrams from UDP peers sent into the tunnel. */
-  udpToTunnel: number;
-  /** Datagrams from the tunnel sent to UDP peers. */
-  tunnelToUdp: number;
-  /** Datagrams dropped because the connection was not open and the queue was full. */
-  queueDrops: number;
-  /** Datagrams the stack refused (e.g. larger than the MTU). */
-  sendDrops: number;
-  /** Datagrams from the tunnel that the UDP socket refused (e.g. its buffer was full). */
-  udpErrors: number;
-}
-
-export function newCounters(): SessionCounters {
-  return { udpToTunnel: 0, tunnelToUdp: 0, queueDrops: 0, sendDrops: 0, udpErrors: 0 };
-}
-
 /** What a session needs from the client around it. */
 export interface SessionContext {
   /**
@@ -65,7 +53,7 @@ export interface SessionContext {
   /** The handshake packet to send first on every connection, if any. */
   readonly handshakePacket: Buffer | undefined;
   /** Totals over all sessions. */
-  readonly totals: SessionCounters;
+  readonly totals: RelayCounters;
   /** Called on tunnel->UDP traffic so that the table keeps an active session fresh. */
   touch(session: PeerSession): void;
   opened(session: PeerSession, sock: TunnelSocket): void;
@@ -146,10 +134,8 @@ export class PeerSession {
   fromPeer(datagram: Uint8Array, via: ReplySocket): void {
     this.via = via;
     const totals = this.context.totals;
-    if (this.state === "open") {
-      if (this.sock!.send(datagram)) totals.udpToTunnel++;
-      else totals.sendDrops++;
-    } else if (this.state !== "closed" && this.queue.length < MAX_QUEUED_DATAGRAMS) {
+    if (this.state === "open") sendToTunnel(this.sock!, datagram, totals);
+    else if (this.state !== "closed" && this.queue.length < MAX_QUEUED_DATAGRAMS) {
       // Only until the connection opens: keeping the datagram past this call needs a copy.
       this.queue.push(Buffer.from(datagram));
     } else {
@@ -227,10 +213,7 @@ export class PeerSession {
     const queued = this.queue;
     this.queue = [];
     let i = 0;
-    for (; i < queued.length && this.state === "open"; i++) {
-      if (sock.send(queued[i])) totals.udpToTunnel++;
-      else totals.sendDrops++;
-    }
+    for (; i < queued.length && this.state === "open"; i++) sendToTunnel(sock, queued[i], totals);
     // Closed while sending what was queued: the rest was never sent.
     totals.queueDrops += queued.length - i;
   }

@@ -168,8 +168,7 @@ export async function startClientShard(
       // the stack refuses.
       let truncated = 0;
       for (const { socket } of sockets.batched) truncated += socket.stats().truncated;
-      const counters = sessions.stats();
-      return { ...counters, sendDrops: counters.sendDrops + truncated, stack: tunnel.stats() };
+      return { ...sessions.stats(truncated), stack: tunnel.stats() };
     },
     stop: async () => {
       // Every connection is reset (RST through this shard's queue) before the queue closes.

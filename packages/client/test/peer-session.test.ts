@@ -6,46 +6,16 @@
  * `TunnelSocket`.
  */
 import { createSocket, type Socket } from "node:dgram";
-import type { TunnelSocket } from "fake-tcp-common";
+import { newRelayCounters, type TunnelSocket } from "fake-tcp-common";
+import { RecordingSocket } from "fake-tcp-common/testing";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import {
   dgramReplySocket,
   MAX_QUEUED_DATAGRAMS,
-  newCounters,
   PeerSession,
   type SessionContext,
 } from "../src/peer-session.js";
 import { EVICTABLE_IDLE_MS, PeerTable } from "../src/peer-table.js";
-
-class RecordingSocket implements TunnelSocket {
-  readonly localAddress = "192.168.200.2";
-  readonly localPort = 40000;
-  readonly remoteAddress = "10.0.0.2";
-  readonly remotePort = 4567;
-  sent: string[] = [];
-  closed = false;
-  datagramHandler: ((view: Uint8Array) => void) | undefined;
-  closeHandler: ((cause: string) => void) | undefined;
-  send(datagram: Uint8Array): boolean {
-    this.sent.push(Buffer.from(datagram).toString());
-    return true;
-  }
-  onDatagram(handler: (view: Uint8Array) => void): void {
-    this.datagramHandler = handler;
-  }
-  once(_event: "close", handler: (info: { cause: string }) => void): this {
-    this.closeHandler = (cause) => handler({ cause });
-    return this;
-  }
-  close(): void {
-    this.closed = true;
-  }
-  /** The stack ending the connection (an RST from the server): `close` goes to whoever listens. */
-  endByPeer(cause: string): void {
-    this.closed = true;
-    this.closeHandler?.(cause);
-  }
-}
 
 function deferred<T>() {
   let resolve!: (value: T) => void;
@@ -63,7 +33,7 @@ function context(connect: () => Promise<TunnelSocket>, handshake?: string) {
     connect,
     connectDelay: () => 0,
     handshakePacket: handshake === undefined ? undefined : Buffer.from(handshake),
-    totals: newCounters(),
+    totals: newRelayCounters(),
     touch: () => events.push("touch"),
     opened: () => events.push("opened"),
     failed: () => events.push("failed"),

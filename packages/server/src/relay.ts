@@ -6,39 +6,27 @@
  * with one segmented send per run at the end of the task).
  */
 import {
+  newRelayCounters,
+  type RelayCounters,
   type SocketAddress,
+  sendToTunnel,
   type TunnelSocket,
   UDP_SOCKET_BUFFER_BYTES,
   type UdpRunWriter,
+  udpRefusedHandler,
 } from "fake-tcp-common";
 import { type UdpBatch, UdpBatchSocket } from "fake-tcp-tun/udp";
 
 /** Datagrams per receive call of a relay's socket (its buffer is this many MTU-sized slots). */
 export const RELAY_BATCH_SIZE = 16;
 
-/** Totals over every relay (plain numbers on the hot path). */
-export interface RelayCounters {
-  udpToTunnel: number;
-  tunnelToUdp: number;
-  /** Datagrams too large for a segment (refused by the stack, or by the socket beyond the MTU). */
-  sendDrops: number;
-  /** Datagrams dropped before they could be relayed (kept for the stats' shape; now 0). */
-  queueDrops: number;
-  /** Datagrams to the application that the UDP socket refused (e.g. after ICMP port unreachable). */
-  udpErrors: number;
-  /** UDP sockets open now (one per relay: each is a file descriptor). */
+/** The relay counters, and the UDP sockets open now (one per relay: each is a file descriptor). */
+export interface ServerCounters extends RelayCounters {
   udpSockets: number;
 }
 
-export function newRelayCounters(): RelayCounters {
-  return {
-    udpToTunnel: 0,
-    tunnelToUdp: 0,
-    sendDrops: 0,
-    queueDrops: 0,
-    udpErrors: 0,
-    udpSockets: 0,
-  };
+export function newServerCounters(): ServerCounters {
+  return { ...newRelayCounters(), udpSockets: 0 };
 }
 
 /** Why a relay was closed by the server itself (not by its connection ending). */
@@ -63,7 +51,7 @@ export class Relay {
   constructor(
     readonly sock: TunnelSocket,
     remote: SocketAddress,
-    private readonly totals: RelayCounters,
+    private readonly totals: ServerCounters,
     runs: UdpRunWriter,
     maxDatagramBytes: number,
     private readonly onClose: (relay: Relay, cause: string) => void,
@@ -90,31 +78,17 @@ export class Relay {
       const buffer = batch.buffer;
       for (let i = 0; i < batch.count; i++) {
         const start = batch.start(i);
-        if (sock.send(buffer.subarray(start, start + batch.length(i)))) totals.udpToTunnel++;
-        else totals.sendDrops++;
+        sendToTunnel(sock, buffer.subarray(start, start + batch.length(i)), totals);
       }
     });
     const udp = this.udp;
-    const refused = (datagrams: number): void => {
-      totals.tunnelToUdp -= datagrams;
-      totals.udpErrors += datagrams;
-    };
+    const refused = udpRefusedHandler(totals);
     sock.onDatagram((view) => {
       // A connected socket: no destination record.
       runs.send(udp, view, undefined, refused);
       totals.tunnelToUdp++;
     });
     sock.once("close", (info) => this.close(info.cause));
-  }
-
-  /** The local address of the UDP socket (for logs). */
-  udpLocal(): string | undefined {
-    try {
-      const a = this.udp.localAddress();
-      return a.family === 6 ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
-    } catch {
-      return undefined;
-    }
   }
 
   /** Datagrams from the application too large for a receive slot, dropped by the socket. */
