@@ -4,12 +4,14 @@
  * The session opens its connection on the first datagram, queueing a bounded number of
  * datagrams meanwhile so that the one that triggered it is not lost. Once open, the hot
  * path is synchronous in both directions and copies nothing: UDP -> `sock.send(view)`,
- * tunnel -> `via.sendTo(view, peer, record)` (which sends or copies it before returning).
+ * tunnel -> `via.sendTo(view, peer, record)` (which sends or copies it before returning, and
+ * counts it when it is written).
  */
 import type { Socket } from "node:dgram";
 import {
   formatAddress,
   type RelayCounters,
+  type RunCounting,
   type SocketAddress,
   sendToTunnel,
   type TunnelSocket,
@@ -28,10 +30,16 @@ export interface ReplySocket {
   sendTo(datagram: Uint8Array, peer: SocketAddress, record: Uint8Array | undefined): void;
 }
 
-/** A {@link ReplySocket} over a node:dgram socket (asynchronous send, so it copies). */
-export function dgramReplySocket(socket: Socket): ReplySocket {
+/**
+ * A {@link ReplySocket} over a node:dgram socket (asynchronous send, so it copies); a datagram
+ * is counted as sent when node takes it.
+ */
+export function dgramReplySocket(socket: Socket, counting: RunCounting): ReplySocket {
   return {
-    sendTo: (datagram, peer) => socket.send(Buffer.from(datagram), peer.port, peer.address),
+    sendTo: (datagram, peer) => {
+      socket.send(Buffer.from(datagram), peer.port, peer.address);
+      counting.sent(1);
+    },
   };
 }
 
@@ -204,7 +212,6 @@ export class PeerSession {
     sock.onDatagram((view) => {
       this.via.sendTo(view, this.peer, this.record);
       this.fromServer++;
-      totals.tunnelToUdp++;
       this.context.touch(this);
     });
     sock.once("close", (info) => this.finish(info.cause));

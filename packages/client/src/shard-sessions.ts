@@ -17,7 +17,7 @@ import {
   shardShare,
   type Tunnel,
   type TunnelSocket,
-  udpRefusedHandler,
+  udpCounting,
 } from "fake-tcp-common";
 import type { ClientConfig } from "./cli.js";
 import { PeerSession, type ReplySocket, type SessionContext } from "./peer-session.js";
@@ -98,8 +98,8 @@ export class ShardSessions implements SessionContext {
     return session;
   }
 
-  /** Tunnel -> UDP datagrams that a UDP socket refused (they were counted as sent). */
-  readonly udpRefused = udpRefusedHandler(this.totals);
+  /** Counts tunnel -> UDP datagrams when a UDP socket sends or refuses them. */
+  readonly udpCounting = udpCounting(this.totals);
 
   /** A UDP socket's error (rare, but a peer can cause some). */
   socketError(endpoint: string, err: unknown): void {

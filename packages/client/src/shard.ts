@@ -7,6 +7,7 @@
  */
 import {
   formatAddress,
+  type RunCounting,
   type RunningShard,
   type ShardContext,
   type ShardPosition,
@@ -89,9 +90,9 @@ async function bindShardSockets(data: ClientShardData): Promise<ShardSockets> {
 function batchReplySocket(
   socket: UdpBatchSocket,
   runs: UdpRunWriter,
-  refused: (datagrams: number) => void,
+  counting: RunCounting,
 ): ReplySocket {
-  return { sendTo: (datagram, _peer, record) => runs.send(socket, datagram, record, refused) };
+  return { sendTo: (datagram, _peer, record) => runs.send(socket, datagram, record, counting) };
 }
 
 /** Starts a client shard. Rejects with a `UsageError` when its UDP sockets cannot be bound. */
@@ -127,11 +128,16 @@ export async function startClientShard(
     logger,
   });
 
-  // UDP -> tunnel, per received batch: each datagram to its peer's session, a new peer's
-  // session opened on its first datagram. Replies leave from the socket the peer sent to.
+  // Tunnel -> UDP: each session sends its datagrams to its peer through the run writer;
+  // the runs are written at the end of each batch the tunnel received.
   const runs = new UdpRunWriter();
+  tunnel.onReceiveEnd(() => runs.flush());
+
+  // UDP -> tunnel, per received batch: each datagram to its peer's session, a new peer's
+  // session opened on its first datagram; the stack's run is written at the end of the batch.
+  // Replies leave from the socket the peer sent to.
   for (const { socket } of sockets.batched) {
-    const via = batchReplySocket(socket, runs, sessions.udpRefused);
+    const via = batchReplySocket(socket, runs, sessions.udpCounting);
     socket.onReceive((batch: UdpBatch) => {
       for (let i = 0; i < batch.count; i++) {
         const session =
@@ -146,10 +152,11 @@ export async function startClientShard(
         const start = batch.start(i);
         session.fromPeer(batch.buffer.subarray(start, start + batch.length(i)), via);
       }
+      tunnel.flush();
     });
   }
   for (const { socket, name } of sockets.zoned) {
-    const via = dgramReplySocket(socket);
+    const via = dgramReplySocket(socket, sessions.udpCounting);
     socket.on("message", (datagram, rinfo) => {
       const session =
         peers.get(formatAddress(rinfo.address, rinfo.port)) ??
@@ -158,6 +165,7 @@ export async function startClientShard(
           via,
         );
       session?.fromPeer(datagram, via);
+      tunnel.flush();
     });
     socket.on("error", (err) => sessions.socketError(name, err));
   }

@@ -8,7 +8,7 @@ import { formatAddress } from "./address.js";
 import type { LogSink } from "./logger.js";
 import { CONNECTION_LOG_LIMIT, RateLimitedLog } from "./rate-limited-log.js";
 import type { TunnelSocket } from "./tunnel-socket.js";
-import type { RunDropHandler } from "./udp-run-writer.js";
+import type { RunCounting } from "./udp-run-writer.js";
 
 /** Datagrams relayed by the sessions or relays of one shard (plain numbers on the hot path). */
 export interface RelayCounters {
@@ -38,14 +38,15 @@ export function sendToTunnel(
   else totals.sendDrops++;
 }
 
-/**
- * The handler for datagrams from the tunnel that a UDP socket refused when their run was
- * written: they were counted as sent when the run took them.
- */
-export function udpRefusedHandler(totals: RelayCounters): RunDropHandler {
-  return (datagrams) => {
-    totals.tunnelToUdp -= datagrams;
-    totals.udpErrors += datagrams;
+/** Counts the tunnel's datagrams to UDP when a UDP socket sends or refuses them. */
+export function udpCounting(totals: RelayCounters): RunCounting {
+  return {
+    sent: (datagrams) => {
+      totals.tunnelToUdp += datagrams;
+    },
+    refused: (datagrams) => {
+      totals.udpErrors += datagrams;
+    },
   };
 }
 

@@ -24,6 +24,8 @@ export interface RelayTableOptions {
   /** The UDP application every connection is relayed to. */
   readonly remote: SocketAddress;
   readonly runs: UdpRunWriter;
+  /** Writes the stack's run: called at the end of each batch a relay sends into the tunnel. */
+  readonly flushTunnel: () => void;
   /** Largest datagram taken from the application (the MTU). */
   readonly maxDatagramBytes: number;
   /** Sent as the first datagram of every connection. */
@@ -65,6 +67,7 @@ export class RelayTable {
         this.options.remote,
         this.totals,
         this.options.runs,
+        this.options.flushTunnel,
         this.options.maxDatagramBytes,
         (ended, cause) => this.closed(ended, cause),
       );

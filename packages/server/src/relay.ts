@@ -2,8 +2,9 @@
  * One accepted connection and its own UDP socket connected to `--remote`.
  *
  * Hot path, synchronous both ways: UDP (a recvmmsg batch) -> a view of each datagram ->
- * `sock.send`; tunnel -> the stack's view -> the shard's run writer (copied into a run, sent
- * with one segmented send per run at the end of the task).
+ * `sock.send`, the stack's run written at the end of the batch; tunnel -> the stack's view ->
+ * the shard's run writer (copied into a run, sent with one segmented send per run at the end
+ * of the tunnel's batch).
  */
 import {
   newRelayCounters,
@@ -13,7 +14,7 @@ import {
   type TunnelSocket,
   UDP_SOCKET_BUFFER_BYTES,
   type UdpRunWriter,
-  udpRefusedHandler,
+  udpCounting,
 } from "fake-tcp-common";
 import { type UdpBatch, UdpBatchSocket } from "fake-tcp-tun/udp";
 
@@ -53,6 +54,7 @@ export class Relay {
     remote: SocketAddress,
     private readonly totals: ServerCounters,
     runs: UdpRunWriter,
+    flushTunnel: () => void,
     maxDatagramBytes: number,
     private readonly onClose: (relay: Relay, cause: string) => void,
   ) {
@@ -80,14 +82,12 @@ export class Relay {
         const start = batch.start(i);
         sendToTunnel(sock, buffer.subarray(start, start + batch.length(i)), totals);
       }
+      flushTunnel();
     });
     const udp = this.udp;
-    const refused = udpRefusedHandler(totals);
-    sock.onDatagram((view) => {
-      // A connected socket: no destination record.
-      runs.send(udp, view, undefined, refused);
-      totals.tunnelToUdp++;
-    });
+    const counting = udpCounting(totals);
+    // A connected socket: no destination record.
+    sock.onDatagram((view) => runs.send(udp, view, undefined, counting));
     sock.once("close", (info) => this.close(info.cause));
   }
 

@@ -58,6 +58,7 @@ describe("Relay", () => {
       { address: "127.0.0.1", port: appPort, family: 4 },
       totals,
       new UdpRunWriter(),
+      () => {},
       1500,
       (_r: Relay, cause: string) => ended.push(cause),
     );
@@ -136,6 +137,7 @@ describe("RelayTable", () => {
     const table = new RelayTable({
       remote,
       runs: new UdpRunWriter(),
+      flushTunnel: () => {},
       maxDatagramBytes: 1500,
       logger: sink,
     });
@@ -157,9 +159,18 @@ describe("RelayTable", () => {
     const closed = new StackLikeSocket();
     closed.reset();
     const totals = newServerCounters();
-    expect(() => new Relay(closed, remote, totals, new UdpRunWriter(), 1500, () => {})).toThrow(
-      /already ended/,
-    );
+    expect(
+      () =>
+        new Relay(
+          closed,
+          remote,
+          totals,
+          new UdpRunWriter(),
+          () => {},
+          1500,
+          () => {},
+        ),
+    ).toThrow(/already ended/);
     expect(totals.udpSockets).toBe(0);
     expect(openFds()).toBe(fdsBefore);
   });
@@ -169,6 +180,7 @@ describe("RelayTable", () => {
     const table = new RelayTable({
       remote,
       runs: new UdpRunWriter(),
+      flushTunnel: () => {},
       maxDatagramBytes: 1500,
       logger: sink,
     });
@@ -209,6 +221,7 @@ describe("RelayTable", () => {
     const table = new RelayTable({
       remote,
       runs: new UdpRunWriter(),
+      flushTunnel: () => {},
       maxDatagramBytes: 1500,
       logger: sink,
     });

@@ -38,8 +38,11 @@ export interface SegmentTuple {
   readonly ipBase: number;
 }
 
-/** Outcome of a data write. */
-export const WriteResult = { ok: 0, tooBig: 1, refused: 2 } as const;
+/**
+ * Outcome of a data write: written now (`ok`), taken into a run and reported to the
+ * {@link RunWrittenHandler} when the run is written (`queued`), or dropped.
+ */
+export const WriteResult = { ok: 0, tooBig: 1, refused: 2, queued: 3 } as const;
 
 /**
  * Most segments one coalesced write carries. At 1400-byte datagrams the 16-bit IP length ends
@@ -55,10 +58,16 @@ const MAX_RUN_PAYLOAD6 = 65535 - 20;
 const EMPTY = new Uint8Array(0);
 
 /**
- * Called when the device refused a coalesced run: `segments` datagrams of `tuple` (the socket
- * they were sent on) were lost.
+ * Called when a coalesced run is written: `segments` datagrams (`bytes` of payload) of
+ * `tuple` (the socket they were sent on) were sent, or lost when `ok` is false (the device
+ * refused them).
  */
-export type RunRefusedHandler = (tuple: SegmentTuple, segments: number) => void;
+export type RunWrittenHandler = (
+  tuple: SegmentTuple,
+  segments: number,
+  bytes: number,
+  ok: boolean,
+) => void;
 
 export class SegmentWriter {
   private readonly data4 = Buffer.alloc(40);
@@ -82,14 +91,14 @@ export class SegmentWriter {
   /** `coalesce` false: never make runs, every data segment is written on its own. */
   constructor(
     private readonly coalesce = true,
-    private readonly onRunRefused: RunRefusedHandler = () => {},
+    private readonly onRunWritten: RunWrittenHandler = () => {},
   ) {}
 
   /**
    * Sends one data segment (flag ACK only) carrying `payload`. On a queue with segmentation
-   * offload the datagram is copied into the current run and written later in this task
-   * (`ok` then means accepted; a refused run is reported to `onRunRefused`); otherwise it is
-   * written now, by reference.
+   * offload the datagram is copied into the current run (`queued`) and written at the next
+   * {@link flush} (at the latest at the end of this task), then reported to `onRunWritten`;
+   * otherwise it is written now, by reference.
    */
   writeData(
     q: DeviceQueue,
@@ -101,13 +110,16 @@ export class SegmentWriter {
     if ((t.family === 4 ? 40 : 60) + payload.length > q.mtu) return WriteResult.tooBig;
     if (this.coalesce && q.segmentationOffload === true && q.checksumOffload) {
       this.append(q, t, seq, ack, payload);
-      return WriteResult.ok;
+      return WriteResult.queued;
     }
     if (this.run.count > 0) this.flush();
     return this.writeOne(q, t, seq, ack, payload) ? WriteResult.ok : WriteResult.refused;
   }
 
-  /** Writes the pending run, if any. Runs are also written at the end of every task. */
+  /**
+   * Writes the pending run, if any. The stack calls it at the end of every received batch and
+   * its users at the end of theirs; the end of the task writes a forgotten run (a safety net).
+   */
   flush(): void {
     const count = this.run.count;
     if (count === 0) return;
@@ -123,7 +135,7 @@ export class SegmentWriter {
       const h = this.dataHeader(t, this.runSeq, this.runAck, payload, true);
       ok = q.writeSegmented!(h, payload, segmentSize);
     }
-    if (!ok) this.onRunRefused(t, count);
+    this.onRunWritten(t, count, payload.length, ok);
   }
 
   private append(
