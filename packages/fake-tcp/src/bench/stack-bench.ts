@@ -105,6 +105,8 @@ async function heapPerConnection(count: number) {
     queues: pair.b,
     local4: "10.0.0.2",
     maxConnections: count + 10,
+    // Every connection comes from the one client address.
+    maxConnectionsPerSource: count + 10,
     acceptBacklog: count + 10,
   });
   server.listen(4567);
