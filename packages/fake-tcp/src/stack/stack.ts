@@ -35,7 +35,7 @@ import {
 } from "./liveness.js";
 import { type ResolvedOptions, resolveOptions, type StackOptions } from "./options.js";
 import { Admission, PassiveOpens } from "./passive-open.js";
-import { SegmentWriter, WriteResult } from "./segment-writer.js";
+import { type SegmentTuple, SegmentWriter, WriteResult } from "./segment-writer.js";
 import { seqAdd, seqGt, seqMax } from "./seq.js";
 import { type CloseCause, type Socket, type SocketHost, SocketState } from "./socket.js";
 import { CookieBits } from "./syn-cookies.js";
