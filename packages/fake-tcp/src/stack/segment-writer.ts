@@ -12,10 +12,9 @@
  * copied once, into the run.
  */
 import type { DeviceQueue } from "../device.js";
-import { write16 } from "../wire/bytes.js";
 import { finishChecksum, foldSum, sumWords } from "../wire/checksum.js";
-import { emitIpv4Header } from "../wire/ipv4.js";
-import { emitIpv6Header } from "../wire/ipv6.js";
+import { emitIpv4Header, IPV4_HEADER_LENGTH, setIpv4TotalLength } from "../wire/ipv4.js";
+import { emitIpv6Header, IPV6_HEADER_LENGTH, setIpv6PayloadLength } from "../wire/ipv6.js";
 import {
   emitLinuxSynAckOptions,
   emitLinuxSynOptions,
@@ -24,7 +23,17 @@ import {
   linuxSynWindow,
 } from "../wire/linux-syn.js";
 import { TCP_SYN_OURS_HEADER_LENGTH } from "../wire/ours-option.js";
-import { emitTcpHeader, TCP_HEADER_LENGTH, TCP_SYN_HEADER_LENGTH, TcpFlags } from "../wire/tcp.js";
+import { dataHeaderLength, ipHeaderLength, maxSegmentedPayload } from "../wire/segment.js";
+import {
+  emitTcpHeader,
+  setTcpChecksum,
+  setTcpHeaderLength,
+  setTcpSeqAck,
+  setTcpWindow,
+  TCP_HEADER_LENGTH,
+  TCP_SYN_HEADER_LENGTH,
+  TcpFlags,
+} from "../wire/tcp.js";
 import { RunBuffer } from "./run-buffer.js";
 
 /** The addressing a segment needs; a Socket satisfies it. Addresses are int32 words. */
@@ -60,10 +69,9 @@ export const WriteResult = { ok: 0, tooBig: 1, refused: 2, queued: 3 } as const;
  * puts on the path.
  */
 export const MAX_RUN_SEGMENTS = 64;
-/** Most payload one coalesced write carries: the IPv4 total length is 16 bits. */
-const MAX_RUN_PAYLOAD4 = 65535 - 20 - 20;
-/** The IPv6 payload length (TCP header + data) is 16 bits. */
-const MAX_RUN_PAYLOAD6 = 65535 - 20;
+/** Most payload one coalesced write carries, per family (the IP length field is 16 bits). */
+const MAX_RUN_PAYLOAD4 = maxSegmentedPayload(4);
+const MAX_RUN_PAYLOAD6 = maxSegmentedPayload(6);
 
 const EMPTY = new Uint8Array(0);
 
@@ -80,10 +88,12 @@ export type RunWrittenHandler = (
 ) => void;
 
 export class SegmentWriter {
-  private readonly data4 = Buffer.alloc(40);
-  private readonly data6 = Buffer.alloc(60);
+  private readonly data4 = Buffer.alloc(dataHeaderLength(4));
+  private readonly data6 = Buffer.alloc(dataHeaderLength(6));
   /** Control segments: the largest is an IPv6 keyed SYN (40 + 20 + 20 bytes of options). */
-  private readonly control = Buffer.alloc(40 + TCP_HEADER_LENGTH + LINUX_SYN_OPTIONS_LENGTH);
+  private readonly control = Buffer.alloc(
+    IPV6_HEADER_LENGTH + TCP_HEADER_LENGTH + LINUX_SYN_OPTIONS_LENGTH,
+  );
   private readonly local = [0, 0, 0, 0];
   private readonly remote = [0, 0, 0, 0];
   private template4: SegmentTuple | null = null;
@@ -117,7 +127,7 @@ export class SegmentWriter {
     ack: number,
     payload: Uint8Array,
   ): number {
-    if ((t.family === 4 ? 40 : 60) + payload.length > q.mtu) return WriteResult.tooBig;
+    if (dataHeaderLength(t.family) + payload.length > q.mtu) return WriteResult.tooBig;
     if (this.coalesce && q.segmentationOffload === true && q.checksumOffload) {
       this.append(q, t, seq, ack, payload);
       return WriteResult.queued;
@@ -199,49 +209,35 @@ export class SegmentWriter {
     offload: boolean,
   ): Buffer {
     const len = payload.length;
-    const tcpLength = 20 + len;
+    const tcpLength = TCP_HEADER_LENGTH + len;
     let h: Buffer;
     let ip: number;
     if (t.family === 4) {
       h = this.data4;
-      ip = 20;
+      ip = IPV4_HEADER_LENGTH;
       if (this.template4 !== t) {
         this.emitTemplate(h, t, tcpLength);
         this.template4 = t;
       }
-      const total = ip + tcpLength;
-      h[2] = total >>> 8;
-      h[3] = total;
-      const ipSum = finishChecksum(t.ipBase + total);
-      h[10] = ipSum >>> 8;
-      h[11] = ipSum;
+      setIpv4TotalLength(h, 0, ip + tcpLength, t.ipBase);
     } else {
       h = this.data6;
-      ip = 40;
+      ip = IPV6_HEADER_LENGTH;
       if (this.template6 !== t) {
         this.emitTemplate(h, t, tcpLength);
         this.template6 = t;
       }
-      h[4] = tcpLength >>> 8;
-      h[5] = tcpLength;
+      setIpv6PayloadLength(h, 0, tcpLength);
     }
-    h[ip + 4] = seq >>> 24;
-    h[ip + 5] = seq >>> 16;
-    h[ip + 6] = seq >>> 8;
-    h[ip + 7] = seq;
-    h[ip + 8] = ack >>> 24;
-    h[ip + 9] = ack >>> 16;
-    h[ip + 10] = ack >>> 8;
-    h[ip + 11] = ack;
+    setTcpSeqAck(h, ip, seq, ack);
     let ck: number;
     if (offload) ck = foldSum(t.pseudoBase + tcpLength);
     else {
-      h[ip + 16] = 0;
-      h[ip + 17] = 0;
-      ck = finishChecksum(sumWords(payload, 0, len, sumWords(h, ip, 20, t.pseudoBase + tcpLength)));
+      setTcpChecksum(h, ip, 0);
+      const headerSum = sumWords(h, ip, TCP_HEADER_LENGTH, t.pseudoBase + tcpLength);
+      ck = finishChecksum(sumWords(payload, 0, len, headerSum));
     }
-    h[ip + 16] = ck >>> 8;
-    h[ip + 17] = ck;
+    setTcpChecksum(h, ip, ck);
     return h;
   }
 
@@ -262,7 +258,7 @@ export class SegmentWriter {
     // Control segments follow the data sent before them (an RST after the last datagram).
     if (this.run.count > 0) this.flush();
     const h = this.control;
-    const ip = t.family === 4 ? 20 : 40;
+    const ip = ipHeaderLength(t.family);
     const tcpLength = synOptions
       ? ours
         ? TCP_SYN_OURS_HEADER_LENGTH
@@ -273,8 +269,7 @@ export class SegmentWriter {
     const ck = offload
       ? foldSum(t.pseudoBase + tcpLength)
       : finishChecksum(sumWords(h, ip, tcpLength, t.pseudoBase + tcpLength));
-    h[ip + 16] = ck >>> 8;
-    h[ip + 17] = ck;
+    setTcpChecksum(h, ip, ck);
     return q.writeGather(h.subarray(0, ip + tcpLength), EMPTY, offload);
   }
 
@@ -302,16 +297,15 @@ export class SegmentWriter {
     const tcpLength = TCP_HEADER_LENGTH + optionsLength;
     const ip = this.emitIp(h, t, tcpLength, syn ? ipId : 0);
     emitTcpHeader(h, ip, t.localPort, t.remotePort, seq, ack, flags, false);
-    h[ip + 12] = (tcpLength / 4) << 4;
-    write16(h, ip + 14, linuxSynWindow(mss));
+    setTcpHeaderLength(h, ip, tcpLength);
+    setTcpWindow(h, ip, linuxSynWindow(mss));
     if (syn) emitLinuxSynOptions(h, ip + TCP_HEADER_LENGTH, mss, tsval, windowScale);
     else emitLinuxSynAckOptions(h, ip + TCP_HEADER_LENGTH, mss, windowScale);
     const offload = q.checksumOffload;
     const ck = offload
       ? foldSum(t.pseudoBase + tcpLength)
       : finishChecksum(sumWords(h, ip, tcpLength, t.pseudoBase + tcpLength));
-    h[ip + 16] = ck >>> 8;
-    h[ip + 17] = ck;
+    setTcpChecksum(h, ip, ck);
     return q.writeGather(h.subarray(0, ip + tcpLength), EMPTY, offload);
   }
 

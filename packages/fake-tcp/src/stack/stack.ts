@@ -17,7 +17,7 @@ import {
 import { ParseError, parseErrorNames } from "../wire/errors.js";
 import { linuxMss } from "../wire/linux-syn.js";
 import { OursOption, scanOursOption } from "../wire/ours-option.js";
-import { SegmentParser } from "../wire/segment.js";
+import { dataHeaderLength, SegmentParser } from "../wire/segment.js";
 import { TcpFlags } from "../wire/tcp.js";
 import { BoundedQueue } from "./bounded-queue.js";
 import { ChallengeLimiter } from "./challenge-limiter.js";
@@ -1239,7 +1239,7 @@ export class Stack implements SocketHost {
   private logTooBig(length: number, mtu: number, family: 4 | 6): void {
     this.tooBigSinceLog++;
     if (!this.opts.log || this.clock - this.lastTooBigLog < 10_000) return;
-    const max = mtu - (family === 4 ? 40 : 60);
+    const max = mtu - dataHeaderLength(family);
     this.opts.log(
       "warn",
       `dropped ${this.tooBigSinceLog} datagram(s) too big for the MTU (last: ${length} bytes, max ${max} over IPv${family} with MTU ${mtu})`,

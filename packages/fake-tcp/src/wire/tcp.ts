@@ -23,6 +23,30 @@ export const TcpFlags = {
   CWR: 0x80,
 } as const;
 
+/** Byte offsets, within the TCP header, of the fields written in place after it is built. */
+export const TcpField = { seq: 4, ack: 8, dataOffset: 12, window: 14, checksum: 16 } as const;
+
+/** Writes the sequence and acknowledgment numbers of the TCP header at `tcp`. */
+export function setTcpSeqAck(buf: Uint8Array, tcp: number, seq: number, ack: number): void {
+  write32(buf, tcp + TcpField.seq, seq);
+  write32(buf, tcp + TcpField.ack, ack);
+}
+
+/** Writes the checksum of the TCP header at `tcp` (a complete one, or the pseudo-header seed). */
+export function setTcpChecksum(buf: Uint8Array, tcp: number, checksum: number): void {
+  write16(buf, tcp + TcpField.checksum, checksum);
+}
+
+/** Writes the header length (data offset) of the TCP header at `tcp`, a multiple of 4 bytes. */
+export function setTcpHeaderLength(buf: Uint8Array, tcp: number, length: number): void {
+  buf[tcp + TcpField.dataOffset] = (length / 4) << 4;
+}
+
+/** Writes the window of the TCP header at `tcp`. */
+export function setTcpWindow(buf: Uint8Array, tcp: number, window: number): void {
+  write16(buf, tcp + TcpField.window, window);
+}
+
 /** A parsed TCP header (options are parsed separately, on demand, by `parseTcpOptions`). */
 export interface TcpRepr {
   srcPort: number;
