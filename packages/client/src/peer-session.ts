@@ -95,7 +95,7 @@ export class PeerSession {
   fromServer = 0;
   private state: State = "waiting";
   private sock: TunnelSocket | undefined;
-  private queue: Buffer[] = [];
+  private pending: Buffer[] = [];
   private waitTimer: NodeJS.Timeout | undefined;
   /** The local socket the peer last sent to; replies leave from it. */
   private via: ReplySocket;
@@ -143,9 +143,9 @@ export class PeerSession {
     this.via = via;
     const totals = this.context.totals;
     if (this.state === "open") sendToTunnel(this.sock!, datagram, totals);
-    else if (this.state !== "closed" && this.queue.length < MAX_QUEUED_DATAGRAMS) {
+    else if (this.state !== "closed" && this.pending.length < MAX_QUEUED_DATAGRAMS) {
       // Only until the connection opens: keeping the datagram past this call needs a copy.
-      this.queue.push(Buffer.from(datagram));
+      this.pending.push(Buffer.from(datagram));
     } else {
       totals.queueDrops++;
     }
@@ -165,8 +165,8 @@ export class PeerSession {
     this.state = "closed";
     if (this.waitTimer !== undefined) clearTimeout(this.waitTimer);
     this.waitTimer = undefined;
-    this.context.totals.queueDrops += this.queue.length;
-    this.queue = [];
+    this.context.totals.queueDrops += this.pending.length;
+    this.pending = [];
     this.context.closed(this, cause);
   }
 
@@ -217,8 +217,8 @@ export class PeerSession {
     sock.once("close", (info) => this.finish(info.cause));
     this.context.opened(this, sock);
     if (this.context.handshakePacket) sock.send(this.context.handshakePacket);
-    const queued = this.queue;
-    this.queue = [];
+    const queued = this.pending;
+    this.pending = [];
     let i = 0;
     for (; i < queued.length && this.state === "open"; i++) sendToTunnel(sock, queued[i], totals);
     // Closed while sending what was queued: the rest was never sent.

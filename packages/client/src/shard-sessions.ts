@@ -102,8 +102,8 @@ export class ShardSessions implements SessionContext {
   readonly udpCounting = udpCounting(this.totals);
 
   /** A UDP socket's error (rare, but a peer can cause some). */
-  socketError(endpoint: string, err: unknown): void {
-    this.peerLog.warn({ endpoint, err: oneLine(err) }, "UDP socket error");
+  socketError(socket: string, err: unknown): void {
+    this.peerLog.warn({ endpoint: socket, err: oneLine(err) }, "UDP socket error");
   }
 
   // SessionContext: what the sessions call.

@@ -19,15 +19,15 @@ import {
 } from "fake-tcp-common";
 import type { UdpBatch, UdpBatchSocket } from "fake-tcp-tun/udp";
 import type { ClientConfig } from "./cli.js";
+import {
+  type BatchListenSocket,
+  bindBatchUdpAddresses,
+  bindUdpAddresses,
+  type ListenSocket,
+} from "./listen-sockets.js";
 import { dgramReplySocket, type ReplySocket } from "./peer-session.js";
 import { PeerTable } from "./peer-table.js";
 import { ShardSessions } from "./shard-sessions.js";
-import {
-  type BatchEndpoint,
-  bindBatchUdpAddresses,
-  bindUdpAddresses,
-  type UdpEndpoint,
-} from "./udp-endpoints.js";
 
 /** What the main thread hands a shard (structured-clonable). */
 export interface ClientShardData {
@@ -43,9 +43,9 @@ export interface ClientShardData {
 /** A shard's UDP sockets on `--local`. */
 interface ShardSockets {
   /** Batched sockets (recvmmsg/sendmmsg), one per address. */
-  readonly batched: BatchEndpoint[];
+  readonly batched: BatchListenSocket[];
   /** node:dgram sockets of link-local addresses (shard 0 only). */
-  readonly zoned: UdpEndpoint[];
+  readonly zoned: ListenSocket[];
   close(): void;
 }
 
@@ -64,12 +64,12 @@ async function bindShardSockets(data: ClientShardData): Promise<ShardSockets> {
     data.shard.count > 1,
     data.config.mtu,
   );
-  let zoned: UdpEndpoint[] = [];
+  let zoned: ListenSocket[] = [];
   if (data.shard.index === 0) {
     try {
       zoned = await bindUdpAddresses(data.listen.filter(isZoned));
     } catch (err) {
-      for (const endpoint of batched) endpoint.socket.close();
+      for (const listener of batched) listener.socket.close();
       throw err;
     }
   }
@@ -77,8 +77,8 @@ async function bindShardSockets(data: ClientShardData): Promise<ShardSockets> {
     batched,
     zoned,
     close: () => {
-      for (const endpoint of batched) endpoint.socket.close();
-      for (const endpoint of zoned) endpoint.socket.close();
+      for (const listener of batched) listener.socket.close();
+      for (const listener of zoned) listener.socket.close();
     },
   };
 }
