@@ -57,7 +57,7 @@ export function parseClientArgs(
       program: CLIENT_PROGRAM,
       role: "client",
       usage:
-        "$0 --local [IP:]PORT --remote HOST:PORT [options]\n\nUDP on --local <-> fake TCP to --remote.",
+        "$0 --local [IP:]PORT --remote HOST:PORT [options]\n$0 genkey   (prints a new key for --key-file)\n\nUDP on --local <-> fake TCP to --remote.",
       options: {
         local: {
           alias: "l",
@@ -88,6 +88,10 @@ export function parseClientArgs(
         [
           "FAKE_TCP_REMOTE=vpn.example.com:4567 $0 --local 1234 --no-auto-rules",
           "remote from the environment, host rules managed by hand",
+        ],
+        [
+          "$0 --local 1234 --remote vpn.example.com:443 --key-file tunnel.key",
+          "keyed: the server's key file, copied here",
         ],
       ],
       epilog: EPILOG,

@@ -2,6 +2,7 @@ export * from "./address.js";
 export * from "./errors.js";
 export * from "./handshake-packet.js";
 export * from "./host-setup.js";
+export * from "./key-file.js";
 export * from "./lifecycle.js";
 export * from "./logger.js";
 export * from "./nft.js";

@@ -7,6 +7,7 @@ import { availableParallelism } from "node:os";
 import yargs, { type Options } from "yargs";
 import { parseIPv4, parseIPv6 } from "./address.js";
 import { UsageError } from "./errors.js";
+import { readKeyFile } from "./key-file.js";
 import { LOG_LEVELS, type LogLevel } from "./logger.js";
 
 /** Which program is parsing: the defaults of the TUN addresses differ. */
@@ -77,6 +78,9 @@ export interface CommonConfig {
    * run the kernel numbers the IDs 0, 1, 2...).
    */
   readonly segmentationOffload: boolean;
+  /** Keyed mode (`--key-file`): the file's path and the 32-byte key read from it at parse time. */
+  readonly keyFile: string | undefined;
+  readonly key: Uint8Array | undefined;
 }
 
 const TUN_GROUP = "Tunnel device:";
@@ -183,6 +187,11 @@ export function commonOptionDefinitions(role: Role): Record<string, Options> {
       describe:
         "write runs of datagrams as one packet the kernel cuts into the same segments; --no-segmentation-offload: one write per segment, IPv4 ID 0 on every packet",
       group: TUNING_GROUP,
+    },
+    "key-file": {
+      type: "string",
+      describe: `keyed mode: FILE holds a key that both ends share (made by \`${role === "client" ? "fake-tcp-client" : "fake-tcp-server"} genkey\`); the ${role === "client" ? "client then talks only to a server with the same key" : "server then answers only clients with the same key and is silent to anything else"}, not to phantun`,
+      group: OPS_GROUP,
     },
     "log-level": {
       type: "string",
@@ -375,6 +384,12 @@ export function parseTunName(text: string): string {
   return text;
 }
 
+/** `--key-file`: the path and the key it holds (read now, so that a bad file stops the start). */
+function keyOption(args: RawArguments): Pick<CommonConfig, "keyFile" | "key"> {
+  const keyFile = stringOption(args, "keyFile", "--key-file");
+  return { keyFile, key: keyFile === undefined ? undefined : readKeyFile(keyFile) };
+}
+
 /** Validates the shared options into a {@link CommonConfig}. */
 export function commonConfig(args: RawArguments): CommonConfig {
   const ipv4Only = booleanOption(args, "ipv4Only", "-4/--ipv4-only");
@@ -423,5 +438,6 @@ export function commonConfig(args: RawArguments): CommonConfig {
     autoRules: booleanOption(args, "autoRules", "--auto-rules"),
     checksumOffload: booleanOption(args, "checksumOffload", "--checksum-offload"),
     segmentationOffload: booleanOption(args, "segmentationOffload", "--segmentation-offload"),
+    ...keyOption(args),
   };
 }

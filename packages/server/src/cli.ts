@@ -44,7 +44,7 @@ export function parseServerArgs(
       program: SERVER_PROGRAM,
       role: "server",
       usage:
-        "$0 --listen PORT --remote HOST:PORT [options]\n\nfake TCP on port --listen <-> UDP to --remote, one UDP socket per connection.",
+        "$0 --listen PORT --remote HOST:PORT [options]\n$0 genkey   (prints a new key for --key-file)\n\nfake TCP on port --listen <-> UDP to --remote, one UDP socket per connection.",
       options: {
         listen: {
           alias: "local",
@@ -64,6 +64,14 @@ export function parseServerArgs(
         [
           "$0 --local 4567 --remote 127.0.0.1:51820 --handshake-packet hello.bin",
           "phantun-style flags, with a handshake packet",
+        ],
+        [
+          "$0 genkey > tunnel.key && chmod 600 tunnel.key",
+          "make a key for keyed mode (copy the file to the client too)",
+        ],
+        [
+          "$0 --listen 443 --remote 127.0.0.1:51820 --key-file tunnel.key",
+          "keyed: answers only clients with the key, silent to probes",
         ],
       ],
       epilog: EPILOG,

@@ -7,6 +7,7 @@ import {
   formatAddress,
   type LaunchOptions,
   launchProgram,
+  logKeyedMode,
   openProgramDevice,
   type ProgramContext,
   type RunningProgram,
@@ -35,6 +36,7 @@ export function startServer(
 
 async function start(config: ServerConfig, context: ProgramContext): Promise<RunningProgram> {
   const { logger, cleanup } = context;
+  logKeyedMode(config, logger);
   // The UDP application is resolved once: every connection relays to the same address.
   const [remote] = await resolveHostPort(config.remote, config.ipv4Only);
   const handshakePacket = await configuredHandshakePacket(config);
@@ -73,7 +75,12 @@ async function start(config: ServerConfig, context: ProgramContext): Promise<Run
   });
   const remoteName = formatAddress(remote.address, remote.port);
   logger.info(
-    { listen: config.listen, remote: remoteName, shards: shards.length },
+    {
+      listen: config.listen,
+      remote: remoteName,
+      shards: shards.length,
+      keyed: config.key !== undefined,
+    },
     "fake-tcp-server running",
   );
   return shardedProgram(shards, context);

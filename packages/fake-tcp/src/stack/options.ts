@@ -72,8 +72,9 @@ export interface StackOptions {
   probeAnswerIntervalMs?: number;
   /**
    * The fast check a peer of ours gets after an RST whose seq is in the window but not exact:
-   * `deadPeerProbes` probes this far apart; the connection closes only if none is answered.
-   * Default 300 ms.
+   * `deadPeerProbes` probes this far apart; the connection closes only if none is answered
+   * and no new data arrives meanwhile (so after about 1.5 s of silence by default: a peer
+   * stalled for a moment, e.g. by a busy host, is not taken for gone). Default 500 ms.
    */
   verifyIntervalMs?: number;
   /**
@@ -117,6 +118,13 @@ export interface StackOptions {
    * (see `linuxWindowScale`). Default 7 (Linux's default receive buffer limit, 6 MiB).
    */
   synWindowScale?: number;
+  /**
+   * TTL (IPv4) and hop limit (IPv6) of everything the stack sends. Default 64, what phantun
+   * and Linux send. The programs' keyed mode sets 65: their packets leave the TUN through the
+   * host's forwarding, which takes one off, so that on the wire they carry the 64 of packets
+   * the host itself sends.
+   */
+  ttl?: number;
   /**
    * Keyed mode: SYN tokens the listener remembers (its replay cache, see replay-cache.ts).
    * Enough for this many handshakes in about three minutes. Default 65536.
@@ -165,7 +173,7 @@ export function resolveOptions(o: StackOptions): ResolvedOptions {
     keepaliveIntervalMs: o.keepaliveIntervalMs ?? 0,
     deadPeerProbes: o.deadPeerProbes ?? 3,
     probeAnswerIntervalMs: o.probeAnswerIntervalMs ?? 200,
-    verifyIntervalMs: o.verifyIntervalMs ?? 300,
+    verifyIntervalMs: o.verifyIntervalMs ?? 500,
     challengeIntervalMs: o.challengeIntervalMs ?? 250,
     challengeRatePerSecond: o.challengeRatePerSecond ?? 1000,
     rstRatePerSecond: o.rstRatePerSecond ?? 1000,
@@ -176,7 +184,10 @@ export function resolveOptions(o: StackOptions): ResolvedOptions {
     key: o.key,
     synWindowScale: o.synWindowScale ?? 7,
     replayCacheSize: o.replayCacheSize ?? 65536,
+    ttl: o.ttl ?? 64,
   };
+  positiveInt("ttl", r.ttl);
+  if (r.ttl > 255) throw new RangeError(`stack option ttl must be at most 255, got ${r.ttl}`);
   if (r.key !== undefined && (!(r.key instanceof Uint8Array) || r.key.length !== KEY_LENGTH))
     throw new RangeError(`stack option key must be ${KEY_LENGTH} bytes, got ${r.key?.length}`);
   positiveInt("synWindowScale", r.synWindowScale, 0);

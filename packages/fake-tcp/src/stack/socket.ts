@@ -136,7 +136,9 @@ export class Socket extends EventEmitter {
   /** @internal Keepalive and probe state (see liveness.ts). */
   lastProbeAt = 0;
   /** @internal */ probeSeq = 0;
-  /** @internal */ probeOutstanding = false;
+  /** @internal */ probeSeq1 = 0;
+  /** @internal */ probeSeq2 = 0;
+  /** @internal */ probesOutstanding = 0;
   /** @internal */ probesUnanswered = 0;
   /** @internal */ lastAnswerAt = Number.NEGATIVE_INFINITY;
   /** @internal Probes sent in the current idle period (how far back the next one steps). */
