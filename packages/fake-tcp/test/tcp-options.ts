@@ -1,20 +1,20 @@
 /**
  * A full parser of the TCP options area, for tests: the oracle that checks what
  * `encodeTcpOptions` builds and what the fuzzers generate. The stack needs none of it (it
- * scans only for its own option, see src/wire/ours-option.ts), so it lives here. Option kinds
- * are written out again on purpose: an independent statement of RFC 793/7323/2018.
+ * scans only for its own option, see src/wire/ours-option.ts), so it lives here.
  */
 import { read16, read32 } from "../src/wire/bytes.js";
 import { ParseError, type ParseErrorCode } from "../src/wire/errors.js";
-import type { TcpOptions } from "../src/wire/tcp.js";
-
-const OPT_EOL = 0;
-const OPT_NOP = 1;
-const OPT_MSS = 2;
-const OPT_WS = 3;
-const OPT_SACK_PERMITTED = 4;
-const OPT_SACK = 5;
-const OPT_TIMESTAMP = 8;
+import {
+  OPT_EOL,
+  OPT_MSS,
+  OPT_NOP,
+  OPT_SACK,
+  OPT_SACK_PERMITTED,
+  OPT_TIMESTAMP,
+  OPT_WS,
+  type TcpOptions,
+} from "../src/wire/tcp.js";
 
 /**
  * Parses the options area `buf[offset, offset + length)`. Returns the options, or a

@@ -274,12 +274,7 @@ export class SegmentWriter {
       : TCP_HEADER_LENGTH;
     this.emitHeaders(h, t, flags, seq, ack, synOptions, ours, tcpLength, ipId);
     if (window !== TCP_WINDOW) setTcpWindow(h, ip, window);
-    const offload = q.checksumOffload;
-    const ck = offload
-      ? foldSum(t.pseudoBase + tcpLength)
-      : finishChecksum(sumWords(h, ip, tcpLength, t.pseudoBase + tcpLength));
-    setTcpChecksum(h, ip, ck);
-    return q.writeGather(h.subarray(0, ip + tcpLength), EMPTY, offload);
+    return this.writeControlSegment(q, t, h, ip, tcpLength);
   }
 
   /**
@@ -310,6 +305,17 @@ export class SegmentWriter {
     setTcpWindow(h, ip, linuxSynWindow(mss));
     if (syn) emitLinuxSynOptions(h, ip + TCP_HEADER_LENGTH, mss, tsval, windowScale);
     else emitLinuxSynAckOptions(h, ip + TCP_HEADER_LENGTH, mss, windowScale);
+    return this.writeControlSegment(q, t, h, ip, tcpLength);
+  }
+
+  /** Fills in the TCP checksum of the control segment built in `h` and writes it. */
+  private writeControlSegment(
+    q: DeviceQueue,
+    t: SegmentTuple,
+    h: Buffer,
+    ip: number,
+    tcpLength: number,
+  ): boolean {
     const offload = q.checksumOffload;
     const ck = offload
       ? foldSum(t.pseudoBase + tcpLength)

@@ -129,13 +129,14 @@ export interface TcpOptions {
   unknown?: number[];
 }
 
-const OPT_EOL = 0;
-const OPT_NOP = 1;
-const OPT_MSS = 2;
-const OPT_WS = 3;
-const OPT_SACK_PERMITTED = 4;
-const OPT_SACK = 5;
-const OPT_TIMESTAMP = 8;
+/** TCP option kinds (RFC 793, 7323, 2018). */
+export const OPT_EOL = 0;
+export const OPT_NOP = 1;
+export const OPT_MSS = 2;
+export const OPT_WS = 3;
+export const OPT_SACK_PERMITTED = 4;
+export const OPT_SACK = 5;
+export const OPT_TIMESTAMP = 8;
 
 /**
  * Encodes options (for tests and tools; the stack itself only ever sends NOP + WS 14 and
