@@ -38,7 +38,7 @@ export function dgramReplySocket(socket: Socket, counting: RunCounting): ReplySo
   return {
     sendTo: (datagram, peer) => {
       socket.send(Buffer.from(datagram), peer.port, peer.address);
-      counting.sent(1);
+      counting.sent(1, datagram.byteLength);
     },
   };
 }

@@ -16,6 +16,9 @@ export interface RelayCounters {
   udpToTunnel: number;
   /** Datagrams from the tunnel that a UDP socket sent. */
   tunnelToUdp: number;
+  /** Payload bytes of `udpToTunnel` and `tunnelToUdp`. */
+  udpToTunnelBytes: number;
+  tunnelToUdpBytes: number;
   /** Datagrams dropped before they could be sent (the client's queue while connecting). */
   queueDrops: number;
   /** Datagrams too large for a segment (refused by the stack, or cut off by a UDP socket). */
@@ -25,7 +28,15 @@ export interface RelayCounters {
 }
 
 export function newRelayCounters(): RelayCounters {
-  return { udpToTunnel: 0, tunnelToUdp: 0, queueDrops: 0, sendDrops: 0, udpErrors: 0 };
+  return {
+    udpToTunnel: 0,
+    tunnelToUdp: 0,
+    udpToTunnelBytes: 0,
+    tunnelToUdpBytes: 0,
+    queueDrops: 0,
+    sendDrops: 0,
+    udpErrors: 0,
+  };
 }
 
 /** Sends a datagram from UDP into the tunnel and counts the outcome. */
@@ -34,15 +45,18 @@ export function sendToTunnel(
   datagram: Uint8Array,
   totals: RelayCounters,
 ): void {
-  if (sock.send(datagram)) totals.udpToTunnel++;
-  else totals.sendDrops++;
+  if (sock.send(datagram)) {
+    totals.udpToTunnel++;
+    totals.udpToTunnelBytes += datagram.byteLength;
+  } else totals.sendDrops++;
 }
 
 /** Counts the tunnel's datagrams to UDP when a UDP socket sends or refuses them. */
 export function udpCounting(totals: RelayCounters): RunCounting {
   return {
-    sent: (datagrams) => {
+    sent: (datagrams, bytes) => {
       totals.tunnelToUdp += datagrams;
+      totals.tunnelToUdpBytes += bytes;
     },
     refused: (datagrams) => {
       totals.udpErrors += datagrams;

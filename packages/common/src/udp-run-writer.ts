@@ -25,9 +25,12 @@ export interface RunSocket {
   ): boolean;
 }
 
-/** Hears, when a run is written, how many of its datagrams the socket sent or refused. */
+/**
+ * Hears, when a run is written, how many of its datagrams (and payload bytes) the socket sent
+ * or refused.
+ */
 export interface RunCounting {
-  sent(datagrams: number): void;
+  sent(datagrams: number, bytes: number): void;
   refused(datagrams: number): void;
 }
 
@@ -56,7 +59,7 @@ export class UdpRunWriter {
       this.flush();
     if (len === 0 || len > UDP_MAX_SEGMENTED_BYTES) {
       // Cannot be a segment (empty, or larger than any datagram the tunnel carries): as is.
-      if (socket.send(datagram, 0, len, record)) counting.sent(1);
+      if (socket.send(datagram, 0, len, record)) counting.sent(1, len);
       else counting.refused(1);
       return;
     }
@@ -85,7 +88,7 @@ export class UdpRunWriter {
       count === 1
         ? socket.send(payload, 0, payload.length, record)
         : socket.sendSegmented(payload, 0, payload.length, segmentSize, record);
-    if (ok) counting.sent(count);
+    if (ok) counting.sent(count, payload.length);
     else counting.refused(count);
   }
 }

@@ -50,6 +50,11 @@ describe.skipIf(gate.skip)("fake-tcp-server command line", () => {
       ["--listen", "4567", ...remote, "--key-file", "/etc/hostname"],
       /--key-file: \/etc\/hostname is not a key/,
     ],
+    [["--listen", "443", ...remote, "--share"], /--share needs --key-file/],
+    [
+      ["--listen", "443", ...remote, "--share-queue", "70000"],
+      /--share-queue: "70000" is not a whole number from 0 to 65535/,
+    ],
   ])("%j", (args, message) => {
     const line = expectOneLineError(runProgram(ns, "server", args));
     expect(line).toMatch(/^fake-tcp-server: error: /);
