@@ -41,7 +41,8 @@ for (const family of [4, 6] as const) {
 
 const N = Number(process.env.N ?? 300_000);
 for (const [name, packet, expected] of cases) {
-  if (verifyKeyedSyn(packet, key, PORT, now) !== expected) throw new Error(`${name}: wrong verdict`);
+  if (verifyKeyedSyn(packet, key, PORT, now) !== expected)
+    throw new Error(`${name}: wrong verdict`);
   for (let i = 0; i < 20_000; i++) verifyKeyedSyn(packet, key, PORT, now);
   const start = process.hrtime.bigint();
   let ok = 0;
