@@ -11,6 +11,7 @@ import {
   parseListenAddress,
   type SocketAddress,
   stringOption,
+  validateArguments,
 } from "fake-tcp-common";
 
 /** The client's validated configuration. */
@@ -99,9 +100,11 @@ export function parseClientArgs(
     env,
   );
   if (!args) return null;
-  const common = commonConfig(args);
-  const local = parseListenAddress(stringOption(args, "local", "--local") ?? "", "--local");
-  const remote = parseHostPort(stringOption(args, "remote", "--remote") ?? "", "--remote");
-  const newPeerRate = integerOption(args, "newPeerRate", "--new-peer-rate", 1, 1_000_000);
-  return { ...common, local, remote, newPeerRate };
+  return validateArguments(args, () => {
+    const common = commonConfig(args);
+    const local = parseListenAddress(stringOption(args, "local", "--local") ?? "", "--local");
+    const remote = parseHostPort(stringOption(args, "remote", "--remote") ?? "", "--remote");
+    const newPeerRate = integerOption(args, "newPeerRate", "--new-peer-rate", 1, 1_000_000);
+    return { ...common, local, remote, newPeerRate };
+  });
 }

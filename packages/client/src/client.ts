@@ -97,5 +97,5 @@ async function start(config: ClientConfig, context: ProgramContext): Promise<Run
     },
     "fake-tcp-client running",
   );
-  return shardedProgram(shards, context);
+  return shardedProgram(shards, context, config);
 }

@@ -1,10 +1,12 @@
 export * from "./address.js";
+export * from "./config-file.js";
 export * from "./errors.js";
 export * from "./handshake-packet.js";
 export * from "./host-setup.js";
 export * from "./key-file.js";
 export * from "./lifecycle.js";
 export * from "./logger.js";
+export * from "./metrics.js";
 export * from "./nft.js";
 export * from "./options.js";
 export * from "./program.js";
@@ -19,3 +21,4 @@ export * from "./tunnel.js";
 export * from "./tunnel-socket.js";
 export * from "./udp-buffers.js";
 export * from "./udp-run-writer.js";
+export * from "./version.js";

@@ -14,6 +14,7 @@ import {
   parsePort,
   stringOption,
   UsageError,
+  validateArguments,
 } from "fake-tcp-common";
 
 /** The server's validated configuration. */
@@ -102,20 +103,22 @@ export function parseServerArgs(
     env,
   );
   if (!args) return null;
-  const common = commonConfig(args);
-  const listenText = (stringOption(args, "listen", "--listen") ?? "").trim();
-  // phantun's server takes a bare port; accept "0.0.0.0:PORT"/"[::]:PORT" too for convenience.
-  const portText = /^(0\.0\.0\.0:|\[::\]:)\d+$/.test(listenText)
-    ? listenText.slice(listenText.lastIndexOf(":") + 1)
-    : listenText;
-  const listen = parsePort(portText, "--listen");
-  const remote = parseHostPort(stringOption(args, "remote", "--remote") ?? "", "--remote");
-  const share = booleanOption(args, "share", "--share");
-  if (share && common.key === undefined) {
-    throw new UsageError(
-      "--share needs --key-file: only keyed SYNs can be told from the shared service's clients",
-    );
-  }
-  const shareQueue = integerOption(args, "shareQueue", "--share-queue", 0, 65535);
-  return { ...common, listen, remote, share, shareQueue };
+  return validateArguments(args, () => {
+    const common = commonConfig(args);
+    const listenText = (stringOption(args, "listen", "--listen") ?? "").trim();
+    // phantun's server takes a bare port; accept "0.0.0.0:PORT"/"[::]:PORT" too for convenience.
+    const portText = /^(0\.0\.0\.0:|\[::\]:)\d+$/.test(listenText)
+      ? listenText.slice(listenText.lastIndexOf(":") + 1)
+      : listenText;
+    const listen = parsePort(portText, "--listen");
+    const remote = parseHostPort(stringOption(args, "remote", "--remote") ?? "", "--remote");
+    const share = booleanOption(args, "share", "--share");
+    if (share && common.key === undefined) {
+      throw new UsageError(
+        "--share needs --key-file: only keyed SYNs can be told from the shared service's clients",
+      );
+    }
+    const shareQueue = integerOption(args, "shareQueue", "--share-queue", 0, 65535);
+    return { ...common, listen, remote, share, shareQueue };
+  });
 }

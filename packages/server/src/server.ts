@@ -89,7 +89,7 @@ async function start(config: ServerConfig, context: ProgramContext): Promise<Run
     },
     "fake-tcp-server running",
   );
-  return shardedProgram(shards, context);
+  return shardedProgram(shards, context, config);
 }
 
 /** Binds the share verdicts' queue (closed at exit, after the rules are gone). */
