@@ -60,11 +60,14 @@ function interpolate(text: string, env: Record<string, string>): string {
   );
 }
 
-/** What docker/rig.sh exports before it runs Compose. */
+/**
+ * What docker/rig.sh exports before it runs Compose: the public keys, and the files holding
+ * the private keys (any existing file does for loading the configuration).
+ */
 const rigEnv = {
-  RIG_WG_CLIENT_KEY: "aCTestKeyOnlyForValidationxxxxxxxxxxxxxxxxx=",
+  RIG_WG_CLIENT_KEY_FILE: composeFile,
   RIG_WG_CLIENT_PUB: "aCTestPubOnlyForValidationxxxxxxxxxxxxxxxxx=",
-  RIG_WG_SERVER_KEY: "aSTestKeyOnlyForValidationxxxxxxxxxxxxxxxxx=",
+  RIG_WG_SERVER_KEY_FILE: composeFile,
   RIG_WG_SERVER_PUB: "aSTestPubOnlyForValidationxxxxxxxxxxxxxxxxx=",
 };
 
@@ -79,6 +82,39 @@ describe("docker/compose.yaml", () => {
       ["client", "router", "server", "wg-client", "wg-server"].sort(),
     );
     expect(Object.keys(loaded.networks).sort()).toEqual(["lan", "wan"]);
+  });
+
+  it("hands no private key through the environment; every container has NET_ADMIN only and no-new-privileges", () => {
+    const loaded = parse(interpolate(readFileSync(composeFile, "utf8"), rigEnv), { merge: true });
+    for (const [name, service] of Object.entries(
+      loaded.services as Record<string, Record<string, unknown>>,
+    )) {
+      const env = Object.keys((service.environment ?? {}) as Record<string, string>);
+      expect({ name, env: env.filter((k) => /PRIVATE_KEY$/.test(k)) }).toEqual({
+        name,
+        env: [],
+      });
+      expect({ name, cap_drop: service.cap_drop, cap_add: service.cap_add }).toEqual({
+        name,
+        cap_drop: ["ALL"],
+        cap_add: ["NET_ADMIN"],
+      });
+      expect({ name, security_opt: service.security_opt }).toEqual({
+        name,
+        security_opt: ["no-new-privileges:true"],
+      });
+    }
+    expect(loaded.services["wg-client"].environment.WG_PRIVATE_KEY_FILE).toBe(
+      "/run/secrets/wg_client_key",
+    );
+    expect(Object.keys(loaded.secrets).sort()).toEqual(["wg_client_key", "wg_server_key"]);
+  });
+
+  it("refuses to load without the private key files", () => {
+    const { RIG_WG_CLIENT_KEY_FILE: _omitted, ...partial } = rigEnv;
+    expect(() => interpolate(readFileSync(composeFile, "utf8"), partial)).toThrow(
+      /RIG_WG_CLIENT_KEY_FILE/,
+    );
   });
 
   it("the schema check rejects a broken file (so the check above can fail)", () => {

@@ -165,30 +165,8 @@ describe.skipIf(gate.skip)("host rules in the NAT rig", () => {
     expect(receivedAt - sentAt).toBeLessThan(2_500);
   });
 
-  it("a second server with the same --tun fails (exit 2) and leaves the running one's table and traffic", async () => {
-    const second = await rig.s.execAsync(
-      process.execPath,
-      [
-        SERVER_MAIN,
-        "--listen",
-        String(rig.serverPort),
-        "--remote",
-        `${ADDR.appServer}:${rig.appPort}`,
-        "--tun",
-        rig.server!.tun,
-      ],
-      20_000,
-    );
-    expect(second.code).toBe(2);
-    expect(second.stderr).toMatch(/already exists/);
-    expect(await rig.server!.hasNftTable()).toBe(true);
-    const listed = rig.s.exec("nft", ["list", "table", "inet", `fake_tcp_${rig.server!.tun}`]);
-    expect(listed).toContain("fib daddr type local");
-    const echo = await rig.udpEcho({ sockets: 2, count: 5, size: 100 });
-    expect(echo.sockets.every((s) => s.received === 5)).toBe(true);
-  });
-
   it("TCP to the listen port of another host, forwarded by S, is not captured", async () => {
+    expect(await rig.server!.hasNftTable()).toBe(true);
     // A TCP sink on B on the server's port; A connects to it through R and S.
     const sink = rig.b.spawn(process.execPath, [
       toolPath("tcp-transfer"),
@@ -224,6 +202,28 @@ describe.skipIf(gate.skip)("host rules in the NAT rig", () => {
     } finally {
       sink.kill("SIGKILL");
     }
+  });
+  it("a second server with the same --tun fails (exit 2) and leaves the running one's table and traffic", async () => {
+    const second = await rig.s.execAsync(
+      process.execPath,
+      [
+        SERVER_MAIN,
+        "--listen",
+        String(rig.serverPort),
+        "--remote",
+        `${ADDR.appServer}:${rig.appPort}`,
+        "--tun",
+        rig.server!.tun,
+      ],
+      20_000,
+    );
+    expect(second.code).toBe(2);
+    expect(second.stderr).toMatch(/already exists/);
+    expect(await rig.server!.hasNftTable()).toBe(true);
+    const listed = rig.s.exec("nft", ["list", "table", "inet", `fake_tcp_${rig.server!.tun}`]);
+    expect(listed).toContain("fib daddr type local");
+    const echo = await rig.udpEcho({ sockets: 2, count: 5, size: 100 });
+    expect(echo.sockets.every((s) => s.received === 5)).toBe(true);
   });
 });
 

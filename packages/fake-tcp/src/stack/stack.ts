@@ -4,8 +4,18 @@
  * one coarse periodic sweep (no timer per connection or per packet).
  */
 import type { DeviceQueue, PacketBatch } from "../device.js";
-import { type Endpoint, parseEndpoint, parseIpv4, parseIpv6 } from "../wire/address.js";
+import { KeyedHandshakes, SynRefusal } from "../keyed/keyed-handshake.js";
+import { TOKEN_SLOT_MS } from "../keyed/tunnel-key.js";
+import {
+  type Endpoint,
+  formatIpv4,
+  formatIpv6,
+  parseEndpoint,
+  parseIpv4,
+  parseIpv6,
+} from "../wire/address.js";
 import { ParseError, parseErrorNames } from "../wire/errors.js";
+import { linuxMss } from "../wire/linux-syn.js";
 import { OursOption, scanOursOption } from "../wire/ours-option.js";
 import { SegmentParser } from "../wire/segment.js";
 import { TcpFlags } from "../wire/tcp.js";
@@ -30,6 +40,7 @@ import { Admission, PassiveOpens } from "./passive-open.js";
 import { type SegmentTuple, SegmentWriter, WriteResult } from "./segment-writer.js";
 import { seqAdd, seqGt } from "./seq.js";
 import { type CloseCause, type Socket, type SocketHost, SocketState } from "./socket.js";
+import { CookieBits } from "./syn-cookies.js";
 import { TokenBucket } from "./token-bucket.js";
 import { createSocket, pickSourcePort, ReplyTuple } from "./tuple.js";
 import {
@@ -103,13 +114,34 @@ export interface StackStats {
   challengeAcks: number;
   /** Challenge ACKs not sent: per-connection gap or stack-wide budget. */
   challengeRateLimited: number;
+  /** Keyed: SYNs without a valid token (no timestamp, another key, a clock too far off). */
+  synUnauthenticated: number;
+  /** Keyed: SYNs among those from an unkeyed program of ours (its negotiation option). */
+  unkeyedPeersRefused: number;
+  /** Keyed: SYNs with a valid token first used from another tuple (replays). */
+  synReplayed: number;
+  /** Keyed: segments for no connection left unanswered (unkeyed, they get an RST). */
+  unknownUnanswered: number;
+  /** Keyed client: SYN-ACKs whose ISN is not a key holder's answer (ignored). */
+  synAckForged: number;
+  /** Keyed client: RSTs during the handshake (ignored; an unkeyed server sends them). */
+  handshakeRstIgnored: number;
+  /** Keyed: RSTs on connections, each starting or joining a fast check (none closes by itself). */
+  rstChecked: number;
+  /** Keyed: RSTs disproved by the fast check (the peer answered: someone else sent them). */
+  rstForged: number;
+  /** Keyed: replay-cache entries overwritten while still needed (cache too small). */
+  replayCacheOverwrites: number;
   accepted: number;
   connected: number;
   /** Sockets closed, by cause. */
   closed: Record<CloseCause, number>;
 }
 
-type MutableCounters = Omit<StackStats, "connections" | "acceptQueue" | "malformed">;
+type MutableCounters = Omit<
+  StackStats,
+  "connections" | "acceptQueue" | "malformed" | "replayCacheOverwrites"
+>;
 
 /**
  * A userspace fake-TCP stack over one or more device queues.
@@ -130,6 +162,8 @@ export class Stack implements SocketHost {
   private readonly handshaking = new Set<Socket>();
   /** The listener's handshake decisions: SYN cookies, per-source counts, eviction. */
   private readonly opens: PassiveOpens;
+  /** Keyed mode's handshake decisions (tokens, replay cache); null without a key. */
+  private readonly keyed: KeyedHandshakes | null;
   private readonly listening = new Set<number>();
   private readonly acceptQueue: BoundedQueue<Socket>;
   private readonly parser = new SegmentParser();
@@ -147,6 +181,8 @@ export class Stack implements SocketHost {
   private isClosed = false;
   private lastTooBigLog = Number.NEGATIVE_INFINITY;
   private tooBigSinceLog = 0;
+  private lastUnkeyedLog = Number.NEGATIVE_INFINITY;
+  private unkeyedSinceLog = 0;
 
   constructor(options: StackOptions) {
     this.opts = resolveOptions(options);
@@ -169,6 +205,10 @@ export class Stack implements SocketHost {
     this.challenges = new ChallengeLimiter(this.opts.challengeRatePerSecond);
     this.acceptQueue = new BoundedQueue(this.opts.acceptBacklog);
     this.opens = new PassiveOpens(this.table, this.opts);
+    this.keyed =
+      this.opts.key === undefined
+        ? null
+        : new KeyedHandshakes(this.opts.key, this.opts.replayCacheSize);
     this.c = {
       packetsReceived: 0,
       packetsSent: 0,
@@ -194,6 +234,14 @@ export class Stack implements SocketHost {
       rstChallenged: 0,
       challengeAcks: 0,
       challengeRateLimited: 0,
+      synUnauthenticated: 0,
+      unkeyedPeersRefused: 0,
+      synReplayed: 0,
+      unknownUnanswered: 0,
+      synAckForged: 0,
+      handshakeRstIgnored: 0,
+      rstChecked: 0,
+      rstForged: 0,
       accepted: 0,
       connected: 0,
       closed: {
@@ -254,10 +302,12 @@ export class Stack implements SocketHost {
   }
 
   /**
-   * Opens a connection (client handshake: SYN seq 0 with NOP + WS 14). Accepts `{address, port}`,
-   * `"a.b.c.d:port"` or `"[v6]:port"`. Resolves once established; rejects with `code`
-   * ECONNREFUSED (RST), ETIMEDOUT (no answer after all attempts), EADDRNOTAVAIL (no free
-   * source port or no local address of that family) or ENOBUFS (connection table full).
+   * Opens a connection (client handshake: SYN seq 0 with NOP + WS 14; keyed, a Linux-shaped
+   * SYN with a random ISN carrying a token). Accepts `{address, port}`, `"a.b.c.d:port"` or
+   * `"[v6]:port"`. Resolves once established; rejects with `code` ECONNREFUSED (RST; keyed: no
+   * valid answer after all attempts, but RSTs came back), ETIMEDOUT (no answer after all
+   * attempts), EADDRNOTAVAIL (no free source port or no local address of that family) or
+   * ENOBUFS (connection table full).
    */
   async connect(remote: Endpoint | string): Promise<Socket> {
     if (this.isClosed) throw new Error("stack is closed");
@@ -303,7 +353,8 @@ export class Stack implements SocketHost {
       queueLimit: this.opts.receiveQueueLimit,
       now: this.clock,
     });
-    s.sndNxt = 1; // the SYN consumes one sequence number
+    if (this.keyed) this.keyed.begin(s);
+    else s.sndNxt = 1; // the SYN (seq 0) consumes one sequence number
     this.table.insert(s);
     this.handshaking.add(s);
     const p = new Promise<Socket>((resolve, reject) => {
@@ -322,6 +373,7 @@ export class Stack implements SocketHost {
     return {
       ...this.c,
       closed: { ...this.c.closed },
+      replayCacheOverwrites: this.keyed?.replayCacheOverwrites ?? 0,
       connections: this.table.size,
       acceptQueue: this.acceptQueue.length,
       malformed,
@@ -520,7 +572,9 @@ export class Stack implements SocketHost {
     const end = seqAdd(seq, len);
     const advanced = verdict === Verdict.resync || seqGt(end, s.rcvHigh);
     if (advanced) s.rcvHigh = end;
+    const checking = s.verifyProbes !== 0;
     dataArrived(s, now, advanced);
+    if (checking && s.verifyProbes === 0) this.checkPassed(s);
     if (s.unackedBytes === 0) s.unackedSince = now;
     s.unackedBytes += len;
     // The first segment we send after the handshake tells conntrack on the path our window
@@ -595,8 +649,18 @@ export class Stack implements SocketHost {
    * really lost the connection answers it with an RST carrying exactly that ack as its seq, a
    * live peer ignores it. A peer of ours also gets the fast check: probes `verifyIntervalMs`
    * apart, closing only if none is answered.
+   *
+   * Keyed, no RST closes by itself, exact or not (an attacker on the path sees our sequence
+   * numbers): every one starts the fast check, or joins the one under way; the RSTs of a
+   * check that is answered were forged (`rstForged`).
    */
   private receiveRst(s: Socket, seq: number): void {
+    if (this.keyed) {
+      this.c.rstChecked++;
+      s.rstsInCheck++;
+      this.startCheck(s);
+      return;
+    }
     const verdict = judgeRst(s, seq);
     if (verdict === RstVerdict.close) {
       this.closeSocket(s, "peer-reset", "reset by peer", false);
@@ -608,11 +672,21 @@ export class Stack implements SocketHost {
     }
     this.c.rstChallenged++;
     this.sendChallenge(s, this.clock);
-    if (s.peerIsOurs && s.verifyProbes === 0) {
-      this.verifying.add(s);
-      s.verifyProbes = 1;
-      this.sendProbe(s, this.clock);
-    }
+    if (s.peerIsOurs) this.startCheck(s);
+  }
+
+  /** The fast check on `s` ended with a sign of life: the RSTs that started it were not the peer's. */
+  private checkPassed(s: Socket): void {
+    this.c.rstForged += s.rstsInCheck;
+    s.rstsInCheck = 0;
+  }
+
+  /** Starts the fast check on `s` (its first probe now) unless one is under way. */
+  private startCheck(s: Socket): void {
+    if (s.verifyProbes !== 0) return;
+    this.verifying.add(s);
+    s.verifyProbes = 1;
+    this.sendProbe(s, this.clock);
   }
 
   /**
@@ -622,7 +696,9 @@ export class Stack implements SocketHost {
    */
   private receiveEmpty(s: Socket, seq: number, ack: number): void {
     if (isProbeAnswer(s, ack)) {
+      const checking = s.verifyProbes !== 0;
       probeAnswered(s);
+      if (checking) this.checkPassed(s);
       return;
     }
     if (seqGt(seq, s.rcvHigh)) s.rcvHigh = seq;
@@ -640,9 +716,20 @@ export class Stack implements SocketHost {
     flags: number,
     seq: number,
   ): void {
-    if (!s.passive && flags === SYN_ACK && this.parser.tcp.ack === 1) {
-      // The server missed our ACK and resent its SYN-ACK: acknowledge again.
+    if (!s.passive && flags === SYN_ACK && this.parser.tcp.ack === ((s.iss + 1) | 0) >>> 0) {
+      // The server missed our ACK and answered our SYN again: acknowledge again.
       this.sendControl(s, ACK, s.sndNxt, s.rcvHigh, false);
+      return;
+    }
+    if (this.keyed) {
+      // A keyed SYN on this tuple: the client restarted (on the same port) or a replay. As for
+      // an unknown tuple, only a valid token is answered, and the connection is replaced only
+      // when the ACK proves the answer (`receiveRestartProof`).
+      if (s.passive && flags === SYN && this.listening.has(s.localPort)) {
+        if (this.answerKeyedSyn(queueIndex, buf, true)) s.restartSynAt = this.clock;
+        return;
+      }
+      this.c.handshakeIgnored++;
       return;
     }
     if (s.passive && flags === SYN && seq === 0 && this.listening.has(s.localPort)) {
@@ -666,6 +753,7 @@ export class Stack implements SocketHost {
     buf: Buffer,
     segmentSize: number,
   ): boolean {
+    if (this.keyed) return this.receiveKeyedRestartProof(queueIndex, s, buf, segmentSize);
     const t = this.parser.tcp;
     const r = this.reply.fill(this.parser);
     const bits = this.opens.provesRestart(s, r, t.flags, t.seq, t.ack, this.clock);
@@ -676,9 +764,35 @@ export class Stack implements SocketHost {
     return true;
   }
 
+  /** The keyed form of `receiveRestartProof`: the ACK of a new keyed handshake on the tuple. */
+  private receiveKeyedRestartProof(
+    queueIndex: number,
+    s: Socket,
+    buf: Buffer,
+    segmentSize: number,
+  ): boolean {
+    if (this.clock - s.restartSynAt > (TOKEN_SLOT_MS * 3) / 2) {
+      s.restartSynAt = 0; // long past any ACK of that handshake
+      return false;
+    }
+    const t = this.parser.tcp;
+    // The connection's own first segments carry its nonce + 1: never a new handshake's.
+    if ((t.seq - 1) >>> 0 === s.irs >>> 0) return false;
+    const r = this.reply.fill(this.parser);
+    if (!this.keyed!.provesAck(r, t.flags, t.seq, t.ack, this.clock)) return false;
+    if (this.acceptQueue.length >= this.opts.acceptBacklog) return false;
+    this.closeSocket(s, "peer-restarted", "peer started a new handshake", false);
+    this.acceptCookie(queueIndex, buf, segmentSize, CookieBits.ours);
+    return true;
+  }
+
   /** Client side: waiting for exactly SYN+ACK with ack 1 (any seq: the server's ISN). */
   private receiveSynSent(s: Socket, buf: Buffer): void {
     const t = this.parser.tcp;
+    if (this.keyed) {
+      this.receiveKeyedSynSent(s);
+      return;
+    }
     if ((t.flags & RST) !== 0) {
       this.closeSocket(s, "handshake-failed", "connection refused (reset by peer)", false);
       return;
@@ -687,11 +801,41 @@ export class Stack implements SocketHost {
       this.c.handshakeIgnored++;
       return;
     }
-    s.rcvHigh = (t.seq + 1) | 0;
-    s.lastReceived = this.clock;
     // Only our server echoes our option; a phantun server answers with NOP + WS 14 alone.
-    s.peerIsOurs = this.peerOption(buf) === OursOption.present;
-    if (s.peerIsOurs) this.c.negotiated++;
+    this.established(s, t.seq, this.peerOption(buf) === OursOption.present);
+  }
+
+  /**
+   * Keyed client side: waiting for exactly SYN+ACK with ack = our ISN + 1 and, as seq, the ISN
+   * a key holder answers our SYN with. Anything else is ignored, RSTs included (a keyed server
+   * never sends one: they come from an unkeyed server, reported when the handshake times out,
+   * or from someone who wants the handshake dead).
+   */
+  private receiveKeyedSynSent(s: Socket): void {
+    const t = this.parser.tcp;
+    if ((t.flags & RST) !== 0) {
+      s.resetInHandshake = true;
+      this.c.handshakeRstIgnored++;
+      return;
+    }
+    if (t.flags !== SYN_ACK || t.ack !== ((s.iss + 1) | 0) >>> 0) {
+      this.c.handshakeIgnored++;
+      return;
+    }
+    if (!this.keyed!.answersSyn(s, t.seq)) {
+      this.c.synAckForged++;
+      return;
+    }
+    this.established(s, t.seq, true);
+  }
+
+  /** Client side: the handshake completed with a server whose ISN is `serverIsn`. */
+  private established(s: Socket, serverIsn: number, peerIsOurs: boolean): void {
+    s.irs = serverIsn | 0;
+    s.rcvHigh = (serverIsn + 1) | 0;
+    s.lastReceived = this.clock;
+    s.peerIsOurs = peerIsOurs;
+    if (peerIsOurs) this.c.negotiated++;
     this.sendControl(s, ACK, s.sndNxt, s.rcvHigh, false);
     this.handshaking.delete(s);
     s.state = SocketState.established;
@@ -716,6 +860,10 @@ export class Stack implements SocketHost {
       this.c.rstIgnored++;
       return;
     }
+    if (this.keyed) {
+      this.receiveUnknownKeyed(queueIndex, buf, segmentSize);
+      return;
+    }
     const len = t.payloadLength;
     if (this.listening.has(t.dstPort)) {
       if (flags === SYN) {
@@ -734,6 +882,86 @@ export class Stack implements SocketHost {
       }
     }
     this.replyRst(queueIndex, t.ack, t.seq + len);
+  }
+
+  /**
+   * Keyed: a segment for no connection (not an RST). A SYN with a valid token to a listening
+   * port is answered (`answerKeyedSyn`), the ACK that proves the answer creates the
+   * connection; nothing else is answered at all, so that a port scan, a replayed SYN or a
+   * stray segment learns nothing (an unkeyed stack sends RSTs).
+   */
+  private receiveUnknownKeyed(queueIndex: number, buf: Buffer, segmentSize: number): void {
+    const t = this.parser.tcp;
+    if (this.listening.has(t.dstPort)) {
+      if (t.flags === SYN) {
+        this.answerKeyedSyn(queueIndex, buf, false);
+        return;
+      }
+      if (t.flags === ACK) {
+        const r = this.reply.fill(this.parser);
+        if (this.keyed!.provesAck(r, t.flags, t.seq, t.ack, this.clock)) {
+          this.acceptCookie(queueIndex, buf, segmentSize, CookieBits.ours);
+          return;
+        }
+        this.c.cookieFailed++;
+      }
+    }
+    this.c.unknownUnanswered++;
+  }
+
+  /**
+   * Keyed: answers the SYN being handled with a Linux-shaped SYN-ACK whose ISN is a key
+   * holder's answer, if its token is valid and no replay and the connection could be admitted;
+   * otherwise nothing is sent. `replacing`: see `PassiveOpens.onSyn`. True when answered.
+   */
+  private answerKeyedSyn(queueIndex: number, buf: Buffer, replacing: boolean): boolean {
+    const t = this.parser.tcp;
+    const r = this.reply.fill(this.parser);
+    const isn = this.keyed!.answerSyn(r, buf, t, this.clock);
+    if (isn < 0) {
+      if (isn === SynRefusal.replay) this.c.synReplayed++;
+      else this.refuseUnauthenticated(buf);
+      this.c.unknownUnanswered++;
+      return false;
+    }
+    const verdict = this.opens.onSyn(r, this.acceptQueue.length, replacing, this.clock);
+    if (verdict !== Admission.admit) {
+      this.countRefusal(verdict);
+      this.c.unknownUnanswered++;
+      return false;
+    }
+    if (r.family === 6) r.flowLabel = this.keyed!.flowLabel(r, t.seq, isn);
+    const q = this.queues[queueIndex];
+    const mss = linuxMss(r.family, q.mtu);
+    const ack = (t.seq + 1) | 0;
+    if (
+      this.writer.writeLinuxHandshake(q, r, SYN_ACK, isn, ack, mss, this.opts.synWindowScale, 0, 0)
+    ) {
+      this.c.packetsSent++;
+      this.c.cookiesSent++;
+      return true;
+    }
+    this.c.droppedByDevice++;
+    return false;
+  }
+
+  /**
+   * A SYN without a valid token: counted, and logged (rate-limited) when it comes from an
+   * unkeyed program of ours, which says so with its negotiation option: that one we can name.
+   */
+  private refuseUnauthenticated(buf: Buffer): void {
+    this.c.synUnauthenticated++;
+    const t = this.parser.tcp;
+    if (scanOursOption(buf, t.optionsOffset, t.optionsLength) !== OursOption.present) return;
+    this.c.unkeyedPeersRefused++;
+    this.unkeyedSinceLog++;
+    if (!this.opts.log || this.clock - this.lastUnkeyedLog < 10_000) return;
+    this.opts.log(
+      "warn",
+      `refused ${this.unkeyedSinceLog} handshake(s) of an unkeyed fake-tcp client (last from ${formatTuple(this.reply)}): this server has a key and stays silent to it; give the client the same --key-file`,
+    );
+    this.lastUnkeyedLog = this.clock;
+    this.unkeyedSinceLog = 0;
   }
 
   /**
@@ -787,8 +1015,10 @@ export class Stack implements SocketHost {
       now: this.clock,
     });
     s.sndNxt = t.ack | 0; // our ISN (the cookie) + 1: the SYN-ACK consumed one
-    s.rcvHigh = 1; // the client's ISN is 0 and its SYN consumed one
+    s.rcvHigh = t.seq | 0; // the client's ISN (0 unkeyed, its nonce keyed) + 1
+    s.irs = (t.seq - 1) | 0;
     this.opens.opened(s, bits, this.clock);
+    if (this.keyed && s.family === 6) s.flowLabel = this.keyed.flowLabel(s, s.irs, s.iss);
     this.table.insert(s);
     this.acceptQueue.push(s);
     this.c.accepted++;
@@ -812,7 +1042,23 @@ export class Stack implements SocketHost {
   private sendHandshake(s: Socket): void {
     s.attempts++;
     s.deadline = this.clock + this.opts.handshakeTimeoutMs;
-    this.sendControl(s, SYN, 0, 0, true, true);
+    if (this.keyed) this.sendKeyedSyn(s);
+    else this.sendControl(s, SYN, 0, 0, true, true);
+  }
+
+  /**
+   * Keyed: a SYN shaped as Linux's, ISN = the connection's nonce, TSval = a token for this
+   * attempt's slot; the IPv4 ID counts up from a random start, as Linux's does per socket.
+   */
+  private sendKeyedSyn(s: Socket): void {
+    const q = this.queues[s.queueIndex];
+    const tsval = this.keyed!.synToken(s, this.clock);
+    const id = (s.synIpId + s.attempts - 1) & 0xffff;
+    const mss = linuxMss(s.family, q.mtu);
+    const wscale = this.opts.synWindowScale;
+    if (this.writer.writeLinuxHandshake(q, s, SYN, s.iss, 0, mss, wscale, tsval, id))
+      this.c.packetsSent++;
+    else this.c.droppedByDevice++;
   }
 
   /** Whether the SYN or SYN-ACK being handled carries our option; malformed ones are counted. */
@@ -862,8 +1108,12 @@ export class Stack implements SocketHost {
     else this.c.droppedByDevice++;
   }
 
-  /** RST+ACK to the sender of the packet being handled (rate-limited). */
+  /** RST+ACK to the sender of the packet being handled (rate-limited; keyed: never). */
   private replyRst(queueIndex: number, seq: number, ack: number): void {
+    if (this.keyed) {
+      this.c.unknownUnanswered++;
+      return;
+    }
     if (!this.rstBucket.take(this.clock)) {
       this.c.rstRateLimited++;
       return;
@@ -890,6 +1140,9 @@ export class Stack implements SocketHost {
       for (const s of this.handshaking) if (now >= s.deadline) expired.push(s);
       for (const s of expired) {
         if (s.attempts < this.opts.handshakeAttempts) this.sendHandshake(s);
+        else if (this.keyed)
+          // A Linux client that gives up sends nothing more; nor does a keyed one.
+          this.closeSocket(s, "handshake-failed", keyedTimeoutMessage(s), false);
         else
           this.closeSocket(
             s,
@@ -983,6 +1236,19 @@ export class Stack implements SocketHost {
     this.lastTooBigLog = this.clock;
     this.tooBigSinceLog = 0;
   }
+}
+
+/** Why a keyed handshake failed, for the log: the causes the client can tell apart. */
+function keyedTimeoutMessage(s: Socket): string {
+  if (s.resetInHandshake)
+    return `no keyed answer after ${s.attempts} attempts, but the server reset the handshake: it has no key (phantun, or fake-tcp without --key-file); a keyed client talks only to a keyed server`;
+  return `no answer after ${s.attempts} attempts (timed out): the server is down or unreachable, or its key differs, or one of the clocks is more than a minute off (a keyed server is silent to all of these)`;
+}
+
+/** `address:port` of the remote end of `t`, for log lines. */
+function formatTuple(t: SegmentTuple): string {
+  if (t.family === 4) return `${formatIpv4(t.r0 >>> 0)}:${t.remotePort}`;
+  return `[${formatIpv6([t.r0 >>> 0, t.r1 >>> 0, t.r2 >>> 0, t.r3 >>> 0])}]:${t.remotePort}`;
 }
 
 function codeError(code: string, message: string): Error {

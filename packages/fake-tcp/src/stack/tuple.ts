@@ -49,6 +49,7 @@ export class ReplyTuple implements SegmentTuple {
   localPort = 0;
   pseudoBase = 0;
   ipBase = 0;
+  flowLabel = 0;
 
   /** Fills in the tuple that answers the sender of the packet `p` parsed last. */
   fill(p: SegmentParser): this {
@@ -76,6 +77,7 @@ export class ReplyTuple implements SegmentTuple {
     }
     this.remotePort = p.tcp.srcPort;
     this.localPort = p.tcp.dstPort;
+    this.flowLabel = 0;
     return this;
   }
 }

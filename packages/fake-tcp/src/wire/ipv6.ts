@@ -69,8 +69,8 @@ export function parseIpv6Header(
 }
 
 /**
- * Writes our 40-byte IPv6 header (traffic class 0, flow label 0, next header TCP, hop limit 64)
- * at `offset`. Addresses are four words each.
+ * Writes our 40-byte IPv6 header (traffic class 0, flow label `flowLabel` (default 0), next
+ * header TCP, hop limit 64) at `offset`. Addresses are four words each.
  */
 export function emitIpv6Header(
   buf: Uint8Array,
@@ -78,11 +78,12 @@ export function emitIpv6Header(
   src: ArrayLike<number>,
   dst: ArrayLike<number>,
   payloadLength: number,
+  flowLabel = 0,
 ): number {
   buf[offset] = 0x60;
-  buf[offset + 1] = 0;
-  buf[offset + 2] = 0;
-  buf[offset + 3] = 0;
+  buf[offset + 1] = (flowLabel >>> 16) & 15;
+  buf[offset + 2] = flowLabel >>> 8;
+  buf[offset + 3] = flowLabel;
   buf[offset + 4] = payloadLength >>> 8;
   buf[offset + 5] = payloadLength;
   buf[offset + 6] = PROTO_TCP;
