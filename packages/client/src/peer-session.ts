@@ -38,6 +38,9 @@ export interface SessionCounters {
   udpToTunnel: number;
   /** Datagrams from the tunnel sent to UDP peers. */
   tunnelToUdp: number;
+  /** Payload bytes of `udpToTunnel` and `tunnelToUdp`. */
+  udpToTunnelBytes: number;
+  tunnelToUdpBytes: number;
   /** Datagrams dropped because the connection was not open and the queue was full. */
   queueDrops: number;
   /** Datagrams the stack refused (e.g. larger than the MTU). */
@@ -47,7 +50,15 @@ export interface SessionCounters {
 }
 
 export function newCounters(): SessionCounters {
-  return { udpToTunnel: 0, tunnelToUdp: 0, queueDrops: 0, sendDrops: 0, udpErrors: 0 };
+  return {
+    udpToTunnel: 0,
+    tunnelToUdp: 0,
+    udpToTunnelBytes: 0,
+    tunnelToUdpBytes: 0,
+    queueDrops: 0,
+    sendDrops: 0,
+    udpErrors: 0,
+  };
 }
 
 /** What a session needs from the client around it. */
@@ -147,8 +158,10 @@ export class PeerSession {
     this.via = via;
     const totals = this.context.totals;
     if (this.state === "open") {
-      if (this.sock!.send(datagram)) totals.udpToTunnel++;
-      else totals.sendDrops++;
+      if (this.sock!.send(datagram)) {
+        totals.udpToTunnel++;
+        totals.udpToTunnelBytes += datagram.byteLength;
+      } else totals.sendDrops++;
     } else if (this.state !== "closed" && this.queue.length < MAX_QUEUED_DATAGRAMS) {
       // Only until the connection opens: keeping the datagram past this call needs a copy.
       this.queue.push(Buffer.from(datagram));
@@ -219,6 +232,7 @@ export class PeerSession {
       this.via.sendTo(view, this.peer, this.record);
       this.fromServer++;
       totals.tunnelToUdp++;
+      totals.tunnelToUdpBytes += view.byteLength;
       this.context.touch(this);
     });
     sock.once("close", (info) => this.finish(info.cause));
@@ -228,8 +242,10 @@ export class PeerSession {
     this.queue = [];
     let i = 0;
     for (; i < queued.length && this.state === "open"; i++) {
-      if (sock.send(queued[i])) totals.udpToTunnel++;
-      else totals.sendDrops++;
+      if (sock.send(queued[i])) {
+        totals.udpToTunnel++;
+        totals.udpToTunnelBytes += queued[i].byteLength;
+      } else totals.sendDrops++;
     }
     // Closed while sending what was queued: the rest was never sent.
     totals.queueDrops += queued.length - i;

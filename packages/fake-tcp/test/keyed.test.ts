@@ -126,8 +126,11 @@ describe("the Linux-shaped handshake", () => {
     // After the handshake no segment carries options: the ACK, the data.
     for (const x of [...up, ...down].filter((x) => (x.flags & SYN) === 0))
       expect(x.headerLength).toBe(20);
+    // The ACK: seq = nonce + 1, Linux's window (64240 scaled by 2^10, rounded up), ID + 1.
+    const firstSyn = syns.find((x) => x.srcPort === first.c.localPort)!;
     const ack = up.find((x) => x.flags === ACK && x.srcPort === first.c.localPort)!;
-    expect(ack.seq).toBe((syns.find((x) => x.srcPort === first.c.localPort)!.seq + 1) >>> 0);
+    expect(ack).toMatchObject({ seq: (firstSyn.seq + 1) >>> 0, window: 63 });
+    expect(ack.ipId).toBe((firstSyn.ipId + 1) & 0xffff);
   });
 
   it("over IPv6: MSS 1440, window 64800, and a flow label per connection, the same on all its segments", async () => {
@@ -149,6 +152,18 @@ describe("the Linux-shaped handshake", () => {
     expect(label(up[0])).not.toBe(0);
     expect(label(down[0])).not.toBe(0);
     expect(c.peerIsOurs && s.peerIsOurs).toBe(true);
+  });
+
+  it("option ttl sets the TTL / hop limit of every segment, checksums intact", async () => {
+    for (const family of [4, 6] as const) {
+      const p = rawPeer({ stack: { key: SECRET, ttl: 65 }, family });
+      cleanup.push(p.close);
+      p.stack.listen(4567);
+      p.send(keyedSyn(31337));
+      await p.settle();
+      // rawPeer checks the IPv4 header checksum of everything the stack sends.
+      expect(p.raw.map((x) => x[family === 4 ? 8 : 7])).toEqual([65]);
+    }
   });
 
   it("carries datagrams both ways, and its data path is the unkeyed one", async () => {
@@ -428,6 +443,8 @@ describe("RST-proof connections", () => {
     const ss = t.server.stats();
     expect(cs.rstChecked).toBe(40);
     expect(ss.rstChecked).toBe(20);
+    expect(cs.rstExact).toBe(20);
+    expect(ss.rstExact).toBe(20);
     // Every RST was disproved by an answered probe.
     expect(cs.rstForged).toBe(40);
     expect(ss.rstForged).toBe(20);

@@ -119,6 +119,13 @@ export interface StackOptions {
    */
   synWindowScale?: number;
   /**
+   * TTL (IPv4) and hop limit (IPv6) of everything the stack sends. Default 64, what phantun
+   * and Linux send. The programs' keyed mode sets 65: their packets leave the TUN through the
+   * host's forwarding, which takes one off, so that on the wire they carry the 64 of packets
+   * the host itself sends.
+   */
+  ttl?: number;
+  /**
    * Keyed mode: SYN tokens the listener remembers (its replay cache, see replay-cache.ts).
    * Enough for this many handshakes in about three minutes. Default 65536.
    */
@@ -177,7 +184,10 @@ export function resolveOptions(o: StackOptions): ResolvedOptions {
     key: o.key,
     synWindowScale: o.synWindowScale ?? 7,
     replayCacheSize: o.replayCacheSize ?? 65536,
+    ttl: o.ttl ?? 64,
   };
+  positiveInt("ttl", r.ttl);
+  if (r.ttl > 255) throw new RangeError(`stack option ttl must be at most 255, got ${r.ttl}`);
   if (r.key !== undefined && (!(r.key instanceof Uint8Array) || r.key.length !== KEY_LENGTH))
     throw new RangeError(`stack option key must be ${KEY_LENGTH} bytes, got ${r.key?.length}`);
   positiveInt("synWindowScale", r.synWindowScale, 0);

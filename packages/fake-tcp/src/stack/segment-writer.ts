@@ -24,7 +24,13 @@ import {
   linuxSynWindow,
 } from "../wire/linux-syn.js";
 import { TCP_SYN_OURS_HEADER_LENGTH } from "../wire/ours-option.js";
-import { emitTcpHeader, TCP_HEADER_LENGTH, TCP_SYN_HEADER_LENGTH, TcpFlags } from "../wire/tcp.js";
+import {
+  emitTcpHeader,
+  TCP_HEADER_LENGTH,
+  TCP_SYN_HEADER_LENGTH,
+  TCP_WINDOW,
+  TcpFlags,
+} from "../wire/tcp.js";
 import { RunBuffer } from "./run-buffer.js";
 
 /** The addressing a segment needs; a Socket satisfies it. Addresses are int32 words. */
@@ -89,10 +95,14 @@ export class SegmentWriter {
   private runAck = 0;
   private runNextSeq = 0;
 
-  /** `coalesce` false: never make runs, every data segment is written on its own. */
+  /**
+   * `coalesce` false: never make runs, every data segment is written on its own. `ttl`: the
+   * IPv4 TTL and IPv6 hop limit of every segment (the tuples' `ipBase` must include it).
+   */
   constructor(
     private readonly coalesce = true,
     private readonly onRunRefused: RunRefusedHandler = () => {},
+    private readonly ttl = 64,
   ) {}
 
   /**
@@ -235,8 +245,9 @@ export class SegmentWriter {
 
   /**
    * Writes a segment without payload (SYN, SYN-ACK, ACK, RST...). `synOptions` adds NOP + WS 14,
-   * `ours` (with `synOptions`) our negotiation option after them. Returns false when the device
-   * refused it.
+   * `ours` (with `synOptions`) our negotiation option after them. `window` and `ipId` replace
+   * the window 0xFFFF and IPv4 ID 0 of every other segment (a keyed handshake's ACK). Returns
+   * false when the device refused it.
    */
   writeControl(
     q: DeviceQueue,
@@ -246,6 +257,8 @@ export class SegmentWriter {
     ack: number,
     synOptions: boolean,
     ours = false,
+    window = TCP_WINDOW,
+    ipId = 0,
   ): boolean {
     // Control segments follow the data sent before them (an RST after the last datagram).
     if (this.run.count > 0) this.flush();
@@ -256,7 +269,8 @@ export class SegmentWriter {
         ? TCP_SYN_OURS_HEADER_LENGTH
         : TCP_SYN_HEADER_LENGTH
       : TCP_HEADER_LENGTH;
-    this.emitHeaders(h, t, flags, seq, ack, synOptions, ours, tcpLength);
+    this.emitHeaders(h, t, flags, seq, ack, synOptions, ours, tcpLength, ipId);
+    if (window !== TCP_WINDOW) write16(h, ip + 14, window);
     const offload = q.checksumOffload;
     const ck = offload
       ? foldSum(t.pseudoBase + tcpLength)
@@ -316,15 +330,16 @@ export class SegmentWriter {
     synOptions: boolean,
     ours: boolean,
     tcpLength: number,
+    ipId = 0,
   ): void {
-    const ip = this.emitIp(h, t, tcpLength, 0);
+    const ip = this.emitIp(h, t, tcpLength, ipId);
     emitTcpHeader(h, ip, t.localPort, t.remotePort, seq, ack, flags, synOptions, ours);
   }
 
   /** The IP header of a segment of `t` with a TCP part of `tcpLength` bytes; its length. */
   private emitIp(h: Buffer, t: SegmentTuple, tcpLength: number, ipId: number): number {
     if (t.family === 4) {
-      return emitIpv4Header(h, 0, t.l0 >>> 0, t.r0 >>> 0, tcpLength, t.ipBase, ipId);
+      return emitIpv4Header(h, 0, t.l0 >>> 0, t.r0 >>> 0, tcpLength, t.ipBase, ipId, this.ttl);
     } else {
       const l = this.local;
       const r = this.remote;
@@ -336,7 +351,7 @@ export class SegmentWriter {
       r[1] = t.r1;
       r[2] = t.r2;
       r[3] = t.r3;
-      return emitIpv6Header(h, 0, l, r, tcpLength, t.flowLabel ?? 0);
+      return emitIpv6Header(h, 0, l, r, tcpLength, t.flowLabel ?? 0, this.ttl);
     }
   }
 }

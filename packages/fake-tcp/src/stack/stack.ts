@@ -15,7 +15,7 @@ import {
   parseIpv6,
 } from "../wire/address.js";
 import { ParseError, parseErrorNames } from "../wire/errors.js";
-import { linuxMss } from "../wire/linux-syn.js";
+import { linuxMss, linuxSynWindow } from "../wire/linux-syn.js";
 import { OursOption, scanOursOption } from "../wire/ours-option.js";
 import { SegmentParser } from "../wire/segment.js";
 import { TcpFlags } from "../wire/tcp.js";
@@ -128,6 +128,8 @@ export interface StackStats {
   handshakeRstIgnored: number;
   /** Keyed: RSTs on connections, each starting or joining a fast check (none closes by itself). */
   rstChecked: number;
+  /** Keyed: RSTs among `rstChecked` at exactly the peer's seq (unkeyed, they would close). */
+  rstExact: number;
   /** Keyed: RSTs disproved by the fast check (the peer answered: someone else sent them). */
   rstForged: number;
   /** Keyed: replay-cache entries overwritten while still needed (cache too small). */
@@ -168,7 +170,7 @@ export class Stack implements SocketHost {
   private readonly acceptQueue: BoundedQueue<Socket>;
   private readonly parser = new SegmentParser();
   private readonly writer: SegmentWriter;
-  private readonly reply = new ReplyTuple();
+  private readonly reply: ReplyTuple;
   private readonly rstBucket: TokenBucket;
   private readonly challenges: ChallengeLimiter;
   /** Connections of ours under the fast check after a doubtful RST (see `receiveRst`). */
@@ -186,9 +188,12 @@ export class Stack implements SocketHost {
 
   constructor(options: StackOptions) {
     this.opts = resolveOptions(options);
-    this.writer = new SegmentWriter(this.opts.segmentationOffload, (t, segments) =>
-      this.runRefused(t, segments),
+    this.writer = new SegmentWriter(
+      this.opts.segmentationOffload,
+      (t, segments) => this.runRefused(t, segments),
+      this.opts.ttl,
     );
+    this.reply = new ReplyTuple(this.opts.ttl);
     this.queues = this.opts.queues.slice();
     if (this.opts.local4 !== undefined) {
       const a = parseIpv4(this.opts.local4);
@@ -241,6 +246,7 @@ export class Stack implements SocketHost {
       synAckForged: 0,
       handshakeRstIgnored: 0,
       rstChecked: 0,
+      rstExact: 0,
       rstForged: 0,
       accepted: 0,
       connected: 0,
@@ -352,6 +358,7 @@ export class Stack implements SocketHost {
       queueCount: this.queues.length,
       queueLimit: this.opts.receiveQueueLimit,
       now: this.clock,
+      ttl: this.opts.ttl,
     });
     if (this.keyed) this.keyed.begin(s);
     else s.sndNxt = 1; // the SYN (seq 0) consumes one sequence number
@@ -572,9 +579,12 @@ export class Stack implements SocketHost {
     const end = seqAdd(seq, len);
     const advanced = verdict === Verdict.resync || seqGt(end, s.rcvHigh);
     if (advanced) s.rcvHigh = end;
-    const checking = s.verifyProbes !== 0;
     dataArrived(s, now, advanced);
-    if (checking && s.verifyProbes === 0) this.checkPassed(s);
+    if (s.rstsInCheck > 0 && s.verifyProbes === 0) {
+      // New data ended the check: the peer is alive, so those RSTs were not its own.
+      this.c.rstForged += s.rstsInCheck;
+      s.rstsInCheck = 0;
+    }
     if (s.unackedBytes === 0) s.unackedSince = now;
     s.unackedBytes += len;
     // The first segment we send after the handshake tells conntrack on the path our window
@@ -657,6 +667,7 @@ export class Stack implements SocketHost {
   private receiveRst(s: Socket, seq: number): void {
     if (this.keyed) {
       this.c.rstChecked++;
+      if (judgeRst(s, seq) === RstVerdict.close) this.c.rstExact++;
       s.rstsInCheck++;
       this.startCheck(s);
       return;
@@ -675,12 +686,6 @@ export class Stack implements SocketHost {
     if (s.peerIsOurs) this.startCheck(s);
   }
 
-  /** The fast check on `s` ended with a sign of life: the RSTs that started it were not the peer's. */
-  private checkPassed(s: Socket): void {
-    this.c.rstForged += s.rstsInCheck;
-    s.rstsInCheck = 0;
-  }
-
   /** Starts the fast check on `s` (its first probe now) unless one is under way. */
   private startCheck(s: Socket): void {
     if (s.verifyProbes !== 0) return;
@@ -696,9 +701,10 @@ export class Stack implements SocketHost {
    */
   private receiveEmpty(s: Socket, seq: number, ack: number): void {
     if (isProbeAnswer(s, ack)) {
-      const checking = s.verifyProbes !== 0;
       probeAnswered(s);
-      if (checking) this.checkPassed(s);
+      // The peer is there: the RSTs that started the check were not its own.
+      this.c.rstForged += s.rstsInCheck;
+      s.rstsInCheck = 0;
       return;
     }
     if (seqGt(seq, s.rcvHigh)) s.rcvHigh = seq;
@@ -836,7 +842,8 @@ export class Stack implements SocketHost {
     s.lastReceived = this.clock;
     s.peerIsOurs = peerIsOurs;
     if (peerIsOurs) this.c.negotiated++;
-    this.sendControl(s, ACK, s.sndNxt, s.rcvHigh, false);
+    if (this.keyed) this.sendKeyedAck(s);
+    else this.sendControl(s, ACK, s.sndNxt, s.rcvHigh, false);
     this.handshaking.delete(s);
     s.state = SocketState.established;
     this.sendFirstProbe(s);
@@ -1013,6 +1020,7 @@ export class Stack implements SocketHost {
       queueCount: this.queues.length,
       queueLimit: this.opts.receiveQueueLimit,
       now: this.clock,
+      ttl: this.opts.ttl,
     });
     s.sndNxt = t.ack | 0; // our ISN (the cookie) + 1: the SYN-ACK consumed one
     s.rcvHigh = t.seq | 0; // the client's ISN (0 unkeyed, its nonce keyed) + 1
@@ -1057,6 +1065,21 @@ export class Stack implements SocketHost {
     const mss = linuxMss(s.family, q.mtu);
     const wscale = this.opts.synWindowScale;
     if (this.writer.writeLinuxHandshake(q, s, SYN, s.iss, 0, mss, wscale, tsval, id))
+      this.c.packetsSent++;
+    else this.c.droppedByDevice++;
+  }
+
+  /**
+   * Keyed: the ACK that completes our handshake, as Linux's (when timestamps were declined):
+   * its window is the SYN's, scaled, rounded up; its IPv4 ID the SYN's + 1. Later segments
+   * are the unkeyed ones (window 0xFFFF, ID 0).
+   */
+  private sendKeyedAck(s: Socket): void {
+    const q = this.queues[s.queueIndex];
+    const scaled = 2 ** this.opts.synWindowScale;
+    const window = Math.ceil(linuxSynWindow(linuxMss(s.family, q.mtu)) / scaled);
+    const id = (s.synIpId + s.attempts) & 0xffff;
+    if (this.writer.writeControl(q, s, ACK, s.sndNxt, s.rcvHigh, false, false, window, id))
       this.c.packetsSent++;
     else this.c.droppedByDevice++;
   }

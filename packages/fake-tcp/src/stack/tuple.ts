@@ -51,6 +51,9 @@ export class ReplyTuple implements SegmentTuple {
   ipBase = 0;
   flowLabel = 0;
 
+  /** `ttl`: the TTL of what the stack sends (its IPv4 header sums include it). */
+  constructor(private readonly ttl = 64) {}
+
   /** Fills in the tuple that answers the sender of the packet `p` parsed last. */
   fill(p: SegmentParser): this {
     if (p.family === 4) {
@@ -59,7 +62,7 @@ export class ReplyTuple implements SegmentTuple {
       this.l0 = p.ip4.dst | 0;
       this.r1 = this.r2 = this.r3 = this.l1 = this.l2 = this.l3 = 0;
       this.pseudoBase = ipv4PseudoBase(p.ip4.dst, p.ip4.src);
-      this.ipBase = ipv4HeaderBaseSum(p.ip4.dst, p.ip4.src);
+      this.ipBase = ipv4HeaderBaseSum(p.ip4.dst, p.ip4.src, this.ttl);
     } else {
       const src = p.ip6.src;
       const dst = p.ip6.dst;
@@ -98,6 +101,8 @@ export interface NewSocketSpec {
   /** Datagrams it buffers while nobody consumes them. */
   queueLimit: number;
   now: number;
+  /** The TTL of what the stack sends (default 64). */
+  ttl?: number;
 }
 
 /** A socket for `spec`, its table key and checksum bases computed once. */
@@ -126,7 +131,7 @@ export function createSocket(host: SocketHost, spec: NewSocketSpec): Socket {
     hash,
     pseudoBase:
       family === 4 ? ipv4PseudoBase(uLocal[0], uRemote[0]) : ipv6PseudoBase(uLocal, uRemote),
-    ipBase: family === 4 ? ipv4HeaderBaseSum(uLocal[0], uRemote[0]) : 0,
+    ipBase: family === 4 ? ipv4HeaderBaseSum(uLocal[0], uRemote[0], spec.ttl) : 0,
     queueLimit: spec.queueLimit,
     now: spec.now,
   });
