@@ -102,7 +102,7 @@ describe("docker/compose.yaml", () => {
         cap_drop: ["ALL"],
         cap_add: program
           ? ["NET_ADMIN", "SETUID", "SETGID"]
-          : ["NET_ADMIN", "NET_RAW", "CHOWN", "SETUID", "SETGID"],
+          : ["NET_ADMIN", "NET_RAW", "CHOWN", "SETUID", "SETGID", "KILL"],
       });
       expect({ name, security_opt: service.security_opt }).toEqual({
         name,
