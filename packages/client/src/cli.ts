@@ -11,6 +11,7 @@ import {
   parseListenAddress,
   type SocketAddress,
   stringOption,
+  validateArguments,
 } from "fake-tcp-common";
 
 /** The client's validated configuration. */
@@ -24,7 +25,7 @@ export interface ClientConfig extends CommonConfig {
 }
 
 /** Default of `--new-peer-rate`. */
-export const DEFAULT_NEW_PEER_RATE = 50;
+export const DEFAULT_NEW_PEER_RATE = 1000;
 
 export const CLIENT_PROGRAM = "fake-tcp-client";
 
@@ -57,7 +58,7 @@ export function parseClientArgs(
       program: CLIENT_PROGRAM,
       role: "client",
       usage:
-        "$0 --local [IP:]PORT --remote HOST:PORT [options]\n\nUDP on --local <-> fake TCP to --remote.",
+        "$0 --local [IP:]PORT --remote HOST:PORT [options]\n$0 genkey   (prints a new key for --key-file)\n\nUDP on --local <-> fake TCP to --remote.",
       options: {
         local: {
           alias: "l",
@@ -89,15 +90,21 @@ export function parseClientArgs(
           "FAKE_TCP_REMOTE=vpn.example.com:4567 $0 --local 1234 --no-auto-rules",
           "remote from the environment, host rules managed by hand",
         ],
+        [
+          "$0 --local 1234 --remote vpn.example.com:443 --key-file tunnel.key",
+          "keyed: the server's key file, copied here",
+        ],
       ],
       epilog: EPILOG,
     },
     env,
   );
   if (!args) return null;
-  const common = commonConfig(args);
-  const local = parseListenAddress(stringOption(args, "local", "--local") ?? "", "--local");
-  const remote = parseHostPort(stringOption(args, "remote", "--remote") ?? "", "--remote");
-  const newPeerRate = integerOption(args, "newPeerRate", "--new-peer-rate", 1, 1_000_000);
-  return { ...common, local, remote, newPeerRate };
+  return validateArguments(args, () => {
+    const common = commonConfig(args);
+    const local = parseListenAddress(stringOption(args, "local", "--local") ?? "", "--local");
+    const remote = parseHostPort(stringOption(args, "remote", "--remote") ?? "", "--remote");
+    const newPeerRate = integerOption(args, "newPeerRate", "--new-peer-rate", 1, 1_000_000);
+    return { ...common, local, remote, newPeerRate };
+  });
 }

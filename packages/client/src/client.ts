@@ -7,6 +7,7 @@ import {
   formatAddress,
   type LaunchOptions,
   launchProgram,
+  logKeyedMode,
   openProgramDevice,
   type ProgramContext,
   type RunningProgram,
@@ -37,6 +38,7 @@ export function startClient(
 
 async function start(config: ClientConfig, context: ProgramContext): Promise<RunningProgram> {
   const { logger, cleanup } = context;
+  logKeyedMode(config, logger);
   // Checked at start so that a wrong name fails now, not at the first datagram.
   const initialTargets = await resolveHostPort(config.remote, config.ipv4Only);
   const ipv6Used = initialTargets.some((t) => t.family === 6);
@@ -91,8 +93,9 @@ async function start(config: ClientConfig, context: ProgramContext): Promise<Run
       remote: formatAddress(config.remote.host, config.remote.port),
       addresses: initialTargets.map((t) => t.address),
       shards: shards.length,
+      keyed: config.key !== undefined,
     },
     "fake-tcp-client running",
   );
-  return shardedProgram(shards, context);
+  return shardedProgram(shards, context, config);
 }

@@ -4,25 +4,28 @@
  * The session opens its connection on the first datagram, queueing a bounded number of
  * datagrams meanwhile so that the one that triggered it is not lost. Once open, the hot
  * path is synchronous in both directions and copies nothing: UDP -> `sock.send(view)`,
- * tunnel -> `endpoint.sendToPeer(view)` (which sends or copies it before returning).
+ * tunnel -> `via.sendTo(view, peer, record)` (which sends or copies it before returning).
  */
 import type { Socket } from "node:dgram";
 import { formatAddress, type SocketAddress, type TunnelSocket } from "fake-tcp-common";
 
-/** A local UDP socket that a session's replies leave from (the one the peer sent to). */
-export interface PeerEndpoint {
+/**
+ * A local UDP socket that replies leave from: the one the peer last sent to, so that the
+ * reply's source is the address the peer used.
+ */
+export interface ReplySocket {
   /**
-   * Sends `datagram` to the session's peer. `datagram` is valid only during the call: an
-   * asynchronous implementation must copy it.
+   * Sends `datagram` to `peer`, whose native address record (see fake-tcp-tun/udp) a batched
+   * socket uses. `datagram` is valid only during the call: an asynchronous implementation
+   * must copy it.
    */
-  sendToPeer(datagram: Uint8Array, session: PeerSession): void;
+  sendTo(datagram: Uint8Array, peer: SocketAddress, record: Uint8Array | undefined): void;
 }
 
-/** A {@link PeerEndpoint} over a node:dgram socket (asynchronous send, so it copies). */
-export function dgramEndpoint(socket: Socket): PeerEndpoint {
+/** A {@link ReplySocket} over a node:dgram socket (asynchronous send, so it copies). */
+export function dgramReplySocket(socket: Socket): ReplySocket {
   return {
-    sendToPeer: (datagram, session) =>
-      socket.send(Buffer.from(datagram), session.peer.port, session.peer.address),
+    sendTo: (datagram, peer) => socket.send(Buffer.from(datagram), peer.port, peer.address),
   };
 }
 
@@ -35,6 +38,9 @@ export interface SessionCounters {
   udpToTunnel: number;
   /** Datagrams from the tunnel sent to UDP peers. */
   tunnelToUdp: number;
+  /** Payload bytes of `udpToTunnel` and `tunnelToUdp`. */
+  udpToTunnelBytes: number;
+  tunnelToUdpBytes: number;
   /** Datagrams dropped because the connection was not open and the queue was full. */
   queueDrops: number;
   /** Datagrams the stack refused (e.g. larger than the MTU). */
@@ -44,7 +50,15 @@ export interface SessionCounters {
 }
 
 export function newCounters(): SessionCounters {
-  return { udpToTunnel: 0, tunnelToUdp: 0, queueDrops: 0, sendDrops: 0, udpErrors: 0 };
+  return {
+    udpToTunnel: 0,
+    tunnelToUdp: 0,
+    udpToTunnelBytes: 0,
+    tunnelToUdpBytes: 0,
+    queueDrops: 0,
+    sendDrops: 0,
+    udpErrors: 0,
+  };
 }
 
 /** What a session needs from the client around it. */
@@ -82,11 +96,11 @@ type State = "waiting" | "connecting" | "open" | "closed";
 
 /** A UDP peer and its connection. */
 export class PeerSession {
-  /** `ip:port` of the UDP peer: the key in the connection table. */
+  /** `ip:port` of the UDP peer: its name in the peer table and the logs. */
   readonly key: string;
   readonly openedAt = Date.now();
   /**
-   * When the connection table last refreshed this session's age (see `ConnectionTable.touch`):
+   * When the peer table last refreshed this session's age (see `PeerTable.touch`):
    * the peer's last activity, to within the table's touch interval.
    */
   touchedAt = this.openedAt;
@@ -99,20 +113,22 @@ export class PeerSession {
   private queue: Buffer[] = [];
   private waitTimer: NodeJS.Timeout | undefined;
   /** The local socket the peer last sent to; replies leave from it. */
-  private endpoint: PeerEndpoint;
-  /**
-   * The peer as the endpoint's native address record (set by whoever made the session), so
-   * that replies need no address parsing.
-   */
-  record: Uint8Array | undefined;
+  private via: ReplySocket;
 
+  /**
+   * `record` is the peer as a batched socket's native address record (so that replies need no
+   * address parsing, and the peer table finds the session by it), `recordKey` its numeric key
+   * (`UdpBatch.key`); a session of a node:dgram socket has neither.
+   */
   constructor(
     readonly peer: SocketAddress,
-    endpoint: PeerEndpoint,
+    via: ReplySocket,
     private readonly context: SessionContext,
+    readonly record?: Uint8Array,
+    readonly recordKey = Number.NaN,
   ) {
     this.key = formatAddress(peer.address, peer.port);
-    this.endpoint = endpoint;
+    this.via = via;
     this.start();
   }
 
@@ -135,15 +151,17 @@ export class PeerSession {
   }
 
   /**
-   * Handles one datagram from the peer, received on `endpoint`. The datagram is valid only
+   * Handles one datagram from the peer, received on `via`. The datagram is valid only
    * during the call (a view into a receive batch).
    */
-  fromPeer(datagram: Uint8Array, endpoint: PeerEndpoint): void {
-    this.endpoint = endpoint;
+  fromPeer(datagram: Uint8Array, via: ReplySocket): void {
+    this.via = via;
     const totals = this.context.totals;
     if (this.state === "open") {
-      if (this.sock!.send(datagram)) totals.udpToTunnel++;
-      else totals.sendDrops++;
+      if (this.sock!.send(datagram)) {
+        totals.udpToTunnel++;
+        totals.udpToTunnelBytes += datagram.byteLength;
+      } else totals.sendDrops++;
     } else if (this.state !== "closed" && this.queue.length < MAX_QUEUED_DATAGRAMS) {
       // Only until the connection opens: keeping the datagram past this call needs a copy.
       this.queue.push(Buffer.from(datagram));
@@ -211,9 +229,10 @@ export class PeerSession {
     this.establishedAt = Date.now();
     const totals = this.context.totals;
     sock.onDatagram((view) => {
-      this.endpoint.sendToPeer(view, this);
+      this.via.sendTo(view, this.peer, this.record);
       this.fromServer++;
       totals.tunnelToUdp++;
+      totals.tunnelToUdpBytes += view.byteLength;
       this.context.touch(this);
     });
     sock.once("close", (info) => this.finish(info.cause));
@@ -223,8 +242,10 @@ export class PeerSession {
     this.queue = [];
     let i = 0;
     for (; i < queued.length && this.state === "open"; i++) {
-      if (sock.send(queued[i])) totals.udpToTunnel++;
-      else totals.sendDrops++;
+      if (sock.send(queued[i])) {
+        totals.udpToTunnel++;
+        totals.udpToTunnelBytes += queued[i].byteLength;
+      } else totals.sendDrops++;
     }
     // Closed while sending what was queued: the rest was never sent.
     totals.queueDrops += queued.length - i;

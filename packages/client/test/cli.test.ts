@@ -55,6 +55,7 @@ describe.skipIf(gate.skip)("fake-tcp-client bad input", () => {
     [["--local", "1234", ...remote, "--log-level", "chatty"], /--log-level: "chatty"/],
     [["--local", "1234", ...remote, "--handshake-packet", "/nonexistent/hs"], /does not exist/],
     [["--local", "1234", ...remote, "--handshake-packet", "/tmp"], /is a directory/],
+    [["--local", "1234", ...remote, "--key-file", "/tmp"], /--key-file: \/tmp is a directory/],
     [["--local", "1234", ...remote, "--local", "1235"], /--local was given more than once/],
     [["--local", "10.99.99.99:1234", ...remote, "--no-auto-rules"], /not an address of this host/],
   ])("%j", (args, message) => {
@@ -63,6 +64,15 @@ describe.skipIf(gate.skip)("fake-tcp-client bad input", () => {
     expect(line).toMatch(message);
   });
 
+  it("genkey prints a new key for --key-file; extra arguments are refused", () => {
+    const first = runProgram(ns, "client", ["genkey"]);
+    const second = runProgram(ns, "client", ["genkey"]);
+    expect(first.code).toBe(0);
+    expect(first.stdout).toMatch(/^[A-Za-z0-9+/]{43}=\n$/);
+    expect(second.stdout).not.toBe(first.stdout);
+    const line = expectOneLineError(runProgram(ns, "client", ["genkey", "extra"]));
+    expect(line).toMatch(/^fake-tcp-client: error: genkey takes no arguments/);
+  });
   it("an oversized handshake packet names the limit (1440 bytes with IPv6 at MTU 1500)", () => {
     const line = expectOneLineError(
       runProgram(ns, "client", ["--local", "1234", ...remote, "--handshake-packet", big]),

@@ -8,14 +8,14 @@
 import { createSocket, type Socket } from "node:dgram";
 import type { TunnelSocket } from "fake-tcp-common";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
-import { ConnectionTable, EVICTABLE_IDLE_MS } from "../src/connection-table.js";
 import {
-  dgramEndpoint,
+  dgramReplySocket,
   MAX_QUEUED_DATAGRAMS,
   newCounters,
   PeerSession,
   type SessionContext,
 } from "../src/peer-session.js";
+import { EVICTABLE_IDLE_MS, PeerTable } from "../src/peer-table.js";
 
 class RecordingSocket implements TunnelSocket {
   readonly localAddress = "192.168.200.2";
@@ -94,9 +94,9 @@ describe("PeerSession", () => {
     const pending = deferred<TunnelSocket>();
     const { ctx, events } = context(() => pending.promise, "HELLO");
     const peer = { address: "127.0.0.1", port: receiverPort, family: 4 as const };
-    const session = new PeerSession(peer, dgramEndpoint(udp), ctx);
+    const session = new PeerSession(peer, dgramReplySocket(udp), ctx);
     for (let i = 0; i < MAX_QUEUED_DATAGRAMS + 3; i++)
-      session.fromPeer(Buffer.from(`d${i}`), dgramEndpoint(udp));
+      session.fromPeer(Buffer.from(`d${i}`), dgramReplySocket(udp));
     expect(ctx.totals.queueDrops).toBe(3);
     const sock = new RecordingSocket();
     pending.resolve(sock);
@@ -107,7 +107,7 @@ describe("PeerSession", () => {
     expect(sock.sent.slice(1)).toEqual(
       Array.from({ length: MAX_QUEUED_DATAGRAMS }, (_, i) => `d${i}`),
     );
-    session.fromPeer(Buffer.from("later"), dgramEndpoint(udp));
+    session.fromPeer(Buffer.from("later"), dgramReplySocket(udp));
     expect(sock.sent.at(-1)).toBe("later");
     expect(ctx.totals.udpToTunnel).toBe(MAX_QUEUED_DATAGRAMS + 1);
 
@@ -130,7 +130,7 @@ describe("PeerSession", () => {
   it("copies a datagram it must queue: the receive batch is reused after the call", async () => {
     const pending = deferred<TunnelSocket>();
     const { ctx } = context(() => pending.promise);
-    const endpoint = dgramEndpoint(udp);
+    const endpoint = dgramReplySocket(udp);
     const session = new PeerSession({ address: "127.0.0.1", port: 9, family: 4 }, endpoint, ctx);
     const batch = Buffer.from("first");
     session.fromPeer(batch.subarray(0, 5), endpoint);
@@ -147,10 +147,10 @@ describe("PeerSession", () => {
     const { ctx, events } = context(() => Promise.reject(new Error("no answer")));
     const session = new PeerSession(
       { address: "127.0.0.1", port: 9, family: 4 },
-      dgramEndpoint(udp),
+      dgramReplySocket(udp),
       ctx,
     );
-    session.fromPeer(Buffer.from("x"), dgramEndpoint(udp));
+    session.fromPeer(Buffer.from("x"), dgramReplySocket(udp));
     await new Promise((r) => setTimeout(r, 0));
     expect(events).toEqual(["failed", "closed:connect-failed"]);
     expect(ctx.totals.queueDrops).toBe(1);
@@ -161,7 +161,7 @@ describe("PeerSession", () => {
     const { ctx } = context(() => pending.promise);
     const session = new PeerSession(
       { address: "127.0.0.1", port: 9, family: 4 },
-      dgramEndpoint(udp),
+      dgramReplySocket(udp),
       ctx,
     );
     session.close("local");
@@ -181,10 +181,10 @@ describe("PeerSession", () => {
     const { ctx, events } = context(() => pending.promise);
     const session = new PeerSession(
       { address: "127.0.0.1", port: 9, family: 4 },
-      dgramEndpoint(udp),
+      dgramReplySocket(udp),
       ctx,
     );
-    session.fromPeer(Buffer.from("queued"), dgramEndpoint(udp));
+    session.fromPeer(Buffer.from("queued"), dgramReplySocket(udp));
     const sock = new RecordingSocket();
     // The handshake completes and, in the same batch of packets, the server resets: the
     // close event fires before the session's turn to attach its listener.
@@ -197,7 +197,7 @@ describe("PeerSession", () => {
     expect(sock.sent).toEqual([]);
     expect(ctx.totals.queueDrops).toBe(1);
     // Later datagrams are dropped and counted, not sent on the dead connection.
-    session.fromPeer(Buffer.from("late"), dgramEndpoint(udp));
+    session.fromPeer(Buffer.from("late"), dgramReplySocket(udp));
     expect(ctx.totals.queueDrops).toBe(2);
   });
 
@@ -206,10 +206,10 @@ describe("PeerSession", () => {
     const { ctx, events } = context(() => pending.promise);
     const session = new PeerSession(
       { address: "127.0.0.1", port: 9, family: 4 },
-      dgramEndpoint(udp),
+      dgramReplySocket(udp),
       ctx,
     );
-    for (let i = 0; i < 5; i++) session.fromPeer(Buffer.from(`d${i}`), dgramEndpoint(udp));
+    for (let i = 0; i < 5; i++) session.fromPeer(Buffer.from(`d${i}`), dgramReplySocket(udp));
     const sock = new RecordingSocket();
     let sends = 0;
     sock.send = (datagram) => {
@@ -241,11 +241,11 @@ describe("PeerSession", () => {
       ctx.connectDelay = () => delays.shift()!;
       const session = new PeerSession(
         { address: "127.0.0.1", port: 9, family: 4 },
-        dgramEndpoint(udp),
+        dgramReplySocket(udp),
         ctx,
       );
       expect(session.isWaiting).toBe(true);
-      session.fromPeer(Buffer.from("early"), dgramEndpoint(udp));
+      session.fromPeer(Buffer.from("early"), dgramReplySocket(udp));
       await vi.advanceTimersByTimeAsync(299);
       expect(connects).toBe(0);
       // The first wait ends, the context asks for 200 ms more.
@@ -271,10 +271,10 @@ describe("PeerSession", () => {
       ctx.connectDelay = () => 1_000;
       const session = new PeerSession(
         { address: "127.0.0.1", port: 9, family: 4 },
-        dgramEndpoint(udp),
+        dgramReplySocket(udp),
         ctx,
       );
-      session.fromPeer(Buffer.from("x"), dgramEndpoint(udp));
+      session.fromPeer(Buffer.from("x"), dgramReplySocket(udp));
       session.close("evicted");
       expect(vi.getTimerCount()).toBe(0);
       await vi.advanceTimersByTimeAsync(5_000);
@@ -285,8 +285,8 @@ describe("PeerSession", () => {
   });
 });
 
-function newTable(maxConnections: number, idleTimeoutMs: number): ConnectionTable {
-  return new ConnectionTable({
+function newTable(maxConnections: number, idleTimeoutMs: number): PeerTable {
+  return new PeerTable({
     maxConnections,
     idleTimeoutMs,
     newPeerRate: 1000,
@@ -295,7 +295,7 @@ function newTable(maxConnections: number, idleTimeoutMs: number): ConnectionTabl
   });
 }
 
-describe("ConnectionTable", () => {
+describe("PeerTable", () => {
   let udp: Socket;
   beforeAll(async () => {
     udp = createSocket("udp4");
@@ -303,7 +303,7 @@ describe("ConnectionTable", () => {
   });
   afterAll(() => udp.close());
 
-  async function openSession(table: ConnectionTable, port: number, events: string[]) {
+  async function openSession(table: PeerTable, port: number, events: string[]) {
     const sock = new RecordingSocket();
     const { ctx } = context(() => Promise.resolve(sock));
     ctx.closed = (s, cause) => {
@@ -312,7 +312,7 @@ describe("ConnectionTable", () => {
     };
     const session = new PeerSession(
       { address: "127.0.0.1", port, family: 4 },
-      dgramEndpoint(udp),
+      dgramReplySocket(udp),
       ctx,
     );
     table.add(session);
@@ -373,7 +373,7 @@ describe("ConnectionTable", () => {
   });
 });
 
-describe("ConnectionTable admission of new peers", () => {
+describe("PeerTable admission of new peers", () => {
   let udp: Socket;
   beforeAll(async () => {
     udp = createSocket("udp4");
@@ -386,11 +386,11 @@ describe("ConnectionTable admission of new peers", () => {
   function pendingSession(port: number, events: string[]) {
     const { ctx } = context(() => new Promise<TunnelSocket>(() => {}));
     ctx.closed = (s, cause) => events.push(`${s.key}:${cause}`);
-    return new PeerSession({ address: "10.1.0.1", port, family: 4 }, dgramEndpoint(udp), ctx);
+    return new PeerSession({ address: "10.1.0.1", port, family: 4 }, dgramReplySocket(udp), ctx);
   }
 
   it("admits at most the new-peer rate, and at most the burst at once", () => {
-    const table = new ConnectionTable({
+    const table = new PeerTable({
       maxConnections: 100,
       idleTimeoutMs: 60_000,
       newPeerRate: 4,
@@ -412,7 +412,7 @@ describe("ConnectionTable admission of new peers", () => {
   it("a full table refuses newcomers while its peers are active, and never evicts them", () => {
     vi.useFakeTimers({ now: 1_000_000 });
     const events: string[] = [];
-    const table = new ConnectionTable({
+    const table = new PeerTable({
       maxConnections: 2,
       idleTimeoutMs: 180_000,
       newPeerRate: 1000,

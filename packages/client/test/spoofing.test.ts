@@ -111,5 +111,18 @@ describe.skipIf(gate.skip)("new UDP peers under a flood of sources (issue 17 def
     expect(Number(stats.connections)).toBeLessThanOrEqual(MAX_CONNECTIONS);
     const refused = Number(stats.peersRefusedRate) + Number(stats.peersRefusedFull);
     expect(refused).toBeGreaterThanOrEqual(SOURCES - MAX_CONNECTIONS);
+    // No session ended at all: nobody was pushed out.
+    expect(stats.closed).toBe(0);
+
+    // The refusals were logged at a bounded rate (20 lines per 10 s), the rest summarized.
+    expect(client.count((l) => l.json?.msg === "new peer refused")).toBeLessThanOrEqual(40);
+    const summary = await client.waitFor(
+      (l) => l.json?.msg === "log lines suppressed" && l.json.of === "new peer refused",
+      15_000,
+    );
+    console.log(
+      `"new peer refused": ${client.count((l) => l.json?.msg === "new peer refused")} lines logged, ${summary.json!.suppressed} suppressed in the first window`,
+    );
+    expect(Number(summary.json!.suppressed)).toBeGreaterThan(1_000);
   }, 90_000);
 });

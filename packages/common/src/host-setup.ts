@@ -22,6 +22,7 @@ import {
   ruleLines,
   runNft,
 } from "./nft.js";
+import { DEFAULT_SHARE_QUEUE, queueRuleLine, ShareQueueRules } from "./share-rules.js";
 import {
   disableForwarding,
   enableForwarding,
@@ -49,6 +50,11 @@ export interface HostSetupOptions {
    * of that name means another instance runs, and its table must not be touched.
    */
   readonly deviceOpened?: boolean;
+  /**
+   * Port sharing (server rules with `share`): the NFQUEUE number of the verdict program,
+   * whose queueing rule is added after the table (and removed before it).
+   */
+  readonly shareQueue?: number;
 }
 
 /** The table that records what the programs changed on the host, for the last one to undo. */
@@ -105,6 +111,30 @@ export async function setUpHost(options: HostSetupOptions): Promise<NftTable> {
     logger.info({ table: `inet ${table.name}`, removed }, "nft rules removed");
   });
   logger.info({ table: `inet ${table.name}`, rules: ruleLines(options.rules) }, "nft rules added");
+  const rules = options.rules;
+  if (rules.role === "server" && rules.share === true) {
+    const families: (4 | 6)[] = [];
+    if (rules.tunnel4) families.push(4);
+    if (rules.tunnel6) families.push(6);
+    const spec = {
+      tun,
+      port: rules.port,
+      queue: options.shareQueue ?? DEFAULT_SHARE_QUEUE,
+      families,
+    };
+    const queueRules = new ShareQueueRules(spec, nft.slice(0, -1));
+    options.cleanup.add("share NFQUEUE rule", async () => {
+      const removed = await queueRules.remove();
+      logger.info({ removed }, "share NFQUEUE rule removed");
+    });
+    const stale = await queueRules.apply();
+    if (stale > 0)
+      logger.warn({ stale }, "removed stale share NFQUEUE rule left by an earlier run");
+    logger.info(
+      { rules: families.map((family) => queueRuleLine(spec, family)) },
+      "share NFQUEUE rule added",
+    );
+  }
   return table;
 }
 

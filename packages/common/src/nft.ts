@@ -46,7 +46,19 @@ export interface ServerRulesSpec {
    * a connection can idle (the idle timeout), so that the stack can always answer.
    */
   readonly flowTimeoutSeconds?: number;
+  /**
+   * Port sharing (`--share`): the port belongs to a TCP service of the host too. Only
+   * connections the verdict program admitted (their SYN marked with {@link SHARE_MARK} by its
+   * NFQUEUE verdict) are rewritten to the stack; every other segment is left to the host.
+   */
+  readonly share?: boolean;
 }
+
+/**
+ * The packet-mark bit with which the share verdict admits a SYN to the tunnel (the rest of the
+ * mark is kept; the bit is cleared again before the packet goes on).
+ */
+export const SHARE_MARK = 0x0800_0000;
 
 /** Default of {@link ServerRulesSpec.flowTimeoutSeconds}: the default idle timeout and a minute. */
 export const DEFAULT_FLOW_TIMEOUT_SECONDS = 240;
@@ -89,13 +101,15 @@ export interface ChainSpec {
   readonly name: string;
   readonly type: "nat" | "filter";
   readonly hook: "prerouting" | "postrouting" | "forward" | "input";
-  readonly priority: "raw" | "dstnat" | "srcnat" | "filter";
+  readonly priority: "raw" | "raw - 10" | "raw + 10" | "dstnat" | "srcnat" | "filter";
   readonly rules: readonly string[];
 }
 
 /** A map of the table, in nft's own syntax (its body lines). */
 export interface MapSpec {
   readonly name: string;
+  /** A set (keys only) rather than a map. */
+  readonly set?: boolean;
   readonly lines: readonly string[];
 }
 
@@ -119,6 +133,13 @@ export function maps(spec: RulesSpec): MapSpec[] {
   // that do only conflict when they reach different addresses of this host.
   if (spec.tunnel4) out.push(map("clients4", "inet_service . ipv4_addr", "ipv4_addr"));
   if (spec.tunnel6) out.push(map("clients6", "ipv6_addr", "ipv6_addr"));
+  // Sharing: a connection is known by its whole client end, so that other connections from
+  // the same IPv6 address reach the host's service (a set: nft 1.0.6 handles this key
+  // when no data is attached).
+  if (spec.tunnel6 && spec.share === true) {
+    const [, ...rest] = map("tunnel6", "", "").lines;
+    out.push({ name: "tunnel6", set: true, lines: ["type ipv6_addr . inet_service", ...rest] });
+  }
   return out;
 }
 
@@ -169,19 +190,69 @@ export function chains(spec: RulesSpec): ChainSpec[] {
     unmapped.push(`${fromStack} ip6 saddr ${spec.tunnel6} tcp sport ${port} drop`);
   }
   // The stack's own segments are not tracked either.
-  raw.push(`iifname ${tun} tcp sport ${port} notrack`);
+  const stackOwn = `iifname ${tun} tcp sport ${port} notrack`;
+  raw.push(stackOwn);
+  if (spec.share === true)
+    return [...sharedInbound(spec, inbound, stackOwn), outboundChain(out, unmapped)];
   return [
     { name: "inbound", type: "filter", hook: "prerouting", priority: "raw", rules: raw },
-    // A segment of the stack for a client that is not (or no longer) remembered would leave
-    // with the private tunnel address: dropped instead (the client's next segment maps it).
-    {
-      name: "outbound",
-      type: "filter",
-      hook: "postrouting",
-      priority: "srcnat",
-      rules: [...out, ...unmapped],
-    },
+    outboundChain(out, unmapped),
   ];
+}
+
+/**
+ * A segment of the stack for a client that is not (or no longer) remembered would leave with
+ * the private tunnel address: dropped instead (the client's next segment maps it).
+ */
+function outboundChain(out: readonly string[], unmapped: readonly string[]): ChainSpec {
+  return {
+    name: "outbound",
+    type: "filter",
+    hook: "postrouting",
+    priority: "srcnat",
+    rules: [...out, ...unmapped],
+  };
+}
+
+/**
+ * The inbound chains of port sharing. Between them, at priority raw, the NFQUEUE rule (an
+ * iptables-nft rule, see `share-rules.ts`: this kernel's nft has no queue statement) hands
+ * every SYN to the port on a local address that is still addressed to the host to the verdict
+ * program. Before it (`raw - 10`), segments of connections already admitted are rewritten to
+ * the stack, so they never reach the queue (their destination is no longer local). After it
+ * (`raw + 10`), a SYN the verdict marked is admitted: its client end is remembered and it is
+ * rewritten like the rest of its connection. Anything else goes on untouched to conntrack and
+ * the host's service. All of it before conntrack (priority -200), so the decision is taken
+ * before any conntrack or NAT state exists, and kept in the maps for the connection's life.
+ */
+function sharedInbound(spec: ServerRulesSpec, inbound: string, stackOwn: string): ChainSpec[] {
+  const known: string[] = [];
+  const admit: string[] = [];
+  const marked = `meta mark & ${hex(SHARE_MARK)} == ${hex(SHARE_MARK)} meta mark set meta mark & ${hex(~SHARE_MARK >>> 0)}`;
+  if (spec.tunnel4) {
+    const rewrite = `update @clients4 { tcp sport . ip saddr : ip daddr } notrack ip daddr set ${spec.tunnel4}`;
+    known.push(`${inbound} tcp sport . ip saddr @clients4 ${rewrite}`);
+    admit.push(`${inbound} ${marked} ${rewrite}`);
+  }
+  if (spec.tunnel6) {
+    const rewrite = `update @tunnel6 { ip6 saddr . tcp sport } update @clients6 { ip6 saddr : ip6 daddr } notrack ip6 daddr set ${spec.tunnel6}`;
+    known.push(`${inbound} ip6 saddr . tcp sport @tunnel6 ${rewrite}`);
+    admit.push(`${inbound} ${marked} ${rewrite}`);
+  }
+  return [
+    {
+      name: "inbound",
+      type: "filter",
+      hook: "prerouting",
+      priority: "raw - 10",
+      rules: [...known, stackOwn],
+    },
+    { name: "admit", type: "filter", hook: "prerouting", priority: "raw + 10", rules: admit },
+  ];
+}
+
+function hex(value: number): string {
+  return `0x${value.toString(16).padStart(8, "0")}`;
 }
 
 /** Every rule of the table for `spec`, one per line, in table order (for logs). */
@@ -192,7 +263,8 @@ export function ruleLines(spec: RulesSpec): string[] {
 /** The complete table definition for `spec`, in nft's own syntax. */
 export function buildRuleset(spec: RulesSpec): string {
   const declared = maps(spec).map(
-    (map) => `\tmap ${map.name} {\n${map.lines.map((line) => `\t\t${line}\n`).join("")}\t}\n`,
+    (map) =>
+      `\t${map.set === true ? "set" : "map"} ${map.name} {\n${map.lines.map((line) => `\t\t${line}\n`).join("")}\t}\n`,
   );
   const body = chains(spec).map(
     (chain) =>

@@ -5,9 +5,17 @@
  */
 import { availableParallelism } from "node:os";
 import yargs, { type Options } from "yargs";
-import { parseIPv4, parseIPv6 } from "./address.js";
+import { parseIPv4, parseIPv6, parseListenAddress, type SocketAddress } from "./address.js";
+import {
+  CONFIG_OPTION,
+  configFileValues,
+  configOptionDefinition,
+  markConfigFileSources,
+} from "./config-file.js";
 import { UsageError } from "./errors.js";
+import { readKeyFile } from "./key-file.js";
 import { LOG_LEVELS, type LogLevel } from "./logger.js";
+import { programVersion } from "./version.js";
 
 /** Which program is parsing: the defaults of the TUN addresses differ. */
 export type Role = "client" | "server";
@@ -77,6 +85,11 @@ export interface CommonConfig {
    * run the kernel numbers the IDs 0, 1, 2...).
    */
   readonly segmentationOffload: boolean;
+  /** Keyed mode (`--key-file`): the file's path and the 32-byte key read from it at parse time. */
+  readonly keyFile: string | undefined;
+  readonly key: Uint8Array | undefined;
+  /** Where the Prometheus endpoint listens (`--metrics`); undefined: no endpoint. */
+  readonly metrics: SocketAddress | undefined;
 }
 
 const TUN_GROUP = "Tunnel device:";
@@ -184,6 +197,11 @@ export function commonOptionDefinitions(role: Role): Record<string, Options> {
         "write runs of datagrams as one packet the kernel cuts into the same segments; --no-segmentation-offload: one write per segment, IPv4 ID 0 on every packet",
       group: TUNING_GROUP,
     },
+    "key-file": {
+      type: "string",
+      describe: `keyed mode: FILE holds a key that both ends share (made by \`${role === "client" ? "fake-tcp-client" : "fake-tcp-server"} genkey\`); the ${role === "client" ? "client then talks only to a server with the same key" : "server then answers only clients with the same key and is silent to anything else"}, not to phantun`,
+      group: OPS_GROUP,
+    },
     "log-level": {
       type: "string",
       default: DEFAULTS.logLevel,
@@ -194,6 +212,12 @@ export function commonOptionDefinitions(role: Role): Record<string, Options> {
       requiresArg: true,
       default: String(DEFAULTS.statsIntervalSeconds),
       describe: "seconds between counter lines at info level (0: off; SIGUSR1 logs them too)",
+      group: OPS_GROUP,
+    },
+    metrics: {
+      type: "string",
+      describe:
+        "serve Prometheus metrics at http://IP:PORT/metrics (PORT alone: 127.0.0.1:PORT); off unless given",
       group: OPS_GROUP,
     },
   };
@@ -267,21 +291,28 @@ export function parseCommandLine(
   argv: readonly string[],
   spec: CommandLineSpec,
   env: NodeJS.ProcessEnv = process.env,
-  version = "0.1.0",
+  version = programVersion(),
 ): RawArguments | null {
   const own: Record<string, Options> = {};
   for (const [name, option] of Object.entries(spec.options)) {
     own[name] = { group: "Main:", ...option };
   }
-  const all = { ...own, ...commonOptionDefinitions(spec.role) };
+  const all = {
+    ...own,
+    ...commonOptionDefinitions(spec.role),
+    [CONFIG_OPTION]: configOptionDefinition,
+  };
   for (const option of Object.values(all)) {
     if (option.type === "string") option.requiresArg = true;
   }
+  // Precedence: command line, then environment, then the file.
+  const file = configFileValues(argv, env, envName(CONFIG_OPTION), all);
+  const fromEnv = optionsFromEnv(all, env);
   const parser = yargs([...argv])
     .scriptName(spec.program)
     .usage(spec.usage)
     .options(all)
-    .config(optionsFromEnv(all, env))
+    .config({ ...file.values, ...fromEnv })
     .strictOptions()
     // Numbers stay text: the validators below give precise errors ("0x10" is not a port).
     .parserConfiguration({
@@ -302,6 +333,7 @@ export function parseCommandLine(
   for (const [command, description] of spec.examples) parser.example(command, description);
   const parsed = parser.parseSync() as RawArguments;
   if (parsed.help === true || parsed.version === true) return null;
+  markConfigFileSources(parsed, file.file, file.values, fromEnv);
   return parsed;
 }
 
@@ -375,6 +407,12 @@ export function parseTunName(text: string): string {
   return text;
 }
 
+/** `--key-file`: the path and the key it holds (read now, so that a bad file stops the start). */
+function keyOption(args: RawArguments): Pick<CommonConfig, "keyFile" | "key"> {
+  const keyFile = stringOption(args, "keyFile", "--key-file");
+  return { keyFile, key: keyFile === undefined ? undefined : readKeyFile(keyFile) };
+}
+
 /** Validates the shared options into a {@link CommonConfig}. */
 export function commonConfig(args: RawArguments): CommonConfig {
   const ipv4Only = booleanOption(args, "ipv4Only", "-4/--ipv4-only");
@@ -423,5 +461,12 @@ export function commonConfig(args: RawArguments): CommonConfig {
     autoRules: booleanOption(args, "autoRules", "--auto-rules"),
     checksumOffload: booleanOption(args, "checksumOffload", "--checksum-offload"),
     segmentationOffload: booleanOption(args, "segmentationOffload", "--segmentation-offload"),
+    ...keyOption(args),
+    metrics: metricsAddress(stringOption(args, "metrics", "--metrics")),
   };
+}
+
+/** `--metrics`: an IP address and port to listen on, or nothing. */
+function metricsAddress(text: string | undefined): SocketAddress | undefined {
+  return text === undefined ? undefined : parseListenAddress(text, "--metrics");
 }

@@ -3,15 +3,20 @@
  * (a start that fails undoes what it had set up), the TUN device with its log line, and the
  * shards behind the {@link RunningProgram}. Each program supplies only what is its own.
  */
+import { formatAddress } from "./address.js";
 import { oneLine } from "./errors.js";
 import { Cleanup, type RunningProgram } from "./lifecycle.js";
 import { createLogger, type Logger, type LogLevel, logLinesDropped } from "./logger.js";
+import { renderMetrics, startMetricsServer } from "./metrics.js";
 import type { CommonConfig } from "./options.js";
 import { programStats, type ShardHandle, type ShardStarter, startShards } from "./shards.js";
 import { openTunnelDevice, type TunnelDevice } from "./tunnel.js";
+import { programVersion } from "./version.js";
 
 /** What a program's start-up body works with. */
 export interface ProgramContext {
+  /** The program's name (`fake-tcp-server`). */
+  readonly program: string;
   readonly logger: Logger;
   /** Undo steps, run in reverse on a failed start and on stop. */
   readonly cleanup: Cleanup;
@@ -41,7 +46,7 @@ export async function launchProgram(
   const fatal =
     options.fatal ?? ((err: unknown) => logger.error({ err: oneLine(err) }, "tunnel failed"));
   try {
-    return await body({ logger, cleanup, fatal });
+    return await body({ program: name, logger, cleanup, fatal });
   } catch (err) {
     await cleanup.run(logCleanupError(logger));
     throw err;
@@ -89,9 +94,33 @@ export async function startProgramShards<D>(
   return shards;
 }
 
-/** The running program over its shards: stats (see {@link programStats}), and stop = every undo step. */
-export function shardedProgram(shards: ShardHandle[], context: ProgramContext): RunningProgram {
+/**
+ * The running program over its shards: stats (see {@link programStats}) on the log and, with
+ * `--metrics`, at the Prometheus endpoint; stop = every undo step.
+ */
+export async function shardedProgram(
+  shards: ShardHandle[],
+  context: ProgramContext,
+  config: Pick<CommonConfig, "metrics">,
+): Promise<RunningProgram> {
   const { logger, cleanup } = context;
+  if (config.metrics) {
+    const info = () => ({
+      program: context.program,
+      version: programVersion(),
+      logLinesDropped: logLinesDropped(),
+    });
+    const server = await startMetricsServer(
+      config.metrics,
+      async () => renderMetrics(await Promise.all(shards.map((s) => s.stats())), info()),
+      logger,
+    );
+    cleanup.add("metrics endpoint", () => server.close());
+    logger.info(
+      { metrics: `http://${formatAddress(server.address.address, server.address.port)}/metrics` },
+      "metrics endpoint up",
+    );
+  }
   return {
     logger,
     logStats: () => {

@@ -5,7 +5,7 @@
  */
 
 import { readFileSync } from "node:fs";
-import { Stack } from "fake-tcp";
+import { Stack, wire } from "fake-tcp";
 import { TunDevice, TunQueue } from "fake-tcp-tun";
 import type { SocketAddress } from "./address.js";
 import { oneLine, UsageError } from "./errors.js";
@@ -199,9 +199,35 @@ function newStack(queue: TunQueue, config: CommonConfig, options: StartTunnelOpt
     ackBytes: ACK_BYTES,
     segmentationOffload: config.segmentationOffload,
     portShard: options.shard,
+    key: config.key,
+    // Keyed handshakes announce the window scale this host's kernel would (its SYNs are
+    // the ones a keyed SYN must not stand out from).
+    synWindowScale: config.key === undefined ? undefined : hostWindowScale(),
+    // The host forwards what the stack sends (TUN to the network), taking one off the TTL: 65
+    // leaves the 64 of the host's own packets, where a TTL of 63 from a server would tell of a
+    // forwarding hop behind it. Unkeyed, 64 as phantun.
+    ttl: config.key === undefined ? undefined : 65,
     log: (level, message) =>
       log.write(level, stackMessageKind(message), { component: "stack" }, message),
   });
+}
+
+/**
+ * The window-scale shift this host's kernel announces in its SYNs: it follows the largest
+ * receive buffer a socket may get, net.ipv4.tcp_rmem's maximum or net.core.rmem_max (see
+ * `wire.linuxWindowScale`). Linux's default, 7, when they cannot be read.
+ */
+export function hostWindowScale(
+  read: (path: string) => string = (path) => readFileSync(path, "utf8"),
+): number {
+  try {
+    const rmem = Number(read("/proc/sys/net/ipv4/tcp_rmem").trim().split(/\s+/)[2]);
+    const rmemMax = Number(read("/proc/sys/net/core/rmem_max").trim());
+    const limit = Math.max(rmem, rmemMax);
+    return Number.isFinite(limit) && limit > 0 ? wire.linuxWindowScale(limit) : 7;
+  } catch {
+    return 7;
+  }
 }
 
 /** Each shard's part of a bound over `count` shards (rounded up: the total is never lower). */

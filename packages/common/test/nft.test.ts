@@ -2,6 +2,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { cleanupAll, Netns, realDeviceGate } from "../../../test-support/netns.js";
 import { UsageError } from "../src/errors.js";
 import { buildApplyScript, buildRuleset, NftTable, ruleLines, tableName } from "../src/nft.js";
+import { queueRuleLine, ShareQueueRules } from "../src/share-rules.js";
 
 describe("nft rule text", () => {
   it("client: masquerade of the stack's addresses, never out of the TUN", () => {
@@ -160,5 +161,56 @@ describe("nft failures", () => {
     ]);
     await expect(table.apply()).rejects.toThrow(UsageError);
     await expect(table.apply()).rejects.toThrow(/nft \(nftables\) not found.*--no-auto-rules/);
+  });
+});
+
+describe.skipIf(gate.skip)("port sharing rules in a throw-away namespace", () => {
+  afterAll(cleanupAll);
+
+  it("share: admitted clients before the queue, marked SYNs after it, both families; the queue rule replaces a stale copy and goes", async () => {
+    const ns = new Netns("ftcs");
+    const prefix = ["ip", "netns", "exec", ns.name];
+    const spec = {
+      role: "server",
+      tun: "fts0",
+      port: 443,
+      tunnel4: "192.168.201.2",
+      tunnel6: "fcc9::2",
+      share: true,
+    } as const;
+    const table = new NftTable(spec, [...prefix, "nft"]);
+    await table.apply();
+    const listed = ns.exec("nft", ["list", "table", "inet", "fake_tcp_fts0"]);
+    for (const rule of ruleLines(spec)) expect(listed).toContain(rule);
+    expect(listed).toContain("type filter hook prerouting priority raw - 10;");
+    expect(listed).toContain("type filter hook prerouting priority raw + 10;");
+    expect(listed).toContain("set tunnel6 {");
+    expect(listed).toContain(
+      "tcp sport . ip saddr @clients4 update @clients4 { tcp sport . ip saddr : ip daddr } notrack ip daddr set 192.168.201.2",
+    );
+    expect(listed).toContain("meta mark & 0x08000000 == 0x08000000");
+
+    const queue = { tun: "fts0", port: 443, queue: 7, families: [4, 6] } as const;
+    const rules = new ShareQueueRules(queue, prefix);
+    expect(await rules.apply()).toBe(0);
+    // A second start (as after a crash) finds and replaces the copies.
+    expect(await rules.apply()).toBe(2);
+    for (const cmd of ["iptables-nft", "ip6tables-nft"]) {
+      const saved = ns.exec(cmd, ["-t", "raw", "-S", "PREROUTING"]);
+      expect(saved.match(/NFQUEUE --queue-num 7 --queue-bypass/g)).toHaveLength(1);
+      expect(saved).toContain("--tcp-flags FIN,SYN,RST,ACK SYN");
+      expect(saved).toContain("--dst-type LOCAL");
+    }
+    expect(await rules.remove()).toBe(2);
+    expect(ns.exec("nft", ["list", "ruleset"])).not.toContain("NFQUEUE");
+    await table.remove();
+    ns.destroy();
+  });
+
+  it("share rule lines name the commands as a person would type them", () => {
+    const line = queueRuleLine({ tun: "fts0", port: 443, queue: 18004, families: [4] }, 4);
+    expect(line).toBe(
+      'iptables-nft -t raw -I PREROUTING ! -i fts0 -p tcp --dport 443 --tcp-flags SYN,ACK,RST,FIN SYN -m addrtype --dst-type LOCAL -m comment --comment "fake_tcp_fts0 share" -j NFQUEUE --queue-num 18004 --queue-bypass',
+    );
   });
 });

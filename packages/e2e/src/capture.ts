@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Namespace } from "./namespace.js";
 import { uniqueName } from "./namespace.js";
+import { type TcpPacket, tcpPackets } from "./pcap.js";
 import { ManagedProcess } from "./process.js";
 
 /** Packets seen, by protocol. */
@@ -36,7 +37,7 @@ export class Capture {
   private readonly file: string;
   private readonly proc: ManagedProcess;
 
-  private constructor(ns: Namespace, iface: string) {
+  private constructor(ns: Namespace, iface: string, filter: string[]) {
     this.file = join(tmpdir(), `${uniqueName("e2ecap")}.pcap`);
     // Snap length 96 is enough for the Ethernet + IP + transport headers we count.
     this.proc = new ManagedProcess(`tcpdump@${ns.role}`, ns, "tcpdump", [
@@ -51,25 +52,35 @@ export class Capture {
       "8192",
       "-w",
       this.file,
+      ...filter,
     ]);
   }
 
-  /** Starts capturing and resolves once tcpdump is listening. */
-  static async start(ns: Namespace, iface: string): Promise<Capture> {
-    const cap = new Capture(ns, iface);
+  /**
+   * Starts capturing and resolves once tcpdump is listening. `filter`: a tcpdump filter
+   * expression, as words (default: everything).
+   */
+  static async start(ns: Namespace, iface: string, filter: string[] = []): Promise<Capture> {
+    const cap = new Capture(ns, iface, filter);
     await cap.proc.waitFor(/listening on/, 5_000);
     return cap;
   }
 
   /** Stops the capture, counts its packets by protocol and deletes the file. */
   async stop(): Promise<ProtocolCounts> {
+    return (await this.stopWithPackets()).counts;
+  }
+
+  /** Stops the capture; its counts and every IPv4 TCP packet (headers, see `pcap.ts`). */
+  async stopWithPackets(): Promise<{ counts: ProtocolCounts; packets: TcpPacket[] }> {
     this.proc.signal("SIGINT");
     await this.proc.waitExit(5_000);
     const dropped = /(\d+) packets dropped by kernel/.exec(this.proc.output());
     try {
-      const counts = countPcap(readFileSync(this.file));
+      const file = readFileSync(this.file);
+      const counts = countPcap(file);
       counts.droppedByKernel = dropped ? Number(dropped[1]) : 0;
-      return counts;
+      return { counts, packets: tcpPackets(file) };
     } finally {
       rmSync(this.file, { force: true });
     }

@@ -14,6 +14,7 @@ export {
   uniqueName,
 } from "./namespace.js";
 export { CLIENT_MAIN, SERVER_MAIN, toolPath } from "./paths.js";
+export { PcapStream, parseFrame, type TcpPacket, tcpPackets } from "./pcap.js";
 export { type LogLine, ManagedProcess } from "./process.js";
 export {
   type EchoResult,

@@ -439,7 +439,10 @@ export class Rig {
    * and resolves once its TUN device is up and the attacker's prefix is routed into it. Its
    * result is the `{"event":"done"}` line ({@link injectorResult}). Stopped by `destroy()`.
    */
-  async startInjector(mode: "flood" | "churn" | "hold", args: string[]): Promise<ManagedProcess> {
+  async startInjector(
+    mode: "flood" | "churn" | "hold" | "probe" | "onpath",
+    args: string[],
+  ): Promise<ManagedProcess> {
     const x = this.x;
     // Packets at the stack's own address (past S's DNAT) need a route there.
     x.exec("ip", ["route", "replace", `${SERVER_STACK_ADDRESS}/32`, "via", ADDR.tunnelServer]);

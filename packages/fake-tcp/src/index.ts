@@ -1,4 +1,13 @@
 export * from "./device.js";
+export { timestampOptionOffset, verifyKeyedSyn } from "./keyed/keyed-syn.js";
+export { ReplayCache, SynReplay } from "./keyed/replay-cache.js";
+export {
+  generateTunnelKey,
+  KEY_LENGTH,
+  TOKEN_SLOT_MS,
+  TunnelKey,
+  tokenSlotOf,
+} from "./keyed/tunnel-key.js";
 export { BoundedQueue } from "./stack/bounded-queue.js";
 export type { PortShard, StackLogger, StackOptions } from "./stack/options.js";
 export { RunBuffer } from "./stack/run-buffer.js";

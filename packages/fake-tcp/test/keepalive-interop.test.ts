@@ -89,8 +89,9 @@ describe("a phantun-shaped peer: keepalives, no detection, nothing closed or los
       const st = t.stack.stats();
       expect(st).toMatchObject({ outOfWindow: 0, badAck: 0, challengeAcks: 0 });
       expect(Object.values(st.closed).every((n) => n === 0)).toBe(true);
-      // Our keepalives carry our next seq: nothing old for its ACK rule to answer.
-      expect(t.theirs.counters.wrapAcksSent).toBe(0);
+      // Our keepalives carry our next seq: nothing old for its ACK rule to answer, except our
+      // client's first, which draws one segment from a phantun server for conntrack's sake.
+      expect(t.theirs.counters.wrapAcksSent).toBe(phantun === "server" ? 1 : 0);
     });
   }
 

@@ -521,32 +521,4 @@ describe("stack lifecycle and robustness", () => {
     expect(logs.join("\n")).toMatch(/boom/);
     expect(logs.join("\n")).toMatch(/close boom/);
   });
-
-  it("garbage and mutated packets are dropped and counted, never thrown", async () => {
-    const p = rawPeer();
-    cleanup.push(p.close);
-    p.stack.listen(4567);
-    await p.handshake();
-    const s = await p.stack.accept();
-    await p.settle();
-    const good = p.raw[0];
-    let seed = 12345;
-    const rnd = () => {
-      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
-      return seed;
-    };
-    for (let i = 0; i < 3000; i++) {
-      const pkt = Buffer.from(good);
-      for (let k = rnd() % 6; k >= 0; k--) pkt[rnd() % pkt.length] = rnd() & 255;
-      const cut = rnd() % 3 === 0 ? rnd() % pkt.length : pkt.length;
-      p.pair.b[0].write(pkt.subarray(0, cut));
-      if (i % 7 === 0) p.pair.b[0].write(Buffer.from(Array.from({ length: rnd() % 80 }, rnd)));
-    }
-    await p.settle();
-    const st = p.stack.stats();
-    const malformed = Object.values(st.malformed).reduce((a, b) => a + b, 0);
-    expect(malformed).toBeGreaterThan(100);
-    expect(st.malformed.truncated).toBeGreaterThan(0);
-    expect(s.closed || s.established).toBe(true);
-  });
 });

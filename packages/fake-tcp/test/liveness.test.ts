@@ -3,10 +3,14 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import {
   answersProbe,
+  dataArrived,
+  firstKeepaliveSeq,
+  isProbeAnswer,
   type LiveOptions,
   type LiveState,
   MAX_PROBE_STEP,
   nextProbeSeq,
+  probeAnswered,
   probeSent,
   SweepAction,
   sweepDecision,
@@ -24,8 +28,7 @@ const o: LiveOptions = {
 };
 
 function live(peerIsOurs: boolean): LiveState & {
-  probeSeq: number;
-  counters: { probesSent: number };
+  counters: { probesSent: number; probesAnswered: number };
 } {
   return {
     peerIsOurs,
@@ -36,13 +39,15 @@ function live(peerIsOurs: boolean): LiveState & {
     unackedBytes: 0,
     unackedSince: 0,
     lastProbeAt: 0,
-    probeOutstanding: false,
+    probeSeq: 0,
+    probeSeq1: 0,
+    probeSeq2: 0,
+    probesOutstanding: 0,
     probesUnanswered: 0,
     probeStep: 0,
     lastAnswerAt: Number.NEGATIVE_INFINITY,
     verifyProbes: 0,
-    probeSeq: 0,
-    counters: { probesSent: 0 },
+    counters: { probesSent: 0, probesAnswered: 0 },
   };
 }
 
@@ -64,7 +69,7 @@ describe("sweep decisions", () => {
       lastReceived: fc.integer({ min: 0, max: 10_000_000 }),
       lastSent: fc.integer({ min: 0, max: 10_000_000 }),
       lastProbeAt: fc.integer({ min: 0, max: 10_000_000 }),
-      probeOutstanding: fc.boolean(),
+      probesOutstanding: fc.nat(3),
       probesUnanswered: fc.nat(100),
       unackedBytes: fc.nat(10_000),
     });
@@ -100,8 +105,8 @@ describe("sweep decisions", () => {
       if (a & SweepAction.probe) {
         probeSent(s, nextProbeSeq(s), now);
         // The answer comes back at once.
-        s.probeOutstanding = false;
-        s.probesUnanswered = 0;
+        expect(isProbeAnswer(s, s.probeSeq)).toBe(true);
+        probeAnswered(s);
         s.lastReceived = now;
       }
     }
@@ -142,6 +147,43 @@ describe("probes", () => {
     expect(answersProbe(ours, 499, 199, o)).toBe(false);
     expect(answersProbe(ours, 499, 200, o)).toBe(true);
     expect(answersProbe(live(false), 499, 0, o)).toBe(false);
+  });
+});
+
+describe("answers", () => {
+  it("an answer echoing any of our last 3 probes counts; older ones, other acks, or after an answer, not", () => {
+    const s = live(true);
+    expect(isProbeAnswer(s, 0)).toBe(false); // nothing outstanding
+    for (let i = 0; i < 5; i++) {
+      s.sndNxt = 1000 * (i + 1);
+      probeSent(s, nextProbeSeq(s), i);
+    }
+    const seqs = [999, 1998, 2997, 3996, 4995];
+    expect([s.probeSeq, s.probeSeq1, s.probeSeq2]).toEqual(seqs.slice(2).reverse());
+    for (const seq of seqs.slice(2)) expect(isProbeAnswer(s, seq)).toBe(true);
+    for (const ack of [...seqs.slice(0, 2), 5000, 4996]) expect(isProbeAnswer(s, ack)).toBe(false);
+    probeAnswered(s);
+    expect(isProbeAnswer(s, 4995)).toBe(false);
+    expect(s.counters.probesAnswered).toBe(1);
+  });
+
+  it("new data ends the fast check; data behind the highest seq does not", () => {
+    const s = live(true);
+    s.verifyProbes = 2;
+    dataArrived(s, 0, false);
+    expect(s.verifyProbes).toBe(2);
+    dataArrived(s, 0, true);
+    expect(s.verifyProbes).toBe(0);
+  });
+});
+
+describe("the first keepalive", () => {
+  it("seq one below ours only from our client to a server not known to be ours, across the wrap", () => {
+    expect(firstKeepaliveSeq({ passive: false, peerIsOurs: false, sndNxt: 0 })).toBe(-1);
+    expect(firstKeepaliveSeq({ passive: false, peerIsOurs: false, sndNxt: 1 })).toBe(0);
+    expect(firstKeepaliveSeq({ passive: false, peerIsOurs: true, sndNxt: 1 })).toBe(1);
+    expect(firstKeepaliveSeq({ passive: true, peerIsOurs: false, sndNxt: 77 })).toBe(77);
+    expect(firstKeepaliveSeq({ passive: true, peerIsOurs: true, sndNxt: 77 })).toBe(77);
   });
 });
 

@@ -173,16 +173,27 @@ describe("segments outside the windows", () => {
   });
 
   it("a blind attacker: 20,000 random data segments and RSTs deliver and close nothing", async () => {
+    // Our client (ISN 0) and a phantun-like server with ISN 777: every sequence number in
+    // play is fixed, so the seeded attack below is the same on every run.
     vi.useFakeTimers(); // one instant: the per-connection challenge limit lets one through
-    const p = await phantunClient();
-    p.s.send(Buffer.alloc(1000)); // something sent: the ack window is not trivially small
+    const p = peer();
+    const conn = p.stack.connect("192.168.200.2:4567");
+    await p.settle();
+    const port = p.take()[0].srcPort;
+    const from = { srcPort: 4567, dstPort: port };
+    p.send({ ...from, seq: 777, ack: 1, flags: SYN | ACK });
+    const s = await conn;
+    const got: string[] = [];
+    s.onDatagram((d) => got.push(d.toString()));
+    s.send(Buffer.alloc(1000)); // something sent: the ack window is not trivially small
     const next = xorshift(2024);
     for (let i = 0; i < 20_000; i++)
-      p.send({ seq: next(), ack: next(), flags: ACK, payload: Buffer.from("evil") });
-    for (let i = 0; i < 20_000; i++) p.send({ seq: next(), ack: next(), flags: RST | ACK });
+      p.send({ ...from, seq: next(), ack: next(), flags: ACK, payload: Buffer.from("evil") });
+    for (let i = 0; i < 20_000; i++)
+      p.send({ ...from, seq: next(), ack: next(), flags: RST | ACK });
     await p.settle();
-    expect(p.got).toEqual([]);
-    expect(p.s.closed).toBe(false);
+    expect(got).toEqual([]);
+    expect(s.closed).toBe(false);
     const st = p.stack.stats();
     expect(st.outOfWindow + st.badAck + st.resyncChained).toBe(20_000);
     expect(st.resynced).toBe(0);
@@ -190,9 +201,9 @@ describe("segments outside the windows", () => {
     // Challenges went out at most once per connection per 250 ms, however many were asked.
     expect(st.challengeAcks).toBe(1);
     // The real peer's data still flows.
-    p.send({ seq: 1, ack: p.ours(), flags: ACK, payload: Buffer.from("real") });
+    p.send({ ...from, seq: 778, ack: 1001, flags: ACK, payload: Buffer.from("real") });
     await p.settle();
-    expect(p.got).toEqual(["real"]);
+    expect(got).toEqual(["real"]);
   });
 });
 
@@ -409,7 +420,20 @@ describe("RSTs between two stacks of ours", () => {
           flags: RST,
         }),
       );
-    return { ...t, c, s, forgeRst };
+    /** The same towards the server, as if from the client. */
+    const forgeRstToServer = (seq: number) =>
+      t.pair.a[0].write(
+        buildPacket({
+          src: parseIpv4(CLIENT4)!,
+          dst: parseIpv4(SERVER4)!,
+          srcPort: c.localPort,
+          dstPort: 7000,
+          seq: u32(seq),
+          ack: 0,
+          flags: RST,
+        }),
+      );
+    return { ...t, c, s, forgeRst, forgeRstToServer };
   }
 
   it("a doubtful RST while the server is alive: challenge and fast check, answered, stays open", async () => {
@@ -439,6 +463,37 @@ describe("RSTs between two stacks of ours", () => {
     expect(closedAt - at).toBeGreaterThanOrEqual(900);
     expect(closedAt - at).toBeLessThanOrEqual(1_000);
     expect(t.c.counters.probesSent).toBe(3);
+  });
+
+  it("a doubtful RST on a busy flow: the peer's new data ends the fast check, even with its answers lost", async () => {
+    vi.useFakeTimers();
+    const t = await ours();
+    t.forgeRstToServer(t.s.rcvHigh + 5);
+    // From now on the client's pure ACKs (its probe answers among them) are lost; its data
+    // gets through.
+    t.pair.aToB.filter = (packet) => packet.length > 40;
+    for (let i = 0; i < 60; i++) {
+      t.c.send(Buffer.alloc(200));
+      await vi.advanceTimersByTimeAsync(50);
+    }
+    expect(t.s.closed).toBe(false);
+    expect(t.server.stats()).toMatchObject({ rstChallenged: 1 });
+    expect(t.s.counters.probesSent).toBeGreaterThanOrEqual(1);
+    expect(t.s.counters.probesAnswered).toBe(0);
+  });
+
+  it("a slow path: an answer that arrives after the next probe went out still counts", async () => {
+    vi.useFakeTimers();
+    const t = await ours();
+    t.forgeRst(t.c.rcvHigh + 5);
+    t.pair.bToA.holding = true; // the server's answers are held back...
+    await vi.advanceTimersByTimeAsync(350); // ...while the client sends its second probe
+    expect(t.c.counters.probesSent).toBe(2);
+    t.pair.bToA.release([0]); // the answer to the first probe arrives; the second is lost
+    t.pair.bToA.filter = () => false; // and nothing more ever comes back
+    await vi.advanceTimersByTimeAsync(3_000);
+    expect(t.c.closed).toBe(false);
+    expect(t.c.counters.probesAnswered).toBe(1);
   });
 
   it("a server of ours that restarted answers our next datagram with an exact RST: closes", async () => {

@@ -3,13 +3,18 @@
  * phantun's `--local` is accepted as an alias of `--listen`.
  */
 import {
+  booleanOption,
   type CommonConfig,
   commonConfig,
+  DEFAULT_SHARE_QUEUE,
   type HostPort,
+  integerOption,
   parseCommandLine,
   parseHostPort,
   parsePort,
   stringOption,
+  UsageError,
+  validateArguments,
 } from "fake-tcp-common";
 
 /** The server's validated configuration. */
@@ -18,6 +23,10 @@ export interface ServerConfig extends CommonConfig {
   readonly listen: number;
   /** The UDP application every connection is relayed to. */
   readonly remote: HostPort;
+  /** `--share`: the port is shared with the host's own TCP service (needs `--key-file`). */
+  readonly share: boolean;
+  /** `--share-queue`: the NFQUEUE number of the share verdicts. */
+  readonly shareQueue: number;
 }
 
 export const SERVER_PROGRAM = "fake-tcp-server";
@@ -44,7 +53,7 @@ export function parseServerArgs(
       program: SERVER_PROGRAM,
       role: "server",
       usage:
-        "$0 --listen PORT --remote HOST:PORT [options]\n\nfake TCP on port --listen <-> UDP to --remote, one UDP socket per connection.",
+        "$0 --listen PORT --remote HOST:PORT [options]\n$0 genkey   (prints a new key for --key-file)\n\nfake TCP on port --listen <-> UDP to --remote, one UDP socket per connection.",
       options: {
         listen: {
           alias: "local",
@@ -58,6 +67,17 @@ export function parseServerArgs(
           demandOption: true,
           describe: "UDP application to relay to: IP:PORT, [IPv6]:PORT or HOST:PORT",
         },
+        share: {
+          type: "boolean",
+          default: false,
+          describe:
+            "share --listen with a TCP service of this host (nginx on 443, sshd on 22): only connections whose SYN carries the key's token reach the tunnel, all others the service (needs --key-file, and iptables-nft for the NFQUEUE rule)",
+        },
+        "share-queue": {
+          requiresArg: true,
+          default: String(DEFAULT_SHARE_QUEUE),
+          describe: "NFQUEUE number of --share's verdicts (one per instance)",
+        },
       },
       examples: [
         ["$0 --listen 4567 --remote 127.0.0.1:51820", "relay port 4567 to a local WireGuard"],
@@ -65,19 +85,40 @@ export function parseServerArgs(
           "$0 --local 4567 --remote 127.0.0.1:51820 --handshake-packet hello.bin",
           "phantun-style flags, with a handshake packet",
         ],
+        [
+          "$0 genkey > tunnel.key && chmod 600 tunnel.key",
+          "make a key for keyed mode (copy the file to the client too)",
+        ],
+        [
+          "$0 --listen 443 --remote 127.0.0.1:51820 --key-file tunnel.key",
+          "keyed: answers only clients with the key, silent to probes",
+        ],
+        [
+          "$0 --listen 443 --remote 127.0.0.1:51820 --key-file tunnel.key --share",
+          "keyed clients get the tunnel, everyone else this host's web server on 443",
+        ],
       ],
       epilog: EPILOG,
     },
     env,
   );
   if (!args) return null;
-  const common = commonConfig(args);
-  const listenText = (stringOption(args, "listen", "--listen") ?? "").trim();
-  // phantun's server takes a bare port; accept "0.0.0.0:PORT"/"[::]:PORT" too for convenience.
-  const portText = /^(0\.0\.0\.0:|\[::\]:)\d+$/.test(listenText)
-    ? listenText.slice(listenText.lastIndexOf(":") + 1)
-    : listenText;
-  const listen = parsePort(portText, "--listen");
-  const remote = parseHostPort(stringOption(args, "remote", "--remote") ?? "", "--remote");
-  return { ...common, listen, remote };
+  return validateArguments(args, () => {
+    const common = commonConfig(args);
+    const listenText = (stringOption(args, "listen", "--listen") ?? "").trim();
+    // phantun's server takes a bare port; accept "0.0.0.0:PORT"/"[::]:PORT" too for convenience.
+    const portText = /^(0\.0\.0\.0:|\[::\]:)\d+$/.test(listenText)
+      ? listenText.slice(listenText.lastIndexOf(":") + 1)
+      : listenText;
+    const listen = parsePort(portText, "--listen");
+    const remote = parseHostPort(stringOption(args, "remote", "--remote") ?? "", "--remote");
+    const share = booleanOption(args, "share", "--share");
+    if (share && common.key === undefined) {
+      throw new UsageError(
+        "--share needs --key-file: only keyed SYNs can be told from the shared service's clients",
+      );
+    }
+    const shareQueue = integerOption(args, "shareQueue", "--share-queue", 0, 65535);
+    return { ...common, listen, remote, share, shareQueue };
+  });
 }

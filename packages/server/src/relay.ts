@@ -20,6 +20,9 @@ export const RELAY_BATCH_SIZE = 16;
 export interface RelayCounters {
   udpToTunnel: number;
   tunnelToUdp: number;
+  /** Payload bytes of `udpToTunnel` and `tunnelToUdp`. */
+  udpToTunnelBytes: number;
+  tunnelToUdpBytes: number;
   /** Datagrams too large for a segment (refused by the stack, or by the socket beyond the MTU). */
   sendDrops: number;
   /** Datagrams dropped before they could be relayed (kept for the stats' shape; now 0). */
@@ -34,6 +37,8 @@ export function newRelayCounters(): RelayCounters {
   return {
     udpToTunnel: 0,
     tunnelToUdp: 0,
+    udpToTunnelBytes: 0,
+    tunnelToUdpBytes: 0,
     sendDrops: 0,
     queueDrops: 0,
     udpErrors: 0,
@@ -90,8 +95,11 @@ export class Relay {
       const buffer = batch.buffer;
       for (let i = 0; i < batch.count; i++) {
         const start = batch.start(i);
-        if (sock.send(buffer.subarray(start, start + batch.length(i)))) totals.udpToTunnel++;
-        else totals.sendDrops++;
+        const length = batch.length(i);
+        if (sock.send(buffer.subarray(start, start + length))) {
+          totals.udpToTunnel++;
+          totals.udpToTunnelBytes += length;
+        } else totals.sendDrops++;
       }
     });
     const udp = this.udp;
@@ -103,6 +111,7 @@ export class Relay {
       // A connected socket: no destination record.
       runs.send(udp, view, undefined, refused);
       totals.tunnelToUdp++;
+      totals.tunnelToUdpBytes += view.byteLength;
     });
     sock.once("close", (info) => this.close(info.cause));
   }

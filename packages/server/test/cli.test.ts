@@ -42,12 +42,34 @@ describe.skipIf(gate.skip)("fake-tcp-server command line", () => {
       ["--listen", "4567", ...remote, "--handshake-packet", "/dev/zero"],
       /--handshake-packet: \/dev\/zero is not a regular file/,
     ],
+    [
+      ["--listen", "4567", ...remote, "--key-file", "/nonexistent/tunnel.key"],
+      /--key-file: \/nonexistent\/tunnel.key does not exist; make one with `fake-tcp-server genkey > FILE`/,
+    ],
+    [
+      ["--listen", "4567", ...remote, "--key-file", "/etc/hostname"],
+      /--key-file: \/etc\/hostname is not a key/,
+    ],
+    [["--listen", "443", ...remote, "--share"], /--share needs --key-file/],
+    [
+      ["--listen", "443", ...remote, "--share-queue", "70000"],
+      /--share-queue: "70000" is not a whole number from 0 to 65535/,
+    ],
   ])("%j", (args, message) => {
     const line = expectOneLineError(runProgram(ns, "server", args));
     expect(line).toMatch(/^fake-tcp-server: error: /);
     expect(line).toMatch(message);
   });
 
+  it("genkey prints a new key for --key-file; extra arguments are refused", () => {
+    const first = runProgram(ns, "server", ["genkey"]);
+    const second = runProgram(ns, "server", ["genkey"]);
+    expect(first.code).toBe(0);
+    expect(first.stdout).toMatch(/^[A-Za-z0-9+/]{43}=\n$/);
+    expect(second.stdout).not.toBe(first.stdout);
+    const line = expectOneLineError(runProgram(ns, "server", ["genkey", "extra"]));
+    expect(line).toMatch(/^fake-tcp-server: error: genkey takes no arguments/);
+  });
   it("takes phantun's --local for --listen, rewrites that port to the stack, and cleans up on SIGTERM", async () => {
     const server = new RunningProgram(ns, "server", [
       "--local",

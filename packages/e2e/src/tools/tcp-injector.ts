@@ -20,13 +20,25 @@
  *         rotate over `--sources` addresses from `--source-base`; `--concurrency` at a time.
  *  hold   Completes `--count` handshakes the same way and keeps each alive with an ACK every
  *         `--keepalive` ms until SIGTERM or `--duration` ms. Logs `{"event":"established"}`
- *         once every handshake was answered (or timed out).
+ *         once every handshake was answered (or timed out) and the server had a second to
+ *         reset the ones it refuses: `established` counts the connections still held.
+ *  probe  A scanner: `--count` segments of each kind (bare SYNs, phantun's SYN, a kernel's SYN
+ *         with a random timestamp, SYNs with random option bytes, ACKs, FINs, data) at the
+ *         server's port from fresh ports of `--source-base`, and each packet of `--replay`
+ *         (hex IPv4 packets, e.g. a captured SYN) sent again `--count` times from there (every
+ *         other time keeping its source port); waits `--wait` ms and counts every packet that
+ *         came back, per kind.
+ *  onpath An attacker on the path: reads the flow between `--client` (its public tuple) and
+ *         `--server` live from `--iface` (tcpdump) and injects `--rsts` RSTs each way over
+ *         `--duration` ms, each with exactly the sequence number the receiver expects next
+ *         (the sender's last seq + length, as seen), alternately RST and RST+ACK.
  *
- * Usage: node tcp-injector.js flood|churn|hold --tun NAME --route CIDR [mode options]
+ * Usage: node tcp-injector.js flood|churn|hold|probe|onpath --tun NAME --route CIDR [options]
  */
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { wire } from "fake-tcp";
 import { TunDevice, type TunPacketBatch, type TunQueue } from "fake-tcp-tun";
+import { PcapStream, type TcpPacket } from "../pcap.js";
 import { hostPort, numberArg, parseArgs } from "./args.js";
 import { FORGED_MARKER } from "./marker.js";
 
@@ -448,8 +460,13 @@ async function hold(): Promise<void> {
   const keepalive = numberArg(args, "keepalive", 2_000);
   const duration = numberArg(args, "duration", 60_000);
   const started = Date.now();
-  const hs: Handshaker = new Handshaker(queue, server, (h) => send(queue, hs.segment(h, F.ACK)));
+  // A connection is held from our ACK on, until the server resets it (a server that answers
+  // every SYN statelessly may still refuse the connection when the ACK comes).
   const held = new Map<string, Handshake>();
+  const hs: Handshaker = new Handshaker(queue, server, (h) => {
+    held.set(`${h.src}:${h.port}`, h);
+    send(queue, hs.segment(h, F.ACK));
+  });
   let resetByServer = 0;
   hs.onOther = (src, port, flags) => {
     const key = `${src}:${port}`;
@@ -460,11 +477,14 @@ async function hold(): Promise<void> {
     numberArg(args, "concurrency", 4),
     numberArg(args, "timeout", 2_000),
   );
-  for (const h of answered) held.set(`${h.src}:${h.port}`, h);
+  // Time for the server's refusals of the last ACKs to arrive.
+  await sleep(1_000);
   console.log(
     JSON.stringify({
       event: "established",
-      established: answered.length,
+      answered: answered.length,
+      established: held.size,
+      resetByServer,
       refused: hs.outcomes.refused,
       timedOut: hs.outcomes["timed-out"],
       isnZero: hs.isnZero,
@@ -488,12 +508,218 @@ async function hold(): Promise<void> {
   }
   done({
     mode: "hold",
-    established: answered.length,
+    answered: answered.length,
     stillHeld: held.size,
     resetByServer,
     keepalivesSent,
     writeFailures,
     seconds: (Date.now() - started) / 1000,
+  });
+}
+
+// ---- probe ------------------------------------------------------------------------------
+
+const PROBE_KINDS = [
+  "bare-syn",
+  "phantun-syn",
+  "kernel-syn",
+  "random-options-syn",
+  "ack",
+  "fin",
+  "data",
+] as const;
+
+async function probe(): Promise<void> {
+  const server = endpoint("server");
+  const base = ipv4(args.get("source-base"), "source-base");
+  const count = numberArg(args, "count", 20);
+  const wait = numberArg(args, "wait", 2_000);
+  const replays = (args.get("replay") ?? "")
+    .split(",")
+    .filter((h) => h.length > 0)
+    .map((h) => Buffer.from(h, "hex"));
+  const queue = openDevice();
+  const kindOfPort = new Map<number, string>();
+  const sent: Record<string, number> = {};
+  const replies: Record<string, number> = {};
+  const replyFlags: number[] = [];
+  const parser = new wire.SegmentParser();
+  queue.onReceive((batch: TunPacketBatch) => {
+    for (let i = 0; i < batch.count; i++) {
+      const at = batch.offsets[2 * i];
+      if (parser.parse(batch.buffer, at, batch.offsets[2 * i + 1]) !== wire.ParseError.ok) continue;
+      const kind = kindOfPort.get(parser.tcp.dstPort) ?? "other";
+      replies[kind] = (replies[kind] ?? 0) + 1;
+      replyFlags.push(parser.tcp.flags);
+    }
+  });
+  let port = 20_000 + randomBelow(20_000);
+  const next = (kind: string): { src: number; port: number } => {
+    port = port >= 65_000 ? 20_000 : port + 1;
+    kindOfPort.set(port, kind);
+    sent[kind] = (sent[kind] ?? 0) + 1;
+    return { src: (base + randomBelow(256)) >>> 0, port };
+  };
+  const segment = (
+    kind: string,
+    flags: number,
+    seq: number,
+    o: { options?: wire.TcpOptions; rawOptions?: Uint8Array; payload?: Buffer } = {},
+  ): Buffer => {
+    const from = next(kind);
+    return wire.buildPacket({
+      src: from.src,
+      dst: server.addr,
+      srcPort: from.port,
+      dstPort: server.port,
+      seq,
+      ack: flags & F.ACK ? random32() : 0,
+      flags,
+      ...o,
+    });
+  };
+  for (let n = 0; n < count; n++) {
+    for (const kind of PROBE_KINDS) {
+      let p: Buffer;
+      if (kind === "bare-syn") p = segment(kind, F.SYN, random32());
+      else if (kind === "phantun-syn")
+        p = segment(kind, F.SYN, 0, { options: { windowScale: 14 } });
+      else if (kind === "kernel-syn") {
+        const timestamp = { value: random32(), echo: 0 };
+        const options = { mss: 1460, sackPermitted: true, timestamp, windowScale: 7 };
+        p = segment(kind, F.SYN, random32(), { options });
+      } else if (kind === "random-options-syn")
+        p = segment(kind, F.SYN, random32(), {
+          rawOptions: randomBytes(4 * (1 + randomBelow(10))),
+        });
+      else if (kind === "ack") p = segment(kind, F.ACK, random32());
+      else if (kind === "fin") p = segment(kind, F.FIN | F.ACK, random32());
+      else p = segment(kind, F.ACK | F.PSH, random32(), { payload: randomBytes(32) });
+      send(queue, p);
+    }
+    for (const [i, original] of replays.entries()) {
+      // The captured packet as it was (seq, options, token), from a source of ours; every
+      // other copy keeps the captured source port.
+      const copy = Buffer.from(original);
+      const from = next(`replay-${i}`);
+      const ihl = (copy[0] & 15) * 4;
+      copy.writeUInt32BE(from.src, 12);
+      if (n % 2 === 0) copy.writeUInt16BE(from.port, ihl);
+      else kindOfPort.set(copy.readUInt16BE(ihl), `replay-${i}`);
+      send(queue, refreshChecksums(copy));
+    }
+    await sleep(5);
+  }
+  await sleep(wait);
+  done({
+    mode: "probe",
+    sent,
+    replies,
+    totalReplies: Object.values(replies).reduce((a, b) => a + b, 0),
+    replyFlags,
+    writeFailures,
+  });
+}
+
+/** Recomputes the IPv4 header checksum and the TCP checksum of an IPv4 TCP packet. */
+function refreshChecksums(p: Buffer): Buffer {
+  const ihl = (p[0] & 15) * 4;
+  const tcpLength = p.readUInt16BE(2) - ihl;
+  p.writeUInt16BE(0, 10);
+  p.writeUInt16BE(wire.finishChecksum(wire.sumWords(p, 0, ihl)), 10);
+  p.writeUInt16BE(0, ihl + 16);
+  const pseudo = wire.ipv4PseudoBase(p.readUInt32BE(12), p.readUInt32BE(16));
+  const sum = wire.sumWords(p, ihl, tcpLength, pseudo + tcpLength);
+  p.writeUInt16BE(wire.finishChecksum(sum), ihl + 16);
+  return p;
+}
+
+// ---- onpath -----------------------------------------------------------------------------
+
+async function onpath(): Promise<void> {
+  const client = endpoint("client");
+  const server = endpoint("server");
+  const perDirection = numberArg(args, "rsts", 1_000);
+  const duration = numberArg(args, "duration", 10_000);
+  const iface = args.get("iface") ?? "wans";
+  const queue = openDevice();
+  const clientAddr = wire.formatIpv4(client.addr);
+  const serverAddr = wire.formatIpv4(server.addr);
+  const fromClient = (p: TcpPacket) =>
+    p.src === clientAddr &&
+    p.sport === client.port &&
+    p.dst === serverAddr &&
+    p.dport === server.port;
+  const fromServer = (p: TcpPacket) =>
+    p.src === serverAddr &&
+    p.sport === server.port &&
+    p.dst === clientAddr &&
+    p.dport === client.port;
+  // What each end sends next, as the capture shows it (-1 until seen).
+  let clientNext = -1;
+  let serverNext = -1;
+  let seen = 0;
+  const advance = (current: number, p: TcpPacket): number => {
+    const end = (p.seq + p.payloadLength + (p.flags & (F.SYN | F.FIN) ? 1 : 0)) >>> 0;
+    return current < 0 || ((end - current) | 0) > 0 ? end : current;
+  };
+  const stream = new PcapStream((p) => {
+    if ((p.flags & F.RST) !== 0) return; // ours, or anyone's: not the ends' sequence
+    if (fromClient(p)) clientNext = advance(clientNext, p);
+    else if (fromServer(p)) serverNext = advance(serverNext, p);
+    else return;
+    seen++;
+  });
+  const filter = ["tcp", "and", "host", serverAddr, "and", "port", String(server.port)];
+  const dump = spawn("tcpdump", ["-i", iface, "-n", "-U", "-s", "128", "-w", "-", ...filter], {
+    stdio: ["ignore", "pipe", "ignore"],
+  });
+  dump.stdout.on("data", (chunk: Buffer) => stream.push(chunk));
+  const started = Date.now();
+  while ((clientNext < 0 || serverNext < 0) && Date.now() - started < 5_000) await sleep(10);
+  if (clientNext < 0 || serverNext < 0) {
+    dump.kill("SIGTERM");
+    done({ mode: "onpath", error: "the flow was not seen on the path", seen });
+    return;
+  }
+  const total = 2 * perDirection;
+  const attackStart = Date.now();
+  const deadline = attackStart + duration + 10_000;
+  let sent = 0;
+  const kinds = { toServer: 0, toClient: 0 };
+  while (sent < total && Date.now() < deadline) {
+    const due = Math.min(
+      total,
+      Math.ceil((total * (Date.now() - attackStart)) / Math.max(1, duration)),
+    );
+    for (; sent < due; sent++) {
+      const toServer = sent % 2 === 0;
+      const withAck = sent % 4 >= 2;
+      send(
+        queue,
+        wire.buildPacket({
+          src: toServer ? client.addr : server.addr,
+          dst: toServer ? server.addr : client.addr,
+          srcPort: toServer ? client.port : server.port,
+          dstPort: toServer ? server.port : client.port,
+          seq: toServer ? clientNext : serverNext,
+          ack: withAck ? (toServer ? serverNext : clientNext) : 0,
+          flags: withAck ? F.RST | F.ACK : F.RST,
+        }),
+      );
+      if (toServer) kinds.toServer++;
+      else kinds.toClient++;
+    }
+    await sleep(2);
+  }
+  dump.kill("SIGTERM");
+  done({
+    mode: "onpath",
+    sent,
+    ...kinds,
+    seen,
+    writeFailures,
+    seconds: (Date.now() - attackStart) / 1000,
   });
 }
 
@@ -509,7 +735,11 @@ function sleep(ms: number): Promise<void> {
 if (mode === "flood") await flood();
 else if (mode === "churn") await churn();
 else if (mode === "hold") await hold();
+else if (mode === "probe") await probe();
+else if (mode === "onpath") await onpath();
 else {
-  console.error("usage: tcp-injector.js flood|churn|hold --tun NAME --route CIDR [options]");
+  console.error(
+    "usage: tcp-injector.js flood|churn|hold|probe|onpath --tun NAME --route CIDR [options]",
+  );
   process.exit(2);
 }

@@ -8,13 +8,16 @@
  * stream: `--interval MS --duration MS --size S [--pause-at MS --pause-for MS]`: one socket
  *   sends a numbered datagram every interval (except during the optional pause) and records
  *   when each reply arrives (ms epoch), so a caller can measure outages. With `--rate N` it
- *   sends N datagrams per second instead (a few per timer tick; the pause holds them back).
+ *   sends N datagrams per second instead (a few per timer tick; the pause holds them back),
+ *   through a batched socket with a 32 MiB receive buffer, so that replies survive the probe
+ *   being descheduled a while on a busy machine.
  *   A reply counts only when it is exactly the datagram sent (else `mismatched`); `forged`
  *   counts datagrams carrying the injector's mark (see marker.ts).
  *
  * Usage: node udp-probe.js echo|stream --target host:port [...]
  */
 import { createSocket, type Socket } from "node:dgram";
+import { UdpBatchSocket } from "fake-tcp-tun/udp";
 import { hostPort, numberArg, parseArgs } from "./args.js";
 import { isForged } from "./marker.js";
 
@@ -33,10 +36,9 @@ function payload(socketIndex: number, seq: number): Buffer {
   return buf;
 }
 
-/** `recvBuffer`: a fast stream's replies must survive the probe being descheduled a while. */
-function openSocket(recvBuffer = 1 << 20): Promise<Socket> {
+function openSocket(): Promise<Socket> {
   return new Promise((resolve, reject) => {
-    const s = createSocket({ type: "udp4", recvBufferSize: recvBuffer });
+    const s = createSocket({ type: "udp4", recvBufferSize: 1 << 20 });
     s.once("error", reject);
     s.bind(0, () => resolve(s));
   });
@@ -85,12 +87,12 @@ async function echoMode(): Promise<void> {
 async function streamMode(): Promise<void> {
   const duration = numberArg(args, "duration", 10_000);
   const rate = numberArg(args, "rate", 0);
-  const s = await openSocket(rate > 0 ? 4 << 20 : 1 << 20);
+  const s = rate > 0 ? openBatchSocket() : await openDgramSocket();
   const sentAt: number[] = [];
   const replies: Array<[seq: number, sentAt: number, receivedAt: number]> = [];
   let mismatched = 0;
   let forged = 0;
-  s.on("message", (msg) => {
+  s.onMessage((msg) => {
     if (isForged(msg)) {
       forged++;
       return;
@@ -128,13 +130,13 @@ async function streamMode(): Promise<void> {
       lastTick = now;
       for (; owed >= 1; owed--) {
         sentAt.push(now);
-        s.send(payload(0, seq++), target.port, target.host);
+        s.send(payload(0, seq++));
       }
       await sleep(2);
       continue;
     }
     sentAt.push(Date.now());
-    s.send(payload(0, seq++), target.port, target.host);
+    s.send(payload(0, seq++));
     await sleep(interval);
   }
   await sleep(300);
@@ -152,6 +154,48 @@ async function streamMode(): Promise<void> {
       replies,
     }),
   );
+}
+
+/** The stream's socket: sends to the target, hands each reply over (valid during the call). */
+interface StreamSocket {
+  send(datagram: Buffer): void;
+  onMessage(handler: (datagram: Buffer) => void): void;
+  close(): void;
+}
+
+async function openDgramSocket(): Promise<StreamSocket> {
+  const s = await openSocket();
+  return {
+    send: (d) => s.send(d, target.port, target.host),
+    onMessage: (handler) => s.on("message", handler),
+    close: () => s.close(),
+  };
+}
+
+/** recvmmsg batches into a buffer beyond net.core.rmem_max (SO_RCVBUFFORCE: the rig is root). */
+function openBatchSocket(): StreamSocket {
+  const s = UdpBatchSocket.bind({
+    address: "0.0.0.0",
+    port: 0,
+    family: 4,
+    recvBufferBytes: 32 << 20,
+    sendBufferBytes: 8 << 20,
+    batchSize: 256,
+  });
+  s.connect(target.host, target.port);
+  return {
+    send: (d) => {
+      s.send(d);
+    },
+    onMessage: (handler) =>
+      s.onReceive((batch) => {
+        for (let i = 0; i < batch.count; i++) {
+          const start = batch.start(i);
+          handler(batch.buffer.subarray(start, start + batch.length(i)));
+        }
+      }),
+    close: () => s.close(),
+  };
 }
 
 function sleep(ms: number): Promise<void> {

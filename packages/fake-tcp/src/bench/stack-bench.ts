@@ -5,9 +5,10 @@
  */
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
-import { ConnectionTable, hashTuple } from "../stack/conn-table.js";
+import { ConnectionTable } from "../stack/conn-table.js";
 import type { Socket } from "../stack/socket.js";
 import { Stack } from "../stack/stack.js";
+import { hashTuple } from "../stack/tuple.js";
 import { createMemoryPair } from "../testing/memory-pair.js";
 import { type BenchQueue, benchPair } from "./bench-device.js";
 
@@ -104,6 +105,8 @@ async function heapPerConnection(count: number) {
     queues: pair.b,
     local4: "10.0.0.2",
     maxConnections: count + 10,
+    // Every connection comes from the one client address.
+    maxConnectionsPerSource: count + 10,
     acceptBacklog: count + 10,
   });
   server.listen(4567);

@@ -6,22 +6,7 @@
  * is confirmed against the full tuple.
  */
 import type { Socket } from "./socket.js";
-
-/** Hash of (remote address words, remote port, local port) as an int32. */
-export function hashTuple(
-  r0: number,
-  r1: number,
-  r2: number,
-  r3: number,
-  remotePort: number,
-  localPort: number,
-): number {
-  let h = Math.imul(r0 ^ ((remotePort << 16) | localPort), 0x9e3779b1);
-  h = Math.imul(h ^ (h >>> 15) ^ r1, 0x85ebca6b);
-  h = Math.imul(h ^ (h >>> 13) ^ r2, 0xc2b2ae35);
-  h = Math.imul(h ^ (h >>> 16) ^ r3, 0x27d4eb2f);
-  return (h ^ (h >>> 15)) | 0;
-}
+import { hashTuple } from "./tuple.js";
 
 export class ConnectionTable {
   private readonly buckets = new Map<number, Socket>();

@@ -26,7 +26,11 @@ export interface LiveState {
   unackedBytes: number;
   unackedSince: number;
   lastProbeAt: number;
-  probeOutstanding: boolean;
+  /** Our latest probes' seqs, newest first, and how many of them await an answer (0-3). */
+  probeSeq: number;
+  probeSeq1: number;
+  probeSeq2: number;
+  probesOutstanding: number;
   probesUnanswered: number;
   probeStep: number;
   lastAnswerAt: number;
@@ -70,6 +74,12 @@ export const VerifyAction = {
 
 /** How far back (in probes) a probe's sequence number may step. */
 export const MAX_PROBE_STEP = 8;
+/**
+ * How many of our latest probes an answer may echo: a probe repeated before the answer to the
+ * previous one arrived (a path slower than the repeat interval, a peer stalled for a moment)
+ * must not make that answer count for nothing.
+ */
+export const PROBE_HISTORY = 3;
 /** How long a probe stays answerable while data arrives (ms): its answer may trail data. */
 export const PROBE_ANSWER_WINDOW_MS = 3_000;
 
@@ -84,11 +94,28 @@ export function sweepDecision(s: LiveState, now: number, o: LiveOptions): number
     return now - s.lastProbeAt >= keepalive ? action | SweepAction.keepalive : action;
   // An unanswered probe is repeated at half the interval, so a dead peer is noticed within
   // about keepalive * (1 + deadPeerProbes / 2).
-  const every = s.probeOutstanding ? keepalive / 2 : keepalive;
+  const outstanding = s.probesOutstanding > 0;
+  const every = outstanding ? keepalive / 2 : keepalive;
   if (now - s.lastProbeAt < every) return action;
-  if (s.probeOutstanding && s.probesUnanswered + 1 >= o.deadPeerProbes)
-    return SweepAction.closeDead;
+  if (outstanding && s.probesUnanswered + 1 >= o.deadPeerProbes) return SweepAction.closeDead;
   return action | SweepAction.probe;
+}
+
+/**
+ * The seq of the keepalive sent when a connection becomes established: our next sequence
+ * number, except from our client to a server not known to be ours (a phantun server), where
+ * it lies one below. phantun's ACK rule answers a segment behind what it last acknowledged
+ * once, by wrap-around, and that answer is the first segment a phantun server sends after its
+ * SYN-ACK: from it, conntrack on the path learns the server's scaled window (until then it
+ * finds our data more than about 64 KiB past the server's ack invalid, and a one-way flow to
+ * the server stalls). Nothing is concluded from the answer.
+ */
+export function firstKeepaliveSeq(s: {
+  passive: boolean;
+  peerIsOurs: boolean;
+  sndNxt: number;
+}): number {
+  return !s.passive && !s.peerIsOurs ? seqAdd(s.sndNxt, -1) : s.sndNxt;
 }
 
 /** The sequence number of the next probe (see the module comment). */
@@ -98,23 +125,49 @@ export function nextProbeSeq(s: LiveState): number {
 
 /** Records that a probe went out at `now` with sequence number `seq`. */
 export function probeSent(
-  s: LiveState & { probeSeq: number; counters: { probesSent: number } },
+  s: LiveState & { counters: { probesSent: number } },
   seq: number,
   now: number,
 ): void {
-  if (s.probeOutstanding) s.probesUnanswered++;
+  if (s.probesOutstanding > 0) s.probesUnanswered++;
+  s.probeSeq2 = s.probeSeq1;
+  s.probeSeq1 = s.probeSeq;
   s.probeSeq = seq;
+  if (s.probesOutstanding < PROBE_HISTORY) s.probesOutstanding++;
   s.probeStep++;
-  s.probeOutstanding = true;
   s.lastProbeAt = now;
   s.counters.probesSent++;
 }
 
-/** Believed data arrived: the peer is alive; the next quiet spell starts a new probe sequence. */
-export function dataArrived(s: LiveState, now: number): void {
+/** True when a believed zero-length segment with this ack answers one of our latest probes. */
+export function isProbeAnswer(s: LiveState, ack: number): boolean {
+  const n = s.probesOutstanding;
+  return (
+    (n > 0 && ack === s.probeSeq) ||
+    (n > 1 && ack === s.probeSeq1) ||
+    (n > 2 && ack === s.probeSeq2)
+  );
+}
+
+/** Records an answer to our probes: the peer is alive, the fast check (if any) is over. */
+export function probeAnswered(s: LiveState & { counters: { probesAnswered: number } }): void {
+  s.probesOutstanding = 0;
   s.probesUnanswered = 0;
-  if (now - s.lastProbeAt >= PROBE_ANSWER_WINDOW_MS) s.probeOutstanding = false;
+  s.verifyProbes = 0;
+  s.counters.probesAnswered++;
+}
+
+/**
+ * Believed data arrived: the peer is alive; the next quiet spell starts a new probe sequence.
+ * Data that `advanced` the highest sequence received (or resynced it) was sent after anything
+ * the peer sent before, so it also ends a fast check: a peer that really reset sends nothing
+ * new (data it sent before its RST and that arrives after it lies behind that RST's seq).
+ */
+export function dataArrived(s: LiveState, now: number, advanced: boolean): void {
+  s.probesUnanswered = 0;
+  if (now - s.lastProbeAt >= PROBE_ANSWER_WINDOW_MS) s.probesOutstanding = 0;
   s.probeStep = 0;
+  if (advanced) s.verifyProbes = 0;
 }
 
 /**

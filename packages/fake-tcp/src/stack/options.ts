@@ -1,5 +1,7 @@
 /** Stack configuration: every knob, its default, and why it has that default. */
 import type { DeviceQueue } from "../device.js";
+import { KEY_LENGTH } from "../keyed/tunnel-key.js";
+import { MAX_WINDOW_SCALE } from "../wire/linux-syn.js";
 
 /** A log sink for the stack's rare, rate-limited messages (oversize drops, handler errors). */
 export type StackLogger = (level: "warn" | "info" | "debug", message: string) => void;
@@ -70,8 +72,9 @@ export interface StackOptions {
   probeAnswerIntervalMs?: number;
   /**
    * The fast check a peer of ours gets after an RST whose seq is in the window but not exact:
-   * `deadPeerProbes` probes this far apart; the connection closes only if none is answered.
-   * Default 300 ms.
+   * `deadPeerProbes` probes this far apart; the connection closes only if none is answered
+   * and no new data arrives meanwhile (so after about 1.5 s of silence by default: a peer
+   * stalled for a moment, e.g. by a busy host, is not taken for gone). Default 500 ms.
    */
   verifyIntervalMs?: number;
   /**
@@ -101,6 +104,32 @@ export interface StackOptions {
    * this stack's queue. Default: one shard (any port).
    */
   portShard?: PortShard;
+  /**
+   * Keyed mode: the 32-byte tunnel key, shared by both ends (see docs/wire-protocol.md,
+   * "Keyed mode"). With a key, the client's SYN carries a token made with it and looks like
+   * Linux's, and the server answers only such SYNs; anything else, and any segment for no
+   * connection, gets no answer at all (no SYN-ACK, no RST). An RST never closes a keyed
+   * connection by itself: it starts the fast check (`verifyIntervalMs`). A keyed stack talks
+   * only to keyed peers with the same key: phantun peers and unkeyed stacks are refused.
+   */
+  key?: Uint8Array;
+  /**
+   * Keyed mode: the window-scale shift the SYN and SYN-ACK announce, as the host's kernel would
+   * (see `linuxWindowScale`). Default 7 (Linux's default receive buffer limit, 6 MiB).
+   */
+  synWindowScale?: number;
+  /**
+   * TTL (IPv4) and hop limit (IPv6) of everything the stack sends. Default 64, what phantun
+   * and Linux send. The programs' keyed mode sets 65: their packets leave the TUN through the
+   * host's forwarding, which takes one off, so that on the wire they carry the 64 of packets
+   * the host itself sends.
+   */
+  ttl?: number;
+  /**
+   * Keyed mode: SYN tokens the listener remembers (its replay cache, see replay-cache.ts).
+   * Enough for this many handshakes in about three minutes. Default 65536.
+   */
+  replayCacheSize?: number;
 }
 
 /** This stack's shard: `index` of `count` (see {@link StackOptions.portShard}). */
@@ -110,8 +139,8 @@ export interface PortShard {
 }
 
 /** Options with every default applied. */
-export type ResolvedOptions = Required<Omit<StackOptions, "local4" | "local6" | "log">> &
-  Pick<StackOptions, "local4" | "local6" | "log">;
+export type ResolvedOptions = Required<Omit<StackOptions, "local4" | "local6" | "log" | "key">> &
+  Pick<StackOptions, "local4" | "local6" | "log" | "key">;
 
 /** Most shards: more would leave too few ports per shard in the ephemeral range. */
 export const MAX_PORT_SHARDS = 1024;
@@ -144,7 +173,7 @@ export function resolveOptions(o: StackOptions): ResolvedOptions {
     keepaliveIntervalMs: o.keepaliveIntervalMs ?? 0,
     deadPeerProbes: o.deadPeerProbes ?? 3,
     probeAnswerIntervalMs: o.probeAnswerIntervalMs ?? 200,
-    verifyIntervalMs: o.verifyIntervalMs ?? 300,
+    verifyIntervalMs: o.verifyIntervalMs ?? 500,
     challengeIntervalMs: o.challengeIntervalMs ?? 250,
     challengeRatePerSecond: o.challengeRatePerSecond ?? 1000,
     rstRatePerSecond: o.rstRatePerSecond ?? 1000,
@@ -152,7 +181,21 @@ export function resolveOptions(o: StackOptions): ResolvedOptions {
     receiveQueueLimit: o.receiveQueueLimit ?? 1024,
     tickMs: o.tickMs ?? 100,
     portShard: o.portShard ?? { index: 0, count: 1 },
+    key: o.key,
+    synWindowScale: o.synWindowScale ?? 7,
+    replayCacheSize: o.replayCacheSize ?? 65536,
+    ttl: o.ttl ?? 64,
   };
+  positiveInt("ttl", r.ttl);
+  if (r.ttl > 255) throw new RangeError(`stack option ttl must be at most 255, got ${r.ttl}`);
+  if (r.key !== undefined && (!(r.key instanceof Uint8Array) || r.key.length !== KEY_LENGTH))
+    throw new RangeError(`stack option key must be ${KEY_LENGTH} bytes, got ${r.key?.length}`);
+  positiveInt("synWindowScale", r.synWindowScale, 0);
+  if (r.synWindowScale > MAX_WINDOW_SCALE)
+    throw new RangeError(
+      `stack option synWindowScale must be at most ${MAX_WINDOW_SCALE}, got ${r.synWindowScale}`,
+    );
+  positiveInt("replayCacheSize", r.replayCacheSize);
   positiveInt("handshakeAttempts", r.handshakeAttempts);
   positiveInt("handshakeTimeoutMs", r.handshakeTimeoutMs);
   positiveInt("maxConnections", r.maxConnections);

@@ -12,11 +12,25 @@
  * copied once, into the run.
  */
 import type { DeviceQueue } from "../device.js";
+import { write16 } from "../wire/bytes.js";
 import { finishChecksum, foldSum, sumWords } from "../wire/checksum.js";
 import { emitIpv4Header } from "../wire/ipv4.js";
 import { emitIpv6Header } from "../wire/ipv6.js";
+import {
+  emitLinuxSynAckOptions,
+  emitLinuxSynOptions,
+  LINUX_SYN_ACK_OPTIONS_LENGTH,
+  LINUX_SYN_OPTIONS_LENGTH,
+  linuxSynWindow,
+} from "../wire/linux-syn.js";
 import { TCP_SYN_OURS_HEADER_LENGTH } from "../wire/ours-option.js";
-import { emitTcpHeader, TCP_HEADER_LENGTH, TCP_SYN_HEADER_LENGTH, TcpFlags } from "../wire/tcp.js";
+import {
+  emitTcpHeader,
+  TCP_HEADER_LENGTH,
+  TCP_SYN_HEADER_LENGTH,
+  TCP_WINDOW,
+  TcpFlags,
+} from "../wire/tcp.js";
 import { RunBuffer } from "./run-buffer.js";
 
 /** The addressing a segment needs; a Socket satisfies it. Addresses are int32 words. */
@@ -36,6 +50,8 @@ export interface SegmentTuple {
   readonly pseudoBase: number;
   /** IPv4 header sum without the total length (`ipv4HeaderBaseSum`); unused for IPv6. */
   readonly ipBase: number;
+  /** IPv6 flow label of every segment (keyed mode; absent: 0). */
+  readonly flowLabel?: number;
 }
 
 /** Outcome of a data write. */
@@ -63,8 +79,8 @@ export type RunRefusedHandler = (tuple: SegmentTuple, segments: number) => void;
 export class SegmentWriter {
   private readonly data4 = Buffer.alloc(40);
   private readonly data6 = Buffer.alloc(60);
-  /** Control segments: the largest is an IPv6 SYN with our option. */
-  private readonly control = Buffer.alloc(40 + TCP_SYN_OURS_HEADER_LENGTH);
+  /** Control segments: the largest is an IPv6 keyed SYN (40 + 20 + 20 bytes of options). */
+  private readonly control = Buffer.alloc(40 + TCP_HEADER_LENGTH + LINUX_SYN_OPTIONS_LENGTH);
   private readonly local = [0, 0, 0, 0];
   private readonly remote = [0, 0, 0, 0];
   private template4: SegmentTuple | null = null;
@@ -79,10 +95,14 @@ export class SegmentWriter {
   private runAck = 0;
   private runNextSeq = 0;
 
-  /** `coalesce` false: never make runs, every data segment is written on its own. */
+  /**
+   * `coalesce` false: never make runs, every data segment is written on its own. `ttl`: the
+   * IPv4 TTL and IPv6 hop limit of every segment (the tuples' `ipBase` must include it).
+   */
   constructor(
     private readonly coalesce = true,
     private readonly onRunRefused: RunRefusedHandler = () => {},
+    private readonly ttl = 64,
   ) {}
 
   /**
@@ -225,8 +245,9 @@ export class SegmentWriter {
 
   /**
    * Writes a segment without payload (SYN, SYN-ACK, ACK, RST...). `synOptions` adds NOP + WS 14,
-   * `ours` (with `synOptions`) our negotiation option after them. Returns false when the device
-   * refused it.
+   * `ours` (with `synOptions`) our negotiation option after them. `window` and `ipId` replace
+   * the window 0xFFFF and IPv4 ID 0 of every other segment (a keyed handshake's ACK). Returns
+   * false when the device refused it.
    */
   writeControl(
     q: DeviceQueue,
@@ -236,6 +257,8 @@ export class SegmentWriter {
     ack: number,
     synOptions: boolean,
     ours = false,
+    window = TCP_WINDOW,
+    ipId = 0,
   ): boolean {
     // Control segments follow the data sent before them (an RST after the last datagram).
     if (this.run.count > 0) this.flush();
@@ -246,7 +269,45 @@ export class SegmentWriter {
         ? TCP_SYN_OURS_HEADER_LENGTH
         : TCP_SYN_HEADER_LENGTH
       : TCP_HEADER_LENGTH;
-    this.emitHeaders(h, t, flags, seq, ack, synOptions, ours, tcpLength);
+    this.emitHeaders(h, t, flags, seq, ack, synOptions, ours, tcpLength, ipId);
+    if (window !== TCP_WINDOW) write16(h, ip + 14, window);
+    const offload = q.checksumOffload;
+    const ck = offload
+      ? foldSum(t.pseudoBase + tcpLength)
+      : finishChecksum(sumWords(h, ip, tcpLength, t.pseudoBase + tcpLength));
+    h[ip + 16] = ck >>> 8;
+    h[ip + 17] = ck;
+    return q.writeGather(h.subarray(0, ip + tcpLength), EMPTY, offload);
+  }
+
+  /**
+   * Writes a keyed-mode SYN or SYN-ACK shaped as Linux's (see wire/linux-syn.ts): the window
+   * Linux announces for `mss`, and with `flags` SYN the SYN's options carrying `tsval` (IPv4 ID
+   * `ipId`, which Linux randomises per connection), with SYN+ACK the SYN-ACK's (timestamps
+   * declined, ID 0 as Linux's). Returns false when the device refused it.
+   */
+  writeLinuxHandshake(
+    q: DeviceQueue,
+    t: SegmentTuple,
+    flags: number,
+    seq: number,
+    ack: number,
+    mss: number,
+    windowScale: number,
+    tsval: number,
+    ipId: number,
+  ): boolean {
+    if (this.run.count > 0) this.flush();
+    const h = this.control;
+    const syn = flags === TcpFlags.SYN;
+    const optionsLength = syn ? LINUX_SYN_OPTIONS_LENGTH : LINUX_SYN_ACK_OPTIONS_LENGTH;
+    const tcpLength = TCP_HEADER_LENGTH + optionsLength;
+    const ip = this.emitIp(h, t, tcpLength, syn ? ipId : 0);
+    emitTcpHeader(h, ip, t.localPort, t.remotePort, seq, ack, flags, false);
+    h[ip + 12] = (tcpLength / 4) << 4;
+    write16(h, ip + 14, linuxSynWindow(mss));
+    if (syn) emitLinuxSynOptions(h, ip + TCP_HEADER_LENGTH, mss, tsval, windowScale);
+    else emitLinuxSynAckOptions(h, ip + TCP_HEADER_LENGTH, mss, windowScale);
     const offload = q.checksumOffload;
     const ck = offload
       ? foldSum(t.pseudoBase + tcpLength)
@@ -269,10 +330,16 @@ export class SegmentWriter {
     synOptions: boolean,
     ours: boolean,
     tcpLength: number,
+    ipId = 0,
   ): void {
-    let ip: number;
+    const ip = this.emitIp(h, t, tcpLength, ipId);
+    emitTcpHeader(h, ip, t.localPort, t.remotePort, seq, ack, flags, synOptions, ours);
+  }
+
+  /** The IP header of a segment of `t` with a TCP part of `tcpLength` bytes; its length. */
+  private emitIp(h: Buffer, t: SegmentTuple, tcpLength: number, ipId: number): number {
     if (t.family === 4) {
-      ip = emitIpv4Header(h, 0, t.l0 >>> 0, t.r0 >>> 0, tcpLength, t.ipBase);
+      return emitIpv4Header(h, 0, t.l0 >>> 0, t.r0 >>> 0, tcpLength, t.ipBase, ipId, this.ttl);
     } else {
       const l = this.local;
       const r = this.remote;
@@ -284,8 +351,7 @@ export class SegmentWriter {
       r[1] = t.r1;
       r[2] = t.r2;
       r[3] = t.r3;
-      ip = emitIpv6Header(h, 0, l, r, tcpLength);
+      return emitIpv6Header(h, 0, l, r, tcpLength, t.flowLabel ?? 0, this.ttl);
     }
-    emitTcpHeader(h, ip, t.localPort, t.remotePort, seq, ack, flags, synOptions, ours);
   }
 }

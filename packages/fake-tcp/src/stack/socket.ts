@@ -136,7 +136,9 @@ export class Socket extends EventEmitter {
   /** @internal Keepalive and probe state (see liveness.ts). */
   lastProbeAt = 0;
   /** @internal */ probeSeq = 0;
-  /** @internal */ probeOutstanding = false;
+  /** @internal */ probeSeq1 = 0;
+  /** @internal */ probeSeq2 = 0;
+  /** @internal */ probesOutstanding = 0;
   /** @internal */ probesUnanswered = 0;
   /** @internal */ lastAnswerAt = Number.NEGATIVE_INFINITY;
   /** @internal Probes sent in the current idle period (how far back the next one steps). */
@@ -148,6 +150,21 @@ export class Socket extends EventEmitter {
    * keepalive probes, so dead-peer detection may act on it). Never true for a phantun peer.
    */
   peerIsOurs = false;
+  /** @internal The peer's initial sequence number (int32): 0 unkeyed, its nonce keyed. */
+  irs = 0;
+  /** @internal Keyed mode: IPv6 flow label of every segment (0 unkeyed). */
+  flowLabel = 0;
+  /**
+   * @internal Keyed client handshake: the SYN token (TSval) of the last SYN and of the one
+   * before it if the slot changed in between (-1: none), the SYN's IPv4 ID, and whether an RST
+   * came back (a server without the key; see `Stack.receiveSynSent`).
+   */
+  keyTsval = 0;
+  /** @internal */ keyPreviousTsval = -1;
+  /** @internal */ synIpId = 0;
+  /** @internal */ resetInHandshake = false;
+  /** @internal Keyed mode: RSTs received during the fast check under way (forged if it is answered). */
+  rstsInCheck = 0;
   /** Counters for this connection. */
   readonly counters: SocketCounters = {
     datagramsSent: 0,

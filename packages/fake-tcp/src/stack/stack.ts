@@ -4,21 +4,31 @@
  * one coarse periodic sweep (no timer per connection or per packet).
  */
 import type { DeviceQueue, PacketBatch } from "../device.js";
-import { type Endpoint, parseEndpoint, parseIpv4, parseIpv6 } from "../wire/address.js";
-import { ipv4PseudoBase, ipv6PseudoBase } from "../wire/checksum.js";
+import { KeyedHandshakes, SynRefusal } from "../keyed/keyed-handshake.js";
+import { TOKEN_SLOT_MS } from "../keyed/tunnel-key.js";
+import {
+  type Endpoint,
+  formatIpv4,
+  formatIpv6,
+  parseEndpoint,
+  parseIpv4,
+  parseIpv6,
+} from "../wire/address.js";
 import { ParseError, parseErrorNames } from "../wire/errors.js";
-import { ipv4HeaderBaseSum } from "../wire/ipv4.js";
+import { linuxMss, linuxSynWindow } from "../wire/linux-syn.js";
 import { OursOption, scanOursOption } from "../wire/ours-option.js";
 import { SegmentParser } from "../wire/segment.js";
 import { TcpFlags } from "../wire/tcp.js";
 import { BoundedQueue } from "./bounded-queue.js";
 import { ChallengeLimiter } from "./challenge-limiter.js";
-import { ConnectionTable, hashTuple } from "./conn-table.js";
-import { Evictor } from "./eviction.js";
+import { ConnectionTable } from "./conn-table.js";
 import {
   answersProbe,
   dataArrived,
+  firstKeepaliveSeq,
+  isProbeAnswer,
   nextProbeSeq,
+  probeAnswered,
   probeSent,
   SweepAction,
   sweepDecision,
@@ -26,12 +36,13 @@ import {
   verifyDecision,
 } from "./liveness.js";
 import { type ResolvedOptions, resolveOptions, type StackOptions } from "./options.js";
+import { Admission, PassiveOpens } from "./passive-open.js";
 import { type SegmentTuple, SegmentWriter, WriteResult } from "./segment-writer.js";
-import { seqAdd, seqGt, seqMax } from "./seq.js";
-import { type CloseCause, Socket, type SocketHost, SocketState } from "./socket.js";
-import { SourceCounts } from "./source-counts.js";
-import { COOKIE_SLOT_MS, CookieBits, SynCookies } from "./syn-cookies.js";
+import { seqAdd, seqGt } from "./seq.js";
+import { type CloseCause, type Socket, type SocketHost, SocketState } from "./socket.js";
+import { CookieBits } from "./syn-cookies.js";
 import { TokenBucket } from "./token-bucket.js";
+import { createSocket, pickSourcePort, ReplyTuple } from "./tuple.js";
 import {
   judgeRst,
   judgeSegment,
@@ -45,10 +56,6 @@ import {
 const { SYN, ACK, RST } = TcpFlags;
 const SYN_ACK = SYN | ACK;
 const RST_ACK = RST | ACK;
-
-/** First and count of the client source ports (Linux's default ephemeral range). */
-const EPHEMERAL_FIRST = 32768;
-const EPHEMERAL_COUNT = 61000 - 32768;
 
 /** A snapshot of the stack's counters. */
 export interface StackStats {
@@ -107,30 +114,36 @@ export interface StackStats {
   challengeAcks: number;
   /** Challenge ACKs not sent: per-connection gap or stack-wide budget. */
   challengeRateLimited: number;
+  /** Keyed: SYNs without a valid token (no timestamp, another key, a clock too far off). */
+  synUnauthenticated: number;
+  /** Keyed: SYNs among those from an unkeyed program of ours (its negotiation option). */
+  unkeyedPeersRefused: number;
+  /** Keyed: SYNs with a valid token first used from another tuple (replays). */
+  synReplayed: number;
+  /** Keyed: segments for no connection left unanswered (unkeyed, they get an RST). */
+  unknownUnanswered: number;
+  /** Keyed client: SYN-ACKs whose ISN is not a key holder's answer (ignored). */
+  synAckForged: number;
+  /** Keyed client: RSTs during the handshake (ignored; an unkeyed server sends them). */
+  handshakeRstIgnored: number;
+  /** Keyed: RSTs on connections, each starting or joining a fast check (none closes by itself). */
+  rstChecked: number;
+  /** Keyed: RSTs among `rstChecked` at exactly the peer's seq (unkeyed, they would close). */
+  rstExact: number;
+  /** Keyed: RSTs disproved by the fast check (the peer answered: someone else sent them). */
+  rstForged: number;
+  /** Keyed: replay-cache entries overwritten while still needed (cache too small). */
+  replayCacheOverwrites: number;
   accepted: number;
   connected: number;
   /** Sockets closed, by cause. */
   closed: Record<CloseCause, number>;
 }
 
-type MutableCounters = Omit<StackStats, "connections" | "acceptQueue" | "malformed">;
-
-/** A mutable tuple used for replies to packets that belong to no connection. */
-class ReplyTuple implements SegmentTuple {
-  family: 4 | 6 = 4;
-  r0 = 0;
-  r1 = 0;
-  r2 = 0;
-  r3 = 0;
-  l0 = 0;
-  l1 = 0;
-  l2 = 0;
-  l3 = 0;
-  remotePort = 0;
-  localPort = 0;
-  pseudoBase = 0;
-  ipBase = 0;
-}
+type MutableCounters = Omit<
+  StackStats,
+  "connections" | "acceptQueue" | "malformed" | "replayCacheOverwrites"
+>;
 
 /**
  * A userspace fake-TCP stack over one or more device queues.
@@ -149,15 +162,15 @@ export class Stack implements SocketHost {
   private readonly table = new ConnectionTable();
   /** Active opens waiting for their SYN-ACK (a listener keeps no handshake state). */
   private readonly handshaking = new Set<Socket>();
-  private readonly cookies = new SynCookies();
-  /** Accepted connections per source address (IPv6: per /64). */
-  private readonly sources = new SourceCounts();
-  private readonly evictor = new Evictor(this.table);
+  /** The listener's handshake decisions: SYN cookies, per-source counts, eviction. */
+  private readonly opens: PassiveOpens;
+  /** Keyed mode's handshake decisions (tokens, replay cache); null without a key. */
+  private readonly keyed: KeyedHandshakes | null;
   private readonly listening = new Set<number>();
   private readonly acceptQueue: BoundedQueue<Socket>;
   private readonly parser = new SegmentParser();
   private readonly writer: SegmentWriter;
-  private readonly reply = new ReplyTuple();
+  private readonly reply: ReplyTuple;
   private readonly rstBucket: TokenBucket;
   private readonly challenges: ChallengeLimiter;
   /** Connections of ours under the fast check after a doubtful RST (see `receiveRst`). */
@@ -170,12 +183,17 @@ export class Stack implements SocketHost {
   private isClosed = false;
   private lastTooBigLog = Number.NEGATIVE_INFINITY;
   private tooBigSinceLog = 0;
+  private lastUnkeyedLog = Number.NEGATIVE_INFINITY;
+  private unkeyedSinceLog = 0;
 
   constructor(options: StackOptions) {
     this.opts = resolveOptions(options);
-    this.writer = new SegmentWriter(this.opts.segmentationOffload, (t, segments) =>
-      this.runRefused(t, segments),
+    this.writer = new SegmentWriter(
+      this.opts.segmentationOffload,
+      (t, segments) => this.runRefused(t, segments),
+      this.opts.ttl,
     );
+    this.reply = new ReplyTuple(this.opts.ttl);
     this.queues = this.opts.queues.slice();
     if (this.opts.local4 !== undefined) {
       const a = parseIpv4(this.opts.local4);
@@ -191,6 +209,11 @@ export class Stack implements SocketHost {
     this.rstBucket = new TokenBucket(this.opts.rstRatePerSecond, this.opts.rstBurst, this.clock);
     this.challenges = new ChallengeLimiter(this.opts.challengeRatePerSecond);
     this.acceptQueue = new BoundedQueue(this.opts.acceptBacklog);
+    this.opens = new PassiveOpens(this.table, this.opts);
+    this.keyed =
+      this.opts.key === undefined
+        ? null
+        : new KeyedHandshakes(this.opts.key, this.opts.replayCacheSize);
     this.c = {
       packetsReceived: 0,
       packetsSent: 0,
@@ -216,6 +239,15 @@ export class Stack implements SocketHost {
       rstChallenged: 0,
       challengeAcks: 0,
       challengeRateLimited: 0,
+      synUnauthenticated: 0,
+      unkeyedPeersRefused: 0,
+      synReplayed: 0,
+      unknownUnanswered: 0,
+      synAckForged: 0,
+      handshakeRstIgnored: 0,
+      rstChecked: 0,
+      rstExact: 0,
+      rstForged: 0,
       accepted: 0,
       connected: 0,
       closed: {
@@ -276,10 +308,12 @@ export class Stack implements SocketHost {
   }
 
   /**
-   * Opens a connection (client handshake: SYN seq 0 with NOP + WS 14). Accepts `{address, port}`,
-   * `"a.b.c.d:port"` or `"[v6]:port"`. Resolves once established; rejects with `code`
-   * ECONNREFUSED (RST), ETIMEDOUT (no answer after all attempts), EADDRNOTAVAIL (no free
-   * source port or no local address of that family) or ENOBUFS (connection table full).
+   * Opens a connection (client handshake: SYN seq 0 with NOP + WS 14; keyed, a Linux-shaped
+   * SYN with a random ISN carrying a token). Accepts `{address, port}`, `"a.b.c.d:port"` or
+   * `"[v6]:port"`. Resolves once established; rejects with `code` ECONNREFUSED (RST; keyed: no
+   * valid answer after all attempts, but RSTs came back), ETIMEDOUT (no answer after all
+   * attempts), EADDRNOTAVAIL (no free source port or no local address of that family) or
+   * ENOBUFS (connection table full).
    */
   async connect(remote: Endpoint | string): Promise<Socket> {
     if (this.isClosed) throw new Error("stack is closed");
@@ -299,10 +333,35 @@ export class Stack implements SocketHost {
     }
     if (this.table.size >= this.opts.maxConnections)
       throw codeError("ENOBUFS", `connection table full (${this.opts.maxConnections})`);
-    const localPort = this.pickSourcePort(ep.family, remoteWords, localWords, ep.port);
+    const localPort = pickSourcePort(
+      this.table,
+      this.opts.portShard,
+      ep.family,
+      remoteWords,
+      localWords,
+      ep.port,
+    );
+    if (localPort < 0)
+      throw codeError(
+        "EADDRNOTAVAIL",
+        `no free source port towards port ${ep.port}: all ${-1 - localPort} in use`,
+      );
     this.clock = Date.now();
-    const s = this.newSocket(ep.family, remoteWords, localWords, ep.port, localPort, false, -1);
-    s.sndNxt = 1; // the SYN consumes one sequence number
+    const s = createSocket(this, {
+      family: ep.family,
+      remote: remoteWords,
+      local: localWords,
+      remotePort: ep.port,
+      localPort,
+      passive: false,
+      queueIndex: -1,
+      queueCount: this.queues.length,
+      queueLimit: this.opts.receiveQueueLimit,
+      now: this.clock,
+      ttl: this.opts.ttl,
+    });
+    if (this.keyed) this.keyed.begin(s);
+    else s.sndNxt = 1; // the SYN (seq 0) consumes one sequence number
     this.table.insert(s);
     this.handshaking.add(s);
     const p = new Promise<Socket>((resolve, reject) => {
@@ -321,6 +380,7 @@ export class Stack implements SocketHost {
     return {
       ...this.c,
       closed: { ...this.c.closed },
+      replayCacheOverwrites: this.keyed?.replayCacheOverwrites ?? 0,
       connections: this.table.size,
       acceptQueue: this.acceptQueue.length,
       malformed,
@@ -401,7 +461,7 @@ export class Stack implements SocketHost {
     if (sendRst) this.sendControl(s, RST, s.sndNxt, 0, false);
     this.table.remove(s);
     this.handshaking.delete(s);
-    if (s.passive) this.sources.remove(s.family, s.r0, s.r1);
+    if (s.passive) this.opens.closed(s);
     // Never hand the program a connection that is already gone (it would hold resources
     // for it, e.g. a UDP socket, until its own idle timeout).
     if (s.passive && this.acceptQueue.length > 0) this.acceptQueue.remove(s);
@@ -508,7 +568,6 @@ export class Stack implements SocketHost {
         return;
       }
       skip = segments - recordChain(s, seq, len, segments, now);
-      s.rcvHigh = seqAdd(seq, len);
       this.c.resynced++;
     }
     s.lastReceived = now;
@@ -517,8 +576,15 @@ export class Stack implements SocketHost {
       this.receiveEmpty(s, seq, ack);
       return;
     }
-    dataArrived(s, now);
-    s.rcvHigh = seqMax(s.rcvHigh, seqAdd(seq, len));
+    const end = seqAdd(seq, len);
+    const advanced = verdict === Verdict.resync || seqGt(end, s.rcvHigh);
+    if (advanced) s.rcvHigh = end;
+    dataArrived(s, now, advanced);
+    if (s.rstsInCheck > 0 && s.verifyProbes === 0) {
+      // New data ended the check: the peer is alive, so those RSTs were not its own.
+      this.c.rstForged += s.rstsInCheck;
+      s.rstsInCheck = 0;
+    }
     if (s.unackedBytes === 0) s.unackedSince = now;
     s.unackedBytes += len;
     // The first segment we send after the handshake tells conntrack on the path our window
@@ -593,8 +659,19 @@ export class Stack implements SocketHost {
    * really lost the connection answers it with an RST carrying exactly that ack as its seq, a
    * live peer ignores it. A peer of ours also gets the fast check: probes `verifyIntervalMs`
    * apart, closing only if none is answered.
+   *
+   * Keyed, no RST closes by itself, exact or not (an attacker on the path sees our sequence
+   * numbers): every one starts the fast check, or joins the one under way; the RSTs of a
+   * check that is answered were forged (`rstForged`).
    */
   private receiveRst(s: Socket, seq: number): void {
+    if (this.keyed) {
+      this.c.rstChecked++;
+      if (judgeRst(s, seq) === RstVerdict.close) this.c.rstExact++;
+      s.rstsInCheck++;
+      this.startCheck(s);
+      return;
+    }
     const verdict = judgeRst(s, seq);
     if (verdict === RstVerdict.close) {
       this.closeSocket(s, "peer-reset", "reset by peer", false);
@@ -606,11 +683,15 @@ export class Stack implements SocketHost {
     }
     this.c.rstChallenged++;
     this.sendChallenge(s, this.clock);
-    if (s.peerIsOurs && s.verifyProbes === 0) {
-      this.verifying.add(s);
-      s.verifyProbes = 1;
-      this.sendProbe(s, this.clock);
-    }
+    if (s.peerIsOurs) this.startCheck(s);
+  }
+
+  /** Starts the fast check on `s` (its first probe now) unless one is under way. */
+  private startCheck(s: Socket): void {
+    if (s.verifyProbes !== 0) return;
+    this.verifying.add(s);
+    s.verifyProbes = 1;
+    this.sendProbe(s, this.clock);
   }
 
   /**
@@ -619,11 +700,11 @@ export class Stack implements SocketHost {
    * a pure ACK (its seq tells us how far the peer has sent; we never ack beyond it).
    */
   private receiveEmpty(s: Socket, seq: number, ack: number): void {
-    if (s.probeOutstanding && ack === s.probeSeq) {
-      s.probeOutstanding = false;
-      s.probesUnanswered = 0;
-      s.verifyProbes = 0;
-      s.counters.probesAnswered++;
+    if (isProbeAnswer(s, ack)) {
+      probeAnswered(s);
+      // The peer is there: the RSTs that started the check were not its own.
+      this.c.rstForged += s.rstsInCheck;
+      s.rstsInCheck = 0;
       return;
     }
     if (seqGt(seq, s.rcvHigh)) s.rcvHigh = seq;
@@ -641,9 +722,20 @@ export class Stack implements SocketHost {
     flags: number,
     seq: number,
   ): void {
-    if (!s.passive && flags === SYN_ACK && this.parser.tcp.ack === 1) {
-      // The server missed our ACK and resent its SYN-ACK: acknowledge again.
+    if (!s.passive && flags === SYN_ACK && this.parser.tcp.ack === ((s.iss + 1) | 0) >>> 0) {
+      // The server missed our ACK and answered our SYN again: acknowledge again.
       this.sendControl(s, ACK, s.sndNxt, s.rcvHigh, false);
+      return;
+    }
+    if (this.keyed) {
+      // A keyed SYN on this tuple: the client restarted (on the same port) or a replay. As for
+      // an unknown tuple, only a valid token is answered, and the connection is replaced only
+      // when the ACK proves the answer (`receiveRestartProof`).
+      if (s.passive && flags === SYN && this.listening.has(s.localPort)) {
+        if (this.answerKeyedSyn(queueIndex, buf, true)) s.restartSynAt = this.clock;
+        return;
+      }
+      this.c.handshakeIgnored++;
       return;
     }
     if (s.passive && flags === SYN && seq === 0 && this.listening.has(s.localPort)) {
@@ -651,8 +743,7 @@ export class Stack implements SocketHost {
       // answer with a cookie of the other generation (never equal to this connection's ISN)
       // and keep the connection; only an ACK proving that cookie replaces it.
       s.restartSynAt = this.clock;
-      const generation = (s.iss & CookieBits.generation) ^ CookieBits.generation;
-      this.answerSyn(queueIndex, buf, generation, true);
+      this.answerSyn(queueIndex, buf, this.opens.restartGeneration(s), true);
       return;
     }
     this.c.handshakeIgnored++;
@@ -660,7 +751,7 @@ export class Stack implements SocketHost {
 
   /**
    * An established passive tuple that saw a SYN: a segment that proves the cookie we answered
-   * it with (see `receiveUnknown`) replaces the connection. True when it did.
+   * it with replaces the connection (the peer restarted). True when it did.
    */
   private receiveRestartProof(
     queueIndex: number,
@@ -668,24 +759,46 @@ export class Stack implements SocketHost {
     buf: Buffer,
     segmentSize: number,
   ): boolean {
-    if (this.clock - s.restartSynAt > 2 * COOKIE_SLOT_MS) {
-      s.restartSynAt = 0; // any cookie of ours answering that SYN has expired
-      return false;
-    }
-    const bits = this.provenCookie();
-    // The old connection's own segments never prove a cookie of the other generation.
-    if (bits < 0 || (bits & CookieBits.generation) === (s.iss & CookieBits.generation))
-      return false;
+    if (this.keyed) return this.receiveKeyedRestartProof(queueIndex, s, buf, segmentSize);
+    const t = this.parser.tcp;
+    const r = this.reply.fill(this.parser);
+    const bits = this.opens.provesRestart(s, r, t.flags, t.seq, t.ack, this.clock);
     // Keep the old connection rather than lose both to a full backlog.
-    if (this.acceptQueue.length >= this.opts.acceptBacklog) return false;
+    if (bits < 0 || this.acceptQueue.length >= this.opts.acceptBacklog) return false;
     this.closeSocket(s, "peer-restarted", "peer started a new handshake", false);
     this.acceptCookie(queueIndex, buf, segmentSize, bits);
     return true;
   }
 
-  /** Client side: waiting for exactly SYN+ACK with ack 1. */
+  /** The keyed form of `receiveRestartProof`: the ACK of a new keyed handshake on the tuple. */
+  private receiveKeyedRestartProof(
+    queueIndex: number,
+    s: Socket,
+    buf: Buffer,
+    segmentSize: number,
+  ): boolean {
+    if (this.clock - s.restartSynAt > (TOKEN_SLOT_MS * 3) / 2) {
+      s.restartSynAt = 0; // long past any ACK of that handshake
+      return false;
+    }
+    const t = this.parser.tcp;
+    // The connection's own first segments carry its nonce + 1: never a new handshake's.
+    if ((t.seq - 1) >>> 0 === s.irs >>> 0) return false;
+    const r = this.reply.fill(this.parser);
+    if (!this.keyed!.provesAck(r, t.flags, t.seq, t.ack, this.clock)) return false;
+    if (this.acceptQueue.length >= this.opts.acceptBacklog) return false;
+    this.closeSocket(s, "peer-restarted", "peer started a new handshake", false);
+    this.acceptCookie(queueIndex, buf, segmentSize, CookieBits.ours);
+    return true;
+  }
+
+  /** Client side: waiting for exactly SYN+ACK with ack 1 (any seq: the server's ISN). */
   private receiveSynSent(s: Socket, buf: Buffer): void {
     const t = this.parser.tcp;
+    if (this.keyed) {
+      this.receiveKeyedSynSent(s);
+      return;
+    }
     if ((t.flags & RST) !== 0) {
       this.closeSocket(s, "handshake-failed", "connection refused (reset by peer)", false);
       return;
@@ -694,12 +807,43 @@ export class Stack implements SocketHost {
       this.c.handshakeIgnored++;
       return;
     }
-    s.rcvHigh = (t.seq + 1) | 0;
-    s.lastReceived = this.clock;
     // Only our server echoes our option; a phantun server answers with NOP + WS 14 alone.
-    s.peerIsOurs = this.peerOption(buf) === OursOption.present;
-    if (s.peerIsOurs) this.c.negotiated++;
-    this.sendControl(s, ACK, s.sndNxt, s.rcvHigh, false);
+    this.established(s, t.seq, this.peerOption(buf) === OursOption.present);
+  }
+
+  /**
+   * Keyed client side: waiting for exactly SYN+ACK with ack = our ISN + 1 and, as seq, the ISN
+   * a key holder answers our SYN with. Anything else is ignored, RSTs included (a keyed server
+   * never sends one: they come from an unkeyed server, reported when the handshake times out,
+   * or from someone who wants the handshake dead).
+   */
+  private receiveKeyedSynSent(s: Socket): void {
+    const t = this.parser.tcp;
+    if ((t.flags & RST) !== 0) {
+      s.resetInHandshake = true;
+      this.c.handshakeRstIgnored++;
+      return;
+    }
+    if (t.flags !== SYN_ACK || t.ack !== ((s.iss + 1) | 0) >>> 0) {
+      this.c.handshakeIgnored++;
+      return;
+    }
+    if (!this.keyed!.answersSyn(s, t.seq)) {
+      this.c.synAckForged++;
+      return;
+    }
+    this.established(s, t.seq, true);
+  }
+
+  /** Client side: the handshake completed with a server whose ISN is `serverIsn`. */
+  private established(s: Socket, serverIsn: number, peerIsOurs: boolean): void {
+    s.irs = serverIsn | 0;
+    s.rcvHigh = (serverIsn + 1) | 0;
+    s.lastReceived = this.clock;
+    s.peerIsOurs = peerIsOurs;
+    if (peerIsOurs) this.c.negotiated++;
+    if (this.keyed) this.sendKeyedAck(s);
+    else this.sendControl(s, ACK, s.sndNxt, s.rcvHigh, false);
     this.handshaking.delete(s);
     s.state = SocketState.established;
     this.sendFirstProbe(s);
@@ -711,15 +855,20 @@ export class Stack implements SocketHost {
   }
 
   /**
-   * A segment for no connection: phantun's listener rules, with SYN cookies. A SYN seq 0 to a
-   * listening port is answered statelessly; the connection is created only when a segment
-   * proves the cookie (see `provenCookie`). RSTs are rate-limited.
+   * A segment for no connection: phantun's listener rules, with SYN cookies (passive-open.ts).
+   * A SYN seq 0 to a listening port is answered statelessly; a segment proving the cookie
+   * creates the connection; a failed proof is answered like any unknown tuple. RSTs are
+   * rate-limited.
    */
   private receiveUnknown(queueIndex: number, buf: Buffer, segmentSize: number): void {
     const t = this.parser.tcp;
     const flags = t.flags;
     if ((flags & RST) !== 0) {
       this.c.rstIgnored++;
+      return;
+    }
+    if (this.keyed) {
+      this.receiveUnknownKeyed(queueIndex, buf, segmentSize);
       return;
     }
     const len = t.payloadLength;
@@ -730,7 +879,8 @@ export class Stack implements SocketHost {
         return;
       }
       if (flags === ACK && t.seq === 1) {
-        const bits = this.provenCookie();
+        const r = this.reply.fill(this.parser);
+        const bits = this.opens.proven(r, flags, t.seq, t.ack, this.clock);
         if (bits >= 0) {
           this.acceptCookie(queueIndex, buf, segmentSize, bits);
           return;
@@ -742,31 +892,100 @@ export class Stack implements SocketHost {
   }
 
   /**
+   * Keyed: a segment for no connection (not an RST). A SYN with a valid token to a listening
+   * port is answered (`answerKeyedSyn`), the ACK that proves the answer creates the
+   * connection; nothing else is answered at all, so that a port scan, a replayed SYN or a
+   * stray segment learns nothing (an unkeyed stack sends RSTs).
+   */
+  private receiveUnknownKeyed(queueIndex: number, buf: Buffer, segmentSize: number): void {
+    const t = this.parser.tcp;
+    if (this.listening.has(t.dstPort)) {
+      if (t.flags === SYN) {
+        this.answerKeyedSyn(queueIndex, buf, false);
+        return;
+      }
+      if (t.flags === ACK) {
+        const r = this.reply.fill(this.parser);
+        if (this.keyed!.provesAck(r, t.flags, t.seq, t.ack, this.clock)) {
+          this.acceptCookie(queueIndex, buf, segmentSize, CookieBits.ours);
+          return;
+        }
+        this.c.cookieFailed++;
+      }
+    }
+    this.c.unknownUnanswered++;
+  }
+
+  /**
+   * Keyed: answers the SYN being handled with a Linux-shaped SYN-ACK whose ISN is a key
+   * holder's answer, if its token is valid and no replay and the connection could be admitted;
+   * otherwise nothing is sent. `replacing`: see `PassiveOpens.onSyn`. True when answered.
+   */
+  private answerKeyedSyn(queueIndex: number, buf: Buffer, replacing: boolean): boolean {
+    const t = this.parser.tcp;
+    const r = this.reply.fill(this.parser);
+    const isn = this.keyed!.answerSyn(r, buf, t, this.clock);
+    if (isn < 0) {
+      if (isn === SynRefusal.replay) this.c.synReplayed++;
+      else this.refuseUnauthenticated(buf);
+      this.c.unknownUnanswered++;
+      return false;
+    }
+    const verdict = this.opens.onSyn(r, this.acceptQueue.length, replacing, this.clock);
+    if (verdict !== Admission.admit) {
+      this.countRefusal(verdict);
+      this.c.unknownUnanswered++;
+      return false;
+    }
+    if (r.family === 6) r.flowLabel = this.keyed!.flowLabel(r, t.seq, isn);
+    const q = this.queues[queueIndex];
+    const mss = linuxMss(r.family, q.mtu);
+    const ack = (t.seq + 1) | 0;
+    if (
+      this.writer.writeLinuxHandshake(q, r, SYN_ACK, isn, ack, mss, this.opts.synWindowScale, 0, 0)
+    ) {
+      this.c.packetsSent++;
+      this.c.cookiesSent++;
+      return true;
+    }
+    this.c.droppedByDevice++;
+    return false;
+  }
+
+  /**
+   * A SYN without a valid token: counted, and logged (rate-limited) when it comes from an
+   * unkeyed program of ours, which says so with its negotiation option: that one we can name.
+   */
+  private refuseUnauthenticated(buf: Buffer): void {
+    this.c.synUnauthenticated++;
+    const t = this.parser.tcp;
+    if (scanOursOption(buf, t.optionsOffset, t.optionsLength) !== OursOption.present) return;
+    this.c.unkeyedPeersRefused++;
+    this.unkeyedSinceLog++;
+    if (!this.opts.log || this.clock - this.lastUnkeyedLog < 10_000) return;
+    this.opts.log(
+      "warn",
+      `refused ${this.unkeyedSinceLog} handshake(s) of an unkeyed fake-tcp client (last from ${formatTuple(this.reply)}): this server has a key and stays silent to it; give the client the same --key-file`,
+    );
+    this.lastUnkeyedLog = this.clock;
+    this.unkeyedSinceLog = 0;
+  }
+
+  /**
    * Answers the SYN being handled with a SYN-ACK whose seq is a cookie (echoing our option if
-   * the SYN carried it), keeping no state. `replacing`: the tuple has a connection that a
-   * proof would replace, so the table will not grow.
+   * the SYN carried it), or refuses it with an RST. `replacing`: see `PassiveOpens.onSyn`.
    */
   private answerSyn(queueIndex: number, buf: Buffer, generation: number, replacing: boolean): void {
     const t = this.parser.tcp;
-    // Refuse at once what the proof would be refused for, so the client learns it now.
-    if (!replacing && this.sourceFull()) {
-      this.c.refusedPerSource++;
-      this.replyRst(queueIndex, 0, t.seq + t.payloadLength + 1);
-      return;
-    }
-    if (
-      this.acceptQueue.length >= this.opts.acceptBacklog ||
-      (!replacing &&
-        this.table.size >= this.opts.maxConnections &&
-        !this.evictor.hasVictim(this.clock))
-    ) {
-      this.c.refusedFull++;
+    const r = this.reply.fill(this.parser);
+    const verdict = this.opens.onSyn(r, this.acceptQueue.length, replacing, this.clock);
+    if (verdict !== Admission.admit) {
+      this.countRefusal(verdict);
       this.replyRst(queueIndex, 0, t.seq + t.payloadLength + 1);
       return;
     }
     const ours = this.peerOption(buf) === OursOption.present;
-    const r = this.fillReply();
-    const cookie = this.cookies.make(r, this.clock, generation | (ours ? CookieBits.ours : 0));
+    const cookie = this.opens.cookie(r, this.clock, ours, generation);
     if (this.writer.writeControl(this.queues[queueIndex], r, SYN_ACK, cookie, 1, true, ours)) {
       this.c.packetsSent++;
       this.c.cookiesSent++;
@@ -774,70 +993,52 @@ export class Stack implements SocketHost {
   }
 
   /**
-   * The cookie bits (>= 0) when the segment being handled completes a handshake with one of
-   * our cookies, else -1: flags exactly ACK, seq = the client's ISN + 1 = 1 and ack = cookie + 1.
-   * The client's ACK does that, and so does its first data segment (or, with keepalives on, its
-   * first keepalive), which therefore repairs a lost ACK: the server keeps no half-open state
-   * and never resends its SYN-ACK.
+   * Creates the connection a proven cookie (`bits`) stands for, established, and queues it
+   * for `accept()`; or refuses it with an RST like an unknown tuple (see `PassiveOpens.admit`).
    */
-  private provenCookie(): number {
-    const t = this.parser.tcp;
-    if (t.flags !== ACK || t.seq !== 1) return -1;
-    return this.cookies.check(this.fillReply(), (t.ack - 1) | 0, this.clock);
-  }
-
-  /** Whether the sender of the segment being handled has its share of connections. */
-  private sourceFull(): boolean {
-    const p = this.parser;
-    const n =
-      p.family === 4
-        ? this.sources.count(4, p.ip4.src, 0)
-        : this.sources.count(6, p.ip6.src[0], p.ip6.src[1]);
-    return n >= this.opts.maxConnectionsPerSource;
-  }
-
-  /** Creates the connection a proven cookie stands for, established, and queues it. */
   private acceptCookie(queueIndex: number, buf: Buffer, segmentSize: number, bits: number): void {
     const p = this.parser;
     const t = p.tcp;
-    if (this.sourceFull()) {
-      this.c.refusedPerSource++;
-      this.replyRst(queueIndex, t.ack, t.seq + t.payloadLength);
-      return;
-    }
-    if (this.acceptQueue.length >= this.opts.acceptBacklog) {
-      this.c.refusedFull++;
-      this.replyRst(queueIndex, t.ack, t.seq + t.payloadLength);
-      return;
-    }
-    if (this.table.size >= this.opts.maxConnections) {
-      const victim = this.evictor.victim(this.clock);
-      if (victim === null) {
-        this.c.refusedFull++;
-        this.replyRst(queueIndex, t.ack, t.seq + t.payloadLength);
-        return;
-      }
+    const verdict = this.opens.admit(this.reply.fill(p), this.acceptQueue.length, this.clock);
+    if (verdict === Admission.evict) {
+      const victim = this.opens.victim(this.clock)!;
       this.c.evicted++;
       this.closeSocket(victim, "evicted", "evicted to make room for a new connection", true);
+    } else if (verdict !== Admission.admit) {
+      this.countRefusal(verdict);
+      this.replyRst(queueIndex, t.ack, t.seq + t.payloadLength);
+      return;
     }
-    let s: Socket;
-    if (p.family === 4)
-      s = this.newSocket(4, [p.ip4.src], [p.ip4.dst], t.srcPort, t.dstPort, true, queueIndex);
-    else s = this.newSocket(6, p.ip6.src, p.ip6.dst, t.srcPort, t.dstPort, true, queueIndex);
-    s.state = SocketState.established;
-    s.iss = (t.ack - 1) | 0;
-    s.sndNxt = t.ack | 0; // our SYN-ACK consumed one sequence number
-    s.rcvHigh = 1; // the client's ISN is 0 and its SYN consumed one
-    s.peerIsOurs = (bits & CookieBits.ours) !== 0;
-    s.establishedAt = this.clock;
+    const s = createSocket(this, {
+      family: p.family,
+      remote: p.family === 4 ? [p.ip4.src] : p.ip6.src,
+      local: p.family === 4 ? [p.ip4.dst] : p.ip6.dst,
+      remotePort: t.srcPort,
+      localPort: t.dstPort,
+      passive: true,
+      queueIndex,
+      queueCount: this.queues.length,
+      queueLimit: this.opts.receiveQueueLimit,
+      now: this.clock,
+      ttl: this.opts.ttl,
+    });
+    s.sndNxt = t.ack | 0; // our ISN (the cookie) + 1: the SYN-ACK consumed one
+    s.rcvHigh = t.seq | 0; // the client's ISN (0 unkeyed, its nonce keyed) + 1
+    s.irs = (t.seq - 1) | 0;
+    this.opens.opened(s, bits, this.clock);
+    if (this.keyed && s.family === 6) s.flowLabel = this.keyed.flowLabel(s, s.irs, s.iss);
     this.table.insert(s);
-    this.sources.add(s.family, s.r0, s.r1);
     this.acceptQueue.push(s);
     this.c.accepted++;
     if (s.peerIsOurs) this.c.negotiated++;
     this.sendFirstProbe(s);
     // The first data segment, when it is what completed the handshake, is delivered.
     if (t.payloadLength > 0) this.receiveEstablished(queueIndex, s, buf, segmentSize);
+  }
+
+  private countRefusal(verdict: number): void {
+    if (verdict === Admission.refusePerSource) this.c.refusedPerSource++;
+    else this.c.refusedFull++;
   }
 
   // ---- send helpers ----------------------------------------------------------------------
@@ -849,7 +1050,38 @@ export class Stack implements SocketHost {
   private sendHandshake(s: Socket): void {
     s.attempts++;
     s.deadline = this.clock + this.opts.handshakeTimeoutMs;
-    this.sendControl(s, SYN, 0, 0, true, true);
+    if (this.keyed) this.sendKeyedSyn(s);
+    else this.sendControl(s, SYN, 0, 0, true, true);
+  }
+
+  /**
+   * Keyed: a SYN shaped as Linux's, ISN = the connection's nonce, TSval = a token for this
+   * attempt's slot; the IPv4 ID counts up from a random start, as Linux's does per socket.
+   */
+  private sendKeyedSyn(s: Socket): void {
+    const q = this.queues[s.queueIndex];
+    const tsval = this.keyed!.synToken(s, this.clock);
+    const id = (s.synIpId + s.attempts - 1) & 0xffff;
+    const mss = linuxMss(s.family, q.mtu);
+    const wscale = this.opts.synWindowScale;
+    if (this.writer.writeLinuxHandshake(q, s, SYN, s.iss, 0, mss, wscale, tsval, id))
+      this.c.packetsSent++;
+    else this.c.droppedByDevice++;
+  }
+
+  /**
+   * Keyed: the ACK that completes our handshake, as Linux's (when timestamps were declined):
+   * its window is the SYN's, scaled, rounded up; its IPv4 ID the SYN's + 1. Later segments
+   * are the unkeyed ones (window 0xFFFF, ID 0).
+   */
+  private sendKeyedAck(s: Socket): void {
+    const q = this.queues[s.queueIndex];
+    const scaled = 2 ** this.opts.synWindowScale;
+    const window = Math.ceil(linuxSynWindow(linuxMss(s.family, q.mtu)) / scaled);
+    const id = (s.synIpId + s.attempts) & 0xffff;
+    if (this.writer.writeControl(q, s, ACK, s.sndNxt, s.rcvHigh, false, false, window, id))
+      this.c.packetsSent++;
+    else this.c.droppedByDevice++;
   }
 
   /** Whether the SYN or SYN-ACK being handled carries our option; malformed ones are counted. */
@@ -866,12 +1098,12 @@ export class Stack implements SocketHost {
     this.sendControl(s, ACK, s.sndNxt, s.rcvHigh, false);
   }
 
-  /** A keepalive: a plain pure ACK (no answer expected; it keeps the path's state alive). */
-  private sendKeepalive(s: Socket, now: number): void {
+  /** A keepalive: a pure ACK, by default with seq = ours (it keeps the path's state alive). */
+  private sendKeepalive(s: Socket, now: number, seq = s.sndNxt): void {
     s.unackedBytes = 0;
     s.lastProbeAt = now;
     s.counters.keepalivesSent++;
-    this.sendControl(s, ACK, s.sndNxt, s.rcvHigh, false);
+    this.sendControl(s, ACK, seq, s.rcvHigh, false);
   }
 
   /** A challenge ACK (seq = ours, ack = `rcvHigh`), within the per-connection and global limits. */
@@ -899,48 +1131,21 @@ export class Stack implements SocketHost {
     else this.c.droppedByDevice++;
   }
 
-  /** RST+ACK to the sender of the packet being handled (rate-limited). */
+  /** RST+ACK to the sender of the packet being handled (rate-limited; keyed: never). */
   private replyRst(queueIndex: number, seq: number, ack: number): void {
+    if (this.keyed) {
+      this.c.unknownUnanswered++;
+      return;
+    }
     if (!this.rstBucket.take(this.clock)) {
       this.c.rstRateLimited++;
       return;
     }
-    const r = this.fillReply();
+    const r = this.reply.fill(this.parser);
     if (this.writer.writeControl(this.queues[queueIndex], r, RST_ACK, seq | 0, ack | 0, false)) {
       this.c.packetsSent++;
       this.c.rstSent++;
     } else this.c.droppedByDevice++;
-  }
-
-  /** The reply tuple, filled in for the sender of the packet being handled. */
-  private fillReply(): ReplyTuple {
-    const p = this.parser;
-    const r = this.reply;
-    if (p.family === 4) {
-      r.family = 4;
-      r.r0 = p.ip4.src | 0;
-      r.l0 = p.ip4.dst | 0;
-      r.r1 = r.r2 = r.r3 = r.l1 = r.l2 = r.l3 = 0;
-      r.pseudoBase = ipv4PseudoBase(p.ip4.dst, p.ip4.src);
-      r.ipBase = ipv4HeaderBaseSum(p.ip4.dst, p.ip4.src);
-    } else {
-      const src = p.ip6.src;
-      const dst = p.ip6.dst;
-      r.family = 6;
-      r.r0 = src[0] | 0;
-      r.r1 = src[1] | 0;
-      r.r2 = src[2] | 0;
-      r.r3 = src[3] | 0;
-      r.l0 = dst[0] | 0;
-      r.l1 = dst[1] | 0;
-      r.l2 = dst[2] | 0;
-      r.l3 = dst[3] | 0;
-      r.pseudoBase = ipv6PseudoBase(dst, src);
-      r.ipBase = 0;
-    }
-    r.remotePort = p.tcp.srcPort;
-    r.localPort = p.tcp.dstPort;
-    return r;
   }
 
   // ---- timers ----------------------------------------------------------------------------
@@ -958,6 +1163,9 @@ export class Stack implements SocketHost {
       for (const s of this.handshaking) if (now >= s.deadline) expired.push(s);
       for (const s of expired) {
         if (s.attempts < this.opts.handshakeAttempts) this.sendHandshake(s);
+        else if (this.keyed)
+          // A Linux client that gives up sends nothing more; nor does a keyed one.
+          this.closeSocket(s, "handshake-failed", keyedTimeoutMessage(s), false);
         else
           this.closeSocket(
             s,
@@ -1022,12 +1230,13 @@ export class Stack implements SocketHost {
    * Called once when a connection becomes established: starts the sequence windows and, with
    * keepalives on, sends a keepalive at once. That is the first segment after the handshake in
    * our direction, from which Linux conntrack on the path learns our window scale (until then
-   * it judges data by the unscaled window).
+   * it judges data by the unscaled window); towards a phantun server it also draws one
+   * segment back, for the same reason in the other direction (see `firstKeepaliveSeq`).
    */
   private sendFirstProbe(s: Socket): void {
     startSeqState(s);
     if (this.opts.keepaliveIntervalMs <= 0) return;
-    this.sendKeepalive(s, this.clock);
+    this.sendKeepalive(s, this.clock, firstKeepaliveSeq(s));
   }
 
   /** A probe to a peer of ours: a pure ACK with an old seq, which it answers (liveness.ts). */
@@ -1038,66 +1247,6 @@ export class Stack implements SocketHost {
   }
 
   // ---- helpers ---------------------------------------------------------------------------
-
-  private newSocket(
-    family: 4 | 6,
-    remote: ArrayLike<number>,
-    local: ArrayLike<number>,
-    remotePort: number,
-    localPort: number,
-    passive: boolean,
-    queueIndex: number,
-  ): Socket {
-    const r = [remote[0] | 0, (remote[1] ?? 0) | 0, (remote[2] ?? 0) | 0, (remote[3] ?? 0) | 0];
-    const hash = hashTuple(r[0], r[1], r[2], r[3], remotePort, localPort);
-    const uLocal = Array.from({ length: family === 4 ? 1 : 4 }, (_, i) => local[i] >>> 0);
-    const uRemote = Array.from({ length: family === 4 ? 1 : 4 }, (_, i) => remote[i] >>> 0);
-    return new Socket(this, {
-      state: passive ? SocketState.established : SocketState.synSent,
-      family,
-      remote,
-      local,
-      remotePort,
-      localPort,
-      passive,
-      queueIndex: queueIndex >= 0 ? queueIndex : (hash >>> 0) % this.queues.length,
-      hash,
-      pseudoBase:
-        family === 4 ? ipv4PseudoBase(uLocal[0], uRemote[0]) : ipv6PseudoBase(uLocal, uRemote),
-      ipBase: family === 4 ? ipv4HeaderBaseSum(uLocal[0], uRemote[0]) : 0,
-      queueLimit: this.opts.receiveQueueLimit,
-      now: this.clock,
-    });
-  }
-
-  /**
-   * Random start in 32768..60999, then the first port whose tuple is free, counting up. With
-   * a port shard, only ports `p` with `(p + remotePort) % count === index` are candidates.
-   */
-  private pickSourcePort(
-    family: 4 | 6,
-    remote: number[],
-    local: number[],
-    remotePort: number,
-  ): number {
-    const { index, count } = this.opts.portShard;
-    const start = Math.floor(Math.random() * EPHEMERAL_COUNT);
-    let candidates = 0;
-    for (let i = 0; i < EPHEMERAL_COUNT; i++) {
-      const port = EPHEMERAL_FIRST + ((start + i) % EPHEMERAL_COUNT);
-      if ((port + remotePort) % count !== index) continue;
-      candidates++;
-      const taken =
-        family === 4
-          ? this.table.find4(remote[0], local[0], remotePort, port)
-          : this.table.find6(remote, local, remotePort, port);
-      if (taken === null) return port;
-    }
-    throw codeError(
-      "EADDRNOTAVAIL",
-      `no free source port towards port ${remotePort}: all ${candidates} in use`,
-    );
-  }
 
   private logTooBig(length: number, mtu: number, family: 4 | 6): void {
     this.tooBigSinceLog++;
@@ -1110,6 +1259,19 @@ export class Stack implements SocketHost {
     this.lastTooBigLog = this.clock;
     this.tooBigSinceLog = 0;
   }
+}
+
+/** Why a keyed handshake failed, for the log: the causes the client can tell apart. */
+function keyedTimeoutMessage(s: Socket): string {
+  if (s.resetInHandshake)
+    return `no keyed answer after ${s.attempts} attempts, but the server reset the handshake: it has no key (phantun, or fake-tcp without --key-file); a keyed client talks only to a keyed server`;
+  return `no answer after ${s.attempts} attempts (timed out): the server is down or unreachable, or its key differs, or one of the clocks is more than a minute off (a keyed server is silent to all of these)`;
+}
+
+/** `address:port` of the remote end of `t`, for log lines. */
+function formatTuple(t: SegmentTuple): string {
+  if (t.family === 4) return `${formatIpv4(t.r0 >>> 0)}:${t.remotePort}`;
+  return `[${formatIpv6([t.r0 >>> 0, t.r1 >>> 0, t.r2 >>> 0, t.r3 >>> 0])}]:${t.remotePort}`;
 }
 
 function codeError(code: string, message: string): Error {

@@ -26,7 +26,7 @@
  * complete handshakes anyway, cookies or not: that is outside what a handshake can prevent.
  */
 import { randomBytes } from "node:crypto";
-import { hashBegin, hashEnd, hashWord } from "./keyed-hash.js";
+import { halfSipHash } from "./keyed-hash.js";
 import type { SegmentTuple } from "./segment-writer.js";
 
 /** Length of a cookie time slot (ms). A cookie stays valid for one to two slots. */
@@ -48,6 +48,8 @@ const MAC_SHIFT = 3;
 export class SynCookies {
   private readonly k0: number;
   private readonly k1: number;
+  /** What is hashed, refilled for every cookie. */
+  private readonly words = new Int32Array(11);
 
   /** `key`: 8 bytes; by default fresh random ones (tests pass their own). */
   constructor(key: Uint8Array = randomBytes(8)) {
@@ -80,19 +82,19 @@ export class SynCookies {
   }
 
   private mac(t: SegmentTuple, slot: number, bits: number): number {
-    hashBegin(this.k0, this.k1);
-    hashWord(t.r0);
-    hashWord(t.r1);
-    hashWord(t.r2);
-    hashWord(t.r3);
-    hashWord(t.l0);
-    hashWord(t.l1);
-    hashWord(t.l2);
-    hashWord(t.l3);
-    hashWord((t.remotePort << 16) | t.localPort);
-    hashWord(slot);
-    hashWord((t.family << 8) | bits);
-    return hashEnd(44) << MAC_SHIFT;
+    const w = this.words;
+    w[0] = t.r0;
+    w[1] = t.r1;
+    w[2] = t.r2;
+    w[3] = t.r3;
+    w[4] = t.l0;
+    w[5] = t.l1;
+    w[6] = t.l2;
+    w[7] = t.l3;
+    w[8] = (t.remotePort << 16) | t.localPort;
+    w[9] = slot;
+    w[10] = (t.family << 8) | bits;
+    return halfSipHash(this.k0, this.k1, w, 11) << MAC_SHIFT;
   }
 }
 

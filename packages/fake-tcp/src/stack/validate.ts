@@ -97,18 +97,24 @@ export function freshSpan(st: SeqState): number {
 }
 
 /**
- * Size of the seq window for an ack window reaching `span` acks back (span + 1 values):
- * 2^(48 - b) where 2^b > span, so that seq window x ack window <= 2^48; at most SEQ_WINDOW_MAX.
+ * How far the seq window reaches behind `rcvHigh` for an ack window reaching `span` acks back
+ * (span + 1 values): a quarter of the window, whose size is 2^(48 - b) where 2^b > span, so
+ * that seq window x ack window <= 2^48; at most a quarter of SEQ_WINDOW_MAX. (The hot path
+ * works with the quarter: 2^28 is a small integer to V8, the whole 2^30 would not be.)
  */
-export function seqWindow(span: number): number {
+export function seqBehind(span: number): number {
   const bits = 32 - Math.clz32(span);
-  return bits >= WINDOW_AREA_BITS - 30 ? 1 << (WINDOW_AREA_BITS - bits) : SEQ_WINDOW_MAX;
+  return bits >= WINDOW_AREA_BITS - 30 ? 1 << (WINDOW_AREA_BITS - 2 - bits) : SEQ_WINDOW_MAX / 4;
 }
 
-/** True when `seq` lies in the seq window of size `w`: [rcvHigh - w/4, rcvHigh + 3w/4). */
-export function seqInReceiveWindow(st: SeqState, seq: number, w: number): boolean {
-  const behind = w >>> 2;
-  return seqInWindow(seq, st.rcvHigh, behind, w - behind - 1);
+/** Size of the seq window for an ack window reaching `span` acks back (see `seqBehind`). */
+export function seqWindow(span: number): number {
+  return 4 * seqBehind(span);
+}
+
+/** True when `seq` lies in the seq window reaching `behind` back: [rcvHigh - w/4, rcvHigh + 3w/4). */
+export function seqInReceiveWindow(st: SeqState, seq: number, behind: number): boolean {
+  return seqInWindow(seq, st.rcvHigh, behind, 3 * behind - 1);
 }
 
 /** True when `ack` is at most `sndNxt` and at most `span` below it. */
@@ -137,8 +143,21 @@ export function judgeSegment(
   now: number,
 ): number {
   const span = ackSpan(st);
-  if (seqInReceiveWindow(st, seq, seqWindow(span)))
+  if (seqInReceiveWindow(st, seq, seqBehind(span)))
     return hasAck && ackWithin(st, ack, span) ? Verdict.accept : Verdict.badAck;
+  return judgeOutside(st, seq, ack, len, segments, hasAck, now);
+}
+
+/** `judgeSegment` for a seq outside the window (kept apart: the per-packet path stays small). */
+function judgeOutside(
+  st: SeqState,
+  seq: number,
+  ack: number,
+  len: number,
+  segments: number,
+  hasAck: boolean,
+  now: number,
+): number {
   if (len === 0 || !hasAck || !ackWithin(st, ack, freshSpan(st))) return Verdict.outOfWindow;
   const before = continuesChain(st, seq, now) ? st.chainCount : 0;
   return before + segments >= RESYNC_CHAIN ? Verdict.resync : Verdict.chained;
@@ -171,7 +190,7 @@ export function recordChain(
 /** Judges a received RST by its seq. */
 export function judgeRst(st: SeqState, seq: number): number {
   if ((seq | 0) === st.rcvHigh) return RstVerdict.close;
-  return seqInReceiveWindow(st, seq, seqWindow(ackSpan(st)))
+  return seqInReceiveWindow(st, seq, seqBehind(ackSpan(st)))
     ? RstVerdict.challenge
     : RstVerdict.outOfWindow;
 }

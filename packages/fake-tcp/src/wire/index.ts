@@ -4,6 +4,7 @@ export * from "./checksum.js";
 export * from "./errors.js";
 export * from "./ipv4.js";
 export * from "./ipv6.js";
+export * from "./linux-syn.js";
 export * from "./ours-option.js";
 export * from "./segment.js";
 export * from "./tcp.js";

@@ -88,13 +88,13 @@ export function ipv4HeaderChecksumValid(buf: Uint8Array, offset: number): boolea
 
 /**
  * Unfolded sum of our fixed IPv4 header words except the total length and checksum: version/IHL,
- * TOS 0, ID 0, DF, TTL 64, protocol TCP and both addresses. Per-connection constant.
+ * TOS 0, ID 0, DF, TTL (64 by default), protocol TCP and both addresses. Per-connection constant.
  */
-export function ipv4HeaderBaseSum(src: number, dst: number): number {
+export function ipv4HeaderBaseSum(src: number, dst: number, ttl = IPV4_TTL): number {
   return (
     0x4500 +
     0x4000 +
-    ((IPV4_TTL << 8) | PROTO_TCP) +
+    (((ttl & 0xff) << 8) | PROTO_TCP) +
     (src >>> 16) +
     (src & 0xffff) +
     (dst >>> 16) +
@@ -103,8 +103,9 @@ export function ipv4HeaderBaseSum(src: number, dst: number): number {
 }
 
 /**
- * Writes our 20-byte IPv4 header (TOS 0, ID 0, DF, TTL 64, protocol TCP, checksum filled in) at
- * `offset`. `baseSum` is `ipv4HeaderBaseSum(src, dst)`, precomputed by the caller.
+ * Writes our 20-byte IPv4 header (TOS 0, ID `id` (default 0), DF, TTL `ttl` (default 64),
+ * protocol TCP, checksum filled in) at `offset`. `baseSum` is `ipv4HeaderBaseSum(src, dst, ttl)`,
+ * precomputed by the caller.
  */
 export function emitIpv4Header(
   buf: Uint8Array,
@@ -113,18 +114,19 @@ export function emitIpv4Header(
   dst: number,
   payloadLength: number,
   baseSum: number = ipv4HeaderBaseSum(src, dst),
+  id = 0,
+  ttl = IPV4_TTL,
 ): number {
   const totalLength = IPV4_HEADER_LENGTH + payloadLength;
   buf[offset] = 0x45;
   buf[offset + 1] = 0;
   write16(buf, offset + 2, totalLength);
-  buf[offset + 4] = 0;
-  buf[offset + 5] = 0;
+  write16(buf, offset + 4, id);
   buf[offset + 6] = 0x40;
   buf[offset + 7] = 0;
-  buf[offset + 8] = IPV4_TTL;
+  buf[offset + 8] = ttl;
   buf[offset + 9] = PROTO_TCP;
-  write16(buf, offset + 10, finishChecksum(baseSum + totalLength));
+  write16(buf, offset + 10, finishChecksum(baseSum + (id & 0xffff) + totalLength));
   write32(buf, offset + 12, src);
   write32(buf, offset + 16, dst);
   return IPV4_HEADER_LENGTH;

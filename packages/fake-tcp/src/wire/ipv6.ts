@@ -69,8 +69,8 @@ export function parseIpv6Header(
 }
 
 /**
- * Writes our 40-byte IPv6 header (traffic class 0, flow label 0, next header TCP, hop limit 64)
- * at `offset`. Addresses are four words each.
+ * Writes our 40-byte IPv6 header (traffic class 0, flow label `flowLabel` (default 0), next
+ * header TCP, hop limit `hopLimit` (default 64)) at `offset`. Addresses are four words each.
  */
 export function emitIpv6Header(
   buf: Uint8Array,
@@ -78,15 +78,17 @@ export function emitIpv6Header(
   src: ArrayLike<number>,
   dst: ArrayLike<number>,
   payloadLength: number,
+  flowLabel = 0,
+  hopLimit = IPV6_HOP_LIMIT,
 ): number {
   buf[offset] = 0x60;
-  buf[offset + 1] = 0;
-  buf[offset + 2] = 0;
-  buf[offset + 3] = 0;
+  buf[offset + 1] = (flowLabel >>> 16) & 15;
+  buf[offset + 2] = flowLabel >>> 8;
+  buf[offset + 3] = flowLabel;
   buf[offset + 4] = payloadLength >>> 8;
   buf[offset + 5] = payloadLength;
   buf[offset + 6] = PROTO_TCP;
-  buf[offset + 7] = IPV6_HOP_LIMIT;
+  buf[offset + 7] = hopLimit;
   for (let i = 0; i < 4; i++) {
     write32(buf, offset + 8 + 4 * i, src[i]);
     write32(buf, offset + 24 + 4 * i, dst[i]);

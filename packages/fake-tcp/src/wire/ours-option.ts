@@ -7,7 +7,10 @@
  */
 /** TCP option kind for experiments (RFC 4727 / RFC 6994). */
 export const TCP_OPTION_EXPERIMENT = 254;
-/** Our experiment id: ASCII "FT" (fake TCP). Not one of the ids IANA lists as assigned. */
+/**
+ * Our experiment id: ASCII "FT" (fake TCP), chosen by us and not registered with IANA (RFC
+ * 6994 lets unregistered experiments pick their own). It is not TCP Fast Open's 0xF989.
+ */
 export const OURS_EXPERIMENT_ID = 0x4654;
 /** The option's four bytes on the wire: kind 254, length 4, experiment id 0x4654. */
 export const OURS_OPTION: readonly number[] = [

@@ -1,0 +1,196 @@
+/**
+ * What surrounds the peer sessions of one client shard: opening a session for a new peer
+ * (if the peer table admits it), connecting to the server when the reconnect schedule allows,
+ * and what a session's start and end leave behind (counters, the schedule, log lines).
+ */
+import {
+  CONNECTION_LOG_LIMIT,
+  formatAddress,
+  type LogSink,
+  oneLine,
+  RateLimitedLog,
+  resolveHostPort,
+  type SocketAddress,
+  shardShare,
+  type Tunnel,
+  type TunnelSocket,
+} from "fake-tcp-common";
+import type { ClientConfig } from "./cli.js";
+import {
+  newCounters,
+  PeerSession,
+  type ReplySocket,
+  type SessionContext,
+  type SessionCounters,
+} from "./peer-session.js";
+import type { PeerTable } from "./peer-table.js";
+import {
+  connectionOutcome,
+  RETRY_BURST,
+  RETRY_RATE_PER_SECOND,
+  ReconnectBackoff,
+} from "./reconnect-backoff.js";
+
+/** What {@link ShardSessions} works with. */
+export interface ShardSessionsOptions {
+  readonly config: ClientConfig;
+  /** This shard's stack. */
+  readonly tunnel: Tunnel;
+  readonly peers: PeerTable;
+  readonly handshakePacket: Buffer | undefined;
+  /** Shards of the client (the shard-wide retry meter is this shard's share). */
+  readonly shards: number;
+  readonly logger: LogSink;
+}
+
+export class ShardSessions implements SessionContext {
+  readonly totals: SessionCounters = newCounters();
+  readonly handshakePacket: Buffer | undefined;
+  private readonly counters = { opened: 0, closed: 0, failed: 0 };
+  private readonly backoff: ReconnectBackoff;
+  // Every line a UDP peer or the server can cause at will is rate-limited, with a summary of
+  // what was suppressed: connections opened and closed (a generous budget: they are the
+  // operator's record), and the rest (20 lines of each kind per 10 s).
+  private readonly connectionLog: RateLimitedLog;
+  private readonly peerLog: RateLimitedLog;
+  private readonly config: ClientConfig;
+  private readonly tunnel: Tunnel;
+  private readonly peers: PeerTable;
+  private readonly remoteName: string;
+
+  constructor(options: ShardSessionsOptions) {
+    const { config, shards, logger } = options;
+    this.config = config;
+    this.tunnel = options.tunnel;
+    this.peers = options.peers;
+    this.handshakePacket = options.handshakePacket;
+    this.remoteName = formatAddress(config.remote.host, config.remote.port);
+    this.connectionLog = new RateLimitedLog(logger, { limit: CONNECTION_LOG_LIMIT });
+    this.peerLog = new RateLimitedLog(logger);
+    this.backoff = new ReconnectBackoff({
+      maxPeers: shardShare(config.maxConnections, shards),
+      retryRatePerSecond: RETRY_RATE_PER_SECOND / shards,
+      retryBurst: shardShare(RETRY_BURST, shards),
+      now: Date.now(),
+      onDeferred: (peer, failures, waitMs) =>
+        this.peerLog.info({ peer, failures, waitMs }, "reconnect deferred"),
+    });
+  }
+
+  /**
+   * A session for a peer the table does not know, replying through `via`, or undefined when
+   * the table refuses the peer (counted there). `record` and `recordKey` as for `PeerSession`.
+   */
+  open(
+    peer: SocketAddress,
+    via: ReplySocket,
+    record?: Uint8Array,
+    recordKey?: number,
+  ): PeerSession | undefined {
+    const admission = this.peers.admit(Date.now());
+    if (admission !== "admitted") {
+      this.peerLog.info(
+        { peer: formatAddress(peer.address, peer.port), reason: admission },
+        "new peer refused",
+      );
+      return undefined;
+    }
+    const session = new PeerSession(peer, via, this, record, recordKey);
+    this.peers.add(session);
+    return session;
+  }
+
+  /** Tunnel -> UDP datagrams that a UDP socket refused (they were counted as sent). */
+  readonly udpRefused = (datagrams: number): void => {
+    this.totals.tunnelToUdp -= datagrams;
+    this.totals.udpErrors += datagrams;
+  };
+
+  /** A UDP socket's error (rare, but a peer can cause some). */
+  socketError(endpoint: string, err: unknown): void {
+    this.peerLog.warn({ endpoint, err: oneLine(err) }, "UDP socket error");
+  }
+
+  // SessionContext: what the sessions call.
+
+  async connect(): Promise<TunnelSocket> {
+    const targets = await resolveHostPort(this.config.remote, this.config.ipv4Only);
+    let lastError: unknown = new Error("no address to connect to");
+    // The first address of the server that completes a handshake.
+    for (const target of targets) {
+      try {
+        return await this.tunnel.connect(target);
+      } catch (err) {
+        lastError = err;
+      }
+    }
+    throw lastError;
+  }
+
+  connectDelay(session: PeerSession): number {
+    return this.backoff.permit(session.key, Date.now());
+  }
+
+  touch(session: PeerSession): void {
+    this.peers.touch(session);
+  }
+
+  opened(session: PeerSession, sock: TunnelSocket): void {
+    this.counters.opened++;
+    this.connectionLog.info(
+      {
+        peer: session.key,
+        local: formatAddress(sock.localAddress, sock.localPort),
+        remote: formatAddress(sock.remoteAddress, sock.remotePort),
+      },
+      "connection opened",
+    );
+  }
+
+  failed(session: PeerSession, err: unknown): void {
+    this.counters.failed++;
+    this.peerLog.warn(
+      { peer: session.key, remote: this.remoteName, err: oneLine(err) },
+      "connection failed",
+    );
+  }
+
+  closed(session: PeerSession, cause: string): void {
+    this.peers.forget(session);
+    const now = Date.now();
+    const established = session.establishedAt;
+    const openMs = established === undefined ? undefined : now - established;
+    this.backoff.ended(session.key, now, connectionOutcome(cause, openMs, session.fromServer));
+    const sock = session.socket;
+    if (!sock) return; // never opened: "connection failed" said it all
+    this.counters.closed++;
+    this.connectionLog.info(
+      {
+        peer: session.key,
+        local: formatAddress(sock.localAddress, sock.localPort),
+        remote: formatAddress(sock.remoteAddress, sock.remotePort),
+        cause,
+        seconds: Math.round((now - session.openedAt) / 1000),
+      },
+      "connection closed",
+    );
+  }
+
+  /** The counters for the shard's stats. */
+  stats(): Record<string, number> {
+    return {
+      connections: this.peers.size,
+      ...this.counters,
+      ...this.backoff.counters,
+      ...this.peers.refusals,
+      ...this.totals,
+    };
+  }
+
+  /** Resets every session (at stop) and logs what the rate limits suppressed until now. */
+  closeAll(): void {
+    this.peers.closeAll("local");
+    this.connectionLog.close();
+    this.peerLog.close();
+  }
+}
