@@ -324,8 +324,16 @@ gen_keys() {
   out=$(bounded 60 docker run --rm --network none --entrypoint sh "$rig_image" -c \
     'for side in client server; do k=$(wg genkey); echo "$k $(echo "$k" | wg pubkey)"; done') ||
     return 1
-  read -r RIG_WG_CLIENT_KEY RIG_WG_CLIENT_PUB RIG_WG_SERVER_KEY RIG_WG_SERVER_PUB <<<"$(echo $out)"
-  export RIG_WG_CLIENT_KEY RIG_WG_CLIENT_PUB RIG_WG_SERVER_KEY RIG_WG_SERVER_PUB
+  local client_key server_key
+  read -r client_key RIG_WG_CLIENT_PUB server_key RIG_WG_SERVER_PUB <<<"$(echo $out)"
+  # Private keys go to the containers as Compose secrets (files), never in the environment.
+  (
+    umask 077
+    printf '%s\n' "$client_key" >"$work/wg-client.key"
+    printf '%s\n' "$server_key" >"$work/wg-server.key"
+  )
+  export RIG_WG_CLIENT_KEY_FILE=$work/wg-client.key RIG_WG_SERVER_KEY_FILE=$work/wg-server.key
+  export RIG_WG_CLIENT_PUB RIG_WG_SERVER_PUB
   [ -n "$RIG_WG_SERVER_PUB" ]
 }
 require "WireGuard keys generated" gen_keys

@@ -17,8 +17,8 @@ import {
   startProgramShards,
 } from "fake-tcp-common";
 import type { ClientConfig } from "./cli.js";
+import { bindListenSockets } from "./listen-sockets.js";
 import { type ClientShardData, startClientShard } from "./shard.js";
-import { bindUdpEndpoints } from "./udp-endpoints.js";
 
 /** Options for {@link startClient} beyond the configuration (for tests). */
 export type StartClientOptions = LaunchOptions;
@@ -47,13 +47,13 @@ async function start(config: ClientConfig, context: ProgramContext): Promise<Run
   // Bound once here, exclusively (no SO_REUSEPORT), so that a port already in use is
   // reported before anything on the host changes; the shards bind their own sockets on the
   // same addresses when everything else is in place.
-  const probe = await bindUdpEndpoints(config.local);
-  const listen = probe.map((endpoint) => endpoint.address);
-  const listenNames = probe.map((endpoint) => endpoint.name);
+  const probe = await bindListenSockets(config.local);
+  const listen = probe.map((listener) => listener.address);
+  const listenNames = probe.map((listener) => listener.name);
   const closeProbe = (() => {
     let open = true;
     return () => {
-      if (open) for (const endpoint of probe) endpoint.socket.close();
+      if (open) for (const listener of probe) listener.socket.close();
       open = false;
     };
   })();

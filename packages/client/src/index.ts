@@ -4,7 +4,12 @@
  */
 export { CLIENT_PROGRAM, type ClientConfig, parseClientArgs } from "./cli.js";
 export { type StartClientOptions, startClient } from "./client.js";
+export {
+  bindAddresses,
+  bindListenSockets,
+  isWildcard,
+  type ListenSocket,
+} from "./listen-sockets.js";
 export { runClientMain } from "./main-logic.js";
 export { MAX_QUEUED_DATAGRAMS, PeerSession, type SessionContext } from "./peer-session.js";
 export { PeerTable } from "./peer-table.js";
-export { bindAddresses, bindUdpEndpoints, isWildcard, type UdpEndpoint } from "./udp-endpoints.js";

@@ -4,10 +4,18 @@
  * The session opens its connection on the first datagram, queueing a bounded number of
  * datagrams meanwhile so that the one that triggered it is not lost. Once open, the hot
  * path is synchronous in both directions and copies nothing: UDP -> `sock.send(view)`,
- * tunnel -> `via.sendTo(view, peer, record)` (which sends or copies it before returning).
+ * tunnel -> `via.sendTo(view, peer, record)` (which sends or copies it before returning, and
+ * counts it when it is written).
  */
 import type { Socket } from "node:dgram";
-import { formatAddress, type SocketAddress, type TunnelSocket } from "fake-tcp-common";
+import {
+  formatAddress,
+  type RelayCounters,
+  type RunCounting,
+  type SocketAddress,
+  sendToTunnel,
+  type TunnelSocket,
+} from "fake-tcp-common";
 
 /**
  * A local UDP socket that replies leave from: the one the peer last sent to, so that the
@@ -22,44 +30,21 @@ export interface ReplySocket {
   sendTo(datagram: Uint8Array, peer: SocketAddress, record: Uint8Array | undefined): void;
 }
 
-/** A {@link ReplySocket} over a node:dgram socket (asynchronous send, so it copies). */
-export function dgramReplySocket(socket: Socket): ReplySocket {
+/**
+ * A {@link ReplySocket} over a node:dgram socket (asynchronous send, so it copies); a datagram
+ * is counted as sent when node takes it.
+ */
+export function dgramReplySocket(socket: Socket, counting: RunCounting): ReplySocket {
   return {
-    sendTo: (datagram, peer) => socket.send(Buffer.from(datagram), peer.port, peer.address),
+    sendTo: (datagram, peer) => {
+      socket.send(Buffer.from(datagram), peer.port, peer.address);
+      counting.sent(1, datagram.byteLength);
+    },
   };
 }
 
 /** Datagrams held per peer while its connection is being set up. */
 export const MAX_QUEUED_DATAGRAMS = 64;
-
-/** Counters of one session and of all sessions together (plain numbers on the hot path). */
-export interface SessionCounters {
-  /** Datagrams from UDP peers sent into the tunnel. */
-  udpToTunnel: number;
-  /** Datagrams from the tunnel sent to UDP peers. */
-  tunnelToUdp: number;
-  /** Payload bytes of `udpToTunnel` and `tunnelToUdp`. */
-  udpToTunnelBytes: number;
-  tunnelToUdpBytes: number;
-  /** Datagrams dropped because the connection was not open and the queue was full. */
-  queueDrops: number;
-  /** Datagrams the stack refused (e.g. larger than the MTU). */
-  sendDrops: number;
-  /** Datagrams from the tunnel that the UDP socket refused (e.g. its buffer was full). */
-  udpErrors: number;
-}
-
-export function newCounters(): SessionCounters {
-  return {
-    udpToTunnel: 0,
-    tunnelToUdp: 0,
-    udpToTunnelBytes: 0,
-    tunnelToUdpBytes: 0,
-    queueDrops: 0,
-    sendDrops: 0,
-    udpErrors: 0,
-  };
-}
 
 /** What a session needs from the client around it. */
 export interface SessionContext {
@@ -76,7 +61,7 @@ export interface SessionContext {
   /** The handshake packet to send first on every connection, if any. */
   readonly handshakePacket: Buffer | undefined;
   /** Totals over all sessions. */
-  readonly totals: SessionCounters;
+  readonly totals: RelayCounters;
   /** Called on tunnel->UDP traffic so that the table keeps an active session fresh. */
   touch(session: PeerSession): void;
   opened(session: PeerSession, sock: TunnelSocket): void;
@@ -110,7 +95,7 @@ export class PeerSession {
   fromServer = 0;
   private state: State = "waiting";
   private sock: TunnelSocket | undefined;
-  private queue: Buffer[] = [];
+  private pending: Buffer[] = [];
   private waitTimer: NodeJS.Timeout | undefined;
   /** The local socket the peer last sent to; replies leave from it. */
   private via: ReplySocket;
@@ -157,14 +142,10 @@ export class PeerSession {
   fromPeer(datagram: Uint8Array, via: ReplySocket): void {
     this.via = via;
     const totals = this.context.totals;
-    if (this.state === "open") {
-      if (this.sock!.send(datagram)) {
-        totals.udpToTunnel++;
-        totals.udpToTunnelBytes += datagram.byteLength;
-      } else totals.sendDrops++;
-    } else if (this.state !== "closed" && this.queue.length < MAX_QUEUED_DATAGRAMS) {
+    if (this.state === "open") sendToTunnel(this.sock!, datagram, totals);
+    else if (this.state !== "closed" && this.pending.length < MAX_QUEUED_DATAGRAMS) {
       // Only until the connection opens: keeping the datagram past this call needs a copy.
-      this.queue.push(Buffer.from(datagram));
+      this.pending.push(Buffer.from(datagram));
     } else {
       totals.queueDrops++;
     }
@@ -184,8 +165,8 @@ export class PeerSession {
     this.state = "closed";
     if (this.waitTimer !== undefined) clearTimeout(this.waitTimer);
     this.waitTimer = undefined;
-    this.context.totals.queueDrops += this.queue.length;
-    this.queue = [];
+    this.context.totals.queueDrops += this.pending.length;
+    this.pending = [];
     this.context.closed(this, cause);
   }
 
@@ -231,22 +212,15 @@ export class PeerSession {
     sock.onDatagram((view) => {
       this.via.sendTo(view, this.peer, this.record);
       this.fromServer++;
-      totals.tunnelToUdp++;
-      totals.tunnelToUdpBytes += view.byteLength;
       this.context.touch(this);
     });
     sock.once("close", (info) => this.finish(info.cause));
     this.context.opened(this, sock);
     if (this.context.handshakePacket) sock.send(this.context.handshakePacket);
-    const queued = this.queue;
-    this.queue = [];
+    const queued = this.pending;
+    this.pending = [];
     let i = 0;
-    for (; i < queued.length && this.state === "open"; i++) {
-      if (sock.send(queued[i])) {
-        totals.udpToTunnel++;
-        totals.udpToTunnelBytes += queued[i].byteLength;
-      } else totals.sendDrops++;
-    }
+    for (; i < queued.length && this.state === "open"; i++) sendToTunnel(sock, queued[i], totals);
     // Closed while sending what was queued: the rest was never sent.
     totals.queueDrops += queued.length - i;
   }

@@ -4,25 +4,23 @@
  * and what a session's start and end leave behind (counters, the schedule, log lines).
  */
 import {
-  CONNECTION_LOG_LIMIT,
+  ConnectionLog,
   formatAddress,
   type LogSink,
+  newRelayCounters,
   oneLine,
   RateLimitedLog,
+  type RelayCounters,
+  relayStats,
   resolveHostPort,
   type SocketAddress,
   shardShare,
   type Tunnel,
   type TunnelSocket,
+  udpCounting,
 } from "fake-tcp-common";
 import type { ClientConfig } from "./cli.js";
-import {
-  newCounters,
-  PeerSession,
-  type ReplySocket,
-  type SessionContext,
-  type SessionCounters,
-} from "./peer-session.js";
+import { PeerSession, type ReplySocket, type SessionContext } from "./peer-session.js";
 import type { PeerTable } from "./peer-table.js";
 import {
   connectionOutcome,
@@ -44,14 +42,14 @@ export interface ShardSessionsOptions {
 }
 
 export class ShardSessions implements SessionContext {
-  readonly totals: SessionCounters = newCounters();
+  readonly totals: RelayCounters = newRelayCounters();
   readonly handshakePacket: Buffer | undefined;
   private readonly counters = { opened: 0, closed: 0, failed: 0 };
   private readonly backoff: ReconnectBackoff;
   // Every line a UDP peer or the server can cause at will is rate-limited, with a summary of
   // what was suppressed: connections opened and closed (a generous budget: they are the
   // operator's record), and the rest (20 lines of each kind per 10 s).
-  private readonly connectionLog: RateLimitedLog;
+  private readonly connectionLog: ConnectionLog;
   private readonly peerLog: RateLimitedLog;
   private readonly config: ClientConfig;
   private readonly tunnel: Tunnel;
@@ -65,7 +63,7 @@ export class ShardSessions implements SessionContext {
     this.peers = options.peers;
     this.handshakePacket = options.handshakePacket;
     this.remoteName = formatAddress(config.remote.host, config.remote.port);
-    this.connectionLog = new RateLimitedLog(logger, { limit: CONNECTION_LOG_LIMIT });
+    this.connectionLog = new ConnectionLog(logger);
     this.peerLog = new RateLimitedLog(logger);
     this.backoff = new ReconnectBackoff({
       maxPeers: shardShare(config.maxConnections, shards),
@@ -100,15 +98,12 @@ export class ShardSessions implements SessionContext {
     return session;
   }
 
-  /** Tunnel -> UDP datagrams that a UDP socket refused (they were counted as sent). */
-  readonly udpRefused = (datagrams: number): void => {
-    this.totals.tunnelToUdp -= datagrams;
-    this.totals.udpErrors += datagrams;
-  };
+  /** Counts tunnel -> UDP datagrams when a UDP socket sends or refuses them. */
+  readonly udpCounting = udpCounting(this.totals);
 
   /** A UDP socket's error (rare, but a peer can cause some). */
-  socketError(endpoint: string, err: unknown): void {
-    this.peerLog.warn({ endpoint, err: oneLine(err) }, "UDP socket error");
+  socketError(socket: string, err: unknown): void {
+    this.peerLog.warn({ endpoint: socket, err: oneLine(err) }, "UDP socket error");
   }
 
   // SessionContext: what the sessions call.
@@ -137,14 +132,7 @@ export class ShardSessions implements SessionContext {
 
   opened(session: PeerSession, sock: TunnelSocket): void {
     this.counters.opened++;
-    this.connectionLog.info(
-      {
-        peer: session.key,
-        local: formatAddress(sock.localAddress, sock.localPort),
-        remote: formatAddress(sock.remoteAddress, sock.remotePort),
-      },
-      "connection opened",
-    );
+    this.connectionLog.opened(ends(session, sock));
   }
 
   failed(session: PeerSession, err: unknown): void {
@@ -164,27 +152,16 @@ export class ShardSessions implements SessionContext {
     const sock = session.socket;
     if (!sock) return; // never opened: "connection failed" said it all
     this.counters.closed++;
-    this.connectionLog.info(
-      {
-        peer: session.key,
-        local: formatAddress(sock.localAddress, sock.localPort),
-        remote: formatAddress(sock.remoteAddress, sock.remotePort),
-        cause,
-        seconds: Math.round((now - session.openedAt) / 1000),
-      },
-      "connection closed",
-    );
+    this.connectionLog.closed(ends(session, sock), cause, session.openedAt, now);
   }
 
-  /** The counters for the shard's stats. */
-  stats(): Record<string, number> {
-    return {
-      connections: this.peers.size,
-      ...this.counters,
-      ...this.backoff.counters,
-      ...this.peers.refusals,
-      ...this.totals,
-    };
+  /** The shard's stats; `truncated`: datagrams its UDP sockets cut off (see `relayStats`). */
+  stats(truncated: number): Record<string, number> {
+    return relayStats(
+      [{ connections: this.peers.size }, this.counters, this.backoff.counters, this.peers.refusals],
+      this.totals,
+      truncated,
+    );
   }
 
   /** Resets every session (at stop) and logs what the rate limits suppressed until now. */
@@ -193,4 +170,9 @@ export class ShardSessions implements SessionContext {
     this.connectionLog.close();
     this.peerLog.close();
   }
+}
+
+/** A session's connection in the log: the UDP peer, and the server it is connected to. */
+function ends(session: PeerSession, sock: TunnelSocket) {
+  return { peer: session.key, sock, remote: formatAddress(sock.remoteAddress, sock.remotePort) };
 }

@@ -7,6 +7,7 @@
  */
 import {
   formatAddress,
+  type RunCounting,
   type RunningShard,
   type ShardContext,
   type ShardPosition,
@@ -18,15 +19,15 @@ import {
 } from "fake-tcp-common";
 import type { UdpBatch, UdpBatchSocket } from "fake-tcp-tun/udp";
 import type { ClientConfig } from "./cli.js";
+import {
+  type BatchListenSocket,
+  bindBatchUdpAddresses,
+  bindUdpAddresses,
+  type ListenSocket,
+} from "./listen-sockets.js";
 import { dgramReplySocket, type ReplySocket } from "./peer-session.js";
 import { PeerTable } from "./peer-table.js";
 import { ShardSessions } from "./shard-sessions.js";
-import {
-  type BatchEndpoint,
-  bindBatchUdpAddresses,
-  bindUdpAddresses,
-  type UdpEndpoint,
-} from "./udp-endpoints.js";
 
 /** What the main thread hands a shard (structured-clonable). */
 export interface ClientShardData {
@@ -42,9 +43,9 @@ export interface ClientShardData {
 /** A shard's UDP sockets on `--local`. */
 interface ShardSockets {
   /** Batched sockets (recvmmsg/sendmmsg), one per address. */
-  readonly batched: BatchEndpoint[];
+  readonly batched: BatchListenSocket[];
   /** node:dgram sockets of link-local addresses (shard 0 only). */
-  readonly zoned: UdpEndpoint[];
+  readonly zoned: ListenSocket[];
   close(): void;
 }
 
@@ -63,12 +64,12 @@ async function bindShardSockets(data: ClientShardData): Promise<ShardSockets> {
     data.shard.count > 1,
     data.config.mtu,
   );
-  let zoned: UdpEndpoint[] = [];
+  let zoned: ListenSocket[] = [];
   if (data.shard.index === 0) {
     try {
       zoned = await bindUdpAddresses(data.listen.filter(isZoned));
     } catch (err) {
-      for (const endpoint of batched) endpoint.socket.close();
+      for (const listener of batched) listener.socket.close();
       throw err;
     }
   }
@@ -76,8 +77,8 @@ async function bindShardSockets(data: ClientShardData): Promise<ShardSockets> {
     batched,
     zoned,
     close: () => {
-      for (const endpoint of batched) endpoint.socket.close();
-      for (const endpoint of zoned) endpoint.socket.close();
+      for (const listener of batched) listener.socket.close();
+      for (const listener of zoned) listener.socket.close();
     },
   };
 }
@@ -89,9 +90,9 @@ async function bindShardSockets(data: ClientShardData): Promise<ShardSockets> {
 function batchReplySocket(
   socket: UdpBatchSocket,
   runs: UdpRunWriter,
-  refused: (datagrams: number) => void,
+  counting: RunCounting,
 ): ReplySocket {
-  return { sendTo: (datagram, _peer, record) => runs.send(socket, datagram, record, refused) };
+  return { sendTo: (datagram, _peer, record) => runs.send(socket, datagram, record, counting) };
 }
 
 /** Starts a client shard. Rejects with a `UsageError` when its UDP sockets cannot be bound. */
@@ -127,11 +128,16 @@ export async function startClientShard(
     logger,
   });
 
-  // UDP -> tunnel, per received batch: each datagram to its peer's session, a new peer's
-  // session opened on its first datagram. Replies leave from the socket the peer sent to.
+  // Tunnel -> UDP: each session sends its datagrams to its peer through the run writer;
+  // the runs are written at the end of each batch the tunnel received.
   const runs = new UdpRunWriter();
+  tunnel.onReceiveEnd(() => runs.flush());
+
+  // UDP -> tunnel, per received batch: each datagram to its peer's session, a new peer's
+  // session opened on its first datagram; the stack's run is written at the end of the batch.
+  // Replies leave from the socket the peer sent to.
   for (const { socket } of sockets.batched) {
-    const via = batchReplySocket(socket, runs, sessions.udpRefused);
+    const via = batchReplySocket(socket, runs, sessions.udpCounting);
     socket.onReceive((batch: UdpBatch) => {
       for (let i = 0; i < batch.count; i++) {
         const session =
@@ -146,10 +152,11 @@ export async function startClientShard(
         const start = batch.start(i);
         session.fromPeer(batch.buffer.subarray(start, start + batch.length(i)), via);
       }
+      tunnel.flush();
     });
   }
   for (const { socket, name } of sockets.zoned) {
-    const via = dgramReplySocket(socket);
+    const via = dgramReplySocket(socket, sessions.udpCounting);
     socket.on("message", (datagram, rinfo) => {
       const session =
         peers.get(formatAddress(rinfo.address, rinfo.port)) ??
@@ -158,6 +165,7 @@ export async function startClientShard(
           via,
         );
       session?.fromPeer(datagram, via);
+      tunnel.flush();
     });
     socket.on("error", (err) => sessions.socketError(name, err));
   }
@@ -168,8 +176,7 @@ export async function startClientShard(
       // the stack refuses.
       let truncated = 0;
       for (const { socket } of sockets.batched) truncated += socket.stats().truncated;
-      const counters = sessions.stats();
-      return { ...counters, sendDrops: counters.sendDrops + truncated, stack: tunnel.stats() };
+      return { ...sessions.stats(truncated), stack: tunnel.stats() };
     },
     stop: async () => {
       // Every connection is reset (RST through this shard's queue) before the queue closes.

@@ -6,45 +6,20 @@
  * `TunnelSocket`.
  */
 import { createSocket, type Socket } from "node:dgram";
-import type { TunnelSocket } from "fake-tcp-common";
+import { newRelayCounters, type TunnelSocket } from "fake-tcp-common";
+import { RecordingSocket } from "fake-tcp-common/testing";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import {
   dgramReplySocket,
   MAX_QUEUED_DATAGRAMS,
-  newCounters,
   PeerSession,
   type SessionContext,
 } from "../src/peer-session.js";
 import { EVICTABLE_IDLE_MS, PeerTable } from "../src/peer-table.js";
 
-class RecordingSocket implements TunnelSocket {
-  readonly localAddress = "192.168.200.2";
-  readonly localPort = 40000;
-  readonly remoteAddress = "10.0.0.2";
-  readonly remotePort = 4567;
-  sent: string[] = [];
-  closed = false;
-  datagramHandler: ((view: Uint8Array) => void) | undefined;
-  closeHandler: ((cause: string) => void) | undefined;
-  send(datagram: Uint8Array): boolean {
-    this.sent.push(Buffer.from(datagram).toString());
-    return true;
-  }
-  onDatagram(handler: (view: Uint8Array) => void): void {
-    this.datagramHandler = handler;
-  }
-  once(_event: "close", handler: (info: { cause: string }) => void): this {
-    this.closeHandler = (cause) => handler({ cause });
-    return this;
-  }
-  close(): void {
-    this.closed = true;
-  }
-  /** The stack ending the connection (an RST from the server): `close` goes to whoever listens. */
-  endByPeer(cause: string): void {
-    this.closed = true;
-    this.closeHandler?.(cause);
-  }
+/** Replies through `udp`; what they count is tested with the run writer and the shard. */
+function replyVia(udp: Socket) {
+  return dgramReplySocket(udp, { sent: () => {}, refused: () => {} });
 }
 
 function deferred<T>() {
@@ -63,7 +38,7 @@ function context(connect: () => Promise<TunnelSocket>, handshake?: string) {
     connect,
     connectDelay: () => 0,
     handshakePacket: handshake === undefined ? undefined : Buffer.from(handshake),
-    totals: newCounters(),
+    totals: newRelayCounters(),
     touch: () => events.push("touch"),
     opened: () => events.push("opened"),
     failed: () => events.push("failed"),
@@ -94,9 +69,9 @@ describe("PeerSession", () => {
     const pending = deferred<TunnelSocket>();
     const { ctx, events } = context(() => pending.promise, "HELLO");
     const peer = { address: "127.0.0.1", port: receiverPort, family: 4 as const };
-    const session = new PeerSession(peer, dgramReplySocket(udp), ctx);
+    const session = new PeerSession(peer, replyVia(udp), ctx);
     for (let i = 0; i < MAX_QUEUED_DATAGRAMS + 3; i++)
-      session.fromPeer(Buffer.from(`d${i}`), dgramReplySocket(udp));
+      session.fromPeer(Buffer.from(`d${i}`), replyVia(udp));
     expect(ctx.totals.queueDrops).toBe(3);
     const sock = new RecordingSocket();
     pending.resolve(sock);
@@ -107,7 +82,7 @@ describe("PeerSession", () => {
     expect(sock.sent.slice(1)).toEqual(
       Array.from({ length: MAX_QUEUED_DATAGRAMS }, (_, i) => `d${i}`),
     );
-    session.fromPeer(Buffer.from("later"), dgramReplySocket(udp));
+    session.fromPeer(Buffer.from("later"), replyVia(udp));
     expect(sock.sent.at(-1)).toBe("later");
     expect(ctx.totals.udpToTunnel).toBe(MAX_QUEUED_DATAGRAMS + 1);
 
@@ -130,7 +105,7 @@ describe("PeerSession", () => {
   it("copies a datagram it must queue: the receive batch is reused after the call", async () => {
     const pending = deferred<TunnelSocket>();
     const { ctx } = context(() => pending.promise);
-    const endpoint = dgramReplySocket(udp);
+    const endpoint = replyVia(udp);
     const session = new PeerSession({ address: "127.0.0.1", port: 9, family: 4 }, endpoint, ctx);
     const batch = Buffer.from("first");
     session.fromPeer(batch.subarray(0, 5), endpoint);
@@ -147,10 +122,10 @@ describe("PeerSession", () => {
     const { ctx, events } = context(() => Promise.reject(new Error("no answer")));
     const session = new PeerSession(
       { address: "127.0.0.1", port: 9, family: 4 },
-      dgramReplySocket(udp),
+      replyVia(udp),
       ctx,
     );
-    session.fromPeer(Buffer.from("x"), dgramReplySocket(udp));
+    session.fromPeer(Buffer.from("x"), replyVia(udp));
     await new Promise((r) => setTimeout(r, 0));
     expect(events).toEqual(["failed", "closed:connect-failed"]);
     expect(ctx.totals.queueDrops).toBe(1);
@@ -161,7 +136,7 @@ describe("PeerSession", () => {
     const { ctx } = context(() => pending.promise);
     const session = new PeerSession(
       { address: "127.0.0.1", port: 9, family: 4 },
-      dgramReplySocket(udp),
+      replyVia(udp),
       ctx,
     );
     session.close("local");
@@ -181,10 +156,10 @@ describe("PeerSession", () => {
     const { ctx, events } = context(() => pending.promise);
     const session = new PeerSession(
       { address: "127.0.0.1", port: 9, family: 4 },
-      dgramReplySocket(udp),
+      replyVia(udp),
       ctx,
     );
-    session.fromPeer(Buffer.from("queued"), dgramReplySocket(udp));
+    session.fromPeer(Buffer.from("queued"), replyVia(udp));
     const sock = new RecordingSocket();
     // The handshake completes and, in the same batch of packets, the server resets: the
     // close event fires before the session's turn to attach its listener.
@@ -197,7 +172,7 @@ describe("PeerSession", () => {
     expect(sock.sent).toEqual([]);
     expect(ctx.totals.queueDrops).toBe(1);
     // Later datagrams are dropped and counted, not sent on the dead connection.
-    session.fromPeer(Buffer.from("late"), dgramReplySocket(udp));
+    session.fromPeer(Buffer.from("late"), replyVia(udp));
     expect(ctx.totals.queueDrops).toBe(2);
   });
 
@@ -206,10 +181,10 @@ describe("PeerSession", () => {
     const { ctx, events } = context(() => pending.promise);
     const session = new PeerSession(
       { address: "127.0.0.1", port: 9, family: 4 },
-      dgramReplySocket(udp),
+      replyVia(udp),
       ctx,
     );
-    for (let i = 0; i < 5; i++) session.fromPeer(Buffer.from(`d${i}`), dgramReplySocket(udp));
+    for (let i = 0; i < 5; i++) session.fromPeer(Buffer.from(`d${i}`), replyVia(udp));
     const sock = new RecordingSocket();
     let sends = 0;
     sock.send = (datagram) => {
@@ -241,11 +216,11 @@ describe("PeerSession", () => {
       ctx.connectDelay = () => delays.shift()!;
       const session = new PeerSession(
         { address: "127.0.0.1", port: 9, family: 4 },
-        dgramReplySocket(udp),
+        replyVia(udp),
         ctx,
       );
       expect(session.isWaiting).toBe(true);
-      session.fromPeer(Buffer.from("early"), dgramReplySocket(udp));
+      session.fromPeer(Buffer.from("early"), replyVia(udp));
       await vi.advanceTimersByTimeAsync(299);
       expect(connects).toBe(0);
       // The first wait ends, the context asks for 200 ms more.
@@ -271,10 +246,10 @@ describe("PeerSession", () => {
       ctx.connectDelay = () => 1_000;
       const session = new PeerSession(
         { address: "127.0.0.1", port: 9, family: 4 },
-        dgramReplySocket(udp),
+        replyVia(udp),
         ctx,
       );
-      session.fromPeer(Buffer.from("x"), dgramReplySocket(udp));
+      session.fromPeer(Buffer.from("x"), replyVia(udp));
       session.close("evicted");
       expect(vi.getTimerCount()).toBe(0);
       await vi.advanceTimersByTimeAsync(5_000);
@@ -310,11 +285,7 @@ describe("PeerTable", () => {
       events.push(`${s.key}:${cause}`);
       table.forget(s);
     };
-    const session = new PeerSession(
-      { address: "127.0.0.1", port, family: 4 },
-      dgramReplySocket(udp),
-      ctx,
-    );
+    const session = new PeerSession({ address: "127.0.0.1", port, family: 4 }, replyVia(udp), ctx);
     table.add(session);
     // The connection opens a few promise reactions later (setImmediate: not faked below).
     await new Promise((r) => setImmediate(r));
@@ -386,7 +357,7 @@ describe("PeerTable admission of new peers", () => {
   function pendingSession(port: number, events: string[]) {
     const { ctx } = context(() => new Promise<TunnelSocket>(() => {}));
     ctx.closed = (s, cause) => events.push(`${s.key}:${cause}`);
-    return new PeerSession({ address: "10.1.0.1", port, family: 4 }, dgramReplySocket(udp), ctx);
+    return new PeerSession({ address: "10.1.0.1", port, family: 4 }, replyVia(udp), ctx);
   }
 
   it("admits at most the new-peer rate, and at most the burst at once", () => {

@@ -4,15 +4,10 @@
  * by name when another peer holds the key, never a closed or forgotten session. And the
  * reply target a session keeps: its socket, address and record.
  */
-import type { TunnelSocket } from "fake-tcp-common";
+import { newRelayCounters, type TunnelSocket } from "fake-tcp-common";
 import { ADDRESS_RECORD_BYTES, encodeUdpAddress, UdpBatch } from "fake-tcp-tun/udp";
 import { afterEach, describe, expect, it } from "vitest";
-import {
-  newCounters,
-  PeerSession,
-  type ReplySocket,
-  type SessionContext,
-} from "../src/peer-session.js";
+import { PeerSession, type ReplySocket, type SessionContext } from "../src/peer-session.js";
 import { PeerTable } from "../src/peer-table.js";
 
 /** A batch of one-byte datagrams from the given source records. */
@@ -45,7 +40,7 @@ const never: SessionContext = {
   connect: () => new Promise<TunnelSocket>(() => {}),
   connectDelay: () => 0,
   handshakePacket: undefined,
-  totals: newCounters(),
+  totals: newRelayCounters(),
   touch: () => {},
   opened: () => {},
   failed: () => {},

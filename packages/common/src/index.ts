@@ -11,6 +11,7 @@ export * from "./nft.js";
 export * from "./options.js";
 export * from "./program.js";
 export * from "./rate-limited-log.js";
+export * from "./relay-kit.js";
 export * from "./resolve.js";
 export * from "./run-command.js";
 export * from "./shards.js";

@@ -1,7 +1,7 @@
 /**
- * The view the programs have of one fake-TCP connection. The stack's socket is adapted to it
- * in `tunnel.ts`, the one module that knows the stack's and the TUN library's API; the rest of
- * the program code (and its unit tests) depends only on this.
+ * The view the programs have of one fake-TCP connection. The stack's socket satisfies it
+ * (`tunnel.ts` hands it out); the relays of both programs (and their unit tests) depend only
+ * on this, not on the stack.
  */
 
 /** Why a connection closed, as the stack reports it, or one of the programs' own causes. */

@@ -24,6 +24,16 @@ export interface Tunnel {
   connect(target: SocketAddress): Promise<TunnelSocket>;
   /** Listens on `port` and calls `onConnection` for every accepted connection (server). */
   listen(port: number, onConnection: (sock: TunnelSocket) => void): void;
+  /**
+   * Writes the datagrams held in the stack's run. Called at the end of each batch of
+   * datagrams sent into the tunnel.
+   */
+  flush(): void;
+  /**
+   * Calls `handler` after each batch of packets the tunnel received has been handled (its
+   * datagrams delivered): the end of a batch in the tunnel -> UDP direction.
+   */
+  onReceiveEnd(handler: () => void): void;
   /** The stack's counters. */
   stats(): Record<string, unknown>;
   /** Closes every connection (RST), the stack and its queue. Idempotent. */
@@ -165,6 +175,8 @@ export function startTunnel(fd: number, config: CommonConfig, options: StartTunn
         if (!closed) options.fatal(err);
       });
     },
+    flush: () => stack.flush(),
+    onReceiveEnd: (handler) => stack.onReceiveEnd(handler),
     stats: () => stack.stats() as unknown as Record<string, unknown>,
     close: () => {
       if (closed) return;

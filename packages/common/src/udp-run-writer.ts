@@ -6,7 +6,9 @@
  * datagram; the peer sees exactly the datagrams single sends would have made.
  *
  * One writer serves a whole thread (its staging buffer is 64 KiB, not per connection). A run
- * is written at the end of the current task, or as soon as the next datagram cannot join it.
+ * is written when the owner calls {@link UdpRunWriter.flush} (the programs do at the end of each
+ * batch the tunnel delivers), as soon as the next datagram cannot join it, and at the latest
+ * at the end of the current task (a safety net). Datagrams are counted when they are written.
  */
 import { RunBuffer } from "fake-tcp";
 import { UDP_MAX_SEGMENTED_BYTES, UDP_MAX_SEGMENTS } from "fake-tcp-tun/udp";
@@ -23,8 +25,14 @@ export interface RunSocket {
   ): boolean;
 }
 
-/** Called with the number of datagrams of a run the socket refused. */
-export type RunDropHandler = (datagrams: number) => void;
+/**
+ * Hears, when a run is written, how many of its datagrams (and payload bytes) the socket sent
+ * or refused.
+ */
+export interface RunCounting {
+  sent(datagrams: number, bytes: number): void;
+  refused(datagrams: number): void;
+}
 
 export class UdpRunWriter {
   private readonly run = new RunBuffer(UDP_MAX_SEGMENTED_BYTES, UDP_MAX_SEGMENTS, () =>
@@ -32,18 +40,18 @@ export class UdpRunWriter {
   );
   private socket: RunSocket | null = null;
   private record: Uint8Array | undefined = undefined;
-  private onDrop: RunDropHandler | null = null;
+  private counting: RunCounting | null = null;
 
   /**
    * Queues `datagram` (copied: the caller may reuse it on return) for `socket`, to the
    * address record `record` (the first record of the array; omit on a connected socket).
-   * `onDrop` hears of datagrams the socket refuses when the run is written.
+   * `counting` hears of the datagram when it is written.
    */
   send(
     socket: RunSocket,
     datagram: Uint8Array,
     record: Uint8Array | undefined,
-    onDrop: RunDropHandler,
+    counting: RunCounting,
   ): void {
     const len = datagram.length;
     const run = this.run;
@@ -51,13 +59,14 @@ export class UdpRunWriter {
       this.flush();
     if (len === 0 || len > UDP_MAX_SEGMENTED_BYTES) {
       // Cannot be a segment (empty, or larger than any datagram the tunnel carries): as is.
-      if (!socket.send(datagram, 0, len, record)) onDrop(1);
+      if (socket.send(datagram, 0, len, record)) counting.sent(1, len);
+      else counting.refused(1);
       return;
     }
     if (run.count === 0) {
       this.socket = socket;
       this.record = record;
-      this.onDrop = onDrop;
+      this.counting = counting;
     }
     run.push(datagram);
   }
@@ -68,17 +77,18 @@ export class UdpRunWriter {
     const count = run.count;
     if (count === 0) return;
     const socket = this.socket!;
-    const onDrop = this.onDrop!;
+    const counting = this.counting!;
     const record = this.record;
     const segmentSize = run.segmentSize;
     const payload = run.take();
     this.socket = null;
     this.record = undefined;
-    this.onDrop = null;
+    this.counting = null;
     const ok =
       count === 1
         ? socket.send(payload, 0, payload.length, record)
         : socket.sendSegmented(payload, 0, payload.length, segmentSize, record);
-    if (!ok) onDrop(count);
+    if (ok) counting.sent(count, payload.length);
+    else counting.refused(count);
   }
 }

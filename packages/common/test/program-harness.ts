@@ -57,12 +57,15 @@ export class RunningProgram {
   private waiters: { test: (l: Record<string, unknown>) => boolean; resolve: () => void }[] = [];
   readonly exited: Promise<number | null>;
 
-  /** `wrapper` runs before node inside the namespace (e.g. setpriv dropping capabilities). */
+  /**
+   * `wrapper` runs before node inside the namespace (e.g. setpriv dropping capabilities);
+   * `bin` runs that executable instead of the built entry point (an installed package).
+   */
   constructor(
     ns: Netns,
     program: "client" | "server",
     args: string[],
-    options: { wrapper?: string[] } = {},
+    options: { wrapper?: string[]; bin?: string } = {},
   ) {
     this.child = trackProcess(
       spawn(
@@ -72,8 +75,7 @@ export class RunningProgram {
           "exec",
           ns.name,
           ...(options.wrapper ?? []),
-          process.execPath,
-          programPath(program),
+          ...(options.bin ? [options.bin] : [process.execPath, programPath(program)]),
           ...args,
         ],
         { stdio: ["ignore", "pipe", "pipe"], env: { PATH: process.env.PATH } },

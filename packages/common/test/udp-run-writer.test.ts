@@ -5,7 +5,7 @@
  */
 import { UDP_MAX_SEGMENTED_BYTES, UDP_MAX_SEGMENTS } from "fake-tcp-tun/udp";
 import { describe, expect, it } from "vitest";
-import { type RunSocket, UdpRunWriter } from "../src/udp-run-writer.js";
+import { type RunCounting, type RunSocket, UdpRunWriter } from "../src/udp-run-writer.js";
 
 interface Sent {
   datagrams: string[];
@@ -13,7 +13,7 @@ interface Sent {
   record: Uint8Array | undefined;
 }
 
-class RecordingSocket implements RunSocket {
+class RecordingRunSocket implements RunSocket {
   readonly sent: Sent[] = [];
   refuse = false;
   send(buffer: Uint8Array, offset: number, length: number, record?: Uint8Array): boolean {
@@ -41,13 +41,16 @@ class RecordingSocket implements RunSocket {
   }
 }
 
-const noDrops = (n: number): void => {
-  throw new Error(`unexpected drop of ${n}`);
+const noDrops: RunCounting = {
+  sent: () => {},
+  refused: (n) => {
+    throw new Error(`unexpected drop of ${n}`);
+  },
 };
 
 describe("UdpRunWriter", () => {
   it("sends a run of equal datagrams (and a shorter last one) in one segmented send, at the end of the task", async () => {
-    const socket = new RecordingSocket();
+    const socket = new RecordingRunSocket();
     const writer = new UdpRunWriter();
     const record = new Uint8Array(32);
     for (const d of ["aaaa", "bbbb", "cccc", "dd"])
@@ -60,8 +63,8 @@ describe("UdpRunWriter", () => {
   });
 
   it("ends a run at another destination, another socket, a longer datagram or after a short one", () => {
-    const s1 = new RecordingSocket();
-    const s2 = new RecordingSocket();
+    const s1 = new RecordingRunSocket();
+    const s2 = new RecordingRunSocket();
     const writer = new UdpRunWriter();
     const r1 = new Uint8Array(32);
     const r2 = new Uint8Array(32);
@@ -79,7 +82,7 @@ describe("UdpRunWriter", () => {
   });
 
   it("copies the caller's bytes, so a reused view does not change what is sent", () => {
-    const socket = new RecordingSocket();
+    const socket = new RecordingRunSocket();
     const writer = new UdpRunWriter();
     const view = Buffer.from("first");
     writer.send(socket, view, undefined, noDrops);
@@ -90,7 +93,7 @@ describe("UdpRunWriter", () => {
   });
 
   it("keeps runs within the segment and byte limits of one send", () => {
-    const socket = new RecordingSocket();
+    const socket = new RecordingRunSocket();
     const writer = new UdpRunWriter();
     for (let i = 0; i < UDP_MAX_SEGMENTS + 1; i++)
       writer.send(socket, Buffer.alloc(10, 65), undefined, noDrops);
@@ -101,20 +104,40 @@ describe("UdpRunWriter", () => {
     expect(socket.sent.map((s) => s.datagrams.length)).toEqual([UDP_MAX_SEGMENTS, 1, 1, 1]);
   });
 
-  it("reports every datagram of a refused run to that run's drop handler", () => {
-    const socket = new RecordingSocket();
+  it("reports every datagram of a refused run to that run's counting, when it is written", () => {
+    const socket = new RecordingRunSocket();
     socket.refuse = true;
     const writer = new UdpRunWriter();
     const drops: number[] = [];
-    for (let i = 0; i < 3; i++)
-      writer.send(socket, Buffer.from("x"), undefined, (n) => drops.push(n));
-    writer.send(socket, Buffer.from("longer"), undefined, (n) => drops.push(10 * n));
+    const sent: number[] = [];
+    const counting = (scale: number): RunCounting => ({
+      sent: (n) => sent.push(scale * n),
+      refused: (n) => drops.push(scale * n),
+    });
+    for (let i = 0; i < 3; i++) writer.send(socket, Buffer.from("x"), undefined, counting(1));
+    expect(drops).toEqual([]);
+    writer.send(socket, Buffer.from("longer"), undefined, counting(10));
+    expect(drops).toEqual([3]);
     writer.flush();
     expect(drops).toEqual([3, 10]);
+    expect(sent).toEqual([]);
+  });
+
+  it("counts datagrams as sent when their run is written, not when it takes them", () => {
+    const socket = new RecordingRunSocket();
+    const writer = new UdpRunWriter();
+    const sent: number[] = [];
+    const counting: RunCounting = { sent: (n) => sent.push(n), refused: noDrops.refused };
+    for (const d of ["aa", "bb", "cc"]) writer.send(socket, Buffer.from(d), undefined, counting);
+    expect(sent).toEqual([]);
+    writer.flush();
+    expect(sent).toEqual([3]);
+    writer.send(socket, Buffer.alloc(0), undefined, counting); // written on its own, now
+    expect(sent).toEqual([3, 1]);
   });
 
   it("sends an empty datagram on its own, never as a segment size of 0", () => {
-    const socket = new RecordingSocket();
+    const socket = new RecordingRunSocket();
     const writer = new UdpRunWriter();
     writer.send(socket, Buffer.alloc(0), undefined, noDrops);
     writer.flush();

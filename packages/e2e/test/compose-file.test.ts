@@ -94,12 +94,15 @@ describe("docker/compose.yaml", () => {
         name,
         env: [],
       });
-      // The programs' containers also switch to their user at start (SETUID, SETGID).
+      // The programs' containers also switch to their user at start (SETUID, SETGID); the
+      // rig's own (router, WireGuard) capture and ping for its checks (tcpdump, ping).
       const program = name === "client" || name === "server";
       expect({ name, cap_drop: service.cap_drop, cap_add: service.cap_add }).toEqual({
         name,
         cap_drop: ["ALL"],
-        cap_add: program ? ["NET_ADMIN", "SETUID", "SETGID"] : ["NET_ADMIN"],
+        cap_add: program
+          ? ["NET_ADMIN", "SETUID", "SETGID"]
+          : ["NET_ADMIN", "NET_RAW", "CHOWN", "SETUID", "SETGID", "KILL"],
       });
       expect({ name, security_opt: service.security_opt }).toEqual({
         name,

@@ -131,6 +131,20 @@ describe("send side: runs written as one segmented packet", () => {
     expect(flags.slice(0, 3)).toEqual([ACK, ACK, RST]);
   });
 
+  it("a run's datagrams are counted as sent when the run is written, not when it takes them", async () => {
+    const { pair, client, server } = offloadPair();
+    server.listen(7000);
+    const [c] = await Promise.all([client.connect("192.168.201.2:7000"), server.accept()]);
+    await pair.settle();
+    const sentBefore = c.counters.datagramsSent;
+    const packetsBefore = client.stats().packetsSent;
+    for (let i = 0; i < 5; i++) expect(c.send(datagram(100, i))).toBe(true);
+    expect(c.counters.datagramsSent).toBe(sentBefore);
+    client.flush();
+    expect(c.counters.datagramsSent).toBe(sentBefore + 5);
+    expect(client.stats().packetsSent).toBe(packetsBefore + 5);
+  });
+
   it("a refused run is counted as dropped, per datagram", async () => {
     const { pair, client, server } = offloadPair();
     server.listen(7000);

@@ -23,13 +23,13 @@ import {
   parseIpv6,
   parseIpv6Header,
   parseTcpHeader,
-  parseTcpOptions,
   pseudoHeaderSeed,
   SegmentParser,
   sumWords,
   TcpFlags,
   tcpChecksumValid,
 } from "../src/wire/index.js";
+import { parseTcpOptions } from "./tcp-options.js";
 
 /** Byte-at-a-time RFC 1071 reference, deliberately naive. */
 function naiveChecksum(bytes: Uint8Array): number {

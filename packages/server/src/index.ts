@@ -4,6 +4,11 @@
  */
 export { parseServerArgs, SERVER_PROGRAM, type ServerConfig } from "./cli.js";
 export { runServerMain } from "./main-logic.js";
-export { newRelayCounters, RELAY_BATCH_SIZE, Relay, type RelayCounters } from "./relay.js";
+export {
+  newServerCounters,
+  RELAY_BATCH_SIZE,
+  Relay,
+  type ServerCounters,
+} from "./relay.js";
 export { RelayTable, type RelayTableOptions } from "./relay-table.js";
 export { type StartServerOptions, startServer } from "./server.js";

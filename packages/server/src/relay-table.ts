@@ -7,22 +7,25 @@
  * relays and UDP sockets are open, so that a leak shows.
  */
 import {
-  CONNECTION_LOG_LIMIT,
+  ConnectionLog,
   formatAddress,
   type LogSink,
   oneLine,
   RateLimitedLog,
+  relayStats,
   type SocketAddress,
   type TunnelSocket,
   type UdpRunWriter,
 } from "fake-tcp-common";
-import { newRelayCounters, Relay } from "./relay.js";
+import { newServerCounters, Relay } from "./relay.js";
 
 /** What a {@link RelayTable} needs. */
 export interface RelayTableOptions {
   /** The UDP application every connection is relayed to. */
   readonly remote: SocketAddress;
   readonly runs: UdpRunWriter;
+  /** Writes the stack's run: called at the end of each batch a relay sends into the tunnel. */
+  readonly flushTunnel: () => void;
   /** Largest datagram taken from the application (the MTU). */
   readonly maxDatagramBytes: number;
   /** Sent as the first datagram of every connection. */
@@ -33,16 +36,16 @@ export interface RelayTableOptions {
 
 /** The relays of a shard and their counters. */
 export class RelayTable {
-  readonly totals = newRelayCounters();
+  readonly totals = newServerCounters();
   private readonly relays = new Set<Relay>();
   private readonly counters = { opened: 0, closed: 0, endedBeforeAccept: 0 };
   /** Per-connection lines, and warnings: separate budgets. */
-  private readonly connectionLog: RateLimitedLog;
+  private readonly connectionLog: ConnectionLog;
   private readonly warnLog: RateLimitedLog;
   private readonly remoteName: string;
 
   constructor(private readonly options: RelayTableOptions) {
-    this.connectionLog = new RateLimitedLog(options.logger, { limit: CONNECTION_LOG_LIMIT });
+    this.connectionLog = new ConnectionLog(options.logger);
     this.warnLog = new RateLimitedLog(options.logger);
     this.remoteName = formatAddress(options.remote.address, options.remote.port);
   }
@@ -64,6 +67,7 @@ export class RelayTable {
         this.options.remote,
         this.totals,
         this.options.runs,
+        this.options.flushTunnel,
         this.options.maxDatagramBytes,
         (ended, cause) => this.closed(ended, cause),
       );
@@ -79,14 +83,7 @@ export class RelayTable {
     }
     this.relays.add(relay);
     this.counters.opened++;
-    this.connectionLog.info(
-      {
-        peer: formatAddress(sock.remoteAddress, sock.remotePort),
-        local: formatAddress(sock.localAddress, sock.localPort),
-        remote: this.remoteName,
-      },
-      "connection opened",
-    );
+    this.connectionLog.opened(this.ends(sock));
     if (this.options.handshakePacket) sock.send(this.options.handshakePacket);
     return relay;
   }
@@ -100,13 +97,8 @@ export class RelayTable {
   stats(): Record<string, number> {
     let truncated = 0;
     for (const relay of this.relays) truncated += relay.truncated();
-    return {
-      connections: this.relays.size,
-      relays: this.relays.size,
-      ...this.counters,
-      ...this.totals,
-      sendDrops: this.totals.sendDrops + truncated,
-    };
+    const open = { connections: this.relays.size, relays: this.relays.size };
+    return relayStats([open, this.counters], this.totals, truncated);
   }
 
   /** Closes every relay (RST on each connection) and logs what the rate limit held back. */
@@ -119,16 +111,15 @@ export class RelayTable {
   private closed(relay: Relay, cause: string): void {
     if (!this.relays.delete(relay)) return;
     this.counters.closed++;
-    const sock = relay.sock;
-    this.connectionLog.info(
-      {
-        peer: formatAddress(sock.remoteAddress, sock.remotePort),
-        local: formatAddress(sock.localAddress, sock.localPort),
-        remote: this.remoteName,
-        cause,
-        seconds: Math.round((Date.now() - relay.openedAt) / 1000),
-      },
-      "connection closed",
-    );
+    this.connectionLog.closed(this.ends(relay.sock), cause, relay.openedAt);
+  }
+
+  /** A relay's connection in the log: the client, and the application it is relayed to. */
+  private ends(sock: TunnelSocket) {
+    return {
+      peer: formatAddress(sock.remoteAddress, sock.remotePort),
+      sock,
+      remote: this.remoteName,
+    };
   }
 }

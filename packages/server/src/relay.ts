@@ -2,48 +2,32 @@
  * One accepted connection and its own UDP socket connected to `--remote`.
  *
  * Hot path, synchronous both ways: UDP (a recvmmsg batch) -> a view of each datagram ->
- * `sock.send`; tunnel -> the stack's view -> the shard's run writer (copied into a run, sent
- * with one segmented send per run at the end of the task).
+ * `sock.send`, the stack's run written at the end of the batch; tunnel -> the stack's view ->
+ * the shard's run writer (copied into a run, sent with one segmented send per run at the end
+ * of the tunnel's batch).
  */
 import {
+  newRelayCounters,
+  type RelayCounters,
   type SocketAddress,
+  sendToTunnel,
   type TunnelSocket,
   UDP_SOCKET_BUFFER_BYTES,
   type UdpRunWriter,
+  udpCounting,
 } from "fake-tcp-common";
 import { type UdpBatch, UdpBatchSocket } from "fake-tcp-tun/udp";
 
 /** Datagrams per receive call of a relay's socket (its buffer is this many MTU-sized slots). */
 export const RELAY_BATCH_SIZE = 16;
 
-/** Totals over every relay (plain numbers on the hot path). */
-export interface RelayCounters {
-  udpToTunnel: number;
-  tunnelToUdp: number;
-  /** Payload bytes of `udpToTunnel` and `tunnelToUdp`. */
-  udpToTunnelBytes: number;
-  tunnelToUdpBytes: number;
-  /** Datagrams too large for a segment (refused by the stack, or by the socket beyond the MTU). */
-  sendDrops: number;
-  /** Datagrams dropped before they could be relayed (kept for the stats' shape; now 0). */
-  queueDrops: number;
-  /** Datagrams to the application that the UDP socket refused (e.g. after ICMP port unreachable). */
-  udpErrors: number;
-  /** UDP sockets open now (one per relay: each is a file descriptor). */
+/** The relay counters, and the UDP sockets open now (one per relay: each is a file descriptor). */
+export interface ServerCounters extends RelayCounters {
   udpSockets: number;
 }
 
-export function newRelayCounters(): RelayCounters {
-  return {
-    udpToTunnel: 0,
-    tunnelToUdp: 0,
-    udpToTunnelBytes: 0,
-    tunnelToUdpBytes: 0,
-    sendDrops: 0,
-    queueDrops: 0,
-    udpErrors: 0,
-    udpSockets: 0,
-  };
+export function newServerCounters(): ServerCounters {
+  return { ...newRelayCounters(), udpSockets: 0 };
 }
 
 /** Why a relay was closed by the server itself (not by its connection ending). */
@@ -68,8 +52,9 @@ export class Relay {
   constructor(
     readonly sock: TunnelSocket,
     remote: SocketAddress,
-    private readonly totals: RelayCounters,
+    private readonly totals: ServerCounters,
     runs: UdpRunWriter,
+    flushTunnel: () => void,
     maxDatagramBytes: number,
     private readonly onClose: (relay: Relay, cause: string) => void,
   ) {
@@ -95,35 +80,15 @@ export class Relay {
       const buffer = batch.buffer;
       for (let i = 0; i < batch.count; i++) {
         const start = batch.start(i);
-        const length = batch.length(i);
-        if (sock.send(buffer.subarray(start, start + length))) {
-          totals.udpToTunnel++;
-          totals.udpToTunnelBytes += length;
-        } else totals.sendDrops++;
+        sendToTunnel(sock, buffer.subarray(start, start + batch.length(i)), totals);
       }
+      flushTunnel();
     });
     const udp = this.udp;
-    const refused = (datagrams: number): void => {
-      totals.tunnelToUdp -= datagrams;
-      totals.udpErrors += datagrams;
-    };
-    sock.onDatagram((view) => {
-      // A connected socket: no destination record.
-      runs.send(udp, view, undefined, refused);
-      totals.tunnelToUdp++;
-      totals.tunnelToUdpBytes += view.byteLength;
-    });
+    const counting = udpCounting(totals);
+    // A connected socket: no destination record.
+    sock.onDatagram((view) => runs.send(udp, view, undefined, counting));
     sock.once("close", (info) => this.close(info.cause));
-  }
-
-  /** The local address of the UDP socket (for logs). */
-  udpLocal(): string | undefined {
-    try {
-      const a = this.udp.localAddress();
-      return a.family === 6 ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
-    } catch {
-      return undefined;
-    }
   }
 
   /** Datagrams from the application too large for a receive slot, dropped by the socket. */

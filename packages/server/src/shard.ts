@@ -40,10 +40,14 @@ export async function startServerShard(
     shard: data.shard,
     replayCache: data.replayCache,
   });
+  // Datagrams to the application leave in runs: one segmented send per run per relay, written
+  // at the end of each batch the tunnel received.
+  const runs = new UdpRunWriter();
+  tunnel.onReceiveEnd(() => runs.flush());
   const relays = new RelayTable({
     remote,
-    // Datagrams to the application leave in runs: one segmented send per run per relay.
-    runs: new UdpRunWriter(),
+    runs,
+    flushTunnel: () => tunnel.flush(),
     maxDatagramBytes: config.mtu,
     handshakePacket,
     logger,

@@ -8,33 +8,23 @@
  */
 import { createSocket, type Socket } from "node:dgram";
 import { readdirSync } from "node:fs";
-import { type LogSink, SUPPRESSED_MSG, type TunnelSocket, UdpRunWriter } from "fake-tcp-common";
+import { type LogSink, SUPPRESSED_MSG, UdpRunWriter } from "fake-tcp-common";
+import { RecordingSocket as BaseRecordingSocket } from "fake-tcp-common/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { newRelayCounters, Relay } from "../src/relay.js";
+import { newServerCounters, Relay } from "../src/relay.js";
+
 import { RelayTable } from "../src/relay-table.js";
 
-class RecordingSocket implements TunnelSocket {
-  readonly localAddress = "192.168.201.2";
-  readonly localPort = 4567;
-  readonly remoteAddress = "10.0.0.1";
-  readonly remotePort = 40000;
-  sent: string[] = [];
-  closed = false;
-  datagramHandler: ((view: Uint8Array) => void) | undefined;
-  closeHandler: ((cause: string) => void) | undefined;
-  send(datagram: Uint8Array): boolean {
-    this.sent.push(Buffer.from(datagram).toString());
-    return datagram.length <= 1460;
-  }
-  onDatagram(handler: (view: Uint8Array) => void): void {
-    this.datagramHandler = handler;
-  }
-  once(_event: "close", handler: (info: { cause: string }) => void): this {
-    this.closeHandler = (cause) => handler({ cause });
-    return this;
-  }
-  close(): void {
-    this.closed = true;
+/** The server's end of a connection: the stack refuses datagrams beyond a 1500-byte MTU. */
+class RecordingSocket extends BaseRecordingSocket {
+  constructor() {
+    super({
+      localAddress: "192.168.201.2",
+      localPort: 4567,
+      remoteAddress: "10.0.0.1",
+      remotePort: 40000,
+      maxDatagramBytes: 1460,
+    });
   }
 }
 
@@ -61,13 +51,14 @@ describe("Relay", () => {
 
   it("relays both ways, counts oversize datagrams, closes with an RST", async () => {
     const sock = new RecordingSocket();
-    const totals = newRelayCounters();
+    const totals = newServerCounters();
     const ended: string[] = [];
     const relay = new Relay(
       sock,
       { address: "127.0.0.1", port: appPort, family: 4 },
       totals,
       new UdpRunWriter(),
+      () => {},
       1500,
       (_r: Relay, cause: string) => ended.push(cause),
     );
@@ -146,6 +137,7 @@ describe("RelayTable", () => {
     const table = new RelayTable({
       remote,
       runs: new UdpRunWriter(),
+      flushTunnel: () => {},
       maxDatagramBytes: 1500,
       logger: sink,
     });
@@ -166,10 +158,19 @@ describe("RelayTable", () => {
     });
     const closed = new StackLikeSocket();
     closed.reset();
-    const totals = newRelayCounters();
-    expect(() => new Relay(closed, remote, totals, new UdpRunWriter(), 1500, () => {})).toThrow(
-      /already ended/,
-    );
+    const totals = newServerCounters();
+    expect(
+      () =>
+        new Relay(
+          closed,
+          remote,
+          totals,
+          new UdpRunWriter(),
+          () => {},
+          1500,
+          () => {},
+        ),
+    ).toThrow(/already ended/);
     expect(totals.udpSockets).toBe(0);
     expect(openFds()).toBe(fdsBefore);
   });
@@ -179,6 +180,7 @@ describe("RelayTable", () => {
     const table = new RelayTable({
       remote,
       runs: new UdpRunWriter(),
+      flushTunnel: () => {},
       maxDatagramBytes: 1500,
       logger: sink,
     });
@@ -219,6 +221,7 @@ describe("RelayTable", () => {
     const table = new RelayTable({
       remote,
       runs: new UdpRunWriter(),
+      flushTunnel: () => {},
       maxDatagramBytes: 1500,
       logger: sink,
     });

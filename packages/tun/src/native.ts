@@ -170,13 +170,26 @@ export type SteeringMode = "port-sum";
 export const IFF_MULTI_QUEUE = 0x0100;
 export const IFF_VNET_HDR = 0x4000;
 
+/** `linux-x64-glibc`: the directory of `prebuilds/` whose addon fits this machine. */
+export function prebuildTarget(): string {
+  const header = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } })
+    ?.header;
+  const libc = header?.glibcVersionRuntime ? "-glibc" : "";
+  return `${process.platform}-${process.arch}${libc}`;
+}
+
 function loadAddon(): NativeAddon {
-  // src/ and dist/ are siblings of build/, so the same relative path works from both.
+  // src/ and dist/ are siblings of build/ and prebuilds/, so the same relative paths work from
+  // both. A local build wins over the addon shipped in the package.
   const here = dirname(fileURLToPath(import.meta.url));
-  const path = join(here, "..", "build", "Release", "tun.node");
-  if (!existsSync(path)) {
+  const built = join(here, "..", "build", "Release", "tun.node");
+  if (existsSync(built)) return createRequire(import.meta.url)(built) as NativeAddon;
+  // Only now: the process report that tells glibc from musl takes a few milliseconds.
+  const shipped = join(here, "..", "prebuilds", prebuildTarget(), "tun.node");
+  const path = existsSync(shipped) ? shipped : undefined;
+  if (path === undefined) {
     throw new Error(
-      `the fake-tcp-tun native addon is not built (${path} is missing): run \`pnpm run build\` (or \`pnpm --filter fake-tcp-tun run build:native\`)`,
+      `the fake-tcp-tun native addon is missing (no ${built}, no prebuilt ${shipped}): build it with \`npm rebuild fake-tcp-tun\` (needs python3, make and a C compiler), or \`pnpm run build\` in the repository`,
     );
   }
   return createRequire(import.meta.url)(path) as NativeAddon;

@@ -73,8 +73,8 @@ export interface StackOptions {
   /**
    * The fast check a peer of ours gets after an RST whose seq is in the window but not exact:
    * `deadPeerProbes` probes this far apart; the connection closes only if none is answered
-   * and no new data arrives meanwhile (so after about 1.5 s of silence by default: a peer
-   * stalled for a moment, e.g. by a busy host, is not taken for gone). Default 500 ms.
+   * and no new data arrives meanwhile (so after about 0.9 s of silence by default). Default
+   * 300 ms.
    */
   verifyIntervalMs?: number;
   /**
@@ -180,7 +180,7 @@ export function resolveOptions(o: StackOptions): ResolvedOptions {
     keepaliveIntervalMs: o.keepaliveIntervalMs ?? 0,
     deadPeerProbes: o.deadPeerProbes ?? 3,
     probeAnswerIntervalMs: o.probeAnswerIntervalMs ?? 200,
-    verifyIntervalMs: o.verifyIntervalMs ?? 500,
+    verifyIntervalMs: o.verifyIntervalMs ?? 300,
     challengeIntervalMs: o.challengeIntervalMs ?? 250,
     challengeRatePerSecond: o.challengeRatePerSecond ?? 1000,
     rstRatePerSecond: o.rstRatePerSecond ?? 1000,

@@ -12,10 +12,9 @@
  * copied once, into the run.
  */
 import type { DeviceQueue } from "../device.js";
-import { write16 } from "../wire/bytes.js";
 import { finishChecksum, foldSum, sumWords } from "../wire/checksum.js";
-import { emitIpv4Header } from "../wire/ipv4.js";
-import { emitIpv6Header } from "../wire/ipv6.js";
+import { emitIpv4Header, IPV4_HEADER_LENGTH, setIpv4TotalLength } from "../wire/ipv4.js";
+import { emitIpv6Header, IPV6_HEADER_LENGTH, setIpv6PayloadLength } from "../wire/ipv6.js";
 import {
   emitLinuxSynAckOptions,
   emitLinuxSynOptions,
@@ -24,8 +23,13 @@ import {
   linuxSynWindow,
 } from "../wire/linux-syn.js";
 import { TCP_SYN_OURS_HEADER_LENGTH } from "../wire/ours-option.js";
+import { dataHeaderLength, ipHeaderLength, maxSegmentedPayload } from "../wire/segment.js";
 import {
   emitTcpHeader,
+  setTcpChecksum,
+  setTcpHeaderLength,
+  setTcpSeqAck,
+  setTcpWindow,
   TCP_HEADER_LENGTH,
   TCP_SYN_HEADER_LENGTH,
   TCP_WINDOW,
@@ -54,8 +58,11 @@ export interface SegmentTuple {
   readonly flowLabel?: number;
 }
 
-/** Outcome of a data write. */
-export const WriteResult = { ok: 0, tooBig: 1, refused: 2 } as const;
+/**
+ * Outcome of a data write: written now (`ok`), taken into a run and reported to the
+ * {@link RunWrittenHandler} when the run is written (`queued`), or dropped.
+ */
+export const WriteResult = { ok: 0, tooBig: 1, refused: 2, queued: 3 } as const;
 
 /**
  * Most segments one coalesced write carries. At 1400-byte datagrams the 16-bit IP length ends
@@ -63,24 +70,31 @@ export const WriteResult = { ok: 0, tooBig: 1, refused: 2 } as const;
  * puts on the path.
  */
 export const MAX_RUN_SEGMENTS = 64;
-/** Most payload one coalesced write carries: the IPv4 total length is 16 bits. */
-const MAX_RUN_PAYLOAD4 = 65535 - 20 - 20;
-/** The IPv6 payload length (TCP header + data) is 16 bits. */
-const MAX_RUN_PAYLOAD6 = 65535 - 20;
+/** Most payload one coalesced write carries, per family (the IP length field is 16 bits). */
+const MAX_RUN_PAYLOAD4 = maxSegmentedPayload(4);
+const MAX_RUN_PAYLOAD6 = maxSegmentedPayload(6);
 
 const EMPTY = new Uint8Array(0);
 
 /**
- * Called when the device refused a coalesced run: `segments` datagrams of `tuple` (the socket
- * they were sent on) were lost.
+ * Called when a coalesced run is written: `segments` datagrams (`bytes` of payload) of
+ * `tuple` (the socket they were sent on) were sent, or lost when `ok` is false (the device
+ * refused them).
  */
-export type RunRefusedHandler = (tuple: SegmentTuple, segments: number) => void;
+export type RunWrittenHandler = (
+  tuple: SegmentTuple,
+  segments: number,
+  bytes: number,
+  ok: boolean,
+) => void;
 
 export class SegmentWriter {
-  private readonly data4 = Buffer.alloc(40);
-  private readonly data6 = Buffer.alloc(60);
+  private readonly data4 = Buffer.alloc(dataHeaderLength(4));
+  private readonly data6 = Buffer.alloc(dataHeaderLength(6));
   /** Control segments: the largest is an IPv6 keyed SYN (40 + 20 + 20 bytes of options). */
-  private readonly control = Buffer.alloc(40 + TCP_HEADER_LENGTH + LINUX_SYN_OPTIONS_LENGTH);
+  private readonly control = Buffer.alloc(
+    IPV6_HEADER_LENGTH + TCP_HEADER_LENGTH + LINUX_SYN_OPTIONS_LENGTH,
+  );
   private readonly local = [0, 0, 0, 0];
   private readonly remote = [0, 0, 0, 0];
   private template4: SegmentTuple | null = null;
@@ -101,15 +115,15 @@ export class SegmentWriter {
    */
   constructor(
     private readonly coalesce = true,
-    private readonly onRunRefused: RunRefusedHandler = () => {},
+    private readonly onRunWritten: RunWrittenHandler = () => {},
     private readonly ttl = 64,
   ) {}
 
   /**
    * Sends one data segment (flag ACK only) carrying `payload`. On a queue with segmentation
-   * offload the datagram is copied into the current run and written later in this task
-   * (`ok` then means accepted; a refused run is reported to `onRunRefused`); otherwise it is
-   * written now, by reference.
+   * offload the datagram is copied into the current run (`queued`) and written at the next
+   * {@link flush} (at the latest at the end of this task), then reported to `onRunWritten`;
+   * otherwise it is written now, by reference.
    */
   writeData(
     q: DeviceQueue,
@@ -118,16 +132,19 @@ export class SegmentWriter {
     ack: number,
     payload: Uint8Array,
   ): number {
-    if ((t.family === 4 ? 40 : 60) + payload.length > q.mtu) return WriteResult.tooBig;
+    if (dataHeaderLength(t.family) + payload.length > q.mtu) return WriteResult.tooBig;
     if (this.coalesce && q.segmentationOffload === true && q.checksumOffload) {
       this.append(q, t, seq, ack, payload);
-      return WriteResult.ok;
+      return WriteResult.queued;
     }
     if (this.run.count > 0) this.flush();
     return this.writeOne(q, t, seq, ack, payload) ? WriteResult.ok : WriteResult.refused;
   }
 
-  /** Writes the pending run, if any. Runs are also written at the end of every task. */
+  /**
+   * Writes the pending run, if any. The stack calls it at the end of every received batch and
+   * its users at the end of theirs; the end of the task writes a forgotten run (a safety net).
+   */
   flush(): void {
     const count = this.run.count;
     if (count === 0) return;
@@ -143,7 +160,7 @@ export class SegmentWriter {
       const h = this.dataHeader(t, this.runSeq, this.runAck, payload, true);
       ok = q.writeSegmented!(h, payload, segmentSize);
     }
-    if (!ok) this.onRunRefused(t, count);
+    this.onRunWritten(t, count, payload.length, ok);
   }
 
   private append(
@@ -197,49 +214,35 @@ export class SegmentWriter {
     offload: boolean,
   ): Buffer {
     const len = payload.length;
-    const tcpLength = 20 + len;
+    const tcpLength = TCP_HEADER_LENGTH + len;
     let h: Buffer;
     let ip: number;
     if (t.family === 4) {
       h = this.data4;
-      ip = 20;
+      ip = IPV4_HEADER_LENGTH;
       if (this.template4 !== t) {
         this.emitTemplate(h, t, tcpLength);
         this.template4 = t;
       }
-      const total = ip + tcpLength;
-      h[2] = total >>> 8;
-      h[3] = total;
-      const ipSum = finishChecksum(t.ipBase + total);
-      h[10] = ipSum >>> 8;
-      h[11] = ipSum;
+      setIpv4TotalLength(h, 0, ip + tcpLength, t.ipBase);
     } else {
       h = this.data6;
-      ip = 40;
+      ip = IPV6_HEADER_LENGTH;
       if (this.template6 !== t) {
         this.emitTemplate(h, t, tcpLength);
         this.template6 = t;
       }
-      h[4] = tcpLength >>> 8;
-      h[5] = tcpLength;
+      setIpv6PayloadLength(h, 0, tcpLength);
     }
-    h[ip + 4] = seq >>> 24;
-    h[ip + 5] = seq >>> 16;
-    h[ip + 6] = seq >>> 8;
-    h[ip + 7] = seq;
-    h[ip + 8] = ack >>> 24;
-    h[ip + 9] = ack >>> 16;
-    h[ip + 10] = ack >>> 8;
-    h[ip + 11] = ack;
+    setTcpSeqAck(h, ip, seq, ack);
     let ck: number;
     if (offload) ck = foldSum(t.pseudoBase + tcpLength);
     else {
-      h[ip + 16] = 0;
-      h[ip + 17] = 0;
-      ck = finishChecksum(sumWords(payload, 0, len, sumWords(h, ip, 20, t.pseudoBase + tcpLength)));
+      setTcpChecksum(h, ip, 0);
+      const headerSum = sumWords(h, ip, TCP_HEADER_LENGTH, t.pseudoBase + tcpLength);
+      ck = finishChecksum(sumWords(payload, 0, len, headerSum));
     }
-    h[ip + 16] = ck >>> 8;
-    h[ip + 17] = ck;
+    setTcpChecksum(h, ip, ck);
     return h;
   }
 
@@ -263,21 +266,15 @@ export class SegmentWriter {
     // Control segments follow the data sent before them (an RST after the last datagram).
     if (this.run.count > 0) this.flush();
     const h = this.control;
-    const ip = t.family === 4 ? 20 : 40;
+    const ip = ipHeaderLength(t.family);
     const tcpLength = synOptions
       ? ours
         ? TCP_SYN_OURS_HEADER_LENGTH
         : TCP_SYN_HEADER_LENGTH
       : TCP_HEADER_LENGTH;
     this.emitHeaders(h, t, flags, seq, ack, synOptions, ours, tcpLength, ipId);
-    if (window !== TCP_WINDOW) write16(h, ip + 14, window);
-    const offload = q.checksumOffload;
-    const ck = offload
-      ? foldSum(t.pseudoBase + tcpLength)
-      : finishChecksum(sumWords(h, ip, tcpLength, t.pseudoBase + tcpLength));
-    h[ip + 16] = ck >>> 8;
-    h[ip + 17] = ck;
-    return q.writeGather(h.subarray(0, ip + tcpLength), EMPTY, offload);
+    if (window !== TCP_WINDOW) setTcpWindow(h, ip, window);
+    return this.writeControlSegment(q, t, h, ip, tcpLength);
   }
 
   /**
@@ -304,16 +301,26 @@ export class SegmentWriter {
     const tcpLength = TCP_HEADER_LENGTH + optionsLength;
     const ip = this.emitIp(h, t, tcpLength, syn ? ipId : 0);
     emitTcpHeader(h, ip, t.localPort, t.remotePort, seq, ack, flags, false);
-    h[ip + 12] = (tcpLength / 4) << 4;
-    write16(h, ip + 14, linuxSynWindow(mss));
+    setTcpHeaderLength(h, ip, tcpLength);
+    setTcpWindow(h, ip, linuxSynWindow(mss));
     if (syn) emitLinuxSynOptions(h, ip + TCP_HEADER_LENGTH, mss, tsval, windowScale);
     else emitLinuxSynAckOptions(h, ip + TCP_HEADER_LENGTH, mss, windowScale);
+    return this.writeControlSegment(q, t, h, ip, tcpLength);
+  }
+
+  /** Fills in the TCP checksum of the control segment built in `h` and writes it. */
+  private writeControlSegment(
+    q: DeviceQueue,
+    t: SegmentTuple,
+    h: Buffer,
+    ip: number,
+    tcpLength: number,
+  ): boolean {
     const offload = q.checksumOffload;
     const ck = offload
       ? foldSum(t.pseudoBase + tcpLength)
       : finishChecksum(sumWords(h, ip, tcpLength, t.pseudoBase + tcpLength));
-    h[ip + 16] = ck >>> 8;
-    h[ip + 17] = ck;
+    setTcpChecksum(h, ip, ck);
     return q.writeGather(h.subarray(0, ip + tcpLength), EMPTY, offload);
   }
 

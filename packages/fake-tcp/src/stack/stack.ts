@@ -17,7 +17,7 @@ import {
 import { ParseError, parseErrorNames } from "../wire/errors.js";
 import { linuxMss, linuxSynWindow } from "../wire/linux-syn.js";
 import { OursOption, scanOursOption } from "../wire/ours-option.js";
-import { SegmentParser } from "../wire/segment.js";
+import { dataHeaderLength, SegmentParser } from "../wire/segment.js";
 import { TcpFlags } from "../wire/tcp.js";
 import { BoundedQueue } from "./bounded-queue.js";
 import { ChallengeLimiter } from "./challenge-limiter.js";
@@ -185,12 +185,13 @@ export class Stack implements SocketHost {
   private tooBigSinceLog = 0;
   private lastUnkeyedLog = Number.NEGATIVE_INFINITY;
   private unkeyedSinceLog = 0;
+  private receiveEnd: () => void = () => {};
 
   constructor(options: StackOptions) {
     this.opts = resolveOptions(options);
     this.writer = new SegmentWriter(
       this.opts.segmentationOffload,
-      (t, segments) => this.runRefused(t, segments),
+      (t, segments, bytes, ok) => this.runWritten(t as Socket, segments, bytes, ok),
       this.opts.ttl,
     );
     this.reply = new ReplyTuple(this.opts.ttl);
@@ -420,14 +421,13 @@ export class Stack implements SocketHost {
     if (s.state !== SocketState.established || datagram.length === 0) return false;
     const q = this.queues[s.queueIndex];
     const r = this.writer.writeData(q, s, s.sndNxt, s.rcvHigh, datagram);
-    if (r === WriteResult.ok) {
+    if (r === WriteResult.ok || r === WriteResult.queued) {
       const len = datagram.length;
       s.sndNxt = seqAdd(s.sndNxt, len);
       s.lastSent = this.clock;
       s.unackedBytes = 0; // the segment carries ack = rcvHigh
-      s.counters.datagramsSent++;
-      s.counters.bytesSent += len;
-      this.c.packetsSent++;
+      // A datagram taken into a run is counted when the run is written (runWritten).
+      if (r === WriteResult.ok) this.countSent(s, 1, len);
       return true;
     }
     if (r === WriteResult.tooBig) {
@@ -443,19 +443,35 @@ export class Stack implements SocketHost {
 
   /**
    * Writes now the datagrams held for segmentation offload (see `DeviceQueue.writeSegmented`).
-   * Not needed for correctness: they are written at the end of the current task anyway.
+   * Whoever sends a batch of datagrams calls it at the end of the batch; a run left pending is
+   * written at the end of the current task anyway.
    */
   flush(): void {
     this.writer.flush();
   }
 
-  /** A coalesced run of `segments` datagrams sent on socket `t` was refused by the device. */
-  private runRefused(t: SegmentTuple, segments: number): void {
-    const s = t as Socket;
-    s.counters.datagramsSent -= segments;
-    s.counters.droppedByDevice += segments;
-    this.c.packetsSent -= segments;
-    this.c.droppedByDevice += segments;
+  /**
+   * Calls `handler` after each batch of packets received from a device, once the stack has
+   * written what handling the batch produced: the moment to write what the batch's datagrams
+   * made on the other side (the programs' UDP runs).
+   */
+  onReceiveEnd(handler: () => void): void {
+    this.receiveEnd = handler;
+  }
+
+  /** A coalesced run of `segments` datagrams sent on socket `s` was written (or refused). */
+  private runWritten(s: Socket, segments: number, bytes: number, ok: boolean): void {
+    if (ok) this.countSent(s, segments, bytes);
+    else {
+      s.counters.droppedByDevice += segments;
+      this.c.droppedByDevice += segments;
+    }
+  }
+
+  private countSent(s: Socket, segments: number, bytes: number): void {
+    s.counters.datagramsSent += segments;
+    s.counters.bytesSent += bytes;
+    this.c.packetsSent += segments;
   }
 
   /** @internal */
@@ -491,6 +507,8 @@ export class Stack implements SocketHost {
     else
       for (let i = 0; i < n; i++)
         this.receivePacket(queueIndex, buf, offsets[2 * i], offsets[2 * i + 1], sizes[i]);
+    this.writer.flush();
+    this.receiveEnd();
   }
 
   /** `segmentSize` > 0: a coalesced packet (receive offload) whose payload is several segments. */
@@ -1254,7 +1272,7 @@ export class Stack implements SocketHost {
   private logTooBig(length: number, mtu: number, family: 4 | 6): void {
     this.tooBigSinceLog++;
     if (!this.opts.log || this.clock - this.lastTooBigLog < 10_000) return;
-    const max = mtu - (family === 4 ? 40 : 60);
+    const max = mtu - dataHeaderLength(family);
     this.opts.log(
       "warn",
       `dropped ${this.tooBigSinceLog} datagram(s) too big for the MTU (last: ${length} bytes, max ${max} over IPv${family} with MTU ${mtu})`,

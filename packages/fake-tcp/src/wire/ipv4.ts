@@ -8,6 +8,23 @@ export const IPV4_HEADER_LENGTH = 20;
 /** TTL of the packets we build. */
 export const IPV4_TTL = 64;
 
+/** Byte offsets, within the IPv4 header, of the fields written in place after it is built. */
+export const Ipv4Field = { totalLength: 2, checksum: 10 } as const;
+
+/**
+ * Rewrites, in our IPv4 header at `offset` (ID 0), the total length and the header checksum
+ * that covers it. `baseSum` is `ipv4HeaderBaseSum(src, dst)`.
+ */
+export function setIpv4TotalLength(
+  buf: Uint8Array,
+  offset: number,
+  totalLength: number,
+  baseSum: number,
+): void {
+  write16(buf, offset + Ipv4Field.totalLength, totalLength);
+  write16(buf, offset + Ipv4Field.checksum, finishChecksum(baseSum + totalLength));
+}
+
 /** A parsed IPv4 header. Reuse one instance per parser to avoid allocation. */
 export interface Ipv4Repr {
   /** Source address, unsigned 32-bit. */

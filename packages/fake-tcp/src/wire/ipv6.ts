@@ -1,11 +1,19 @@
 /** IPv6 header: fixed 40 bytes; any extension header is refused, never walked. */
-import { read16, read32, write32 } from "./bytes.js";
+import { read16, read32, write16, write32 } from "./bytes.js";
 import { PROTO_TCP } from "./checksum.js";
 import { ParseError, type ParseErrorCode } from "./errors.js";
 
 export const IPV6_HEADER_LENGTH = 40;
 /** Hop limit of the packets we build. */
 export const IPV6_HOP_LIMIT = 64;
+
+/** Byte offsets, within the IPv6 header, of the fields written in place after it is built. */
+export const Ipv6Field = { payloadLength: 4 } as const;
+
+/** Rewrites the payload length (the TCP header and data) of the IPv6 header at `offset`. */
+export function setIpv6PayloadLength(buf: Uint8Array, offset: number, length: number): void {
+  write16(buf, offset + Ipv6Field.payloadLength, length);
+}
 
 /** Next-header values that are IPv6 extension headers (RFC 8200 section 4 and IANA). */
 const EXTENSION_HEADERS = new Set([0, 43, 44, 50, 51, 60, 135, 139, 140, 253, 254]);

@@ -13,7 +13,34 @@ import {
 import { ParseError, type ParseErrorCode } from "./errors.js";
 import { emitIpv4Header, IPV4_HEADER_LENGTH, newIpv4Repr, parseIpv4Header } from "./ipv4.js";
 import { emitIpv6Header, IPV6_HEADER_LENGTH, newIpv6Repr, parseIpv6Header } from "./ipv6.js";
-import { encodeTcpOptions, newTcpRepr, parseTcpHeader, type TcpOptions } from "./tcp.js";
+import {
+  encodeTcpOptions,
+  newTcpRepr,
+  parseTcpHeader,
+  TCP_HEADER_LENGTH,
+  type TcpOptions,
+} from "./tcp.js";
+
+/** Length of the IP header we build for `family`. */
+export function ipHeaderLength(family: 4 | 6): number {
+  return family === 4 ? IPV4_HEADER_LENGTH : IPV6_HEADER_LENGTH;
+}
+
+/** Length of the headers of a data segment we build (IP + TCP without options). */
+export function dataHeaderLength(family: 4 | 6): number {
+  return ipHeaderLength(family) + TCP_HEADER_LENGTH;
+}
+
+/**
+ * Largest TCP payload one header can describe (the 16-bit IP length field): IPv4's total
+ * length counts both headers, IPv6's payload length only the TCP header. Limits a run written
+ * with segmentation offload; the TUN queue enforces the same numbers.
+ */
+export function maxSegmentedPayload(family: 4 | 6): number {
+  return family === 4
+    ? 0xffff - IPV4_HEADER_LENGTH - TCP_HEADER_LENGTH
+    : 0xffff - TCP_HEADER_LENGTH;
+}
 
 /**
  * Parses IPv4 or IPv6 packets carrying TCP into reused repr objects: one instance per receive

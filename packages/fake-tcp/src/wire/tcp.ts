@@ -23,7 +23,31 @@ export const TcpFlags = {
   CWR: 0x80,
 } as const;
 
-/** A parsed TCP header (options are parsed separately, on demand, by `parseTcpOptions`). */
+/** Byte offsets, within the TCP header, of the fields written in place after it is built. */
+export const TcpField = { seq: 4, ack: 8, dataOffset: 12, window: 14, checksum: 16 } as const;
+
+/** Writes the sequence and acknowledgment numbers of the TCP header at `tcp`. */
+export function setTcpSeqAck(buf: Uint8Array, tcp: number, seq: number, ack: number): void {
+  write32(buf, tcp + TcpField.seq, seq);
+  write32(buf, tcp + TcpField.ack, ack);
+}
+
+/** Writes the checksum of the TCP header at `tcp` (a complete one, or the pseudo-header seed). */
+export function setTcpChecksum(buf: Uint8Array, tcp: number, checksum: number): void {
+  write16(buf, tcp + TcpField.checksum, checksum);
+}
+
+/** Writes the header length (data offset) of the TCP header at `tcp`, a multiple of 4 bytes. */
+export function setTcpHeaderLength(buf: Uint8Array, tcp: number, length: number): void {
+  buf[tcp + TcpField.dataOffset] = (length / 4) << 4;
+}
+
+/** Writes the window of the TCP header at `tcp`. */
+export function setTcpWindow(buf: Uint8Array, tcp: number, window: number): void {
+  write16(buf, tcp + TcpField.window, window);
+}
+
+/** A parsed TCP header (the stack scans the options only for its own, see ours-option.ts). */
 export interface TcpRepr {
   srcPort: number;
   dstPort: number;
@@ -105,69 +129,14 @@ export interface TcpOptions {
   unknown?: number[];
 }
 
-const OPT_EOL = 0;
-const OPT_NOP = 1;
-const OPT_MSS = 2;
-const OPT_WS = 3;
-const OPT_SACK_PERMITTED = 4;
-const OPT_SACK = 5;
-const OPT_TIMESTAMP = 8;
-
-/**
- * Parses the options area `buf[offset, offset + length)`. Returns the options, or a
- * `ParseError` code when an option is malformed (bad length, runs past the area). Never throws.
- */
-export function parseTcpOptions(
-  buf: Uint8Array,
-  offset: number,
-  length: number,
-): TcpOptions | ParseErrorCode {
-  const opts: TcpOptions = {};
-  const end = offset + length;
-  let i = offset;
-  while (i < end) {
-    const kind = buf[i];
-    if (kind === OPT_EOL) break;
-    if (kind === OPT_NOP) {
-      i++;
-      continue;
-    }
-    if (i + 1 >= end) return ParseError.badOption;
-    const len = buf[i + 1];
-    if (len < 2 || i + len > end) return ParseError.badOption;
-    switch (kind) {
-      case OPT_MSS:
-        if (len !== 4) return ParseError.badOption;
-        opts.mss = read16(buf, i + 2);
-        break;
-      case OPT_WS:
-        if (len !== 3) return ParseError.badOption;
-        opts.windowScale = buf[i + 2];
-        break;
-      case OPT_SACK_PERMITTED:
-        if (len !== 2) return ParseError.badOption;
-        opts.sackPermitted = true;
-        break;
-      case OPT_SACK: {
-        const blocks = (len - 2) / 8;
-        if (!Number.isInteger(blocks) || blocks < 1 || blocks > 4) return ParseError.badOption;
-        opts.sack = [];
-        for (let b = 0; b < blocks; b++)
-          opts.sack.push([read32(buf, i + 2 + 8 * b), read32(buf, i + 6 + 8 * b)]);
-        break;
-      }
-      case OPT_TIMESTAMP:
-        if (len !== 10) return ParseError.badOption;
-        opts.timestamp = { value: read32(buf, i + 2), echo: read32(buf, i + 6) };
-        break;
-      default:
-        if (opts.unknown) opts.unknown.push(kind);
-        else opts.unknown = [kind];
-    }
-    i += len;
-  }
-  return opts;
-}
+/** TCP option kinds (RFC 793, 7323, 2018). */
+export const OPT_EOL = 0;
+export const OPT_NOP = 1;
+export const OPT_MSS = 2;
+export const OPT_WS = 3;
+export const OPT_SACK_PERMITTED = 4;
+export const OPT_SACK = 5;
+export const OPT_TIMESTAMP = 8;
 
 /**
  * Encodes options (for tests and tools; the stack itself only ever sends NOP + WS 14 and

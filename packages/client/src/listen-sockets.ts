@@ -2,11 +2,13 @@
  * The client's UDP listening sockets.
  *
  * Replies must leave from the address the peer sent to, or the peer (WireGuard, say) drops
- * them. Node's dgram cannot read the destination address of a datagram (no IP_PKTINFO), so a
- * wildcard listen (0.0.0.0 or ::) binds one socket per local address instead of one wildcard
- * socket: the socket a datagram arrived on then names its destination, and replying through
- * that socket makes the kernel use it as the source. Addresses added to the host after start
- * are not listened on (restart the client to pick them up).
+ * them. A wildcard listen (0.0.0.0 or ::) binds one socket per local address: the socket a
+ * datagram arrived on names its destination, and replying through that socket makes the
+ * kernel use it as the source. (The batched socket could do this on one wildcard socket, with
+ * the destination records of IP_PKTINFO; the client does not use that yet, and link-local
+ * addresses, which the batched socket cannot bind with their zone, use node:dgram, which has
+ * no such records.) Addresses added to the host after start are not listened on (restart the
+ * client to pick them up).
  */
 import { createSocket, type Socket } from "node:dgram";
 import { networkInterfaces } from "node:os";
@@ -21,7 +23,7 @@ import {
 import { UdpBatchSocket } from "fake-tcp-tun/udp";
 
 /** One bound UDP socket and the local address it stands for. */
-export interface UdpEndpoint {
+export interface ListenSocket {
   readonly socket: Socket;
   /** The address it is bound to (concrete, never a wildcard). */
   readonly address: SocketAddress;
@@ -57,7 +59,7 @@ export function bindAddresses(listen: SocketAddress): SocketAddress[] {
 }
 
 /** Binds one UDP socket; rejects with a `UsageError` naming the address and the fix. */
-export function bindUdp(address: SocketAddress): Promise<UdpEndpoint> {
+export function bindUdp(address: SocketAddress): Promise<ListenSocket> {
   return new Promise((resolve, reject) => {
     const socket = createSocket({
       type: address.family === 6 ? "udp6" : "udp4",
@@ -95,12 +97,12 @@ export function bindUdp(address: SocketAddress): Promise<UdpEndpoint> {
 }
 
 /** Binds every socket `listen` needs; on any failure closes those already bound. */
-export async function bindUdpEndpoints(listen: SocketAddress): Promise<UdpEndpoint[]> {
-  const endpoints: UdpEndpoint[] = [];
+export async function bindListenSockets(listen: SocketAddress): Promise<ListenSocket[]> {
+  const listening: ListenSocket[] = [];
   try {
     for (const address of bindAddresses(listen)) {
       try {
-        endpoints.push(await bindUdp(address));
+        listening.push(await bindUdp(address));
       } catch (err) {
         // With a wildcard, an address that cannot be bound yet (IPv6 duplicate address
         // detection still running) is skipped; any other failure stops the start.
@@ -109,31 +111,31 @@ export async function bindUdpEndpoints(listen: SocketAddress): Promise<UdpEndpoi
       }
     }
   } catch (err) {
-    for (const endpoint of endpoints) endpoint.socket.close();
+    for (const listener of listening) listener.socket.close();
     throw err;
   }
-  if (endpoints.length === 0) {
+  if (listening.length === 0) {
     throw new UsageError(`--local: this host has no address to listen on for ${listen.address}`);
   }
-  return endpoints;
+  return listening;
 }
 
 /** Binds node:dgram sockets on every address of `addresses`; all or nothing. */
 export async function bindUdpAddresses(
   addresses: readonly SocketAddress[],
-): Promise<UdpEndpoint[]> {
-  const endpoints: UdpEndpoint[] = [];
+): Promise<ListenSocket[]> {
+  const listening: ListenSocket[] = [];
   try {
-    for (const address of addresses) endpoints.push(await bindUdp(address));
+    for (const address of addresses) listening.push(await bindUdp(address));
   } catch (err) {
-    for (const endpoint of endpoints) endpoint.socket.close();
+    for (const listener of listening) listener.socket.close();
     throw err;
   }
-  return endpoints;
+  return listening;
 }
 
 /** A shard's batched UDP socket on one `--local` address. */
-export interface BatchEndpoint {
+export interface BatchListenSocket {
   readonly socket: UdpBatchSocket;
   readonly address: SocketAddress;
   readonly name: string;
@@ -149,7 +151,7 @@ export function bindBatchUdp(
   address: SocketAddress,
   reusePort: boolean,
   maxDatagramBytes: number,
-): BatchEndpoint {
+): BatchListenSocket {
   const name = formatAddress(address.address, address.port);
   try {
     const socket = UdpBatchSocket.bind({
@@ -179,14 +181,14 @@ export function bindBatchUdpAddresses(
   addresses: readonly SocketAddress[],
   reusePort: boolean,
   maxDatagramBytes: number,
-): BatchEndpoint[] {
-  const endpoints: BatchEndpoint[] = [];
+): BatchListenSocket[] {
+  const listening: BatchListenSocket[] = [];
   try {
     for (const address of addresses)
-      endpoints.push(bindBatchUdp(address, reusePort, maxDatagramBytes));
+      listening.push(bindBatchUdp(address, reusePort, maxDatagramBytes));
   } catch (err) {
-    for (const endpoint of endpoints) endpoint.socket.close();
+    for (const listener of listening) listener.socket.close();
     throw err;
   }
-  return endpoints;
+  return listening;
 }

@@ -1,0 +1,267 @@
+/**
+ * Installing by name from a registry: the five publishable packages are packed (`pnpm pack`:
+ * workspace ranges resolved), published to a local Verdaccio started here, and installed
+ * with `npm install -g fake-tcp-server fake-tcp-client` into a fresh prefix with a PATH that
+ * holds node, npm and sh only (no cc, make, g++, python3): the prebuilt addon must do. The
+ * installed commands then print their version and carry a tunnel between two namespaces.
+ * Also: the install hook's one-line how-to when neither a prebuilt addon nor a build works.
+ *
+ * Verdaccio (6.8.0, node-fetch pinned to 2.7.0 to install on Node 20) is installed from the
+ * npm registry into .cache/verdaccio on first use; our package names are served from the
+ * local storage only (never proxied), everything else through the npm registry.
+ */
+import { type ChildProcess, execFile, spawn, spawnSync } from "node:child_process";
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { cleanupAll, linkNamespaces, Netns, realDeviceGate } from "../../../test-support/netns.js";
+import { RunningProgram } from "../../common/test/program-harness.js";
+
+const gate = realDeviceGate();
+const execFileAsync = promisify(execFile);
+const root = join(import.meta.dirname, "../../..");
+const PACKAGES = ["fake-tcp", "common", "tun", "client", "server"];
+const verdaccioDir = join(root, ".cache/verdaccio");
+
+/** Installs Verdaccio once (bounded); returns why it could not, or null. */
+function ensureVerdaccio(): string | null {
+  if (existsSync(join(verdaccioDir, "node_modules/.bin/verdaccio"))) return null;
+  mkdirSync(verdaccioDir, { recursive: true });
+  writeFileSync(
+    join(verdaccioDir, "package.json"),
+    JSON.stringify({
+      name: "verdaccio-runner",
+      private: true,
+      dependencies: { verdaccio: "6.8.0" },
+      overrides: { "node-fetch": "2.7.0" },
+    }),
+  );
+  const result = spawnSync("npm", ["install", "--no-audit", "--no-fund", "--loglevel=error"], {
+    cwd: verdaccioDir,
+    encoding: "utf8",
+    timeout: 300_000,
+  });
+  return result.status === 0 ? null : `npm install verdaccio failed: ${result.stderr.slice(-300)}`;
+}
+
+const ECHO = `
+const s = require("node:dgram").createSocket("udp4");
+s.on("message", (m, r) => s.send(m, r.port, r.address));
+s.bind(7777, "127.0.0.1", () => console.log("ready"));
+`;
+
+const SENDER = `
+const count = Number(process.argv[1]);
+const s = require("node:dgram").createSocket("udp4");
+let got = 0;
+s.on("message", () => got++);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+s.connect(1234, "127.0.0.1", async () => {
+  for (let i = 0; i < count; i++) { s.send(Buffer.from("ping " + i)); await sleep(20); }
+  const deadline = Date.now() + 5000;
+  while (Date.now() < deadline && got < count) await sleep(20);
+  console.log(got);
+  s.close();
+});
+`;
+
+describe.skipIf(gate.skip)("npm install -g from a registry, without a compiler", () => {
+  let dir: string;
+  let registry: ChildProcess | undefined;
+  let url: string;
+  let prefix: string;
+  /** node, npm and sh only. */
+  let bareBin: string;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), "ftc-npm-"));
+    const failure = ensureVerdaccio();
+    if (failure) throw new Error(failure);
+
+    const port = 20_000 + Math.floor(Math.random() * 20_000);
+    url = `http://127.0.0.1:${port}/`;
+    writeFileSync(
+      join(dir, "verdaccio.yaml"),
+      [
+        `storage: ${join(dir, "storage")}`,
+        "auth:",
+        "  htpasswd:",
+        `    file: ${join(dir, "htpasswd")}`,
+        "uplinks:",
+        "  npmjs:",
+        "    url: https://registry.npmjs.org/",
+        "packages:",
+        "  'fake-tcp*':",
+        "    access: $all",
+        "    publish: $authenticated",
+        "  '**':",
+        "    access: $all",
+        "    proxy: npmjs",
+        "log: { type: stdout, format: pretty, level: warn }",
+        `listen: 127.0.0.1:${port}`,
+      ].join("\n"),
+    );
+    registry = spawn(
+      process.execPath,
+      [
+        join(verdaccioDir, "node_modules/verdaccio/bin/verdaccio"),
+        "-c",
+        join(dir, "verdaccio.yaml"),
+      ],
+      { stdio: "ignore" },
+    );
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      try {
+        if ((await fetch(`${url}-/ping`)).ok) break;
+      } catch {}
+      if (Date.now() > deadline) throw new Error("verdaccio did not answer within 60 s");
+      await new Promise((r) => setTimeout(r, 300));
+    }
+    // A user for publishing (Verdaccio registers it on first login).
+    const login = await fetch(`${url}-/user/org.couchdb.user:ci`, {
+      method: "PUT",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ name: "ci", password: "ci-password-1" }),
+    });
+    const { token } = (await login.json()) as { token: string };
+    const npmrc = join(dir, "npmrc");
+    writeFileSync(npmrc, `registry=${url}\n//127.0.0.1:${port}/:_authToken=${token}\n`);
+
+    const packed = join(dir, "packed");
+    for (const name of PACKAGES) {
+      await execFileAsync("pnpm", ["pack", "--pack-destination", packed], {
+        cwd: join(root, "packages", name),
+        timeout: 120_000,
+      });
+    }
+    for (const tarball of readdirSync(packed)) {
+      await execFileAsync("npm", ["publish", join(packed, tarball), "--userconfig", npmrc], {
+        timeout: 120_000,
+      });
+    }
+
+    bareBin = join(dir, "bare-bin");
+    mkdirSync(bareBin);
+    for (const tool of ["node", "sh"]) {
+      const which = spawnSync("sh", ["-c", `command -v ${tool}`], { encoding: "utf8" });
+      symlinkSync(which.stdout.trim(), join(bareBin, tool));
+    }
+    // npm itself (its bin resolved to npm-cli.js, which finds its own files from there).
+    const npmCli = spawnSync("sh", ["-c", 'readlink -f "$(command -v npm)"'], { encoding: "utf8" });
+    symlinkSync(npmCli.stdout.trim(), join(bareBin, "npm"));
+
+    prefix = join(dir, "prefix");
+    const install = await execFileAsync(
+      "npm",
+      [
+        "install",
+        "-g",
+        "--prefix",
+        prefix,
+        "--foreground-scripts",
+        "--no-audit",
+        "--no-fund",
+        "--userconfig",
+        npmrc,
+        "--cache",
+        join(dir, "npm-cache"),
+        "fake-tcp-server",
+        "fake-tcp-client",
+      ],
+      { env: { PATH: bareBin, HOME: dir }, timeout: 300_000 },
+    );
+    console.log(
+      install.stdout
+        .split("\n")
+        .filter((l) => l.includes("fake-tcp"))
+        .join("\n"),
+    );
+  }, 900_000);
+
+  afterAll(() => {
+    cleanupAll();
+    registry?.kill("SIGTERM");
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("gives working commands without a compiler, from the prebuilt addon", async () => {
+    for (const tool of ["cc", "gcc", "g++", "make", "python3"]) {
+      expect(
+        spawnSync("sh", ["-c", `command -v ${tool}`], { env: { PATH: bareBin } }).status,
+      ).not.toBe(0);
+    }
+    for (const program of ["fake-tcp-server", "fake-tcp-client"]) {
+      const { stdout } = await execFileAsync(join(prefix, "bin", program), ["--version"], {
+        env: { PATH: bareBin },
+      });
+      expect(stdout.trim()).toBe("0.1.0");
+    }
+    // Nothing was compiled: the addon in use is the shipped one.
+    const find = spawnSync("find", [join(prefix, "lib/node_modules"), "-name", "tun.node"], {
+      encoding: "utf8",
+    });
+    const addons = find.stdout.trim().split("\n");
+    expect(addons.length).toBeGreaterThan(0);
+    for (const addon of addons) expect(addon).toMatch(/\/prebuilds\/linux-x64-glibc\/tun\.node$/);
+
+    const nsC = new Netns("ftnc");
+    const nsS = new Netns("ftns");
+    linkNamespaces(nsC, "10.80.0.1/24", nsS, "10.80.0.2/24");
+    const echo = nsS.spawn(process.execPath, ["-e", ECHO]);
+    await new Promise<void>((resolve) => echo.stdout!.once("data", () => resolve()));
+    const server = new RunningProgram(
+      nsS,
+      "server",
+      ["--listen", "4567", "--remote", "127.0.0.1:7777", "-4"],
+      { bin: join(prefix, "bin/fake-tcp-server") },
+    );
+    await server.waitFor("fake-tcp-server running", () => true, 20_000);
+    const client = new RunningProgram(
+      nsC,
+      "client",
+      ["--local", "1234", "--remote", "10.80.0.2:4567", "-4"],
+      { bin: join(prefix, "bin/fake-tcp-client") },
+    );
+    await client.waitFor("fake-tcp-client running", () => true, 20_000);
+    const { stdout } = await execFileAsync(
+      "ip",
+      ["netns", "exec", nsC.name, process.execPath, "-e", SENDER, "10"],
+      { timeout: 15_000 },
+    );
+    expect(Number(stdout)).toBe(10);
+    expect((await client.stop()).code).toBe(0);
+    expect((await server.stop()).code).toBe(0);
+  });
+
+  it("fails the install with a one-line how-to when there is no prebuilt addon and no compiler", () => {
+    const copy = join(dir, "tun-copy");
+    cpSync(join(root, "packages/tun"), copy, {
+      recursive: true,
+      filter: (src) => !/\/(build|prebuilds|node_modules)$/.test(src),
+    });
+    const result = spawnSync(process.execPath, [join(copy, "scripts/install.mjs")], {
+      cwd: copy,
+      encoding: "utf8",
+      env: { PATH: bareBin },
+      timeout: 60_000,
+    });
+    expect(result.status).toBe(1);
+    const lines = result.stderr.trim().split("\n");
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(
+      /no prebuilt addon for linux-x64-glibc and the build failed: install python3, make and a C compiler .*then npm rebuild fake-tcp-tun/,
+    );
+  });
+});
