@@ -3,6 +3,7 @@
  * (1400-byte payloads, each way), the split between encode and decode, and heap per idle
  * established connection.
  */
+import { randomBytes } from "node:crypto";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { ConnectionTable } from "../stack/conn-table.js";
@@ -19,10 +20,10 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 2);
 setFlagsFromString("--expose-gc");
 const gc = runInNewContext("gc") as () => void;
 
-async function connectedPair(offload: boolean, family: 4 | 6) {
+async function connectedPair(offload: boolean, family: 4 | 6, key?: Uint8Array) {
   const [qa, qb] = benchPair(1500, offload);
-  const a = new Stack({ queues: [qa], local4: "10.0.0.1", local6: "fd00::1" });
-  const b = new Stack({ queues: [qb], local4: "10.0.0.2", local6: "fd00::2" });
+  const a = new Stack({ queues: [qa], local4: "10.0.0.1", local6: "fd00::1", key });
+  const b = new Stack({ queues: [qb], local4: "10.0.0.2", local6: "fd00::2", key });
   b.listen(4567);
   const pump = setInterval(() => {
     qa.flush();
@@ -60,8 +61,8 @@ function sendRound(from: Socket, q: BenchQueue, payload: Buffer): () => void {
   };
 }
 
-async function throughput(offload: boolean, family: 4 | 6) {
-  const { qa, qb, a, b, sa, sb } = await connectedPair(offload, family);
+async function throughput(offload: boolean, family: 4 | 6, key?: Uint8Array) {
+  const { qa, qb, a, b, sa, sb } = await connectedPair(offload, family, key);
   const payload = Buffer.alloc(PAYLOAD, 0x5a);
   let bytes = 0;
   sb.onDatagram((d) => {
@@ -195,6 +196,25 @@ async function main() {
         `encode only ${fmt(r.encode)}, decode+dispatch only ${fmt(r.decode)}`,
     );
   }
+  // Keyed mode changes the handshake only: its data path must run at the same rate. Rounds
+  // alternate so that a slow spell of a shared machine hits both alike; medians compared.
+  const unkeyed: number[] = [];
+  const keyed: number[] = [];
+  const key = new Uint8Array(randomBytes(32));
+  for (let round = 0; round < 6; round++) {
+    // Which goes first alternates too: the second of a pair runs on a warmer heap.
+    const withKey = round % 2 === 0;
+    const first = await throughput(true, 4, withKey ? key : undefined);
+    const second = await throughput(true, 4, withKey ? undefined : key);
+    (withKey ? keyed : unkeyed).push(first.aToB + first.bToA);
+    (withKey ? unkeyed : keyed).push(second.aToB + second.bToA);
+  }
+  const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
+  console.log(
+    `IPv4, checksum offload, keyed vs unkeyed (6 alternating rounds, medians of A->B + B->A): ` +
+      `unkeyed ${fmt(median(unkeyed))}, keyed ${fmt(median(keyed))}, ratio ${(median(keyed) / median(unkeyed)).toFixed(3)} ` +
+      `(rounds: unkeyed ${unkeyed.map((x) => (x / 1e6).toFixed(2)).join(" ")}, keyed ${keyed.map((x) => (x / 1e6).toFixed(2)).join(" ")})`,
+  );
   const k = dispatchKeys();
   console.log(
     `dispatch lookups among 10,000 tuples: integer-hash table ${fmt(k.table)}, string-keyed Map ${fmt(k.string)}`,
