@@ -58,7 +58,7 @@ export interface TunnelDevice {
 
 /**
  * Opens the TUN device with `config.queues` queues and eBPF queue steering by port sum, so
- * that the kernel hands every packet of a flow to queue `(sport + dport) % queues`: shard `i`
+ * that the kernel hands every packet of a flow to queue `((sport + dport) mod 2^16) % queues`: shard `i`
  * owns queue `i` and never sees another shard's packets. Without steering (old kernel, no
  * permission) a packet could land on any queue, so the device gets one queue and the program
  * one shard (logged with the reason). Throws a `UsageError` for device problems.

@@ -19,5 +19,6 @@ export {
   SocketState,
 } from "./stack/socket.js";
 export { Stack, type StackStats } from "./stack/stack.js";
+export { steeredQueue } from "./stack/tuple.js";
 export { type Endpoint, parseEndpoint } from "./wire/address.js";
 export * as wire from "./wire/index.js";

@@ -122,7 +122,7 @@ describe("client source ports", () => {
     await Promise.allSettled(pending);
   });
 
-  it("port shard: only ports p with (p + remotePort) % count === index, random start, counting up", async () => {
+  it("port shard: only ports p the device steers to the shard ((p + remotePort) mod 2^16 % count), random start, counting up", async () => {
     const count = 3;
     for (let index = 0; index < count; index++) {
       const { client, server } = pairOf({ client: { portShard: { index, count } } });
@@ -134,18 +134,34 @@ describe("client source ports", () => {
         for (let i = 0; i < 4; i++)
           ports.push((await client.connect("192.168.201.2:7000")).localPort);
       }
-      for (const p of ports) expect((p + 7000) % count).toBe(index);
+      // The kernel keeps the steering program's result (p + port) in 16 bits before the modulo.
+      for (const p of ports) expect(((p + 7000) % 65536) % count).toBe(index);
       expect(new Set(ports).size).toBe(ports.length);
       // Counting up from the random start: consecutive connections are `count` apart.
       expect(ports[1] - ports[0]).toBe(count);
       expect(ports[0]).toBeLessThan(32768 + count);
       // Another destination port shifts which ports belong to the shard.
       const other = await client.connect("192.168.201.2:7001");
-      expect((other.localPort + 7001) % count).toBe(index);
-      // The accepting side sees the same tuple, so a device steering by (sport + dport) % count
-      // delivers the replies to this shard.
+      expect(((other.localPort + 7001) % 65536) % count).toBe(index);
+      // The accepting side sees the same tuple, so a device steering by the port sum delivers
+      // the replies to this shard.
       const accepted = await server.accept();
-      expect((accepted.remotePort + accepted.localPort) % count).toBe(index);
+      expect(((accepted.remotePort + accepted.localPort) % 65536) % count).toBe(index);
+    }
+  });
+
+  it("port shard towards WireGuard's port: every port sum wraps past 2^16, the shard still gets its replies", async () => {
+    const count = 3;
+    for (let index = 0; index < count; index++) {
+      const { client, server } = pairOf({ client: { portShard: { index, count } } });
+      server.listen(51820);
+      for (const random of [0, 0.5, 0.999999999]) {
+        vi.spyOn(Math, "random").mockReturnValue(random);
+        const p = (await client.connect("192.168.201.2:51820")).localPort;
+        // p + 51820 >= 65536 for every ephemeral port: the kernel's queue is (p + 51820 - 65536) % 3.
+        expect(p + 51820).toBeGreaterThanOrEqual(65536);
+        expect((p + 51820 - 65536) % count).toBe(index);
+      }
     }
   });
 

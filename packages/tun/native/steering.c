@@ -3,7 +3,8 @@
  * packet it transmits into the TUN (kernel -> userspace direction) by running a
  * BPF_PROG_TYPE_SOCKET_FILTER program attached with TUNSETSTEERINGEBPF and taking its return
  * value modulo the number of queues. Our program returns source port + destination port of the
- * transport header, so a TCP flow always lands on queue (sport + dport) % N, which lets each
+ * transport header, so a TCP flow always lands on queue ((sport + dport) mod 2^16) % N (the kernel
+ * keeps the result in 16 bits before the modulo), which lets each
  * shard choose local ports whose replies come back to its own queue.
  *
  * The program is hand-assembled (a dozen instructions) so no compiler or libbpf is needed.

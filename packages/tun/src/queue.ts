@@ -354,7 +354,7 @@ export class TunQueue {
 
   /**
    * Sets the eBPF queue steering of the whole device this queue belongs to ("port-sum": a
-   * packet goes to queue (sport + dport) % queues), or removes it (null: back to the kernel's
+   * packet goes to queue ((sport + dport) mod 2^16) % queues: the kernel keeps the result in 16 bits), or removes it (null: back to the kernel's
    * flow hash). Works from any queue, in any thread.
    *
    * @throws a TunError with the errno name in `code`: EPERM (no CAP_BPF/CAP_SYS_ADMIN), EINVAL

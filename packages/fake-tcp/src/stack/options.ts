@@ -99,9 +99,9 @@ export interface StackOptions {
   log?: StackLogger;
   /**
    * Shard of a sharded program (one stack per TUN queue, the device steering a flow's packets
-   * to queue `(sport + dport) % count`): `connect()` then picks only local ports `p` with
-   * `(p + remotePort) % count === index`, so that the replies of its connections come back to
-   * this stack's queue. Default: one shard (any port).
+   * to queue `((sport + dport) mod 2^16) % count`, see `steeredQueue`): `connect()` then picks
+   * only local ports whose replies come back to this stack's queue. Default: one shard (any
+   * port).
    */
   portShard?: PortShard;
   /**

@@ -139,10 +139,21 @@ export function createSocket(host: SocketHost, spec: NewSocketSpec): Socket {
 
 /**
  * A client source port towards (remote, remotePort): a random start in 32768..60999, then the
- * first port whose tuple is free, counting up. With a port shard, only ports `p` with
- * `(p + remotePort) % count === index` are candidates. Returns the port, or `-1 - candidates`
- * when every candidate is taken.
+ * first port whose tuple is free, counting up. With a port shard, only ports `p` whose
+ * segments the device steers to this shard's queue (`steeredQueue(p, remotePort, count) ===
+ * index`) are candidates. Returns the port, or `-1 - candidates` when every candidate is taken.
  */
+/**
+ * The queue a multi-queue TUN device with our port-sum steering program hands a segment with
+ * ports `a` and `b` to, of `count` queues. The program returns a + b, but the kernel keeps its
+ * result in 16 bits before taking it modulo the number of queues, so a sum of 65536 or more
+ * wraps: with 3 queues and a remote port of 51820 (WireGuard's), every ephemeral port's sum
+ * does, and plain `(a + b) % count` would pick a shard whose replies go elsewhere.
+ */
+export function steeredQueue(a: number, b: number, count: number): number {
+  return ((a + b) & 0xffff) % count;
+}
+
 export function pickSourcePort(
   table: ConnectionTable,
   shard: PortShard,
@@ -156,7 +167,7 @@ export function pickSourcePort(
   let candidates = 0;
   for (let i = 0; i < EPHEMERAL_COUNT; i++) {
     const port = EPHEMERAL_FIRST + ((start + i) % EPHEMERAL_COUNT);
-    if ((port + remotePort) % count !== index) continue;
+    if (steeredQueue(port, remotePort, count) !== index) continue;
     candidates++;
     const taken =
       family === 4
