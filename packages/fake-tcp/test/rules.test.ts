@@ -179,7 +179,9 @@ describe("server handshake rules", () => {
   });
 
   it("keeps no handshake state: a resent SYN gets the same cookie, nothing is resent by timer", async () => {
-    vi.useFakeTimers();
+    // At the start of a 64 s cookie slot, so that the 5 s below never cross into the next one
+    // (a resent SYN there gets the next slot's cookie, rightly).
+    vi.useFakeTimers({ now: 27_000_000 * 64_000 });
     const p = peer();
     p.stack.listen(4567);
     p.send({ seq: 0, ack: 0, flags: SYN });
