@@ -19,6 +19,7 @@ import { ADDR } from "../src/addresses.js";
 import { destroyAllNamespaces } from "../src/namespace.js";
 import type { ManagedProcess } from "../src/process.js";
 import { Rig, type StreamResult } from "../src/rig.js";
+import { longestSilenceMs } from "../src/stream-figures.js";
 
 const gate = realDeviceGate();
 
@@ -26,25 +27,6 @@ const MiB = 1024 * 1024;
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/**
- * The longest time without an echo (ms) from `from` until the last datagram was sent: gaps
- * between consecutive echoes, and the silence before the first and after the last one.
- */
-function longestSilenceMs(stream: StreamResult, from: number): number {
-  const times = stream.replies
-    .map(([, , at]) => at)
-    .filter((at) => at >= from)
-    .sort((x, y) => x - y);
-  const lastSent = Math.max(stream.lastSentAt ?? from, from);
-  let gap = 0;
-  let previous = from;
-  for (const at of times) {
-    gap = Math.max(gap, at - previous);
-    previous = at;
-  }
-  return Math.max(gap, lastSent - previous);
 }
 
 /**

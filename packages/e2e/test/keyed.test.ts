@@ -28,6 +28,7 @@ import { SERVER_MAIN } from "../src/paths.js";
 import type { TcpPacket } from "../src/pcap.js";
 import { ManagedProcess } from "../src/process.js";
 import { Rig, type StreamResult } from "../src/rig.js";
+import { longestSilenceMs } from "../src/stream-figures.js";
 import { startClient, startServer, type TunnelProgram } from "../src/tunnel.js";
 
 const gate = realDeviceGate();
@@ -36,22 +37,6 @@ const SERVER_PORT = 4567;
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** The longest time without an echo (ms) from `from` until the last datagram was sent. */
-function longestSilenceMs(stream: StreamResult, from: number): number {
-  const times = stream.replies
-    .map(([, , at]) => at)
-    .filter((at) => at >= from)
-    .sort((x, y) => x - y);
-  const lastSent = Math.max(stream.lastSentAt ?? from, from);
-  let gap = 0;
-  let previous = from;
-  for (const at of times) {
-    gap = Math.max(gap, at - previous);
-    previous = at;
-  }
-  return Math.max(gap, lastSent - previous);
 }
 
 /** Time from `from` to the first echo of a datagram sent at or after `from` (ms), or null. */
