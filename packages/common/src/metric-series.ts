@@ -272,6 +272,10 @@ export interface ProgramInfo {
   readonly logLinesDropped: number;
 }
 
+/** `badHeaderLength` -> `bad_header_length`. */
+const snakeCase = (name: string): string =>
+  name.replace(/([a-z0-9])([A-Z])/g, "$1_$2").toLowerCase();
+
 const numbers = (value: unknown): [string, number][] =>
   value !== null && typeof value === "object"
     ? Object.entries(value).filter((e): e is [string, number] => typeof e[1] === "number")
@@ -279,8 +283,8 @@ const numbers = (value: unknown): [string, number][] =>
 
 /**
  * The program's samples: its shards' counters summed, each placed in its family (samples of
- * the same family and labels add up), and the per-shard gauges. Families whose counters are
- * all missing (a client has no `udpSockets`) get no sample.
+ * the same family and labels add up), and the per-shard series. A family none of whose
+ * counters the program has (a client has no `udpSockets`) gets no sample here.
  */
 export function programSamples(shards: readonly ShardSnapshot[], info: ProgramInfo): Sample[] {
   const out: Sample[] = [];
@@ -308,7 +312,9 @@ export function programSamples(shards: readonly ShardSnapshot[], info: ProgramIn
     if (placement) put(placement, value);
     else if (placement === undefined) put(["otherEvents", { counter: `stack.${key}` }], value);
   }
-  for (const [reason, value] of numbers(stack.malformed)) put(["malformed", { reason }], value);
+  for (const [reason, value] of numbers(stack.malformed)) {
+    put(["malformed", { reason: snakeCase(reason) }], value);
+  }
 
   shards.forEach((shard, index) => {
     const label = { shard: String(index) };
