@@ -72,6 +72,8 @@ export interface FleetOptions {
   checkIntervalMs?: number;
   fall?: number;
   rise?: number;
+  /** The checker deletes a removed server's flows from the balancer's conntrack (default true). */
+  forgetFlows?: boolean;
 }
 
 export interface HubPeer {
@@ -211,6 +213,21 @@ export class Fleet {
   /** The balancer's table (empty server list) and its checker; resolves once all are live. */
   private async startBalancer(): Promise<void> {
     this.l.exec("nft", ["-f", "-"], balancerRuleset(this.balancer, []));
+    await this.startChecker(this.options.forgetFlows ?? true, this.s.length);
+  }
+
+  /**
+   * Replaces the health checker by one that does or does not forget a removed server's flows;
+   * resolves once it has installed its first list (the table keeps the old one meanwhile).
+   */
+  async restartChecker(forgetFlows: boolean): Promise<void> {
+    await this.checker?.stop(2_000);
+    if (this.checker) this.others.push(this.checker);
+    const live = this.servers.filter((s) => s?.running).length;
+    await this.startChecker(forgetFlows, live);
+  }
+
+  private async startChecker(forgetFlows: boolean, expectLive: number): Promise<void> {
     const args = [
       toolPath("health-checker"),
       "--vip",
@@ -225,12 +242,14 @@ export class Fleet {
       String(this.options.fall ?? 2),
       "--rise",
       String(this.options.rise ?? 2),
+      "--forget-flows",
+      forgetFlows ? "yes" : "no",
     ];
     for (let i = 1; i <= this.s.length; i++) args.push("--server", FLEET_ADDR.serverFront(i));
     this.checker = new ManagedProcess("health-checker@L", this.l, process.execPath, args);
     const ready = await this.checker.waitFor((l) => l.json?.event === "ready", 15_000);
     const live = ready.json?.live as string[];
-    if (live.length !== this.s.length)
+    if (live.length !== expectLive)
       throw new Error(`only ${live.join(", ")} passed the health check\n${this.checker.tail()}`);
   }
 

@@ -15,10 +15,15 @@
  * waiting for its dead-peer detection. After `--rise` good checks in a row it comes back (new
  * flows only; established flows stay where conntrack has them).
  *
+ * `--forget-flows no` leaves the balancer's conntrack alone, as a balancer without access to
+ * its flow table would (most cloud balancers): then a client on a dead server keeps sending
+ * into the dead flow until its dead-peer detection closes the connection, and its new
+ * connection (a new source port, a new flow) is balanced over the live servers.
+ *
  * Logs one JSON line per event: ready (first list installed), down, up, error.
  *
  * Usage: node health-checker.js --vip IP --port N --metrics-port N --server IP [--server IP...]
- *          [--interval MS] [--timeout MS] [--fall N] [--rise N]
+ *          [--interval MS] [--timeout MS] [--fall N] [--rise N] [--forget-flows yes|no]
  */
 import { execFileSync, spawnSync } from "node:child_process";
 import { request } from "node:http";
@@ -43,6 +48,7 @@ const intervalMs = numberArg(named, "interval", 300);
 const timeoutMs = numberArg(named, "timeout", 500);
 const fall = numberArg(named, "fall", 2);
 const rise = numberArg(named, "rise", 2);
+const forget = (named.get("forget-flows") ?? "yes") !== "no";
 
 function log(event: string, fields: Record<string, unknown> = {}): void {
   console.log(JSON.stringify({ event, at: Date.now(), ...fields }));
@@ -112,7 +118,8 @@ async function round(): Promise<void> {
   if (installed === null ? checksDone < rise : cameUp.length + wentDown.length === 0) return;
   install();
   for (const server of cameUp) log("up", { server });
-  for (const server of wentDown) log("down", { server, flowsForgotten: forgetFlows(server) });
+  for (const server of wentDown)
+    log("down", { server, flowsForgotten: forget ? forgetFlows(server) : null });
 }
 
 let stopped = false;
