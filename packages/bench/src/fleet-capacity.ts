@@ -68,7 +68,9 @@ try {
         allAnsweredMs: scale.allAnsweredMs,
         serverRssMiB: [rssBefore, rssAfter].map((b) => b && Math.round((b / 2 ** 20) * 10) / 10),
         serverKiBPerConnection:
-          rssBefore && rssAfter ? Math.round(((rssAfter - rssBefore) / 1024) * perConnection) : null,
+          rssBefore && rssAfter
+            ? Math.round(((rssAfter - rssBefore) / 1024) * perConnection)
+            : null,
         clientRssMiB: scale.rss?.client.map((b) => b && Math.round((b / 2 ** 20) * 10) / 10),
         serverCpuIdleNoConnections: Math.round(baselineCpu * 1000) / 1000,
         serverCpuIdleWithConnections: Math.round(loadedCpu * 1000) / 1000,
