@@ -1,5 +1,6 @@
 export * from "./address.js";
 export * from "./config-file.js";
+export * from "./egress-map.js";
 export * from "./errors.js";
 export * from "./handshake-packet.js";
 export * from "./host-setup.js";
