@@ -17,6 +17,7 @@ export * from "./resolve.js";
 export * from "./run-command.js";
 export * from "./shards.js";
 export * from "./share-rules.js";
+export * from "./source-ports.js";
 export * from "./sysctl.js";
 export * from "./tun-errors.js";
 export * from "./tunnel.js";
