@@ -5,6 +5,7 @@
  */
 import {
   ConnectionLog,
+  type EgressMap,
   formatAddress,
   type LogSink,
   newRelayCounters,
@@ -39,6 +40,8 @@ export interface ShardSessionsOptions {
   /** Shards of the client (the shard-wide retry meter is this shard's share). */
   readonly shards: number;
   readonly logger: LogSink;
+  /** The host's egress map (automatic host rules), updated before each connection. */
+  readonly egress?: Pick<EgressMap, "prepare">;
 }
 
 export class ShardSessions implements SessionContext {
@@ -57,12 +60,14 @@ export class ShardSessions implements SessionContext {
   private readonly tunnel: Tunnel;
   private readonly peers: PeerTable;
   private readonly remoteName: string;
+  private readonly egress: Pick<EgressMap, "prepare"> | undefined;
 
   constructor(options: ShardSessionsOptions) {
     const { config, shards, logger } = options;
     this.config = config;
     this.tunnel = options.tunnel;
     this.peers = options.peers;
+    this.egress = options.egress;
     this.handshakePacket = options.handshakePacket;
     this.remoteName = formatAddress(config.remote.host, config.remote.port);
     this.connectionLog = new ConnectionLog(logger);
@@ -116,6 +121,7 @@ export class ShardSessions implements SessionContext {
     // The first address of the server that completes a handshake.
     for (const target of targets) {
       try {
+        await this.egress?.prepare(target.address, target.family);
         return await this.tunnel.connect(target);
       } catch (err) {
         lastError = err;

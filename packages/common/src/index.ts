@@ -1,5 +1,6 @@
 export * from "./address.js";
 export * from "./config-file.js";
+export * from "./egress-map.js";
 export * from "./errors.js";
 export * from "./handshake-packet.js";
 export * from "./host-setup.js";
@@ -17,6 +18,7 @@ export * from "./resolve.js";
 export * from "./run-command.js";
 export * from "./shards.js";
 export * from "./share-rules.js";
+export * from "./source-ports.js";
 export * from "./sysctl.js";
 export * from "./tun-errors.js";
 export * from "./tunnel.js";

@@ -17,7 +17,8 @@ import {
   type TunnelSocket,
   type UdpRunWriter,
 } from "fake-tcp-common";
-import { newServerCounters, Relay } from "./relay.js";
+import { UdpReceiveArea } from "fake-tcp-tun/udp";
+import { newServerCounters, RELAY_BATCH_SIZE, Relay } from "./relay.js";
 
 /** What a {@link RelayTable} needs. */
 export interface RelayTableOptions {
@@ -45,8 +46,14 @@ export class RelayTable {
   private readonly connectionLog: ConnectionLog;
   private readonly warnLog: RateLimitedLog;
   private readonly remoteName: string;
+  /**
+   * One set of receive buffers for every relay socket of the shard (they all run on its
+   * thread): per-socket buffers would cost ~28 KiB per connection.
+   */
+  private readonly receiveArea: UdpReceiveArea;
 
   constructor(private readonly options: RelayTableOptions) {
+    this.receiveArea = new UdpReceiveArea(RELAY_BATCH_SIZE, options.maxDatagramBytes);
     this.connectionLog = new ConnectionLog(options.logger);
     this.warnLog = new RateLimitedLog(options.logger);
     this.remoteName = formatAddress(options.remote.address, options.remote.port);
@@ -70,7 +77,7 @@ export class RelayTable {
         this.totals,
         this.options.runs,
         this.options.flushTunnel,
-        this.options.maxDatagramBytes,
+        this.receiveArea,
         (ended, cause) => this.closed(ended, cause),
       );
     } catch (err) {
