@@ -6,13 +6,14 @@
  *    `fake-tcp-client` by name from a local Verdaccio (./local-registry.ts).
  * 2. Two containers booted from it with systemd as PID 1 (systemd-nspawn --boot), each in a
  *    network namespace of this test linked to the other's, install the shipped template units
- *    and sysusers file and a configuration `/etc/fake-tcp/x.toml` the way the README says,
- *    then `systemctl start fake-tcp-server@x` / `fake-tcp-client@x`: the programs run as the
- *    user fake-tcp with exactly CAP_NET_ADMIN and CAP_BPF, carry UDP both ways (echoes),
- *    and after `systemctl stop` no TUN device, nftables table or process of theirs is left.
+ *    and sysusers file and a configuration `/etc/fake-tcp/wg0.toml` the way the README says,
+ *    then `systemctl enable --now fake-tcp-server@wg0` / `fake-tcp-client@wg0`: the programs
+ *    run as the user fake-tcp with exactly CAP_NET_ADMIN and CAP_BPF, carry UDP both ways
+ *    (echoes), and after `systemctl stop` no TUN device, nftables table or process of theirs
+ *    is left.
  *
- * The root file system is built once (debootstrap, cached under docker/.base/) and never
- * written: the install and each container run on overlays of it under a temporary directory.
+ * The root file system is built once (debootstrap, then apt; cached under /var/cache/fake-tcp)
+ * and never written: the install and each container run on overlays of it under a temporary directory.
  * Containers, overlays, namespaces and the registry are removed in afterAll, also on failure.
  */
 import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
@@ -190,14 +191,14 @@ class BootedContainer {
   }
 }
 
-/** Sends COUNT datagrams to 127.0.0.1:1234 and prints how many echoes came back (bounded). */
+/** Sends COUNT datagrams to 127.0.0.1:51821 (the client example's local) and prints how many echoes came back (bounded). */
 const SENDER = `
 const count = Number(process.argv[1]);
 const s = require("node:dgram").createSocket("udp4");
 let got = 0;
 s.on("message", () => got++);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-s.connect(1234, "127.0.0.1", async () => {
+s.connect(51821, "127.0.0.1", async () => {
   for (let i = 0; i < count; i++) { s.send(Buffer.from("ping " + i)); await sleep(20); }
   const deadline = Date.now() + 5000;
   while (Date.now() < deadline && got < count) await sleep(20);
@@ -206,12 +207,12 @@ s.connect(1234, "127.0.0.1", async () => {
 });
 `;
 
-/** Echoes every datagram on 127.0.0.1:7777 and prints how many it received on SIGTERM. */
+/** Echoes every datagram on 127.0.0.1:51820 (WireGuard's port in the server example) and prints how many it received on SIGTERM. */
 const ECHO = `
 const s = require("node:dgram").createSocket("udp4");
 let n = 0;
 s.on("message", (m, r) => { n++; s.send(m, r.port, r.address); });
-s.bind(7777, "127.0.0.1", () => console.log("ready"));
+s.bind(51820, "127.0.0.1", () => console.log("ready"));
 process.on("SIGTERM", () => { console.log(n); process.exit(0); });
 `;
 
@@ -326,22 +327,15 @@ describe.skipIf(gate.skip)("installed by name and run by systemd in clean contai
   });
 
   it("runs a config-file tunnel as fake-tcp with only CAP_NET_ADMIN and CAP_BPF: start, traffic both ways, stop, nothing left", async () => {
-    const configs = {
-      server: [
-        "listen = 4567",
-        'remote = "127.0.0.1:7777"',
-        'tun = "ftsvs0"',
-        "ipv4-only = true",
-        "queues = 2",
-      ],
+    // The README's "Configure": the shipped WireGuard example, edited where a user would (the
+    // client's server address); a tun name of this test's own and two shards appended.
+    const configure = {
+      server: ["printf 'tun = \"ftsvs0\"\\nipv4-only = true\\nqueues = 2\\n' >> $F"],
       client: [
-        'local = "127.0.0.1:1234"',
-        'remote = "10.82.0.2:4567"',
-        'tun = "ftsvc0"',
-        "ipv4-only = true",
+        "sed -i 's/^remote = .*/remote = \"10.82.0.2:4567\"/' $F",
+        "printf 'tun = \"ftsvc0\"\\nipv4-only = true\\n' >> $F",
       ],
     };
-    // As the README's "Running as a service" says, from the installed package's files.
     for (const [side, c] of [
       ["server", server],
       ["client", client],
@@ -352,17 +346,17 @@ describe.skipIf(gate.skip)("installed by name and run by systemd in clean contai
           // nspawn gives the container a copy of the host's /dev/net/tun with the host's mode;
           // a stock system (and the README's requirement) has it 0666.
           "chmod 0666 /dev/net/tun",
-          `P=$(npm root -g)/fake-tcp-${side}/systemd`,
-          "install -m 644 $P/fake-tcp.sysusers.conf /usr/lib/sysusers.d/fake-tcp.conf",
-          "systemd-sysusers",
-          `install -m 644 $P/fake-tcp-${side}@.service /etc/systemd/system/`,
-          "systemctl daemon-reload",
-          "install -d -m 750 -g fake-tcp /etc/fake-tcp",
-          // (stdin is a socket here, which install cannot open by path)
-          "cat > /etc/fake-tcp/x.toml",
-          "chgrp fake-tcp /etc/fake-tcp/x.toml && chmod 640 /etc/fake-tcp/x.toml",
+          // Configure.
+          "F=/etc/fake-tcp/wg0.toml",
+          "install -d -m 755 /etc/fake-tcp",
+          `cp "$(npm root -g)/fake-tcp-${side}/examples/wireguard-${side}.toml" $F`,
+          ...configure[side],
+          // Run as a service, as the README says, from the installed package's files.
+          `S=$(npm root -g)/fake-tcp-${side}/systemd`,
+          "install -m 644 $S/fake-tcp.sysusers.conf /usr/lib/sysusers.d/fake-tcp.conf && systemd-sysusers",
+          `install -m 644 $S/fake-tcp-${side}@.service /etc/systemd/system/ && systemctl daemon-reload`,
+          "chgrp -R fake-tcp /etc/fake-tcp && chmod -R g+rX,o= /etc/fake-tcp",
         ].join("\n"),
-        `${configs[side].join("\n")}\n`,
       );
     }
 
@@ -376,11 +370,11 @@ describe.skipIf(gate.skip)("installed by name and run by systemd in clean contai
     expect(echoOut).toContain("ready");
 
     const units = [
-      [server, "fake-tcp-server@x", "fake-tcp-server running", "ftsvs0"],
-      [client, "fake-tcp-client@x", "fake-tcp-client running", "ftsvc0"],
+      [server, "fake-tcp-server@wg0", "fake-tcp-server running", "ftsvs0"],
+      [client, "fake-tcp-client@wg0", "fake-tcp-client running", "ftsvc0"],
     ] as const;
     for (const [c, unit, ready] of units) {
-      c.sh(`systemctl start ${unit}`);
+      c.sh(`systemctl enable --now ${unit}`);
       // Type=exec: started means exec'd; ready is the program's own log line.
       const until = Date.now() + 30_000;
       let journal = "";
@@ -410,7 +404,7 @@ describe.skipIf(gate.skip)("installed by name and run by systemd in clean contai
       expect(status).toMatch(/^NoNewPrivs:\s+1$/m);
     }
     // CAP_BPF lets the server's queue-steering program load: both shards run.
-    expect(server.sh("journalctl -u fake-tcp-server@x -o cat --no-pager")).toMatch(
+    expect(server.sh("journalctl -u fake-tcp-server@wg0 -o cat --no-pager")).toMatch(
       /"shards":2,.*"msg":"fake-tcp-server running"/,
     );
 
