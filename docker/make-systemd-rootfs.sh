@@ -18,6 +18,11 @@ packages="systemd systemd-sysv nftables iproute2 procps"
 dir="${FAKE_TCP_CACHE:-/var/cache/fake-tcp}/systemd-rootfs-bookworm-node$node_major"
 log() { echo "make-systemd-rootfs: $*" >&2; }
 
+# One build at a time on a machine (tests of several checkouts may start together).
+mkdir -p "$(dirname "$dir")"
+exec 8>"$dir.lock"
+flock -w 1800 8
+
 stamp="$(cat "$here/make-systemd-rootfs.sh" "$here/make-local-base.sh" | sha256sum | cut -c1-16) $packages"
 if [ "${FORCE:-0}" != 1 ] && [ -d "$dir/rootfs" ] && [ "$(cat "$dir/stamp" 2>/dev/null)" = "$stamp" ]; then
   echo "$dir/rootfs"

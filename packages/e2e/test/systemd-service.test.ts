@@ -294,7 +294,7 @@ describe.skipIf(gate.skip)("installed by name and run by systemd in clean contai
     ] as const) {
       const merged = mountOverlay(join(dir, side), `${join(installDir, "upper")}:${rootfs}`);
       overlays.push(merged);
-      const c = new BootedContainer(`ftsv-${side}`, merged, ns, join(dir, `${side}-console.log`));
+      const c = new BootedContainer(ns.name, merged, ns, join(dir, `${side}-console.log`));
       containers.push(c);
       if (side === "server") server = c;
       else client = c;
