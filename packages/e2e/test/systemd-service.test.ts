@@ -15,6 +15,11 @@
  * The root file system is built once (debootstrap, then apt; cached under /var/cache/fake-tcp)
  * and never written: the install and each container run on overlays of it under a temporary directory.
  * Containers, overlays, namespaces and the registry are removed in afterAll, also on failure.
+ *
+ * Why nspawn and not the Docker rig's engine: Debian's docker.io (20.10) does not know CAP_BPF,
+ * which the units grant, and `--privileged` cannot start where the host's bounding set lacks a
+ * capability (here CAP_SYS_RESOURCE); nspawn keeps exactly the capabilities it is given and
+ * needs no engine.
  */
 import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
 import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
