@@ -104,6 +104,7 @@ export class Fleet {
   checker: ManagedProcess | null = null;
   echo: ManagedProcess | null = null;
   hubIface = "";
+  private hubPublicKey = "";
   /** Peer i's interface in C (index i - 1) and its public key. */
   readonly peers: Array<{ iface: string; publicKey: string }> = [];
   private readonly wireguard: WireGuardProcess[] = [];
@@ -198,8 +199,6 @@ export class Fleet {
     ]);
     await this.echo.waitFor((l) => l.json?.event === "ready", 10_000);
   }
-
-  private hubPublicKey = "";
 
   /** Starts server i (1-based) with the fleet's one command line. */
   async startServer(i: number): Promise<TunnelProgram> {
