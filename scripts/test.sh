@@ -42,6 +42,7 @@ long_scenarios=(
   packages/e2e/test/keyed.test.ts packages/e2e/test/fleet.test.ts
   packages/client/test/spoofing.test.ts packages/client/test/reconnect.test.ts
   packages/server/test/systemd-units.test.ts packages/server/test/metrics.test.ts
+  packages/e2e/test/prometheus.test.ts
 )
 
 passed=0; failed=0; status=0

@@ -9,6 +9,8 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseBenchArgs, USAGE } from "./cli-options.js";
+import { renderConnectionsSection } from "./connection-figures.js";
+import { measureConnections, writeConnectionsDocs } from "./connections.js";
 import { appendRun } from "./docs-file.js";
 import { type KeyedComparison, measureKeyedRounds, renderKeyedRounds } from "./keyed-rounds.js";
 import { measureLatency, startProbeEcho } from "./latency.js";
@@ -262,6 +264,7 @@ async function main(): Promise<number> {
     console.error("pnpm bench needs root (it creates network namespaces)");
     return 2;
   }
+  if (opts.connections !== null) return runConnections(opts.connections, opts);
   const plan = opts.quick ? QUICK : FULL;
   // BENCH_WATCHDOG_MS shortens the watchdog (to check that it tears down).
   const watchdogMs = Number(process.env.BENCH_WATCHDOG_MS) || plan.watchdogMs;
@@ -324,6 +327,35 @@ async function main(): Promise<number> {
     0
     ? 1
     : 0;
+}
+
+/** `--connections N`: only the many-connection measurement (see connections.ts). */
+async function runConnections(
+  connections: number,
+  opts: ReturnType<typeof parseBenchArgs>,
+): Promise<number> {
+  const watchdog = setTimeout(() => {
+    log("watchdog: the run exceeded 10 minutes; tearing everything down");
+    destroyAllNamespaces();
+    process.exit(3);
+  }, 10 * 60_000);
+  const run = await measureConnections(
+    {
+      connections,
+      label: opts.label,
+      loadFlows: [1, 1000],
+      loadMbps: [200, 400, 800],
+      loadSeconds: 3,
+      retryMs: 1000,
+      setupDeadlineMs: 120_000,
+    },
+    log,
+    gitCommit(),
+  );
+  clearTimeout(watchdog);
+  console.log(`\n${renderConnectionsSection(run, null)}`);
+  if (!opts.noDocs) log(`wrote ${writeConnectionsDocs(run, opts.docsDir)}`);
+  return run.errors.length > 0 ? 1 : 0;
 }
 
 process.exitCode = await main();

@@ -6,10 +6,17 @@
  *
  * Each configuration runs twice, with `rounds` and `3 × rounds` measured rounds after the same
  * set-up and warm-up; the difference divided by the extra datagrams removes start-up, set-up
- * and warm-up from the figure. V8 runs single-threaded (no background compilation) so that
- * when code gets optimised does not depend on thread scheduling.
+ * and warm-up from the figure. V8 runs single-threaded and "predictable" (no background
+ * compilation or GC, a fixed GC schedule), so that when code gets optimised and when the heap
+ * is collected do not depend on thread scheduling or the clock.
+ *
+ * `--baseline DIR` also counts the unkeyed path of another built checkout (e.g. a worktree of
+ * an older commit): this script and connected-pair.js are copied into its
+ * packages/fake-tcp/dist/bench/ and run against that checkout's stack.
  */
 import { spawnSync } from "node:child_process";
+import { copyFileSync, existsSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { BATCH, connectedPair, sendRound } from "./connected-pair.js";
 
@@ -20,7 +27,9 @@ const WARM_UP_ROUNDS = 2000;
 async function child(rounds: number, keyed: boolean): Promise<void> {
   // A fixed key: its value changes no branch of the data path, and runs stay identical.
   const key = keyed ? new Uint8Array(32).fill(7) : undefined;
-  const { qa, qb, a, b, sa, sb } = await connectedPair(true, 4, key);
+  // No stack timer fires during a run (an hour's period): how often it would is a matter of
+  // the wall clock, which valgrind slows down by a varying factor.
+  const { qa, qb, a, b, sa, sb } = await connectedPair(true, 4, key, 3_600_000);
   const payload = Buffer.alloc(PAYLOAD, 0x5a);
   let bytes = 0;
   sa.onDatagram((d) => {
@@ -57,9 +66,10 @@ async function child(rounds: number, keyed: boolean): Promise<void> {
   }
 }
 
+const THIS_SCRIPT = fileURLToPath(import.meta.url);
+
 /** Runs one child under callgrind; returns the instructions it executed. */
-function countInstructions(rounds: number, keyed: boolean): number {
-  const script = fileURLToPath(import.meta.url);
+function countInstructions(rounds: number, keyed: boolean, script = THIS_SCRIPT): number {
   const args = [
     "--tool=callgrind",
     "--callgrind-out-file=/dev/null",
@@ -67,6 +77,8 @@ function countInstructions(rounds: number, keyed: boolean): number {
     "--smc-check=all-non-file",
     process.execPath,
     "--single-threaded",
+    "--predictable",
+    "--predictable-gc-schedule",
     script,
     "--child",
     String(rounds),
@@ -81,35 +93,55 @@ function countInstructions(rounds: number, keyed: boolean): number {
   return Number(match[1]);
 }
 
-function main(): void {
+/** This script, copied into a baseline checkout's built bench folder; returns the copy. */
+function baselineScript(dir: string): string {
+  const benchDir = join(resolve(dir), "packages/fake-tcp/dist/bench");
+  if (!existsSync(join(benchDir, "bench-device.js"))) {
+    throw new Error(`--baseline ${dir}: no built fake-tcp there (run pnpm run build in it)`);
+  }
+  for (const name of ["instruction-count.js", "connected-pair.js"]) {
+    copyFileSync(join(dirname(THIS_SCRIPT), name), join(benchDir, name));
+  }
+  return join(benchDir, "instruction-count.js");
+}
+
+function main(baselineDir: string | null): void {
   const rounds = Number(process.env.BENCH_ROUNDS ?? 500);
   const repeats = Number(process.env.BENCH_REPEATS ?? 2);
   console.log(
     `fake-tcp stack, instructions per datagram (callgrind): Node ${process.version}, IPv4, checksum offload, ` +
       `${PAYLOAD}-byte payloads, batches of ${BATCH}, ${rounds} vs ${3 * rounds} rounds each way, ${repeats} repeats`,
   );
-  const perDatagram: Record<string, number[]> = { unkeyed: [], keyed: [] };
+  const configs: { name: string; keyed: boolean; script: string }[] = [
+    { name: "unkeyed", keyed: false, script: THIS_SCRIPT },
+    { name: "keyed", keyed: true, script: THIS_SCRIPT },
+  ];
+  if (baselineDir) {
+    configs.push({ name: "baseline", keyed: false, script: baselineScript(baselineDir) });
+  }
+  const perDatagram = new Map<string, number[]>(configs.map((c) => [c.name, []]));
   for (let r = 0; r < repeats; r++) {
-    // Alternating which mode goes first keeps any drift of the machine out of the comparison.
-    const order = r % 2 === 0 ? [false, true] : [true, false];
-    for (const keyed of order) {
-      const short = countInstructions(rounds, keyed);
-      const long = countInstructions(3 * rounds, keyed);
+    // Rotating which configuration goes first keeps any drift out of the comparison.
+    const order = configs.map((_, i) => configs[(i + r) % configs.length]);
+    for (const c of order) {
+      const short = countInstructions(rounds, c.keyed, c.script);
+      const long = countInstructions(3 * rounds, c.keyed, c.script);
       const datagrams = 2 * rounds * BATCH * 2; // extra rounds × batch × both directions
       const per = (long - short) / datagrams;
-      perDatagram[keyed ? "keyed" : "unkeyed"].push(per);
+      perDatagram.get(c.name)?.push(per);
       console.log(
-        `  ${keyed ? "keyed  " : "unkeyed"}: ${per.toFixed(0)} instructions/datagram ` +
+        `  ${c.name.padEnd(8)}: ${per.toFixed(0)} instructions/datagram ` +
           `(${short.toLocaleString("en")} and ${long.toLocaleString("en")} in all)`,
       );
     }
   }
   const mean = (xs: number[]) => xs.reduce((s, x) => s + x, 0) / xs.length;
-  const u = mean(perDatagram.unkeyed);
-  const k = mean(perDatagram.keyed);
-  console.log(
-    `mean: unkeyed ${u.toFixed(0)}, keyed ${k.toFixed(0)} instructions/datagram; keyed/unkeyed ${(k / u).toFixed(3)}`,
-  );
+  const u = mean(perDatagram.get("unkeyed") ?? []);
+  const parts = configs.map((c) => `${c.name} ${mean(perDatagram.get(c.name) ?? []).toFixed(0)}`);
+  const ratios = configs
+    .filter((c) => c.name !== "unkeyed")
+    .map((c) => `${c.name}/unkeyed ${(mean(perDatagram.get(c.name) ?? []) / u).toFixed(3)}`);
+  console.log(`mean instructions/datagram: ${parts.join(", ")}; ${ratios.join(", ")}`);
 }
 
 const argv = process.argv.slice(2);
@@ -120,7 +152,8 @@ if (argv[0] === "--child") {
   });
 } else {
   try {
-    main();
+    const at = argv.indexOf("--baseline");
+    main(at >= 0 ? (argv[at + 1] ?? "") : null);
   } catch (e) {
     console.error((e as Error).message);
     process.exit(1);
