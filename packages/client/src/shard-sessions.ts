@@ -20,6 +20,7 @@ import {
   udpCounting,
 } from "fake-tcp-common";
 import type { ClientConfig } from "./cli.js";
+import type { ClientFlows } from "./flow-group.js";
 import { PeerSession, type ReplySocket, type SessionContext } from "./peer-session.js";
 import type { PeerTable } from "./peer-table.js";
 import {
@@ -39,11 +40,15 @@ export interface ShardSessionsOptions {
   /** Shards of the client (the shard-wide retry meter is this shard's share). */
   readonly shards: number;
   readonly logger: LogSink;
+  /** The shard's flow groups (see flow-group.ts). */
+  readonly flows?: ClientFlows;
 }
 
 export class ShardSessions implements SessionContext {
   readonly totals: RelayCounters = newRelayCounters();
   readonly handshakePacket: Buffer | undefined;
+  readonly flows: ClientFlows | undefined;
+  readonly flowRate: number;
   private readonly counters = { opened: 0, closed: 0, failed: 0 };
   private readonly backoff: ReconnectBackoff;
   // Every line a UDP peer or the server can cause at will is rate-limited, with a summary of
@@ -62,6 +67,8 @@ export class ShardSessions implements SessionContext {
     this.tunnel = options.tunnel;
     this.peers = options.peers;
     this.handshakePacket = options.handshakePacket;
+    this.flows = options.flows;
+    this.flowRate = config.flowRate ?? 0;
     this.remoteName = formatAddress(config.remote.host, config.remote.port);
     this.connectionLog = new ConnectionLog(logger);
     this.peerLog = new RateLimitedLog(logger);

@@ -1,6 +1,7 @@
 export * from "./address.js";
 export * from "./config-file.js";
 export * from "./errors.js";
+export * from "./flow-control.js";
 export * from "./handshake-packet.js";
 export * from "./host-setup.js";
 export * from "./key-file.js";
@@ -14,6 +15,7 @@ export * from "./rate-limited-log.js";
 export * from "./relay-kit.js";
 export * from "./resolve.js";
 export * from "./run-command.js";
+export * from "./shard-mesh.js";
 export * from "./shards.js";
 export * from "./share-rules.js";
 export * from "./sysctl.js";

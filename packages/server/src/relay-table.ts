@@ -17,6 +17,7 @@ import {
   type TunnelSocket,
   type UdpRunWriter,
 } from "fake-tcp-common";
+import type { ServerFlows } from "./flow-groups.js";
 import { newServerCounters, Relay } from "./relay.js";
 
 /** What a {@link RelayTable} needs. */
@@ -32,6 +33,8 @@ export interface RelayTableOptions {
   readonly handshakePacket?: Uint8Array;
   /** Receives the per-connection lines (rate-limited here: any client can cause them). */
   readonly logger: LogSink;
+  /** The shard's flow groups (absent: control messages are relayed as datagrams). */
+  flows?: ServerFlows;
 }
 
 /** The relays of a shard and their counters. */
@@ -70,6 +73,7 @@ export class RelayTable {
         this.options.flushTunnel,
         this.options.maxDatagramBytes,
         (ended, cause) => this.closed(ended, cause),
+        this.options.flows,
       );
     } catch (err) {
       // No UDP socket for this connection (e.g. out of file descriptors): refuse it.
@@ -88,6 +92,11 @@ export class RelayTable {
     return relay;
   }
 
+  /** Flow groups for the relays opened from now on (see flow-groups.ts). */
+  useFlows(flows: ServerFlows): void {
+    this.options.flows = flows;
+  }
+
   /** Relays open now. */
   get size(): number {
     return this.relays.size;
@@ -98,11 +107,16 @@ export class RelayTable {
     let truncated = 0;
     for (const relay of this.relays) truncated += relay.truncated();
     const open = { connections: this.relays.size, relays: this.relays.size };
-    return relayStats([open, this.counters], this.totals, truncated);
+    return relayStats(
+      [open, this.counters, this.options.flows?.counters ?? {}],
+      this.totals,
+      truncated,
+    );
   }
 
   /** Closes every relay (RST on each connection) and logs what the rate limit held back. */
   closeAll(): void {
+    this.options.flows?.closeAll();
     for (const relay of [...this.relays]) relay.close();
     this.connectionLog.close();
     this.warnLog.close();
@@ -110,6 +124,7 @@ export class RelayTable {
 
   private closed(relay: Relay, cause: string): void {
     if (!this.relays.delete(relay)) return;
+    this.options.flows?.relayEnded(relay);
     this.counters.closed++;
     this.connectionLog.closed(this.ends(relay.sock), cause, relay.openedAt);
   }
