@@ -218,6 +218,8 @@ export class SpreadGroup {
   private readonly backoff = new Map<number, number>();
   /** The member shard of each flow (1..flows-1). */
   private readonly hosts = new Map<number, number>();
+  /** Set once the first connection is gone: the session ends when no flow is left. */
+  private onEmpty: (() => void) | undefined;
 
   constructor(
     private readonly flows: ClientFlows,
@@ -241,13 +243,17 @@ export class SpreadGroup {
 
   /** True once a member carries datagrams: the peer's datagrams go through `send`. */
   get spreading(): boolean {
-    return this.rotation.size > 1;
+    return this.rotation.size > 1 || this.onEmpty !== undefined;
   }
 
   /** One datagram from the peer (valid during the call only). */
   send(datagram: Uint8Array): void {
     const target = this.rotation.current();
-    if (target === undefined) return;
+    if (target === undefined) {
+      // Every flow is being opened again.
+      this.flows.shard.totals.queueDrops++;
+      return;
+    }
     this.flows.touch(this);
     if (target.local !== undefined) {
       sendToTunnel(target.local, datagram, this.flows.shard.totals);
@@ -291,7 +297,12 @@ export class SpreadGroup {
   memberDown(flow: number): void {
     const target = this.rotation.list.find((t) => t.flow === flow);
     if (target) this.rotation.remove(target);
-    if (this.closed || this.reopenTimers.has(flow)) return;
+    if (this.closed) return;
+    if (this.rotation.size === 0 && this.onEmpty !== undefined) {
+      this.onEmpty();
+      return;
+    }
+    if (this.reopenTimers.has(flow)) return;
     const wait = this.backoff.get(flow) ?? REOPEN_FIRST_MS;
     this.backoff.set(flow, Math.min(wait * 2, REOPEN_MAX_MS));
     const timer = setTimeout(() => {
@@ -300,6 +311,22 @@ export class SpreadGroup {
     }, wait);
     timer.unref();
     this.reopenTimers.set(flow, timer);
+  }
+
+  /**
+   * The first connection ended. True when other flows carry the peer on: the first flow is
+   * opened again as a member (in this shard) and `onEmpty` runs if the group later has no flow
+   * left; false when the session has to end.
+   */
+  firstLost(onEmpty: () => void): boolean {
+    const first = this.rotation.list.find((t) => t.local !== undefined);
+    if (first) this.rotation.remove(first);
+    if (this.closed || this.token === undefined || this.rotation.size === 0) return false;
+    this.onEmpty = onEmpty;
+    this.flows.counters.flowMemberLosses++;
+    this.hosts.set(0, this.flows.shard.mesh.index);
+    this.memberDown(0);
+    return true;
   }
 
   /** Ends the group (the session ended): every member connection is reset. */

@@ -273,7 +273,12 @@ export class PeerSession {
       this.fromServer++;
       this.context.touch(this);
     });
-    sock.once("close", (info) => this.finish(info.cause));
+    sock.once("close", (info) => {
+      // A spread peer whose other flows still carry it keeps its session: the group opens
+      // this flow again (see SpreadGroup.firstLost); it ends when its last flow does.
+      if (this.group?.firstLost(() => this.finish("flows-lost"))) return;
+      this.finish(info.cause);
+    });
     this.context.opened(this, sock);
     // Spread only towards a server of ours, and only a peer of a batched socket (every shard
     // has one on the same address).
