@@ -79,7 +79,7 @@ export interface SessionContext {
   closed(session: PeerSession, cause: string): void;
   /** The shard's flow groups (absent: a peer is never spread). */
   readonly flows?: ClientFlows;
-  /** `--flow-rate`: datagrams within a second that make a peer spread (0: at once). */
+  /** `--flow-rate`: datagrams (both ways) within a second that make a peer spread (0: at once). */
   readonly flowRate?: number;
 }
 
@@ -270,6 +270,7 @@ export class PeerSession {
         return;
       }
       this.via.sendTo(view, this.peer, this.record);
+      if (this.rateCount >= 0 && ++this.rateCount % RATE_CHECK_EVERY === 0) this.measureRate();
       this.fromServer++;
       this.context.touch(this);
     });

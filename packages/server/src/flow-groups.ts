@@ -99,7 +99,7 @@ export class ServerFlows {
   /** A control message a client sent on `relay`'s connection (`isFlowControl` true). */
   control(relay: Relay, view: Uint8Array): void {
     const message = decodeFlowMessage(view, this.shard.key);
-    if (message === null || !relay.sock.peerIsOurs) {
+    if (message === null) {
       this.counters.flowControlDropped++;
       return;
     }

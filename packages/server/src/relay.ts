@@ -106,10 +106,16 @@ export class Relay {
     });
     const udp = this.udp;
     const counting = udpCounting(totals);
-    // A connected socket: no destination record. Control messages of flow groups come only on
-    // connections of ours (flows checks); a member's datagrams go to its group's socket.
+    // A connected socket: no destination record. Control messages of flow groups are looked
+    // for only on connections of ours (a phantun client's datagrams always pass as they are);
+    // a member's datagrams go to its group's socket.
     sock.onDatagram((view) => {
-      if (flows !== undefined && view.length === FLOW_CONTROL_LENGTH && isFlowControl(view)) {
+      if (
+        flows !== undefined &&
+        view.length === FLOW_CONTROL_LENGTH &&
+        sock.peerIsOurs &&
+        isFlowControl(view)
+      ) {
         flows.control(this, view);
         return;
       }
