@@ -11,13 +11,16 @@ export interface BenchOptions {
   docsDir: string | null;
   /** Also measure the tunnel with both programs keyed (`--key-file`). */
   keyed: boolean;
+  /** Only the single-UDP-flow comparison (`--queues 1/2`, `--flows 1/2`; single-flow.ts). */
+  singleFlow: boolean;
   help: boolean;
 }
 
-export const USAGE = `usage: pnpm bench [--label NAME] [--quick] [--keyed] [--no-docs] [--docs-dir DIR]
+export const USAGE = `usage: pnpm bench [--label NAME] [--quick] [--keyed] [--single-flow] [--no-docs] [--docs-dir DIR]
   --label NAME  names the run in docs/benchmarks.md (default "run")
   --quick       short sweeps and probes, for smoke testing (about a minute)
   --keyed       also the tunnel keyed at both ends (rate sweeps, CPU, idle latency)
+  --single-flow only one UDP flow with --queues 1 / 2 and --flows 1 / 2: rates, CPU per thread, reorder depth
   --no-docs     print the table only; leave docs/ untouched
   --docs-dir D  write benchmarks.md and the chart to D instead of docs/ (trial runs)`;
 
@@ -29,6 +32,7 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions {
     noDocs: false,
     docsDir: null,
     keyed: false,
+    singleFlow: false,
     help: false,
   };
   for (let i = 0; i < argv.length; i++) {
@@ -36,6 +40,7 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions {
     if (arg === "--quick") opts.quick = true;
     else if (arg === "--no-docs") opts.noDocs = true;
     else if (arg === "--keyed") opts.keyed = true;
+    else if (arg === "--single-flow") opts.singleFlow = true;
     else if (arg === "--help" || arg === "-h") opts.help = true;
     else if (arg === "--docs-dir") {
       const value = argv[++i];
