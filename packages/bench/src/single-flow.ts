@@ -55,6 +55,14 @@ export interface DirectionResult {
   threads: ThreadCpu[];
 }
 
+export interface ReorderResult {
+  rate: number;
+  sent: number;
+  received: number;
+  outOfOrder: number;
+  depth: number;
+}
+
 export interface SingleFlowResult {
   config: string;
   forward: DirectionResult | null;
@@ -171,7 +179,7 @@ async function reorder(
     "--count",
     String(count),
     "--idle",
-    "2000",
+    "5000",
   ]);
   try {
     await recv.waitFor((l) => l.json?.event === "ready", 5_000);
@@ -203,8 +211,8 @@ async function reorder(
 export interface SingleFlowPlan {
   sweep: SweepConfig;
   stepSeconds: number;
-  reorderRate: number;
-  reorderCount: number;
+  /** Datagrams a second of the reorder probe, one run each (3 s worth of datagrams). */
+  reorderRates: number[];
 }
 
 export const SINGLE_FLOW_PLAN: SingleFlowPlan = {
@@ -217,15 +225,13 @@ export const SINGLE_FLOW_PLAN: SingleFlowPlan = {
     retryFirstBad: true,
   },
   stepSeconds: 3,
-  reorderRate: 40_000,
-  reorderCount: 120_000,
+  reorderRates: [5_000, 20_000],
 };
 
 export const SINGLE_FLOW_QUICK: SingleFlowPlan = {
   sweep: { startBps: 100e6, maxBps: 400e6, minBps: 25e6, bisectSteps: 1, maxSteps: 3 },
   stepSeconds: 1,
-  reorderRate: 20_000,
-  reorderCount: 20_000,
+  reorderRates: [5_000],
 };
 
 /** Runs every configuration, one rig each. */
@@ -260,11 +266,14 @@ export async function measureSingleFlow(
           result.errors.push(`${reverse ? "B→A" : "A→B"}: ${String(err)}`);
         }
       }
-      try {
-        result.reorder = await reorder(r, plan.reorderRate, plan.reorderCount);
-        log(`  reorder: ${JSON.stringify(result.reorder)}`);
-      } catch (err) {
-        result.errors.push(`reorder: ${String(err)}`);
+      for (const rate of plan.reorderRates) {
+        try {
+          const measured = await reorder(r, rate, rate * 3);
+          result.reorder.push(measured);
+          log(`  reorder: ${JSON.stringify(measured)}`);
+        } catch (err) {
+          result.errors.push(`reorder at ${rate}/s: ${String(err)}`);
+        }
       }
       const stats = await r.client?.requestStats().catch(() => null);
       if (stats) log(`  client flows: groups ${stats.flowGroups} joins ${stats.flowJoins}`);
@@ -312,9 +321,10 @@ export function renderSingleFlow(
   ];
   for (const r of results) {
     const rate = (d: DirectionResult | null) => (d?.bestBps ? mbit(d.bestBps) : "-");
-    const ro = r.reorder
-      ? `${r.reorder.depth} (${r.reorder.outOfOrder} / ${r.reorder.received} at ${r.reorder.rate}/s)`
-      : "-";
+    const ro =
+      r.reorder
+        .map((m) => `${m.depth} (${m.outOfOrder} / ${m.received} of ${m.sent} at ${m.rate}/s)`)
+        .join("; ") || "-";
     lines.push(
       `| ${r.config} | ${rate(r.forward)} | ${threadsText(r.forward, "client")} | ${threadsText(r.forward, "server")} | ` +
         `${rate(r.reverse)} | ${threadsText(r.reverse, "client")} | ${threadsText(r.reverse, "server")} | ${ro} |`,
