@@ -67,13 +67,7 @@ export interface SingleFlowResult {
   config: string;
   forward: DirectionResult | null;
   reverse: DirectionResult | null;
-  reorder: {
-    rate: number;
-    sent: number;
-    received: number;
-    outOfOrder: number;
-    depth: number;
-  } | null;
+  reorder: ReorderResult[];
   errors: string[];
 }
 
@@ -165,11 +159,7 @@ async function sweep(
 }
 
 /** Sequence-numbered datagrams A→B at `rate` a second: how far they arrive out of order. */
-async function reorder(
-  rig: Rig,
-  rate: number,
-  count: number,
-): Promise<SingleFlowResult["reorder"]> {
+async function reorder(rig: Rig, rate: number, count: number): Promise<ReorderResult> {
   await rig.stopApps();
   const recv = new ManagedProcess("seq-recv@B", rig.b, process.execPath, [
     SEQ_PROBE,
@@ -245,7 +235,7 @@ export async function measureSingleFlow(
       config: config.name,
       forward: null,
       reverse: null,
-      reorder: null,
+      reorder: [],
       errors: [],
     };
     let rig: Rig | null = null;
