@@ -49,7 +49,7 @@ export interface FlowGroupsShard {
 
 type MeshMessage =
   | { t: "sjoin"; group: number; secret: Uint8Array; address: string; member: number }
-  | { t: "sjoined"; member: number; ok: boolean }
+  | { t: "sjoined"; group: number; member: number; ok: boolean }
   | { t: "sup"; group: number; packed: ArrayBuffer }
   | { t: "sdown"; member: number; packed: ArrayBuffer }
   | { t: "sleft"; group: number; member: number }
@@ -228,12 +228,16 @@ export class ServerFlows {
       case "sjoin": {
         const group = this.groups.get(m.group);
         const ok = group?.admit(from, m.member, m.secret, m.address) ?? false;
-        this.post(from, { t: "sjoined", member: m.member, ok });
+        this.post(from, { t: "sjoined", group: m.group, member: m.member, ok });
         break;
       }
       case "sjoined": {
         const relay = this.members.get(m.member);
-        if (relay === undefined || relay.role.kind !== "joining" || relay.isClosed) return;
+        if (relay === undefined || relay.role.kind !== "joining" || relay.isClosed) {
+          // The joining connection ended meanwhile: the group must not keep its place.
+          if (m.ok) this.post(from, { t: "sleft", group: m.group, member: m.member });
+          return;
+        }
         const token = relay.joinToken!;
         if (!m.ok) {
           this.members.delete(m.member);
