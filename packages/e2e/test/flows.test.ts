@@ -1,13 +1,18 @@
 /**
  * One UDP flow spread over two fake-TCP connections (`--flows 2`), both ends with two shards,
  * through the NAT rig: WireGuard carries a checksummed 4 MiB TCP transfer, each connection
- * carries datagrams both ways, and the server relays the peer through one UDP socket.
+ * carries datagrams both ways, and the server relays the peer through one UDP socket. Then
+ * the same with both programs keyed (the control messages carry the key's MAC).
  */
+import { execFileSync } from "node:child_process";
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { realDeviceGate } from "../../../test-support/netns.js";
 import { ADDR } from "../src/addresses.js";
 import { destroyAllNamespaces } from "../src/namespace.js";
-import { toolPath } from "../src/paths.js";
+import { SERVER_MAIN, toolPath } from "../src/paths.js";
 import { ManagedProcess } from "../src/process.js";
 import { Rig } from "../src/rig.js";
 import { startWireGuard } from "../src/wireguard.js";
@@ -16,19 +21,31 @@ const gate = realDeviceGate();
 
 type ShardCounters = Record<string, number>;
 
-describe.skipIf(gate.skip)("one UDP flow over two connections (--flows 2)", () => {
+describe.skipIf(gate.skip).each([
+  ["unkeyed", false],
+  ["keyed", true],
+])("one UDP flow over two connections (--flows 2), %s", (_name, keyed) => {
   let rig: Rig;
+  const dir = mkdtempSync(join(tmpdir(), "e2e-flows-"));
 
   beforeAll(async () => {
+    const keyArgs: string[] = [];
+    if (keyed) {
+      const keyFile = join(dir, "tunnel.key");
+      writeFileSync(keyFile, execFileSync(process.execPath, [SERVER_MAIN, "genkey"]));
+      chmodSync(keyFile, 0o600);
+      keyArgs.push("--key-file", keyFile);
+    }
     rig = await Rig.create({
       mode: "tunnel",
-      clientArgs: ["--queues", "2", "--flows", "2", "--flow-rate", "0"],
-      serverArgs: ["--queues", "2"],
+      clientArgs: ["--queues", "2", "--flows", "2", "--flow-rate", "0", ...keyArgs],
+      serverArgs: ["--queues", "2", ...keyArgs],
     });
   });
   afterAll(async () => {
     await rig?.destroy();
     destroyAllNamespaces();
+    rmSync(dir, { recursive: true, force: true });
   });
 
   it("carries a WireGuard transfer of 4 MiB over both connections, joined into one UDP socket", async () => {
@@ -89,6 +106,7 @@ describe.skipIf(gate.skip)("one UDP flow over two connections (--flows 2)", () =
       expect(server.flowMembers).toBe(1);
       expect(server.udpSockets).toBe(1);
       expect(server.flowJoinsRefused).toBe(0);
+      expect(server.flowControlDropped).toBe(0);
       const serverShards = server.shards as ShardCounters[];
       expect(serverShards.map((s) => s.connections).sort()).toEqual([1, 1]);
     } finally {
