@@ -11,6 +11,7 @@ import {
   oneLine,
   RateLimitedLog,
   type RelayCounters,
+  type RunCounting,
   relayStats,
   resolveHostPort,
   type SocketAddress,
@@ -42,10 +43,12 @@ export interface ShardSessionsOptions {
   readonly logger: LogSink;
   /** The shard's flow groups (see flow-group.ts). */
   readonly flows?: ClientFlows;
+  /** The counters to count in (default: new ones). */
+  readonly totals?: RelayCounters;
 }
 
 export class ShardSessions implements SessionContext {
-  readonly totals: RelayCounters = newRelayCounters();
+  readonly totals: RelayCounters;
   readonly handshakePacket: Buffer | undefined;
   readonly flows: ClientFlows | undefined;
   readonly flowRate: number;
@@ -68,6 +71,8 @@ export class ShardSessions implements SessionContext {
     this.peers = options.peers;
     this.handshakePacket = options.handshakePacket;
     this.flows = options.flows;
+    this.totals = options.totals ?? newRelayCounters();
+    this.udpCounting = udpCounting(this.totals);
     this.flowRate = config.flowRate ?? 0;
     this.remoteName = formatAddress(config.remote.host, config.remote.port);
     this.connectionLog = new ConnectionLog(logger);
@@ -106,7 +111,7 @@ export class ShardSessions implements SessionContext {
   }
 
   /** Counts tunnel -> UDP datagrams when a UDP socket sends or refuses them. */
-  readonly udpCounting = udpCounting(this.totals);
+  readonly udpCounting: RunCounting;
 
   /** A UDP socket's error (rare, but a peer can cause some). */
   socketError(socket: string, err: unknown): void {

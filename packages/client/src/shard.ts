@@ -7,6 +7,7 @@
  */
 import {
   formatAddress,
+  newRelayCounters,
   type RunCounting,
   type RunningShard,
   type ShardContext,
@@ -128,21 +129,21 @@ export async function startClientShard(
   // the runs are written at the end of each batch the tunnel received.
   const runs = new UdpRunWriter();
   tunnel.onReceiveEnd(() => runs.flush());
-  const totalsHolder: { sessions?: ShardSessions } = {};
+  // The shard's relay counters, shared by its sessions and the flows it hosts.
+  const totals = newRelayCounters();
   const vias: ReplySocket[] = [];
   const flows = new ClientFlows({
     mesh: context.mesh ?? new ShardMesh(0),
     key: config.key,
     flows: config.flows ?? defaultFlows(shard.count),
-    get totals() {
-      return totalsHolder.sessions!.totals;
-    },
+    totals,
     connect: (target) => tunnel.connect(target),
     replyVia: (index) => vias[index],
     flushTunnel: () => tunnel.flush(),
   });
   const sessions = new ShardSessions({
     flows,
+    totals,
     config,
     tunnel,
     peers,
@@ -151,7 +152,6 @@ export async function startClientShard(
     shards: shard.count,
     logger,
   });
-  totalsHolder.sessions = sessions;
 
   // UDP -> tunnel, per received batch: each datagram to its peer's session, a new peer's
   // session opened on its first datagram; the stack's run is written at the end of the batch.
