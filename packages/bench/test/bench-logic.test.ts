@@ -236,6 +236,7 @@ describe("parseBenchArgs", () => {
       docsDir: null,
       keyed: false,
       singleFlow: false,
+      connections: null,
       help: false,
     });
     expect(parseBenchArgs(["--keyed"]).keyed).toBe(true);

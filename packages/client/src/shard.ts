@@ -6,6 +6,7 @@
  * worker_thread (or in the main thread when there is one shard).
  */
 import {
+  EgressMap,
   formatAddress,
   newRelayCounters,
   type RunCounting,
@@ -151,6 +152,9 @@ export async function startClientShard(
     handshakePacket: data.handshakePacket && Buffer.from(data.handshakePacket),
     shards: shard.count,
     logger,
+    // With the automatic host rules, the stack's segments leave with the source address the
+    // egress map names for their server: looked up before every connection.
+    egress: config.autoRules ? new EgressMap(config.tun) : undefined,
   });
 
   // UDP -> tunnel, per received batch: each datagram to its peer's session, a new peer's

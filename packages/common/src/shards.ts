@@ -4,6 +4,7 @@
  * main thread and its shards talk only about rare things over the worker's MessagePort
  * (start, log lines, stats on request, stop), never per packet.
  */
+import { performance } from "node:perf_hooks";
 import v8 from "node:v8";
 import {
   MessageChannel,
@@ -44,6 +45,8 @@ export type ShardStarter<D> = (data: D, context: ShardContext) => Promise<Runnin
 /** A running shard, as the main thread sees it. */
 export interface ShardHandle {
   stats(): Promise<Record<string, unknown>>;
+  /** Milliseconds the shard's thread has spent working (not waiting) since it started. */
+  busyMs(): number;
   stop(): Promise<void>;
 }
 
@@ -78,7 +81,11 @@ export async function startLocalShard<D>(
   context: ShardContext,
 ): Promise<ShardHandle> {
   const shard = await start(data, { ...context, mesh: context.mesh ?? new ShardMesh(0) });
-  return { stats: async () => shard.stats(), stop: () => shard.stop() };
+  return {
+    stats: async () => shard.stats(),
+    busyMs: () => performance.eventLoopUtilization().active,
+    stop: () => shard.stop(),
+  };
 }
 
 /**
@@ -100,6 +107,7 @@ export function spawnShard<D>(
   let nextId = 0;
   let state: "starting" | "running" | "stopping" | "exited" = "starting";
   let onStopped: (() => void) | null = null;
+  let busyMs = 0;
 
   return new Promise<ShardHandle>((resolve, reject) => {
     const handle: ShardHandle = {
@@ -117,6 +125,11 @@ export function spawnShard<D>(
           });
           worker.postMessage({ t: "stats", id } satisfies ToShard);
         });
+      },
+      busyMs: () => {
+        // Read from this thread, no message: kept once the worker is gone.
+        if (state === "running") busyMs = worker.performance.eventLoopUtilization().active;
+        return busyMs;
       },
       stop: async () => {
         if (state === "exited") return;

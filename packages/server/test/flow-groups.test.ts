@@ -181,7 +181,7 @@ afterEach(() => {
   current = undefined;
 });
 
-const serverStats = (r: Rig) => r.servers.map((s) => s.relays.stats());
+const serverStats = (r: Rig) => r.servers.map((s) => s.relays.stats() as Record<string, number>);
 
 describe("flow groups over an in-memory pair", () => {
   for (const keyed of [false, true]) {
