@@ -339,6 +339,15 @@ export class TunQueue {
   }
 
   /**
+   * The most `payload` one {@link writeSegmented} call takes under a header of `family` (no IP
+   * options, a 20-byte TCP header): {@link MAX_SEGMENTED_PAYLOAD_V4} or
+   * {@link MAX_SEGMENTED_PAYLOAD_V6}. A stack on this queue sizes its runs by it.
+   */
+  maxSegmentedPayload(family: 4 | 6): number {
+    return family === 4 ? MAX_SEGMENTED_PAYLOAD_V4 : MAX_SEGMENTED_PAYLOAD_V6;
+  }
+
+  /**
    * Writes `count` packets laid out like a received batch (packet `i` at
    * `buffer[offsets[2i], offsets[2i] + offsets[2i+1])`) in one call into the addon. Returns how
    * many were written; the rest were dropped and counted.
