@@ -6,7 +6,7 @@
 import {
   type RunningShard,
   type ShardContext,
-  type ShardPosition,
+  type ShardPlace,
   type SocketAddress,
   startTunnel,
   UdpRunWriter,
@@ -15,14 +15,11 @@ import type { ServerConfig } from "./cli.js";
 import { RelayTable } from "./relay-table.js";
 
 /** What the main thread hands a shard (structured-clonable). */
-export interface ServerShardData {
+export interface ServerShardData extends ShardPlace {
   readonly config: ServerConfig;
   /** The UDP application, resolved once by the main thread. */
   readonly remote: SocketAddress;
   readonly handshakePacket: Uint8Array | undefined;
-  readonly shard: ShardPosition;
-  /** This shard's TUN queue (an fd of the main thread's device). */
-  readonly fd: number;
   /** Keyed mode: the replay cache all shards share (undefined unkeyed). */
   readonly replayCache: SharedArrayBuffer | undefined;
 }
