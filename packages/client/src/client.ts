@@ -6,10 +6,8 @@ import {
   formatAddress,
   type LaunchOptions,
   openProgramDevice,
-  type ProgramContext,
-  type ProgramInputs,
+  type ProgramBody,
   programStarter,
-  type RunningProgram,
   setUpHost,
   shardedProgram,
   startProgramShards,
@@ -21,17 +19,7 @@ import { type ClientShardData, startClientShard } from "./shard.js";
 /** Options for {@link startClient} beyond the configuration (for tests). */
 export type StartClientOptions = LaunchOptions;
 
-/**
- * Starts the client: resolves the server, reads the handshake packet, binds UDP, sets up the
- * host and the tunnel. Throws a `UsageError` for bad input; whatever was set up is undone.
- */
-export const startClient = programStarter("fake-tcp-client", start);
-
-async function start(
-  config: ClientConfig,
-  context: ProgramContext,
-  { remotes, handshakePacket }: ProgramInputs,
-): Promise<RunningProgram> {
+const start: ProgramBody<ClientConfig> = async (config, context, { remotes, handshakePacket }) => {
   const { logger, cleanup } = context;
   const ipv6Used = remotes.some((t) => t.family === 6);
 
@@ -77,4 +65,10 @@ async function start(
     remote: formatAddress(config.remote.host, config.remote.port),
     addresses: remotes.map((t) => t.address),
   });
-}
+};
+
+/**
+ * Starts the client: resolves the server, reads the handshake packet, binds UDP, sets up the
+ * host and the tunnel. Throws a `UsageError` for bad input; whatever was set up is undone.
+ */
+export const startClient = programStarter("fake-tcp-client", start);

@@ -8,10 +8,9 @@ import {
   formatAddress,
   type LaunchOptions,
   openProgramDevice,
+  type ProgramBody,
   type ProgramContext,
-  type ProgramInputs,
   programStarter,
-  type RunningProgram,
   setUpHost,
   shardedProgram,
   startProgramShards,
@@ -30,16 +29,7 @@ const REPLAY_CACHE_SIZE = 65_536;
 /** Options for {@link startServer} beyond the configuration (for tests). */
 export type StartServerOptions = LaunchOptions;
 
-/**
- * Starts the server. Throws a `UsageError` for bad input; whatever was set up is undone.
- */
-export const startServer = programStarter("fake-tcp-server", start);
-
-async function start(
-  config: ServerConfig,
-  context: ProgramContext,
-  { remotes, handshakePacket }: ProgramInputs,
-): Promise<RunningProgram> {
+const start: ProgramBody<ServerConfig> = async (config, context, { remotes, handshakePacket }) => {
   const { logger, cleanup } = context;
   // The UDP application is resolved once: every connection relays to the same address.
   const [remote] = remotes;
@@ -80,7 +70,12 @@ async function start(
     listen: config.listen,
     remote: formatAddress(remote.address, remote.port),
   });
-}
+};
+
+/**
+ * Starts the server. Throws a `UsageError` for bad input; whatever was set up is undone.
+ */
+export const startServer = programStarter("fake-tcp-server", start);
 
 /** Binds the share verdicts' queue (closed at exit, after the rules are gone). */
 function startShareVerdict(config: ServerConfig, key: Uint8Array, context: ProgramContext) {
