@@ -10,7 +10,6 @@ export * from "./key-file.js";
 export * from "./lifecycle.js";
 export * from "./logger.js";
 export * from "./metric-series.js";
-export * from "./metrics.js";
 export * from "./nft.js";
 export * from "./options.js";
 export * from "./program.js";
