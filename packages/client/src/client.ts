@@ -3,15 +3,11 @@
  * `--remote`.
  */
 import {
-  configuredHandshakePacket,
   formatAddress,
   type LaunchOptions,
-  launchProgram,
-  logKeyedMode,
   openProgramDevice,
-  type ProgramContext,
-  type RunningProgram,
-  resolveHostPort,
+  type ProgramBody,
+  programStarter,
   setUpHost,
   shardedProgram,
   startProgramShards,
@@ -23,26 +19,9 @@ import { type ClientShardData, startClientShard } from "./shard.js";
 /** Options for {@link startClient} beyond the configuration (for tests). */
 export type StartClientOptions = LaunchOptions;
 
-/**
- * Starts the client: resolves the server, reads the handshake packet, binds UDP, sets up the
- * host and the tunnel. Throws a `UsageError` for bad input; whatever was set up is undone.
- */
-export function startClient(
-  config: ClientConfig,
-  options: StartClientOptions = {},
-): Promise<RunningProgram> {
-  return launchProgram("fake-tcp-client", config.logLevel, options, (context) =>
-    start(config, context),
-  );
-}
-
-async function start(config: ClientConfig, context: ProgramContext): Promise<RunningProgram> {
+const start: ProgramBody<ClientConfig> = async (config, context, { remotes, handshakePacket }) => {
   const { logger, cleanup } = context;
-  logKeyedMode(config, logger);
-  // Checked at start so that a wrong name fails now, not at the first datagram.
-  const initialTargets = await resolveHostPort(config.remote, config.ipv4Only);
-  const ipv6Used = initialTargets.some((t) => t.family === 6);
-  const handshakePacket = await configuredHandshakePacket(config);
+  const ipv6Used = remotes.some((t) => t.family === 6);
 
   // Bound once here, exclusively (no SO_REUSEPORT), so that a port already in use is
   // reported before anything on the host changes; the shards bind their own sockets on the
@@ -80,24 +59,18 @@ async function start(config: ClientConfig, context: ProgramContext): Promise<Run
   const shards = await startProgramShards<ClientShardData>(device, context, {
     script: new URL("./shard-worker.js", import.meta.url),
     start: startClientShard,
-    data: (index, fd) => ({
-      config,
-      listen,
-      handshakePacket,
-      shard: { index, count: device.shards },
-      fd,
-    }),
+    data: { config, listen, handshakePacket },
     logLevel: config.logLevel,
   });
-  logger.info(
-    {
-      listen: listenNames,
-      remote: formatAddress(config.remote.host, config.remote.port),
-      addresses: initialTargets.map((t) => t.address),
-      shards: shards.length,
-      keyed: config.key !== undefined,
-    },
-    "fake-tcp-client running",
-  );
-  return shardedProgram(shards, context, config);
-}
+  return shardedProgram(shards, context, config, {
+    listen: listenNames,
+    remote: formatAddress(config.remote.host, config.remote.port),
+    addresses: remotes.map((t) => t.address),
+  });
+};
+
+/**
+ * Starts the client: resolves the server, reads the handshake packet, binds UDP, sets up the
+ * host and the tunnel. Throws a `UsageError` for bad input; whatever was set up is undone.
+ */
+export const startClient = programStarter("fake-tcp-client", start);

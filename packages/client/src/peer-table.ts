@@ -19,11 +19,10 @@
  * ({@link EVICTABLE_IDLE_MS}): an active peer is never pushed out by a newcomer, which is
  * refused instead. Refusals are counted.
  */
-import { formatAddress } from "fake-tcp-common";
+import { formatAddress, TokenBucket } from "fake-tcp-common";
 import type { UdpBatch } from "fake-tcp-tun/udp";
 import { LRUCache } from "lru-cache";
 import type { PeerSession } from "./peer-session.js";
-import { TokenBucket } from "./token-bucket.js";
 
 /** Causes logged for sessions the table itself ends. */
 export const EVICTED = "evicted";

@@ -18,7 +18,7 @@
  * bucket per shard: however many peers are active, a server that fails every connection sees
  * only a handful of attempts a second from the client.
  */
-import { TokenBucket } from "./token-bucket.js";
+import { TokenBucket } from "fake-tcp-common";
 
 /** The wait before the second retry; each later wait doubles, up to {@link MAX_DELAY_MS}. */
 export const FIRST_DELAY_MS = 500;

@@ -13,6 +13,7 @@ import {
   type RunningShard,
   type ShardContext,
   ShardMesh,
+  type ShardPlace,
   type ShardPosition,
   type SocketAddress,
   shardShare,
@@ -34,14 +35,11 @@ import { PeerTable } from "./peer-table.js";
 import { ShardSessions } from "./shard-sessions.js";
 
 /** What the main thread hands a shard (structured-clonable). */
-export interface ClientShardData {
+export interface ClientShardData extends ShardPlace {
   readonly config: ClientConfig;
   /** The concrete addresses to listen on (a wildcard already expanded by the main thread). */
   readonly listen: readonly SocketAddress[];
   readonly handshakePacket: Uint8Array | undefined;
-  readonly shard: ShardPosition;
-  /** This shard's TUN queue (an fd of the main thread's device). */
-  readonly fd: number;
 }
 
 /** A shard's UDP sockets on `--local`. */

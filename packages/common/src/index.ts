@@ -1,3 +1,5 @@
+// The stack's token bucket, for the programs (which import fake-tcp only through common).
+export { TokenBucket } from "fake-tcp";
 export * from "./address.js";
 export * from "./config-file.js";
 export * from "./egress-map.js";

@@ -59,6 +59,12 @@ export interface DeviceQueue {
    * whole run was dropped. Only called when `segmentationOffload` is true.
    */
   writeSegmented?(header: Uint8Array, payload: Uint8Array, segmentSize: number): boolean;
+  /**
+   * The most `payload` bytes one `writeSegmented` call takes under a header of `family` (an
+   * IP header without options and a 20-byte TCP header). The stack's runs never exceed it:
+   * each device states its own limit. Only called when `segmentationOffload` is true.
+   */
+  maxSegmentedPayload?(family: 4 | 6): number;
   /** Stops receiving and releases the queue. Idempotent. */
   close(): void;
 }

@@ -20,6 +20,7 @@ export {
   SocketState,
 } from "./stack/socket.js";
 export { Stack, type StackStats } from "./stack/stack.js";
+export { TokenBucket } from "./stack/token-bucket.js";
 export { steeredQueue } from "./stack/tuple.js";
 export { type Endpoint, parseEndpoint } from "./wire/address.js";
 export * as wire from "./wire/index.js";

@@ -101,7 +101,7 @@ describe("send side: runs written as one segmented packet", () => {
     expect(t.pair.a[0].segmentedWrites).toBe(0);
   });
 
-  it("a run stops at the 16-bit IP length; nothing is lost", async () => {
+  it("a run stops at the device's limit (here the 16-bit IP length); nothing is lost", async () => {
     const { pair, client, server } = offloadPair();
     server.listen(7000);
     const [c, s] = await Promise.all([client.connect("192.168.201.2:7000"), server.accept()]);
@@ -115,6 +115,30 @@ describe("send side: runs written as one segmented packet", () => {
     // 65495 bytes of payload fit 46 datagrams of 1400: runs of 46, 46, 8.
     expect(pair.a[0].segmentedWrites - writesBefore).toBe(3);
   });
+
+  for (const family of [4, 6] as const) {
+    it(`IPv${family}: a run never carries more than the device's own limit`, async () => {
+      // 4000 bytes a run: 1400-byte datagrams go two by two (2800), never three (4200).
+      const t = twoStacks({
+        pair: { checksumOffload: true, segmentationOffload: true, maxSegmentedPayload: 4000 },
+      });
+      cleanup.push(t.close);
+      const { pair, client, server } = t;
+      expect(pair.a[0].maxSegmentedPayload(family)).toBe(4000);
+      server.listen(7000);
+      const target = family === 4 ? "192.168.201.2:7000" : "[fcc9::2]:7000";
+      const [c, s] = await Promise.all([client.connect(target), server.accept()]);
+      await pair.settle();
+      let received = 0;
+      s.onDatagram(() => received++);
+      const writesBefore = pair.a[0].segmentedWrites;
+      for (let i = 0; i < 10; i++) c.send(datagram(1400, i));
+      await pair.settle();
+      expect(received).toBe(10);
+      expect(pair.a[0].segmentedWrites - writesBefore).toBe(5);
+      expect(pair.a[0].badRuns).toBe(0);
+    });
+  }
 
   it("an RST from close() follows the data sent before it", async () => {
     const { pair, client, server } = offloadPair();

@@ -2,6 +2,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import {
   buildPacket,
+  dataHeaderLength,
   emitIpv4Header,
   emitIpv6Header,
   emitTcpHeader,
@@ -10,9 +11,11 @@ import {
   formatIpv4,
   formatIpv6,
   internetChecksum,
+  ipHeaderLength,
   ipv4HeaderChecksumValid,
   ipv4PseudoBase,
   ipv6PseudoBase,
+  maxSegmentedPayload,
   newIpv4Repr,
   newIpv6Repr,
   newTcpRepr,
@@ -296,6 +299,18 @@ describe("fixed vectors", () => {
     // Independent check of the TCP checksum: naive sum over pseudo-header + segment is zero.
     const pseudo = Buffer.from("c0a8c802c0a8c902" + "0006" + "0018", "hex");
     expect(naiveChecksum(Buffer.concat([pseudo, buf.subarray(20)]))).toBe(0);
+  });
+});
+
+describe("segment sizes", () => {
+  it("a data segment's headers are the IP header and a 20-byte TCP header", () => {
+    expect([ipHeaderLength(4), ipHeaderLength(6)]).toEqual([20, 40]);
+    expect([dataHeaderLength(4), dataHeaderLength(6)]).toEqual([40, 60]);
+  });
+
+  it("the 16-bit IP length describes at most 65535 - 40 (IPv4) or 65535 - 20 (IPv6) payload bytes", () => {
+    expect(maxSegmentedPayload(4)).toBe(65_495);
+    expect(maxSegmentedPayload(6)).toBe(65_515);
   });
 });
 

@@ -5,15 +5,12 @@
 
 import { ReplayCache } from "fake-tcp";
 import {
-  configuredHandshakePacket,
   formatAddress,
   type LaunchOptions,
-  launchProgram,
-  logKeyedMode,
   openProgramDevice,
+  type ProgramBody,
   type ProgramContext,
-  type RunningProgram,
-  resolveHostPort,
+  programStarter,
   setUpHost,
   shardedProgram,
   startProgramShards,
@@ -32,24 +29,10 @@ const REPLAY_CACHE_SIZE = 65_536;
 /** Options for {@link startServer} beyond the configuration (for tests). */
 export type StartServerOptions = LaunchOptions;
 
-/**
- * Starts the server. Throws a `UsageError` for bad input; whatever was set up is undone.
- */
-export function startServer(
-  config: ServerConfig,
-  options: StartServerOptions = {},
-): Promise<RunningProgram> {
-  return launchProgram("fake-tcp-server", config.logLevel, options, (context) =>
-    start(config, context),
-  );
-}
-
-async function start(config: ServerConfig, context: ProgramContext): Promise<RunningProgram> {
+const start: ProgramBody<ServerConfig> = async (config, context, { remotes, handshakePacket }) => {
   const { logger, cleanup } = context;
-  logKeyedMode(config, logger);
   // The UDP application is resolved once: every connection relays to the same address.
-  const [remote] = await resolveHostPort(config.remote, config.ipv4Only);
-  const handshakePacket = await configuredHandshakePacket(config);
+  const [remote] = remotes;
 
   // The device first: its creation fails when another instance has this --tun, before
   // anything of that instance (its nft table) is touched.
@@ -80,28 +63,19 @@ async function start(config: ServerConfig, context: ProgramContext): Promise<Run
   const shards = await startProgramShards<ServerShardData>(device, context, {
     script: new URL("./shard-worker.js", import.meta.url),
     start: startServerShard,
-    data: (index, fd) => ({
-      config,
-      remote,
-      handshakePacket,
-      shard: { index, count: device.shards },
-      fd,
-      replayCache,
-    }),
+    data: { config, remote, handshakePacket, replayCache },
     logLevel: config.logLevel,
   });
-  const remoteName = formatAddress(remote.address, remote.port);
-  logger.info(
-    {
-      listen: config.listen,
-      remote: remoteName,
-      shards: shards.length,
-      keyed: config.key !== undefined,
-    },
-    "fake-tcp-server running",
-  );
-  return shardedProgram(shards, context, config);
-}
+  return shardedProgram(shards, context, config, {
+    listen: config.listen,
+    remote: formatAddress(remote.address, remote.port),
+  });
+};
+
+/**
+ * Starts the server. Throws a `UsageError` for bad input; whatever was set up is undone.
+ */
+export const startServer = programStarter("fake-tcp-server", start);
 
 /** Binds the share verdicts' queue (closed at exit, after the rules are gone). */
 function startShareVerdict(config: ServerConfig, key: Uint8Array, context: ProgramContext) {

@@ -7,6 +7,7 @@ import {
   type RunningShard,
   type ShardContext,
   ShardMesh,
+  type ShardPlace,
   type ShardPosition,
   type SocketAddress,
   startTunnel,
@@ -18,14 +19,11 @@ import { ServerFlows } from "./flow-groups.js";
 import { RelayTable } from "./relay-table.js";
 
 /** What the main thread hands a shard (structured-clonable). */
-export interface ServerShardData {
+export interface ServerShardData extends ShardPlace {
   readonly config: ServerConfig;
   /** The UDP application, resolved once by the main thread. */
   readonly remote: SocketAddress;
   readonly handshakePacket: Uint8Array | undefined;
-  readonly shard: ShardPosition;
-  /** This shard's TUN queue (an fd of the main thread's device). */
-  readonly fd: number;
   /** Keyed mode: the replay cache all shards share (undefined unkeyed). */
   readonly replayCache: SharedArrayBuffer | undefined;
 }

@@ -15,6 +15,9 @@
 #include <stdio.h>
 #include <string.h>
 
+/* A method (or plain function) property of a class or of the exports. */
+#define METHOD(name, fn) {name, NULL, fn, NULL, NULL, NULL, napi_default_method, NULL}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Error helpers                                                                              */
 /* ------------------------------------------------------------------------------------------ */

@@ -318,28 +318,19 @@ static void note_control(nfq_t* q, const struct nlmsghdr* h) {
 static void on_nfq_readable(uv_poll_t* h, int status, int events) {
   (void)events;
   nfq_t* q = h->data;
-  if (q->base.closed) return;
-  if (status < 0) q->recv_errors += 1;
   for (uint32_t i = 0; i < q->batch; i++) {
     struct msghdr* mh = &q->msgs[i].msg_hdr;
     memset(mh, 0, sizeof *mh);
     mh->msg_iov = &q->iovs[i];
     mh->msg_iovlen = 1;
   }
-  int n;
-  do {
-    n = recvmmsg(q->base.fd, q->msgs, q->batch, MSG_DONTWAIT, NULL);
-  } while (n < 0 && errno == EINTR);
-  if (n < 0) {
-    if (errno != EAGAIN && errno != EWOULDBLOCK) q->recv_errors += 1;
-    return;
-  }
+  uint32_t n = polled_receive(&q->base, status, q->msgs, q->batch, &q->recv_errors);
   uint32_t count = 0;
   /* Packets that cannot be delivered (cut datagram, batch full) are answered at once,
    * unchanged, before the batch (so a later VERDICT_BATCH never has to cover them). */
   uint8_t* extra = q->out;
   uint32_t n_extra = 0;
-  for (int i = 0; i < n; i++) {
+  for (uint32_t i = 0; i < n; i++) {
     uint8_t* base = q->iovs[i].iov_base;
     size_t got = q->msgs[i].msg_len < q->slot ? q->msgs[i].msg_len : q->slot;
     bool cut = (q->msgs[i].msg_hdr.msg_flags & MSG_TRUNC) != 0;
@@ -456,6 +447,8 @@ static int configure(nfq_t* q, uint8_t cmd, uint8_t family, uint32_t copy_range,
 /* JS class                                                                                   */
 /* ------------------------------------------------------------------------------------------ */
 
+static size_t nfq_counters(const polled_t* p, polled_counter_t* out);
+
 static void nfq_free(polled_t* p) {
   nfq_t* q = (nfq_t*)p;
   free(q->msgs);
@@ -551,6 +544,7 @@ static napi_value nfq_new(napi_env env, napi_callback_info info) {
   polled_init(&q->base, env, fd, on_nfq_readable, nfq_free, "the netfilter queue", NFQ_RESOURCE,
               "ERR_NFQUEUE_CLOSED");
   q->base.before_close = before_close;
+  q->base.counters = nfq_counters;
   q->queue_num = (uint16_t)num;
   q->batch = batch;
   q->slot = slot;
@@ -658,39 +652,33 @@ static napi_value nfq_verdict(napi_env env, napi_callback_info info) {
   return out;
 }
 
-/* stats() -> [packets, batches, accepted, dropped, marked, held, verdictSends, batchVerdicts,
- *             sendErrors, kernelErrors, truncated, malformed, receiveErrors, lastKernelError] */
-static napi_value nfq_stats(napi_env env, napi_callback_info info) {
-  size_t argc = 0;
-  nfq_t* q = nfq_unwrap(env, info, &argc, NULL);
-  if (q == NULL) return NULL;
-  double values[] = {q->packets,       q->batches,      q->accepted,     q->dropped,
-                     q->marked,        q->n_deferred,   q->verdict_msgs, q->batch_verdicts,
-                     q->send_errors,   q->kernel_errors, q->truncated,    q->malformed,
-                     q->recv_errors,   q->last_kernel_error};
-  const uint32_t n = sizeof values / sizeof values[0];
-  napi_value arr, v;
-  NAPI_CALL(env, napi_create_array_with_length(env, n, &arr));
-  for (uint32_t i = 0; i < n; i++) {
-    napi_create_double(env, values[i], &v);
-    napi_set_element(env, arr, i, v);
-  }
-  return arr;
+/* The counters of stats() (NfQueueStats). */
+static size_t nfq_counters(const polled_t* p, polled_counter_t* out) {
+  const nfq_t* q = (const nfq_t*)p;
+  const polled_counter_t all[] = {
+      {"packets", q->packets},
+      {"batches", q->batches},
+      {"accepted", q->accepted},
+      {"dropped", q->dropped},
+      {"marked", q->marked},
+      {"held", q->n_deferred},
+      {"verdictSends", q->verdict_msgs},
+      {"batchVerdicts", q->batch_verdicts},
+      {"sendErrors", q->send_errors},
+      {"kernelErrors", q->kernel_errors},
+      {"truncated", q->truncated},
+      {"malformed", q->malformed},
+      {"receiveErrors", q->recv_errors},
+      {"lastKernelError", q->last_kernel_error},
+  };
+  memcpy(out, all, sizeof all);
+  return sizeof all / sizeof all[0];
 }
 
-#define QMETHOD(name, fn) {name, NULL, fn, NULL, NULL, NULL, napi_default_method, NULL}
-
 bool nfqueue_define_class(napi_env env, napi_value exports) {
-  napi_property_descriptor props[] = {
-      QMETHOD("start", polled_start_js),
-      QMETHOD("ref", polled_ref_js),
-      QMETHOD("verdict", nfq_verdict),
-      QMETHOD("stats", nfq_stats),
-      QMETHOD("close", polled_close_js),
-      {"fd", NULL, NULL, polled_fd_js, NULL, NULL, napi_default, NULL},
+  const napi_property_descriptor props[] = {
+      METHOD("verdict", nfq_verdict),
   };
-  napi_value cls;
-  return napi_define_class(env, "NativeNfQueue", NAPI_AUTO_LENGTH, nfq_new, NULL,
-                           sizeof props / sizeof props[0], props, &cls) == napi_ok &&
-         napi_set_named_property(env, exports, "NativeNfQueue", cls) == napi_ok;
+  return polled_define_class(env, exports, "NativeNfQueue", nfq_new, props,
+                             sizeof props / sizeof props[0]);
 }

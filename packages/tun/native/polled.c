@@ -1,7 +1,10 @@
 /*
  * The shared lifecycle of polled native objects; see polled.h.
  */
+#define _GNU_SOURCE /* recvmmsg */
 #include "polled.h"
+
+#include <sys/socket.h>
 
 #include <stdlib.h>
 #include <unistd.h>
@@ -164,8 +167,39 @@ void polled_deliver(polled_t* p, uint32_t count) {
   napi_close_handle_scope(env, scope);
 }
 
+uint32_t polled_receive(polled_t* p, int status, struct mmsghdr* msgs, uint32_t n,
+                        double* errors) {
+  if (p->closed) return 0; /* a wake-up that raced close(): nothing to read, nothing to call */
+  if (status < 0) *errors += 1;
+  int got;
+  do {
+    got = recvmmsg(p->fd, msgs, n, MSG_DONTWAIT, NULL);
+  } while (got < 0 && errno == EINTR);
+  if (got < 0) {
+    if (errno != EAGAIN && errno != EWOULDBLOCK) *errors += 1;
+    return 0;
+  }
+  return (uint32_t)got;
+}
+
+/* stats() -> { counter: value, ... } (the object's `counters`; they survive close()). */
+static napi_value polled_stats_js(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  polled_t* p = polled_unwrap(env, info, &argc, NULL);
+  if (p == NULL) return NULL;
+  polled_counter_t counters[POLLED_MAX_COUNTERS];
+  size_t n = p->counters != NULL ? p->counters(p, counters) : 0;
+  napi_value out, v;
+  NAPI_CALL(env, napi_create_object(env, &out));
+  for (size_t i = 0; i < n; i++) {
+    napi_create_double(env, counters[i].value, &v);
+    napi_set_named_property(env, out, counters[i].name, v);
+  }
+  return out;
+}
+
 /* start(handler): (re)places the batch handler and starts polling. */
-napi_value polled_start_js(napi_env env, napi_callback_info info) {
+static napi_value polled_start_js(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
   polled_t* p = polled_unwrap(env, info, &argc, argv);
@@ -200,7 +234,7 @@ napi_value polled_start_js(napi_env env, napi_callback_info info) {
 }
 
 /* ref(keep): whether an active reader keeps the event loop (and so the thread) alive. */
-napi_value polled_ref_js(napi_env env, napi_callback_info info) {
+static napi_value polled_ref_js(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
   polled_t* p = polled_unwrap(env, info, &argc, argv);
@@ -217,7 +251,7 @@ napi_value polled_ref_js(napi_env env, napi_callback_info info) {
 }
 
 /* close(): idempotent. */
-napi_value polled_close_js(napi_env env, napi_callback_info info) {
+static napi_value polled_close_js(napi_env env, napi_callback_info info) {
   size_t argc = 0;
   polled_t* p = polled_unwrap(env, info, &argc, NULL);
   if (p != NULL) polled_close(p);
@@ -225,11 +259,33 @@ napi_value polled_close_js(napi_env env, napi_callback_info info) {
 }
 
 /* fd getter: -1 once closed. */
-napi_value polled_fd_js(napi_env env, napi_callback_info info) {
+static napi_value polled_fd_js(napi_env env, napi_callback_info info) {
   size_t argc = 0;
   polled_t* p = polled_unwrap(env, info, &argc, NULL);
   if (p == NULL) return NULL;
   napi_value out;
   napi_create_int32(env, p->fd, &out);
   return out;
+}
+
+#define MAX_CLASS_PROPERTIES 16
+
+bool polled_define_class(napi_env env, napi_value exports, const char* name, napi_callback ctor,
+                         const napi_property_descriptor* own, size_t n_own) {
+  const napi_property_descriptor shared[] = {
+      METHOD("start", polled_start_js),
+      METHOD("ref", polled_ref_js),
+      METHOD("stats", polled_stats_js),
+      METHOD("close", polled_close_js),
+      {"fd", NULL, NULL, polled_fd_js, NULL, NULL, napi_default, NULL},
+  };
+  const size_t n_shared = sizeof shared / sizeof shared[0];
+  napi_property_descriptor props[MAX_CLASS_PROPERTIES];
+  if (n_own + n_shared > MAX_CLASS_PROPERTIES) return false;
+  memcpy(props, own, n_own * sizeof props[0]);
+  memcpy(props + n_own, shared, sizeof shared);
+  napi_value cls;
+  return napi_define_class(env, name, NAPI_AUTO_LENGTH, ctor, NULL, n_own + n_shared, props,
+                           &cls) == napi_ok &&
+         napi_set_named_property(env, exports, name, cls) == napi_ok;
 }

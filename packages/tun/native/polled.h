@@ -1,9 +1,10 @@
 /*
- * What every polled native object of the addon shares (a TUN queue, a UDP socket): a
- * non-blocking fd watched by uv_poll on the loop of the env that made it (so it works in
- * worker_threads), the JS batch handler, the ArrayBuffers it shares with JS, and one lifecycle
+ * What every polled native object of the addon shares (a TUN queue, a UDP socket, a netfilter
+ * queue): a non-blocking fd watched by uv_poll on the loop of the env that made it (so it works
+ * in worker_threads), the JS batch handler, the ArrayBuffers it shares with JS, one lifecycle
  * that is safe from JS close(), from a handler, from GC finalization and from env teardown
- * (worker or process exit).
+ * (worker or process exit), the batched receive of the socket ones, the counters array and the
+ * JS class with its shared methods (start, ref, close, fd).
  *
  * An object embeds `polled_t` as its FIRST member, so the pointer napi_wrap stores is both.
  */
@@ -12,9 +13,18 @@
 
 #include "napi-util.h"
 
+struct mmsghdr; /* <sys/socket.h> with _GNU_SOURCE, in the units that receive */
+
 #define POLLED_MAX_BUFFERS 5
 
 typedef struct polled polled_t;
+
+/* One counter of stats(): its JS name (as in the TS stats interface) and value. */
+typedef struct {
+  const char* name;
+  double value;
+} polled_counter_t;
+#define POLLED_MAX_COUNTERS 16
 
 struct polled {
   napi_env env;
@@ -34,6 +44,9 @@ struct polled {
   /* Optional: runs once at the start of polled_close, while the fd is still open (e.g. to
    * hand back what the object still holds). NULL for none. */
   void (*before_close)(polled_t*);
+  /* Fills `out` with the object's counters for stats() (at most POLLED_MAX_COUNTERS) and
+   * returns how many; set by every object after polled_init. */
+  size_t (*counters)(const polled_t*, polled_counter_t* out);
   const char* what;               /* "the TUN queue": for error messages */
   const char* resource;           /* async resource name: "TunQueue" */
   const char* closed_code;        /* error code when used after close */
@@ -72,10 +85,17 @@ bool polled_require_open(napi_env env, polled_t* p);
 /* Calls the handler with the batch size; an exception goes to 'uncaughtException'. */
 void polled_deliver(polled_t* p, uint32_t count);
 
-/* JS methods shared by every polled class: start(handler), ref(keep), close(), fd getter. */
-napi_value polled_start_js(napi_env env, napi_callback_info info);
-napi_value polled_ref_js(napi_env env, napi_callback_info info);
-napi_value polled_close_js(napi_env env, napi_callback_info info);
-napi_value polled_fd_js(napi_env env, napi_callback_info info);
+/* For a readable callback: nothing once closed; else one recvmmsg (retried on EINTR) of up to
+ * `n` messages into `msgs`. An error reported with the wake-up (`status` < 0) and a receive
+ * failure other than "nothing to read" each count one in `*errors` (e.g. a pending ICMP error
+ * or ENOBUFS: the kernel reports it once and clears it, so polling goes on). Returns the
+ * messages received, 0 for none. */
+uint32_t polled_receive(polled_t* p, int status, struct mmsghdr* msgs, uint32_t n,
+                        double* errors);
+
+/* Defines the class `name` (constructor `ctor`) with its own properties `own` and the ones
+ * every polled class shares (start, ref, stats, close, the fd getter), as exports[name]. */
+bool polled_define_class(napi_env env, napi_value exports, const char* name, napi_callback ctor,
+                         const napi_property_descriptor* own, size_t n_own);
 
 #endif

@@ -47,6 +47,7 @@ typedef struct {
 } queue_t;
 
 static void on_readable(uv_poll_t* h, int status, int events);
+static size_t queue_counters(const polled_t* p, polled_counter_t* out);
 
 static void queue_free(polled_t* p) { free(p); }
 
@@ -77,6 +78,7 @@ static napi_value queue_new(napi_env env, napi_callback_info info) {
   }
   polled_init(&q->base, env, fd, on_readable, queue_free, "the TUN queue", "TunQueue",
               "ERR_TUN_CLOSED");
+  q->base.counters = queue_counters;
   q->vnet = vnet;
   q->offload = offload;
   q->slot = slot;
@@ -432,40 +434,27 @@ static napi_value queue_write_batch(napi_env env, napi_callback_info info) {
   return out;
 }
 
-/* stats() -> [packetsRead, bytesRead, packetsWritten, bytesWritten, writeDrops, readBatches,
- *            readErrors, segmentedWrites, readDrops, coalescedReads] */
-static napi_value queue_stats(napi_env env, napi_callback_info info) {
-  size_t argc = 0;
-  queue_t* q = (queue_t*)polled_unwrap(env, info, &argc, NULL);
-  if (q == NULL) return NULL;
-  double values[] = {q->packets_read,  q->bytes_read,      q->packets_written, q->bytes_written,
-                     q->write_drops,   q->read_batches,    q->read_errors,     q->segmented_writes,
-                     q->read_drops,    q->coalesced_reads};
-  const uint32_t n = sizeof values / sizeof values[0];
-  napi_value arr, v;
-  NAPI_CALL(env, napi_create_array_with_length(env, n, &arr));
-  for (uint32_t i = 0; i < n; i++) {
-    napi_create_double(env, values[i], &v);
-    napi_set_element(env, arr, i, v);
-  }
-  return arr;
+/* The counters of stats() (TunQueueStats). */
+static size_t queue_counters(const polled_t* p, polled_counter_t* out) {
+  const queue_t* q = (const queue_t*)p;
+  const polled_counter_t all[] = {
+      {"packetsRead", q->packets_read},       {"bytesRead", q->bytes_read},
+      {"packetsWritten", q->packets_written}, {"bytesWritten", q->bytes_written},
+      {"writeDrops", q->write_drops},         {"readBatches", q->read_batches},
+      {"readErrors", q->read_errors},         {"segmentedWrites", q->segmented_writes},
+      {"readDrops", q->read_drops},           {"coalescedReads", q->coalesced_reads},
+  };
+  memcpy(out, all, sizeof all);
+  return sizeof all / sizeof all[0];
 }
 
 bool queue_define_class(napi_env env, napi_value exports) {
-  napi_property_descriptor props[] = {
-      METHOD("start", polled_start_js),
-      METHOD("ref", polled_ref_js),
+  const napi_property_descriptor props[] = {
       METHOD("write", queue_write),
       METHOD("writeGather", queue_write_gather),
       METHOD("writeBatch", queue_write_batch),
       METHOD("writeSegmented", queue_write_segmented),
-      METHOD("stats", queue_stats),
-      METHOD("close", polled_close_js),
-      {"fd", NULL, NULL, polled_fd_js, NULL, NULL, napi_default, NULL},
   };
-  napi_value cls;
-  if (napi_define_class(env, "NativeQueue", NAPI_AUTO_LENGTH, queue_new, NULL,
-                        sizeof props / sizeof props[0], props, &cls) != napi_ok)
-    return false;
-  return napi_set_named_property(env, exports, "NativeQueue", cls) == napi_ok;
+  return polled_define_class(env, exports, "NativeQueue", queue_new, props,
+                             sizeof props / sizeof props[0]);
 }

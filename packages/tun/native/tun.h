@@ -8,8 +8,6 @@
  * gso_max_size (64 KiB unless BIG TCP is configured), plus the virtio header. */
 #define OFFLOAD_READ_MAX (65536 + VNET_HDR_LEN)
 
-#define METHOD(name, fn) {name, NULL, fn, NULL, NULL, NULL, napi_default_method, NULL}
-
 /* Defines the device functions (openQueue, queueInfo, dupFd, closeFd, setMtu, getMtu,
  * deviceReceiveOffload, setTxQueueLen, setUp) on `exports`. */
 bool device_define_functions(napi_env env, napi_value exports);

@@ -189,6 +189,7 @@ static bool parse_sockaddr(int sock_family, const char* str, uint32_t port,
 /* ------------------------------------------------------------------------------------------ */
 
 static void on_udp_readable(uv_poll_t* h, int status, int events);
+static size_t udp_counters(const polled_t* p, polled_counter_t* out);
 
 static void udp_free(polled_t* p) {
   udp_t* u = (udp_t*)p;
@@ -299,6 +300,7 @@ static napi_value udp_new(napi_env env, napi_callback_info info) {
   }
   polled_init(&u->base, env, fd, on_udp_readable, udp_free, "the UDP socket", "UdpBatchSocket",
               "ERR_SOCKET_CLOSED");
+  u->base.counters = udp_counters;
   u->family = family;
   /* A kernel without UDP_SEGMENT (< 4.18) would not refuse the cmsg but ignore it and send one
    * big datagram; the socket option (0 = no default segment size) tells them apart. */
@@ -574,10 +576,6 @@ static bool get_source(napi_env env, napi_value recs, napi_value index, const ui
 static void on_udp_readable(uv_poll_t* h, int status, int events) {
   (void)events;
   udp_t* u = h->data;
-  if (u->base.closed) return;
-  if (status < 0) {
-    u->recv_errors += 1; /* e.g. a pending ICMP error; reading clears it, keep polling */
-  }
   for (uint32_t i = 0; i < u->batch; i++) {
     struct msghdr* m = &u->msgs[i].msg_hdr;
     m->msg_name = &u->froms[i];
@@ -591,18 +589,10 @@ static void on_udp_readable(uv_poll_t* h, int status, int events) {
     m->msg_controllen = u->pktinfo ? CTRL_SPACE : 0;
     m->msg_flags = 0;
   }
-  int n;
-  do {
-    n = recvmmsg(u->base.fd, u->msgs, u->batch, MSG_DONTWAIT, NULL);
-  } while (n < 0 && errno == EINTR);
-  if (n < 0) {
-    /* EAGAIN: spurious wake-up. Anything else (ECONNREFUSED from an ICMP error on a connected
-     * socket) is reported once by the kernel and cleared: count it and keep polling. */
-    if (errno != EAGAIN && errno != EWOULDBLOCK) u->recv_errors += 1;
-    return;
-  }
+  /* A receive error here is mostly ECONNREFUSED: an ICMP error on a connected socket. */
+  uint32_t n = polled_receive(&u->base, status, u->msgs, u->batch, &u->recv_errors);
   uint32_t count = 0;
-  for (int i = 0; i < n; i++) {
+  for (uint32_t i = 0; i < n; i++) {
     if (u->msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
       u->truncated += 1; /* larger than maxDatagramBytes: never deliver a cut datagram */
       continue;
@@ -957,23 +947,18 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
   return out;
 }
 
-/* stats() -> [datagramsIn, bytesIn, datagramsOut, bytesOut, sendDrops, receiveBatches,
- *             truncated, receiveErrors, segmentedSends, segmentationFallbacks] */
-static napi_value udp_stats(napi_env env, napi_callback_info info) {
-  size_t argc = 0;
-  udp_t* u = udp_unwrap(env, info, &argc, NULL);
-  if (u == NULL) return NULL;
-  double values[] = {u->dgrams_in,  u->bytes_in,  u->dgrams_out, u->bytes_out,
-                     u->send_drops, u->batches,   u->truncated,  u->recv_errors,
-                     u->gso_sends,  u->gso_fallbacks};
-  const uint32_t n = sizeof values / sizeof values[0];
-  napi_value arr, v;
-  NAPI_CALL(env, napi_create_array_with_length(env, n, &arr));
-  for (uint32_t i = 0; i < n; i++) {
-    napi_create_double(env, values[i], &v);
-    napi_set_element(env, arr, i, v);
-  }
-  return arr;
+/* The counters of stats() (UdpBatchSocketStats). */
+static size_t udp_counters(const polled_t* p, polled_counter_t* out) {
+  const udp_t* u = (const udp_t*)p;
+  const polled_counter_t all[] = {
+      {"datagramsIn", u->dgrams_in},         {"bytesIn", u->bytes_in},
+      {"datagramsOut", u->dgrams_out},       {"bytesOut", u->bytes_out},
+      {"sendDrops", u->send_drops},          {"receiveBatches", u->batches},
+      {"truncated", u->truncated},           {"receiveErrors", u->recv_errors},
+      {"segmentedSends", u->gso_sends},      {"segmentationFallbacks", u->gso_fallbacks},
+  };
+  memcpy(out, all, sizeof all);
+  return sizeof all / sizeof all[0];
 }
 
 /* encodeAddress(address, port) -> Uint8Array record (for a peer table / send). */
@@ -999,27 +984,19 @@ static napi_value udp_encode_address(napi_env env, napi_callback_info info) {
   return arr;
 }
 
-#define UMETHOD(name, fn) {name, NULL, fn, NULL, NULL, NULL, napi_default_method, NULL}
-
 bool udp_define_class(napi_env env, napi_value exports) {
-  napi_property_descriptor props[] = {
-      UMETHOD("bind", udp_bind),
-      UMETHOD("connect", udp_connect),
-      UMETHOD("localAddress", udp_local_address),
-      UMETHOD("start", polled_start_js),
-      UMETHOD("ref", polled_ref_js),
-      UMETHOD("send", udp_send),
-      UMETHOD("sendBatch", udp_send_batch),
-      UMETHOD("sendSegmented", udp_send_segmented),
-      UMETHOD("stats", udp_stats),
-      UMETHOD("close", polled_close_js),
-      {"fd", NULL, NULL, polled_fd_js, NULL, NULL, napi_default, NULL},
+  const napi_property_descriptor props[] = {
+      METHOD("bind", udp_bind),
+      METHOD("connect", udp_connect),
+      METHOD("localAddress", udp_local_address),
+      METHOD("send", udp_send),
+      METHOD("sendBatch", udp_send_batch),
+      METHOD("sendSegmented", udp_send_segmented),
       {"segmentationOffload", NULL, NULL, udp_gso_getter, NULL, NULL, napi_default, NULL},
   };
-  napi_value cls, enc;
-  if (napi_define_class(env, "NativeUdp", NAPI_AUTO_LENGTH, udp_new, NULL,
-                        sizeof props / sizeof props[0], props, &cls) != napi_ok ||
-      napi_set_named_property(env, exports, "NativeUdp", cls) != napi_ok ||
+  napi_value enc;
+  if (!polled_define_class(env, exports, "NativeUdp", udp_new, props,
+                           sizeof props / sizeof props[0]) ||
       napi_create_function(env, "encodeUdpAddress", NAPI_AUTO_LENGTH, udp_encode_address, NULL, &enc) != napi_ok ||
       napi_set_named_property(env, exports, "encodeUdpAddress", enc) != napi_ok)
     return false;

@@ -6,19 +6,31 @@ import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import type { NfQueueStats } from "./nfqueue.js";
+import type { TunQueueStats } from "./queue.js";
+import type { UdpBatchSocketStats } from "./udp-socket.js";
+
+/**
+ * What every polled object of the addon has (polled.c): its fd, the batch handler, whether it
+ * keeps the thread alive, its counters by name (the TS stats interface `S`) and close.
+ */
+export interface NativePolled<S> {
+  /** The fd, or -1 once closed. */
+  readonly fd: number;
+  start(handler: (count: number) => void): void;
+  ref(keep: boolean): void;
+  stats(): S;
+  close(): void;
+}
 
 /** One open queue fd in the addon: its read loop, writers and counters. */
-export interface NativeQueue {
+export interface NativeQueue extends NativePolled<TunQueueStats> {
   /** The shared read buffer (one per queue, reused by every batch). */
   readonly readBuffer: ArrayBuffer;
   /** The shared start/len pairs of the current batch. */
   readonly readOffsets: ArrayBuffer;
   /** Receive offload only: the shared segment size (u16, 0 = not coalesced) per packet. */
   readonly readSegmentSizes?: ArrayBuffer;
-  /** The queue's fd, or -1 once closed. */
-  readonly fd: number;
-  start(handler: (count: number) => void): void;
-  ref(keep: boolean): void;
   write(packet: Uint8Array, partialChecksum: boolean): boolean;
   writeGather(header: Uint8Array, payload: Uint8Array, partialChecksum: boolean): boolean;
   writeBatch(
@@ -28,12 +40,6 @@ export interface NativeQueue {
     partialChecksum: boolean,
   ): number;
   writeSegmented(header: Uint8Array, payload: Uint8Array, segmentSize: number): boolean;
-  /**
-   * [packetsRead, bytesRead, packetsWritten, bytesWritten, writeDrops, readBatches, readErrors,
-   *  segmentedWrites, readDrops, coalescedReads]
-   */
-  stats(): number[];
-  close(): void;
 }
 
 /** One UDP socket in the addon: recvmmsg reader, synchronous senders, counters. */
@@ -50,7 +56,7 @@ export interface NativeUdpArea {
   readonly scratch: ArrayBuffer;
 }
 
-export interface NativeUdp {
+export interface NativeUdp extends NativePolled<UdpBatchSocketStats> {
   /** Shared receive buffer: datagram slot i starts at i * slotSize. */
   readonly readBuffer: ArrayBuffer;
   /** Shared start/len pairs of the current batch. */
@@ -59,8 +65,6 @@ export interface NativeUdp {
   readonly readAddresses: ArrayBuffer;
   /** Shared destination address records of the current batch (with packetInfo). */
   readonly readDestinations: ArrayBuffer;
-  /** The socket's fd, or -1 once closed. */
-  readonly fd: number;
   bind(
     address: string,
     port: number,
@@ -71,8 +75,6 @@ export interface NativeUdp {
   ): void;
   connect(address: string, port: number): void;
   localAddress(): { address: string; port: number; family: 4 | 6 };
-  start(handler: (count: number) => void): void;
-  ref(keep: boolean): void;
   send(
     buffer: Uint8Array,
     offset: number,
@@ -101,16 +103,10 @@ export interface NativeUdp {
   ): boolean;
   /** False once the kernel refused UDP_SEGMENT on this socket (sends go one by one). */
   readonly segmentationOffload: boolean;
-  /**
-   * [datagramsIn, bytesIn, datagramsOut, bytesOut, sendDrops, receiveBatches, truncated,
-   *  receiveErrors, segmentedSends, segmentationFallbacks]
-   */
-  stats(): number[];
-  close(): void;
 }
 
 /** One bound netfilter queue in the addon: recvmmsg reader, batched verdicts, counters. */
-export interface NativeNfQueue {
+export interface NativeNfQueue extends NativePolled<NfQueueStats> {
   /** Shared receive buffer: one datagram slot per packet. */
   readonly readBuffer: ArrayBuffer;
   /** Shared per-packet metadata, 8 u32 each: start, length, id, mark, family | hook << 8,
@@ -119,18 +115,8 @@ export interface NativeNfQueue {
   /** Shared per-packet decisions, 2 u32 each: code (0 accept, 1 accept+mark, 2 drop,
    *  3 defer), mark. Reset to accept before each batch; read when the handler returns. */
   readonly decisions: ArrayBuffer;
-  /** The socket's fd, or -1 once closed. */
-  readonly fd: number;
-  start(handler: (count: number) => void): void;
-  ref(keep: boolean): void;
   /** Answers a deferred packet (or one of the batch being handled). */
   verdict(id: number, code: number, mark: number): boolean;
-  /**
-   * [packets, batches, accepted, dropped, marked, held, verdictSends, batchVerdicts,
-   *  sendErrors, kernelErrors, truncated, malformed, receiveErrors, lastKernelError]
-   */
-  stats(): number[];
-  close(): void;
 }
 
 /** The addon's exports. */

@@ -11,6 +11,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { type TunError, tunError } from "./errors.js";
 import { addon, type NativeNfQueue } from "./native.js";
+import { PolledHandle } from "./polled.js";
 
 /** Options of {@link NfQueue.open}. */
 export interface NfQueueOptions {
@@ -270,9 +271,12 @@ export function explainNfQueueError(error: unknown, queue: number): TunError {
  * ```
  *
  * It belongs to the thread that opened it (polled on that thread's event loop) and to the
- * network namespace the thread was in. One queue serves IPv4 and IPv6 alike.
+ * network namespace the thread was in. One queue serves IPv4 and IPv6 alike. `close()` answers
+ * what is still held (the current batch with the decisions made so far, then every deferred
+ * packet, accepted unchanged) and closes the socket, which unbinds the queue: from then on a
+ * rule with `bypass` lets packets through.
  */
-export class NfQueue {
+export class NfQueue extends PolledHandle<NfQueueStats> {
   /** The queue number. */
   readonly queue: number;
   readonly batchSize: number;
@@ -282,6 +286,7 @@ export class NfQueue {
   readonly #batch: NfQueueBatch;
 
   private constructor(queue: number, native: NativeNfQueue, o: Required<NfQueueOptions>) {
+    super(native);
     this.queue = queue;
     this.batchSize = o.batchSize;
     this.copyBytes = o.copyBytes;
@@ -335,11 +340,6 @@ export class NfQueue {
     return new NfQueue(o.queue, native, o);
   }
 
-  /** The socket's fd, or -1 once closed. */
-  get fd(): number {
-    return this.#native.fd;
-  }
-
   /**
    * Starts delivering queued packets to `handler`, one call per wake-up (at most `batchSize`
    * packets, one recvmmsg); every packet is answered when the handler returns (one sendmsg).
@@ -374,48 +374,5 @@ export class NfQueue {
   /** Drops a deferred packet; see {@link accept}. */
   drop(id: number): boolean {
     return this.#native.verdict(id, DROP, 0);
-  }
-
-  /** Lets the thread exit while this queue waits for packets. */
-  unref(): this {
-    this.#native.ref(false);
-    return this;
-  }
-
-  /** Undoes {@link unref}. */
-  ref(): this {
-    this.#native.ref(true);
-    return this;
-  }
-
-  /** Counters since the queue was opened. */
-  stats(): NfQueueStats {
-    const s = this.#native.stats();
-    return {
-      packets: s[0],
-      batches: s[1],
-      accepted: s[2],
-      dropped: s[3],
-      marked: s[4],
-      held: s[5],
-      verdictSends: s[6],
-      batchVerdicts: s[7],
-      sendErrors: s[8],
-      kernelErrors: s[9],
-      truncated: s[10],
-      malformed: s[11],
-      receiveErrors: s[12],
-      lastKernelError: s[13],
-    };
-  }
-
-  /**
-   * Answers what is still held (the current batch with the decisions made so far, then every
-   * deferred packet, accepted unchanged) and closes the socket, which unbinds the queue: from
-   * then on a rule with `bypass` lets packets through. Idempotent, safe inside the handler;
-   * runs by itself when the thread or process ends.
-   */
-  close(): void {
-    this.#native.close();
   }
 }

@@ -20,6 +20,7 @@ import {
   validateReceiveOffload,
   validateSteering,
 } from "./options.js";
+import { PolledHandle } from "./polled.js";
 
 /** Length of the virtio_net_hdr that precedes every packet on a vnetHdr queue. */
 export const VNET_HDR_LEN = 10;
@@ -115,9 +116,10 @@ function deviceTunFlags(name: string): number | null {
  *
  * A queue belongs to the thread that opened it (its fd is polled on that thread's event
  * loop). To use a device from a worker, attach a new queue inside the worker with
- * {@link TunQueue.attach}.
+ * {@link TunQueue.attach}. The device disappears when its last queue (in any thread or
+ * process) is closed.
  */
-export class TunQueue {
+export class TunQueue extends PolledHandle<TunQueueStats> {
   /** Name of the TUN interface this queue belongs to. */
   readonly name: string;
   /** Largest IP packet the device carries, in bytes (its MTU when the queue was opened). */
@@ -156,16 +158,18 @@ export class TunQueue {
     batchSize: number,
     receiveOffload = false,
   ) {
+    // One slot fits the largest packet the kernel can hand us plus its virtio header. With
+    // receive offload the addon adds room for one 64 KiB read at the end of the buffer.
+    const slot = Math.max(mtu, 576) + (vnetHdr ? VNET_HDR_LEN : 0);
+    const native = new addon.NativeQueue(fd, vnetHdr, slot, batchSize, receiveOffload);
+    super(native);
+    this.#native = native;
     this.name = name;
     this.mtu = mtu;
     this.checksumOffload = vnetHdr;
     this.segmentationOffload = vnetHdr;
     this.receiveOffload = receiveOffload;
     this.batchSize = batchSize;
-    // One slot fits the largest packet the kernel can hand us plus its virtio header. With
-    // receive offload the addon adds room for one 64 KiB read at the end of the buffer.
-    const slot = Math.max(mtu, 576) + (vnetHdr ? VNET_HDR_LEN : 0);
-    this.#native = new addon.NativeQueue(fd, vnetHdr, slot, batchSize, receiveOffload);
     const sizes = this.#native.readSegmentSizes;
     this.#batch = {
       buffer: Buffer.from(this.#native.readBuffer),
@@ -268,11 +272,6 @@ export class TunQueue {
     }
   }
 
-  /** The queue's file descriptor, or -1 once closed. */
-  get fd(): number {
-    return this.#native.fd;
-  }
-
   /**
    * Starts delivering received packets to `handler`, one call per batch (at most
    * `batchSize` packets, drained in one wake-up). Replaces any earlier handler. The batch is
@@ -339,6 +338,15 @@ export class TunQueue {
   }
 
   /**
+   * The most `payload` one {@link writeSegmented} call takes under a header of `family` (no IP
+   * options, a 20-byte TCP header): {@link MAX_SEGMENTED_PAYLOAD_V4} or
+   * {@link MAX_SEGMENTED_PAYLOAD_V6}. A stack on this queue sizes its runs by it.
+   */
+  maxSegmentedPayload(family: 4 | 6): number {
+    return family === 4 ? MAX_SEGMENTED_PAYLOAD_V4 : MAX_SEGMENTED_PAYLOAD_V6;
+  }
+
+  /**
    * Writes `count` packets laid out like a received batch (packet `i` at
    * `buffer[offsets[2i], offsets[2i] + offsets[2i+1])`) in one call into the addon. Returns how
    * many were written; the rest were dropped and counted.
@@ -370,43 +378,5 @@ export class TunQueue {
       const code = (error as { code?: string }).code ?? "EUNKNOWN";
       throw tunError(code, `TUN device ${this.name}: ${(error as Error).message}`, error);
     }
-  }
-
-  /** Lets the thread exit while this queue waits for packets (like `socket.unref()`). */
-  unref(): this {
-    this.#native.ref(false);
-    return this;
-  }
-
-  /** Undoes {@link unref}: an active reader keeps the thread alive again. */
-  ref(): this {
-    this.#native.ref(true);
-    return this;
-  }
-
-  /** Counters since the queue was opened (they survive close()). */
-  stats(): TunQueueStats {
-    const s = this.#native.stats();
-    return {
-      packetsRead: s[0],
-      bytesRead: s[1],
-      packetsWritten: s[2],
-      bytesWritten: s[3],
-      writeDrops: s[4],
-      readBatches: s[5],
-      readErrors: s[6],
-      segmentedWrites: s[7],
-      readDrops: s[8],
-      coalescedReads: s[9],
-    };
-  }
-
-  /**
-   * Stops receiving and closes the fd. Idempotent. Safe inside the receive handler; writes
-   * after close return false. The device disappears when its last queue (in any thread or
-   * process) is closed.
-   */
-  close(): void {
-    this.#native.close();
   }
 }

@@ -7,6 +7,7 @@
 import { isIPv4, isIPv6 } from "node:net";
 import { type TunError, tunError } from "./errors.js";
 import { addon, type NativeUdp, type NativeUdpArea } from "./native.js";
+import { PolledHandle } from "./polled.js";
 import { ADDRESS_RECORD_BYTES, UdpBatch } from "./udp-batch.js";
 
 /** Options of {@link UdpBatchSocket.bind}. */
@@ -163,7 +164,7 @@ function explainSocketError(error: unknown, verb: string, address: string, port:
  * A socket belongs to the thread that made it (polled on that thread's event loop); make one
  * per worker (with `reusePort` to share a port).
  */
-export class UdpBatchSocket {
+export class UdpBatchSocket extends PolledHandle<UdpBatchSocketStats> {
   /** 4 or 6. */
   readonly family: 4 | 6;
   /** Most datagrams per handler call. */
@@ -179,17 +180,19 @@ export class UdpBatchSocket {
     maxDatagramBytes: number,
     area: UdpReceiveArea | undefined,
   ) {
+    const native = new addon.NativeUdp(family, maxDatagramBytes, batchSize, area?.native);
+    super(native);
+    this.#native = native;
     this.family = family;
     this.batchSize = batchSize;
     this.maxDatagramBytes = maxDatagramBytes;
-    this.#native = new addon.NativeUdp(family, maxDatagramBytes, batchSize, area?.native);
     this.#batch =
       area?.batch ??
       new UdpBatch(
-        this.#native.readBuffer,
-        this.#native.readOffsets,
-        this.#native.readAddresses,
-        this.#native.readDestinations,
+        native.readBuffer,
+        native.readOffsets,
+        native.readAddresses,
+        native.readDestinations,
       );
   }
 
@@ -200,7 +203,8 @@ export class UdpBatchSocket {
    * EADDRINUSE (names the port), EACCES, EADDRNOTAVAIL, EINVAL (bad option or address).
    * Nothing is left open on failure.
    */
-  static bind(opts: UdpBindOptions): UdpBatchSocket {
+  // `override`: on a derived class's static side, `bind` shadows Function.prototype.bind.
+  static override bind(opts: UdpBindOptions): UdpBatchSocket {
     const { address, port, family } = opts;
     if (family !== 4 && family !== 6)
       throw tunError("EINVAL", `bad family ${String(family)}: expected 4 or 6`);
@@ -244,11 +248,6 @@ export class UdpBatchSocket {
   /** Encodes `address`:`port` as an address record for {@link send} / {@link sendBatch}. */
   static encodeAddress(address: string, port: number): Uint8Array {
     return addon.encodeUdpAddress(address, port);
-  }
-
-  /** The socket's fd, or -1 once closed. */
-  get fd(): number {
-    return this.#native.fd;
   }
 
   /**
@@ -396,42 +395,5 @@ export class UdpBatchSocket {
     sourceRecords?: Uint8Array,
   ): number {
     return this.#native.sendBatch(buffer, offsets, count, addressRecords, sourceRecords);
-  }
-
-  /** Lets the thread exit while this socket waits for datagrams. */
-  unref(): this {
-    this.#native.ref(false);
-    return this;
-  }
-
-  /** Undoes {@link unref}. */
-  ref(): this {
-    this.#native.ref(true);
-    return this;
-  }
-
-  /** Counters since the socket was made. */
-  stats(): UdpBatchSocketStats {
-    const s = this.#native.stats();
-    return {
-      datagramsIn: s[0],
-      bytesIn: s[1],
-      datagramsOut: s[2],
-      bytesOut: s[3],
-      sendDrops: s[4],
-      receiveBatches: s[5],
-      truncated: s[6],
-      receiveErrors: s[7],
-      segmentedSends: s[8],
-      segmentationFallbacks: s[9],
-    };
-  }
-
-  /**
-   * Stops receiving and closes the socket. Idempotent, safe inside the handler; sends after
-   * close return false. Runs by itself when the thread or process ends.
-   */
-  close(): void {
-    this.#native.close();
   }
 }

@@ -11,7 +11,7 @@ export class RunBuffer {
   /** Payloads in the run. */
   count = 0;
   private length = 0;
-  private readonly staging: Buffer;
+  private staging: Buffer;
   /** The last payload was shorter than `segmentSize`: nothing more may join. */
   private closed = false;
   private flushScheduled = false;
@@ -31,6 +31,14 @@ export class RunBuffer {
     private readonly writeRun: () => void,
   ) {
     this.staging = Buffer.allocUnsafe(capacity);
+  }
+
+  /**
+   * Makes room for a run of `bytes` before it starts (the buffer is replaced only when it is
+   * smaller, so an owner allocates once per limit it meets). Only while the run is empty.
+   */
+  reserve(bytes: number): void {
+    if (this.staging.length < bytes) this.staging = Buffer.allocUnsafe(bytes);
   }
 
   /** True when a payload of `len` bytes may join the current, non-empty run of at most `limit` bytes. */

@@ -23,7 +23,7 @@ import {
   linuxSynWindow,
 } from "../wire/linux-syn.js";
 import { TCP_SYN_OURS_HEADER_LENGTH } from "../wire/ours-option.js";
-import { dataHeaderLength, ipHeaderLength, maxSegmentedPayload } from "../wire/segment.js";
+import { dataHeaderLength, ipHeaderLength } from "../wire/segment.js";
 import {
   emitTcpHeader,
   setTcpChecksum,
@@ -65,14 +65,11 @@ export interface SegmentTuple {
 export const WriteResult = { ok: 0, tooBig: 1, refused: 2, queued: 3 } as const;
 
 /**
- * Most segments one coalesced write carries. At 1400-byte datagrams the 16-bit IP length ends
- * a run first (46 segments); smaller datagrams stop here, which bounds the burst one write
- * puts on the path.
+ * Most segments one coalesced write carries. At 1400-byte datagrams the device's payload limit
+ * ends a run first (a TUN queue's, from the 16-bit IP length: 46 segments); smaller datagrams
+ * stop here, which bounds the burst one write puts on the path.
  */
 export const MAX_RUN_SEGMENTS = 64;
-/** Most payload one coalesced write carries, per family (the IP length field is 16 bits). */
-const MAX_RUN_PAYLOAD4 = maxSegmentedPayload(4);
-const MAX_RUN_PAYLOAD6 = maxSegmentedPayload(6);
 
 const EMPTY = new Uint8Array(0);
 
@@ -101,8 +98,11 @@ export class SegmentWriter {
   private template6: SegmentTuple | null = null;
   // The run being coalesced: consecutive datagrams of one socket, written as one
   // segmentation-offloaded packet at the end of the current task, or as soon as the next
-  // datagram cannot join it. What identifies the run is kept here, the payloads in `run`.
-  private readonly run = new RunBuffer(MAX_RUN_PAYLOAD6, MAX_RUN_SEGMENTS, () => this.flush());
+  // datagram cannot join it. What identifies the run is kept here, the payloads in `run`. The
+  // most payload a run carries is the device's (`DeviceQueue.maxSegmentedPayload`): the
+  // staging buffer grows to it on the first run.
+  private readonly run = new RunBuffer(0, MAX_RUN_SEGMENTS, () => this.flush());
+  private runLimit = 0;
   private runQueue: DeviceQueue | null = null;
   private runTuple: SegmentTuple | null = null;
   private runSeq = 0;
@@ -177,7 +177,7 @@ export class SegmentWriter {
         this.runQueue !== q ||
         seq !== this.runNextSeq ||
         ack !== this.runAck ||
-        !run.fits(payload.length, t.family === 4 ? MAX_RUN_PAYLOAD4 : MAX_RUN_PAYLOAD6))
+        !run.fits(payload.length, this.runLimit))
     )
       this.flush();
     if (run.count === 0) {
@@ -185,6 +185,8 @@ export class SegmentWriter {
       this.runTuple = t;
       this.runSeq = seq;
       this.runAck = ack;
+      this.runLimit = q.maxSegmentedPayload!(t.family);
+      run.reserve(Math.max(this.runLimit, payload.length));
     }
     run.push(payload);
     this.runNextSeq = (seq + payload.length) | 0;

@@ -12,6 +12,7 @@ import {
   pseudoHeaderSeed,
   sumWords,
 } from "../wire/checksum.js";
+import { maxSegmentedPayload } from "../wire/segment.js";
 
 export interface MemoryPairOptions {
   /** MTU of every queue (default 1500). Larger writes are dropped (write returns false). */
@@ -30,6 +31,11 @@ export interface MemoryPairOptions {
    * describing the whole run) is refused and counted in `badRuns`.
    */
   segmentationOffload?: boolean;
+  /**
+   * The most payload one `writeSegmented` call takes, for both families (default: what the
+   * 16-bit IP length allows, `wire.maxSegmentedPayload`). A larger run throws, as on a TUN queue.
+   */
+  maxSegmentedPayload?: number;
 }
 
 /** One direction of the link, with its test hooks. */
@@ -103,10 +109,15 @@ export class MemoryQueue implements DeviceQueue {
     private readonly send: (packet: Buffer) => void,
     private readonly settleHook: (delta: number) => void,
     segmentationOffload = false,
+    private readonly runLimit: number | undefined = undefined,
   ) {
     this.mtu = mtu;
     this.checksumOffload = checksumOffload;
     this.segmentationOffload = segmentationOffload && checksumOffload;
+  }
+
+  maxSegmentedPayload(family: 4 | 6): number {
+    return this.runLimit ?? maxSegmentedPayload(family);
   }
 
   onReceive(handler: PacketBatchHandler): void {
@@ -137,6 +148,8 @@ export class MemoryQueue implements DeviceQueue {
     const h = Buffer.from(header);
     const v4 = h[0] >>> 4 === 4;
     const ip = v4 ? 20 : 40;
+    if (payload.length > this.maxSegmentedPayload(v4 ? 4 : 6))
+      throw new RangeError(`a run of ${payload.length} bytes exceeds this memory queue's limit`);
     if (!runHeaderConsistent(h, ip, v4, payload.length) || segmentSize <= 0) {
       this.badRuns++;
       this.refused++;
@@ -230,6 +243,7 @@ export function createMemoryPair(options: MemoryPairOptions = {}): MemoryPair {
   const mtu = options.mtu ?? 1500;
   const offload = options.checksumOffload ?? false;
   const segmentation = options.segmentationOffload ?? false;
+  const runLimit = options.maxSegmentedPayload;
   const n = options.queues ?? 1;
   let inFlight = 0;
   const hook = (d: number) => {
@@ -240,8 +254,8 @@ export function createMemoryPair(options: MemoryPairOptions = {}): MemoryPair {
   const aToB = new MemoryLink((q, p) => b[q].enqueue(p));
   const bToA = new MemoryLink((q, p) => a[q].enqueue(p));
   for (let i = 0; i < n; i++) {
-    a.push(new MemoryQueue(mtu, offload, (p) => aToB.accept(i, p), hook, segmentation));
-    b.push(new MemoryQueue(mtu, offload, (p) => bToA.accept(i, p), hook, segmentation));
+    a.push(new MemoryQueue(mtu, offload, (p) => aToB.accept(i, p), hook, segmentation, runLimit));
+    b.push(new MemoryQueue(mtu, offload, (p) => bToA.accept(i, p), hook, segmentation, runLimit));
   }
   const settle = async () => {
     for (let i = 0; i < 10_000 && inFlight > 0; i++) await new Promise<void>(queueMicrotask);

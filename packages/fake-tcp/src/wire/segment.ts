@@ -33,8 +33,8 @@ export function dataHeaderLength(family: 4 | 6): number {
 
 /**
  * Largest TCP payload one header can describe (the 16-bit IP length field): IPv4's total
- * length counts both headers, IPv6's payload length only the TCP header. Limits a run written
- * with segmentation offload; the TUN queue enforces the same numbers.
+ * length counts both headers, IPv6's payload length only the TCP header. The in-memory
+ * device's default run limit (a device states its own: `DeviceQueue.maxSegmentedPayload`).
  */
 export function maxSegmentedPayload(family: 4 | 6): number {
   return family === 4
