@@ -6,11 +6,14 @@
 /** What the connection probe printed once set-up ended (see e2e tools/conn-probe.ts). */
 export interface SetupFigures {
   connections: number;
+  /** New connections a second the probe offered (0: all at once). */
+  pace: number;
   answered: number;
   datagramsSent: number;
   bindMs: number;
   /** ms from the first send until the last connection carried its first echo (null: not all did). */
   allAnsweredMs: number | null;
+  /** Per connection, ms from its first datagram to its first echo: median and 90th percentile. */
   medianFirstReplyMs: number | null;
   p90FirstReplyMs: number | null;
   /** [ms since the first send, connections answered] after each retry round. */
@@ -132,8 +135,8 @@ export function renderConnectionsSection(run: ConnectionsRun, jsonFile: string |
       `server: \`${run.serverArgs.join(" ")}\`.`,
     "",
     `**${connected} of ${run.connections} connections** established and echoed; ` +
-      `set-up ${fixed(rate, 0, " connections/s")} (all answered after ${fixed(setup?.allAnsweredMs ?? null, 0, " ms")}, ` +
-      `median first echo ${fixed(setup?.medianFirstReplyMs ?? null, 0, " ms")}, p90 ${fixed(setup?.p90FirstReplyMs ?? null, 0, " ms")}; ` +
+      `set-up ${fixed(rate, 0, " connections/s")} (${setup?.pace ? `offered at ${setup.pace}/s` : "offered all at once"}; all answered after ${fixed(setup?.allAnsweredMs ?? null, 0, " ms")}, ` +
+      `per connection, first datagram to first echo: median ${fixed(setup?.medianFirstReplyMs ?? null, 0, " ms")}, p90 ${fixed(setup?.p90FirstReplyMs ?? null, 0, " ms")}; ` +
       `${setup?.datagramsSent ?? 0} set-up datagrams sent); server RSS with all open ${mib(serverRss)} ` +
       `(target < 200 MiB: ${serverRss === null ? "not measured" : serverRss < 200 * MIB ? "met" : "missed"}), ` +
       `server shards max/mean ${fixed(spread, 3)} (target < 1.3: ${spread === null ? "not measured" : spread < 1.3 ? "met" : "missed"}).`,

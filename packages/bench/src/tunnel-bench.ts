@@ -301,6 +301,7 @@ async function runConnections(
   const run = await measureConnections(
     {
       connections,
+      pace: opts.pace,
       label: opts.label,
       loadFlows: [1, 1000],
       loadMbps: [200, 400, 800],

@@ -236,6 +236,7 @@ describe("parseBenchArgs", () => {
       docsDir: null,
       keyed: false,
       connections: null,
+      pace: 500,
       help: false,
     });
     expect(parseBenchArgs(["--keyed"]).keyed).toBe(true);
