@@ -199,8 +199,9 @@ async function loadStep(flows: number, mbps: number): Promise<LoadStep> {
   while (true) {
     const now = performance.now();
     if (now >= end) break;
-    // A timer held up by a busy machine is made up for, but at most 100 ms worth at once.
-    owed = Math.min(owed + ((now - last) * perSecond) / 1000, perSecond / 10);
+    // A timer held up by a busy machine is made up for only up to 5 ms worth: a longer stall
+    // is lost (the sent rate says so), not sent as one burst that would overflow receivers.
+    owed = Math.min(owed + ((now - last) * perSecond) / 1000, Math.max(RUN, perSecond / 200));
     last = now;
     while (owed >= 1) {
       const n = Math.min(RUN, Math.floor(owed));
