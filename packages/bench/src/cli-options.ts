@@ -27,7 +27,7 @@ export const USAGE = `usage: pnpm bench [--label NAME] [--quick] [--keyed] [--no
   --docs-dir D  write benchmarks.md and the chart to D instead of docs/ (trial runs)
   --connections N  only N connections at once: set-up rate, RSS per connection, spread over
                 the server's shards, 1 vs 1000 active flows (N from 1000 to 30000)
-  --pace R      with --connections: R new connections a second in set-up (default 500;
+  --pace R      with --connections: R new connections a second in set-up (default 100;
                 0: all at once)`;
 
 /** Bounds of --connections: enough for the 1,000-flow load step; ports for the probe's sockets. */
@@ -43,7 +43,7 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions {
     docsDir: null,
     keyed: false,
     connections: null,
-    pace: 500,
+    pace: 100,
     help: false,
   };
   for (let i = 0; i < argv.length; i++) {

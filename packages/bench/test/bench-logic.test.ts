@@ -236,7 +236,7 @@ describe("parseBenchArgs", () => {
       docsDir: null,
       keyed: false,
       connections: null,
-      pace: 500,
+      pace: 100,
       help: false,
     });
     expect(parseBenchArgs(["--keyed"]).keyed).toBe(true);

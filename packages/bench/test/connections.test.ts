@@ -23,7 +23,7 @@ describe("--connections", () => {
     expect(() => parseBenchArgs(["--connections", "30001"])).toThrow(/to 30000/);
     expect(() => parseBenchArgs(["--connections", "1e4"])).toThrow(/whole number/);
     expect(() => parseBenchArgs(["--connections", "5000", "--quick"])).toThrow(/runs alone/);
-    expect(parseBenchArgs(["--connections", "5000"]).pace).toBe(500);
+    expect(parseBenchArgs(["--connections", "5000"]).pace).toBe(100);
     expect(parseBenchArgs(["--connections", "5000", "--pace", "0"]).pace).toBe(0);
     expect(() => parseBenchArgs(["--connections", "5000", "--pace", "-1"])).toThrow(/--pace/);
     expect(() => parseBenchArgs(["--pace", "100"])).toThrow(/goes with --connections/);
