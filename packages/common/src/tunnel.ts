@@ -12,6 +12,7 @@ import { oneLine, UsageError } from "./errors.js";
 import type { Logger, LogSink } from "./logger.js";
 import type { CommonConfig } from "./options.js";
 import { RateLimitedLog } from "./rate-limited-log.js";
+import { hostSourcePorts } from "./source-ports.js";
 import { describeTunError } from "./tun-errors.js";
 import type { TunnelSocket } from "./tunnel-socket.js";
 
@@ -225,6 +226,9 @@ function newStack(queue: TunQueue, config: CommonConfig, options: StartTunnelOpt
     ackBytes: ACK_BYTES,
     segmentationOffload: config.segmentationOffload,
     portShard: options.shard,
+    // Under the automatic (stateless) host rules the client's ports must not be ones the
+    // host's own sockets may take (see source-ports.ts); the server picks no ports.
+    sourcePorts: config.autoRules ? hostSourcePorts() : undefined,
     key: config.key,
     replayCacheMemory: options.replayCache,
     // Keyed handshakes announce the window scale this host's kernel would (its SYNs are

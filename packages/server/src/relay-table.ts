@@ -40,6 +40,8 @@ export class RelayTable {
   readonly totals = newServerCounters();
   private readonly relays = new Set<Relay>();
   private readonly counters = { opened: 0, closed: 0, endedBeforeAccept: 0 };
+  /** `closed` by cause (the connection's close cause, or `local`): a handful of names. */
+  private readonly closedBy: Record<string, number> = {};
   /** Per-connection lines, and warnings: separate budgets. */
   private readonly connectionLog: ConnectionLog;
   private readonly warnLog: RateLimitedLog;
@@ -101,11 +103,14 @@ export class RelayTable {
   }
 
   /** The shard's counters. */
-  stats(): Record<string, number> {
+  stats(): Record<string, unknown> {
     let truncated = 0;
     for (const relay of this.relays) truncated += relay.truncated();
     const open = { connections: this.relays.size, relays: this.relays.size };
-    return relayStats([open, this.counters], this.totals, truncated);
+    return {
+      ...relayStats([open, this.counters], this.totals, truncated),
+      closedBy: { ...this.closedBy },
+    };
   }
 
   /** Closes every relay (RST on each connection) and logs what the rate limit held back. */
@@ -118,6 +123,7 @@ export class RelayTable {
   private closed(relay: Relay, cause: string): void {
     if (!this.relays.delete(relay)) return;
     this.counters.closed++;
+    this.closedBy[cause] = (this.closedBy[cause] ?? 0) + 1;
     this.connectionLog.closed(this.ends(relay.sock), cause, relay.openedAt);
   }
 
