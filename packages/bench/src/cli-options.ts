@@ -15,12 +15,14 @@ export interface BenchOptions {
   singleFlow: boolean;
   /** `--connections N`: only the many-connection measurement (connections.ts), with N. */
   connections: number | null;
+  /** `--pace N`: with --connections, new connections a second in set-up (0: all at once). */
+  pace: number;
   help: boolean;
 }
 
 export const USAGE = `usage: pnpm bench [--label NAME] [--quick] [--keyed] [--no-docs] [--docs-dir DIR]
        pnpm bench --single-flow [--quick] [--no-docs] [--docs-dir DIR]
-       pnpm bench --connections N [--label NAME] [--no-docs] [--docs-dir DIR]
+       pnpm bench --connections N [--pace R] [--label NAME] [--no-docs] [--docs-dir DIR]
   --label NAME  names the run in docs/benchmarks.md (default "run")
   --quick       short sweeps and probes, for smoke testing (about a minute)
   --keyed       also the tunnel keyed at both ends (rate sweeps, CPU, idle latency)
@@ -28,7 +30,9 @@ export const USAGE = `usage: pnpm bench [--label NAME] [--quick] [--keyed] [--no
   --no-docs     print the table only; leave docs/ untouched
   --docs-dir D  write benchmarks.md and the chart to D instead of docs/ (trial runs)
   --connections N  only N connections at once: set-up rate, RSS per connection, spread over
-                the server's shards, 1 vs 1000 active flows (N from 1000 to 30000)`;
+                the server's shards, 1 vs 1000 active flows (N from 1000 to 30000)
+  --pace R      with --connections: R new connections a second in set-up (default 100;
+                0: all at once)`;
 
 /** Bounds of --connections: enough for the 1,000-flow load step; ports for the probe's sockets. */
 export const MIN_CONNECTIONS = 1000;
@@ -44,6 +48,7 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions {
     keyed: false,
     singleFlow: false,
     connections: null,
+    pace: 100,
     help: false,
   };
   for (let i = 0; i < argv.length; i++) {
@@ -62,6 +67,14 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions {
         );
       }
       opts.connections = n;
+    } else if (arg === "--pace") {
+      const value = argv[++i] ?? "";
+      if (!/^\d+$/.test(value) || Number(value) > 100_000) {
+        throw new Error(
+          `--pace "${value}": give new connections a second, 0 to 100000 (0: all at once)`,
+        );
+      }
+      opts.pace = Number(value);
     } else if (arg === "--docs-dir") {
       const value = argv[++i];
       if (value === undefined || value === "" || value.startsWith("--")) {
@@ -78,6 +91,9 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions {
       }
       opts.label = value.trim();
     } else throw new Error(`unknown argument "${arg}"`);
+  }
+  if (opts.connections === null && argv.includes("--pace")) {
+    throw new Error("--pace goes with --connections");
   }
   if (opts.connections !== null && (opts.quick || opts.keyed)) {
     throw new Error("--connections runs alone: leave out --quick and --keyed");

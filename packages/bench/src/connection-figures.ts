@@ -6,11 +6,14 @@
 /** What the connection probe printed once set-up ended (see e2e tools/conn-probe.ts). */
 export interface SetupFigures {
   connections: number;
+  /** New connections a second the probe offered (0: all at once). */
+  pace: number;
   answered: number;
   datagramsSent: number;
   bindMs: number;
   /** ms from the first send until the last connection carried its first echo (null: not all did). */
   allAnsweredMs: number | null;
+  /** Per connection, ms from its first datagram to its first echo: median and 90th percentile. */
   medianFirstReplyMs: number | null;
   p90FirstReplyMs: number | null;
   /** [ms since the first send, connections answered] after each retry round. */
@@ -132,8 +135,8 @@ export function renderConnectionsSection(run: ConnectionsRun, jsonFile: string |
       `server: \`${run.serverArgs.join(" ")}\`.`,
     "",
     `**${connected} of ${run.connections} connections** established and echoed; ` +
-      `set-up ${fixed(rate, 0, " connections/s")} (all answered after ${fixed(setup?.allAnsweredMs ?? null, 0, " ms")}, ` +
-      `median first echo ${fixed(setup?.medianFirstReplyMs ?? null, 0, " ms")}, p90 ${fixed(setup?.p90FirstReplyMs ?? null, 0, " ms")}; ` +
+      `set-up ${fixed(rate, 0, " connections/s")} (${setup?.pace ? `offered at ${setup.pace}/s` : "offered all at once"}; all answered after ${fixed(setup?.allAnsweredMs ?? null, 0, " ms")}, ` +
+      `per connection, first datagram to first echo: median ${fixed(setup?.medianFirstReplyMs ?? null, 0, " ms")}, p90 ${fixed(setup?.p90FirstReplyMs ?? null, 0, " ms")}; ` +
       `${setup?.datagramsSent ?? 0} set-up datagrams sent); server RSS with all open ${mib(serverRss)} ` +
       `(target < 200 MiB: ${serverRss === null ? "not measured" : serverRss < 200 * MIB ? "met" : "missed"}), ` +
       `server shards max/mean ${fixed(spread, 3)} (target < 1.3: ${spread === null ? "not measured" : spread < 1.3 ? "met" : "missed"}).`,
@@ -165,19 +168,21 @@ export function renderConnectionsSection(run: ConnectionsRun, jsonFile: string |
 
 export const CONNECTIONS_TITLE = "## Connections (pnpm bench --connections N)";
 
-export const CONNECTIONS_INTRO = `Command: \`pnpm bench --connections 10000 [--label NAME]\` (as root; builds, then runs
-only this measurement, a few minutes). One rig (the same namespace NAT rig as above, tunnel
+export const CONNECTIONS_INTRO = `Command: \`pnpm bench --connections 10000 [--pace R] [--label NAME]\` (as root; builds, then
+runs only this measurement, a few minutes). One rig (the same namespace NAT rig as above, tunnel
 mode) with the programs' limits raised for the run (the arguments are in each run's line):
-\`--max-connections\` on both (the client's peer table and each stack's table), the client's
-\`--new-peer-rate\` (new UDP peers per second) and the server's \`--max-connections-per-source\`
-(every connection reaches the server from R's one public address). The connection probe on A
+\`--max-connections\` on both (the client's peer table and each stack's table) and the
+server's \`--max-connections-per-source\` (every connection reaches the server from R's one
+public address); the client's \`--new-peer-rate\` stays at its default (1000 a second). The connection probe on A
 (\`packages/e2e/src/tools/conn-probe.ts\`) binds N UDP sockets (source ports) aimed at the
 client's \`--local\`; each is one UDP peer, so one fake-TCP connection through R, relayed by
 the server to the echo on B over its own UDP socket.
 
-- **Set-up rate**: every socket sends a 64-byte datagram at once, and each still unanswered
-  resends every 250 ms; the rate is N / time until the last connection got its first echo
-  (a datagram went both ways through it).
+- **Set-up rate**: the sockets send a 64-byte datagram each, R new ones a second
+  (\`--pace\`, default 100; 0: all at once), and each still unanswered resends 1 s after
+  its last send; the rate is N / time until the last connection got its first echo (a
+  datagram went both ways through it). Per connection: time from its first datagram to its
+  first echo.
 - **Memory**: RSS (\`VmRSS\` of /proc/PID/status, the whole program: main thread, shard
   workers, native buffers) of fake-tcp-client and fake-tcp-server freshly started and idle,
   then with all N connections open (read 2 s after set-up); per connection = the difference / N.
@@ -185,7 +190,8 @@ the server to the echo on B over its own UDP socket.
   \`shards\` list), max / mean.
 - **Load**: the probe then sends 1400-byte datagrams at a fixed offered rate for a few seconds
   from 1 of the open sockets, then spread round-robin over 1,000 of them (runs of up to 8
-  datagrams per socket), and counts the echoes (each datagram crosses the tunnel twice).
+  datagrams per socket; a stalled sender makes up at most 5 ms worth at once), and counts
+  the echoes (each datagram crosses the tunnel twice).
   Same probe, same rates, so the two compare; the echoed rate is the path's, bounded by
   every process sharing the machine's cores.
 `;

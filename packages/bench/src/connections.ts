@@ -20,6 +20,8 @@ import { REPO_ROOT_DIR, Rig } from "./rig-access.js";
 
 export interface ConnectionsPlan {
   connections: number;
+  /** New connections a second offered in set-up (0: all at once). */
+  pace: number;
   label: string;
   /** Active flows of the load steps (the first is the single-flow reference). */
   loadFlows: number[];
@@ -122,6 +124,8 @@ export async function measureConnections(
       `${t.host}:${t.port}`,
       "--connections",
       String(plan.connections),
+      "--pace",
+      String(plan.pace),
       "--retry",
       String(plan.retryMs),
       "--deadline",

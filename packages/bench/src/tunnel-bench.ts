@@ -341,19 +341,21 @@ async function runConnections(
   opts: ReturnType<typeof parseBenchArgs>,
 ): Promise<number> {
   const watchdog = setTimeout(() => {
-    log("watchdog: the run exceeded 10 minutes; tearing everything down");
+    log("watchdog: the run exceeded 15 minutes; tearing everything down");
     destroyAllNamespaces();
     process.exit(3);
-  }, 10 * 60_000);
+  }, 15 * 60_000);
   const run = await measureConnections(
     {
       connections,
+      pace: opts.pace,
       label: opts.label,
       loadFlows: [1, 1000],
       loadMbps: [200, 400, 800],
       loadSeconds: 3,
       retryMs: 1000,
-      setupDeadlineMs: 120_000,
+      // Paced: time to offer them all, and as long again for stragglers.
+      setupDeadlineMs: Math.max(120_000, opts.pace > 0 ? (2 * connections * 1000) / opts.pace : 0),
     },
     log,
     gitCommit(),

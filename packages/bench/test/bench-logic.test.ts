@@ -237,6 +237,7 @@ describe("parseBenchArgs", () => {
       keyed: false,
       singleFlow: false,
       connections: null,
+      pace: 100,
       help: false,
     });
     expect(parseBenchArgs(["--keyed"]).keyed).toBe(true);

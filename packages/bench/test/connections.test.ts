@@ -23,6 +23,10 @@ describe("--connections", () => {
     expect(() => parseBenchArgs(["--connections", "30001"])).toThrow(/to 30000/);
     expect(() => parseBenchArgs(["--connections", "1e4"])).toThrow(/whole number/);
     expect(() => parseBenchArgs(["--connections", "5000", "--quick"])).toThrow(/runs alone/);
+    expect(parseBenchArgs(["--connections", "5000"]).pace).toBe(100);
+    expect(parseBenchArgs(["--connections", "5000", "--pace", "0"]).pace).toBe(0);
+    expect(() => parseBenchArgs(["--connections", "5000", "--pace", "-1"])).toThrow(/--pace/);
+    expect(() => parseBenchArgs(["--pace", "100"])).toThrow(/goes with --connections/);
   });
 
   it("raises the programs' limits above the connection count", () => {
@@ -63,6 +67,7 @@ describe("connection figures", () => {
     expect(bytesPerConnection(p, 0)).toBeNull();
     const setup = {
       connections: 10000,
+      pace: 0,
       answered: 10000,
       datagramsSent: 20000,
       bindMs: 100,
@@ -93,6 +98,7 @@ describe("connections section", () => {
     serverArgs: ["--max-connections", "12000"],
     setup: {
       connections: 10000,
+      pace: 1000,
       answered: 10000,
       datagramsSent: 12000,
       bindMs: 50,
@@ -132,7 +138,7 @@ describe("connections section", () => {
   it("states the figures against the targets", () => {
     const text = renderConnectionsSection(run, "x.json");
     expect(text).toContain("**10000 of 10000 connections**");
-    expect(text).toContain("set-up 2000 connections/s");
+    expect(text).toContain("set-up 2000 connections/s (offered at 1000/s;");
     expect(text).toContain("server RSS with all open 150.0 MiB (target < 200 MiB: met)");
     expect(text).toContain("max/mean 1.020 (target < 1.3: met)");
     expect(text).toContain(

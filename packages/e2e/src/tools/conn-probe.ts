@@ -2,8 +2,9 @@
  * Many-connection probe (runs on A), for `pnpm bench --connections N`. Three phases:
  *
  * 1. Set-up: binds `--connections` UDP sockets (one source port, so one tunnel connection,
- *    each), sends a 64-byte datagram from every one at once and resends from every socket
- *    still unanswered each `--retry` ms, until each got its echo or `--deadline` ms passed.
+ *    each), sends a 64-byte datagram from every one, all at once or `--pace` new sockets a
+ *    second, and resends from each socket still unanswered `--retry` ms after its last send,
+ *    until each got its echo or `--deadline` ms passed.
  *    Prints `{"event":"established",...}` (see {@link SetupFigures}).
  * 2. Hold: waits for SIGUSR2 (the bench reads the programs' memory and stats meanwhile; all
  *    connections are open and idle), at most `--hold` ms.
@@ -16,7 +17,7 @@
  * KiB each: Node's dgram would cost the probe more CPU than the tunnel it measures. Node raises its soft
  * RLIMIT_NOFILE to the hard limit at start; the probe checks that the sockets fit.
  *
- * Usage: node conn-probe.js --target host:port [--connections 10000] [--retry 250]
+ * Usage: node conn-probe.js --target host:port [--connections 10000] [--pace 0] [--retry 250]
  *        [--deadline 60000] [--hold 60000] [--load-flows 1,1000] [--load-mbps 200,400]
  *        [--load-seconds 3] [--size 1400]
  */
@@ -38,10 +39,19 @@ const loadFlows = listOption(option("load-flows", "1,1000"));
 const loadMbps = listOption(option("load-mbps", "200,400"));
 const loadSeconds = Number(option("load-seconds", "3"));
 const size = Number(option("size", "1400"));
+/** New flows per second in set-up (0: all at once). */
+const pace = Number(option("pace", "0"));
 const SETUP_SIZE = 64;
 /** Datagrams per UDP_SEGMENT send in the load phase. */
 const RUN = 8;
-if (!host || !(port > 0) || !(connections > 0) || !(retryMs > 0) || !(size > SETUP_SIZE)) {
+if (
+  !host ||
+  !(port > 0) ||
+  !(connections > 0) ||
+  !(retryMs > 0) ||
+  !(size > SETUP_SIZE) ||
+  !(pace >= 0)
+) {
   console.error("usage: conn-probe.js --target host:port [--connections N] [--retry MS] ...");
   process.exit(2);
 }
@@ -96,36 +106,56 @@ const bindMs = performance.now() - start;
 const setup = Buffer.alloc(SETUP_SIZE);
 setup.writeUInt32BE(0x666c6f77, 0); // "flow"
 let setupSent = 0;
-/** [ms since start, flows answered] once per retry round: how set-up progressed. */
+/** [ms since the first send, connections answered] about once a second: how set-up progressed. */
 const progress: Array<[number, number]> = [];
+/** When each flow last sent its set-up datagram (-1: not yet). */
+const lastSentAt = new Float64Array(connections).fill(-1);
+/** When each flow first sent, in ms since `start` (its set-up latency starts there). */
+const firstSentAt = new Float64Array(connections).fill(-1);
 const setupStart = performance.now();
+let nextProgress = 1000;
 while (answered < connections && performance.now() - setupStart < deadlineMs) {
-  for (let flow = 0; flow < connections; flow++) {
+  const now = performance.now();
+  const elapsed = now - setupStart;
+  // Paced: flow i starts at i / pace seconds; unpaced, every flow starts at once.
+  const due =
+    pace > 0 ? Math.min(connections, Math.floor((elapsed * pace) / 1000) + 1) : connections;
+  for (let flow = 0; flow < due; flow++) {
     if (firstReplyMs[flow] >= 0) continue;
+    if (lastSentAt[flow] >= 0 && now - lastSentAt[flow] < retryMs) continue;
     setup.writeUInt32BE(flow, 4);
     sockets[flow].send(setup);
+    if (lastSentAt[flow] < 0) firstSentAt[flow] = now - start;
+    lastSentAt[flow] = now;
     setupSent++;
   }
-  const roundEnd = performance.now() + retryMs;
-  while (answered < connections && performance.now() < roundEnd) await sleep(5);
-  progress.push([Math.round(performance.now() - setupStart), answered]);
+  if (elapsed >= nextProgress) {
+    progress.push([Math.round(elapsed), answered]);
+    nextProgress += 1000;
+  }
+  await sleep(10);
 }
+progress.push([Math.round(performance.now() - setupStart), answered]);
+/** Per connection: from its first datagram to its first echo. */
 const times = Array.from(firstReplyMs)
+  .map((v, flow) => (v >= 0 ? v - firstSentAt[flow] : -1))
   .filter((v) => v >= 0)
-  .map((v) => v - (setupStart - start))
   .sort((a, b) => a - b);
+let lastReply = 0;
+for (const v of firstReplyMs) lastReply = Math.max(lastReply, v - (setupStart - start));
 const at = (q: number) =>
   times.length ? times[Math.min(times.length - 1, Math.floor(q * times.length))] : null;
 console.log(
   JSON.stringify({
     event: "established",
     connections,
+    pace,
     answered,
     datagramsSent: setupSent,
     bindMs: Math.round(bindMs),
-    allAnsweredMs: answered === connections ? Math.round(times[times.length - 1]) : null,
-    medianFirstReplyMs: at(0.5),
-    p90FirstReplyMs: at(0.9),
+    allAnsweredMs: answered === connections ? Math.round(lastReply) : null,
+    medianFirstReplyMs: at(0.5) === null ? null : Math.round(at(0.5) ?? 0),
+    p90FirstReplyMs: at(0.9) === null ? null : Math.round(at(0.9) ?? 0),
     progress,
   }),
 );
@@ -169,8 +199,9 @@ async function loadStep(flows: number, mbps: number): Promise<LoadStep> {
   while (true) {
     const now = performance.now();
     if (now >= end) break;
-    // A timer held up by a busy machine is made up for, but at most 100 ms worth at once.
-    owed = Math.min(owed + ((now - last) * perSecond) / 1000, perSecond / 10);
+    // A timer held up by a busy machine is made up for only up to 5 ms worth: a longer stall
+    // is lost (the sent rate says so), not sent as one burst that would overflow receivers.
+    owed = Math.min(owed + ((now - last) * perSecond) / 1000, Math.max(RUN, perSecond / 200));
     last = now;
     while (owed >= 1) {
       const n = Math.min(RUN, Math.floor(owed));
