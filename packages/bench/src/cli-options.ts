@@ -11,15 +11,24 @@ export interface BenchOptions {
   docsDir: string | null;
   /** Also measure the tunnel with both programs keyed (`--key-file`). */
   keyed: boolean;
+  /** `--connections N`: only the many-connection measurement (connections.ts), with N. */
+  connections: number | null;
   help: boolean;
 }
 
 export const USAGE = `usage: pnpm bench [--label NAME] [--quick] [--keyed] [--no-docs] [--docs-dir DIR]
+       pnpm bench --connections N [--label NAME] [--no-docs] [--docs-dir DIR]
   --label NAME  names the run in docs/benchmarks.md (default "run")
   --quick       short sweeps and probes, for smoke testing (about a minute)
   --keyed       also the tunnel keyed at both ends (rate sweeps, CPU, idle latency)
   --no-docs     print the table only; leave docs/ untouched
-  --docs-dir D  write benchmarks.md and the chart to D instead of docs/ (trial runs)`;
+  --docs-dir D  write benchmarks.md and the chart to D instead of docs/ (trial runs)
+  --connections N  only N connections at once: set-up rate, RSS per connection, spread over
+                the server's shards, 1 vs 1000 active flows (N from 1000 to 30000)`;
+
+/** Bounds of --connections: enough for the 1,000-flow load step; ports for the probe's sockets. */
+export const MIN_CONNECTIONS = 1000;
+export const MAX_CONNECTIONS = 30000;
 
 /** Parses argv (without node and script); throws an Error with a message on bad input. */
 export function parseBenchArgs(argv: readonly string[]): BenchOptions {
@@ -29,6 +38,7 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions {
     noDocs: false,
     docsDir: null,
     keyed: false,
+    connections: null,
     help: false,
   };
   for (let i = 0; i < argv.length; i++) {
@@ -37,7 +47,16 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions {
     else if (arg === "--no-docs") opts.noDocs = true;
     else if (arg === "--keyed") opts.keyed = true;
     else if (arg === "--help" || arg === "-h") opts.help = true;
-    else if (arg === "--docs-dir") {
+    else if (arg === "--connections") {
+      const value = argv[++i] ?? "";
+      const n = Number(value);
+      if (!/^\d+$/.test(value) || n < MIN_CONNECTIONS || n > MAX_CONNECTIONS) {
+        throw new Error(
+          `--connections "${value}": give a whole number from ${MIN_CONNECTIONS} to ${MAX_CONNECTIONS}`,
+        );
+      }
+      opts.connections = n;
+    } else if (arg === "--docs-dir") {
       const value = argv[++i];
       if (value === undefined || value === "" || value.startsWith("--")) {
         throw new Error("--docs-dir needs a directory");
@@ -53,6 +72,9 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions {
       }
       opts.label = value.trim();
     } else throw new Error(`unknown argument "${arg}"`);
+  }
+  if (opts.connections !== null && (opts.quick || opts.keyed)) {
+    throw new Error("--connections runs alone: leave out --quick and --keyed");
   }
   return opts;
 }

@@ -1,4 +1,5 @@
 /** What one `pnpm bench` run measured (shared by the runner, the table and the chart). */
+import type { KeyedComparison } from "./keyed-rounds.js";
 import type { LatencyResult } from "./latency.js";
 import type { ScaleResult } from "./scale.js";
 import type { SweepResult } from "./throughput.js";
@@ -42,6 +43,8 @@ export interface BenchRun {
   tunnel: ModeResult;
   /** The tunnel with both programs keyed (`--keyed`): rate sweeps and idle latency only. */
   keyed?: ModeResult;
+  /** Keyed and unkeyed programs in alternating rounds (`--keyed`). */
+  keyedRounds?: KeyedComparison;
 }
 
 export function emptyModeResult(mode: PathMode): ModeResult {

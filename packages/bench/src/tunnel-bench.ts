@@ -9,7 +9,10 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseBenchArgs, USAGE } from "./cli-options.js";
+import { renderConnectionsSection } from "./connection-figures.js";
+import { measureConnections, writeConnectionsDocs } from "./connections.js";
 import { appendRun } from "./docs-file.js";
+import { type KeyedComparison, measureKeyedRounds, renderKeyedRounds } from "./keyed-rounds.js";
 import { measureLatency, startProbeEcho } from "./latency.js";
 import {
   chartSeries,
@@ -39,6 +42,8 @@ interface Plan {
   retryMs: number;
   flowDeadlineMs: number;
   watchdogMs: number;
+  /** Keyed vs unkeyed alternating rounds (`--keyed`). */
+  keyedRounds: { rounds: number; fixedBps: number; saturatingBps: number; stepSeconds: number };
 }
 
 const FULL: Plan = {
@@ -59,6 +64,7 @@ const FULL: Plan = {
   retryMs: 250,
   flowDeadlineMs: 15_000,
   watchdogMs: 14 * 60_000,
+  keyedRounds: { rounds: 4, fixedBps: 300e6, saturatingBps: 2e9, stepSeconds: 4 },
 };
 
 const QUICK: Plan = {
@@ -72,6 +78,7 @@ const QUICK: Plan = {
   retryMs: 250,
   flowDeadlineMs: 15_000,
   watchdogMs: 4 * 60_000,
+  keyedRounds: { rounds: 1, fixedBps: 100e6, saturatingBps: 400e6, stepSeconds: 1 },
 };
 
 function log(line: string): void {
@@ -169,17 +176,39 @@ async function measurePath(mode: PathMode, plan: Plan, keyFile?: string): Promis
   return result;
 }
 
-/** The keyed path, with a key made by the server program's `genkey` in a private temp dir. */
-async function measureKeyed(plan: Plan): Promise<ModeResult> {
+/** Runs `fn` with a key made by the server program's `genkey` in a private temp dir. */
+async function withKeyFile<T>(fn: (keyFile: string) => Promise<T>): Promise<T> {
   const dir = mkdtempSync(join(tmpdir(), "bench-key-"));
   try {
     const keyFile = join(dir, "tunnel.key");
     writeFileSync(keyFile, execFileSync(process.execPath, [SERVER_MAIN, "genkey"]), {
       mode: 0o600,
     });
-    return await measurePath("keyed", plan, keyFile);
+    return await fn(keyFile);
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Keyed and unkeyed programs in alternating rounds on one rig (see keyed-rounds.ts). */
+async function compareKeyed(plan: Plan, keyFile: string): Promise<KeyedComparison> {
+  log("keyed vs unkeyed: building the rig");
+  const rig = await Rig.create({ mode: "tunnel", startTunnel: false });
+  try {
+    return await measureKeyedRounds(
+      rig,
+      plan.keyedRounds,
+      async (keyed) => {
+        await rig.client?.stop(3_000);
+        await rig.server?.stop(3_000);
+        const args = keyed ? ["--key-file", keyFile] : [];
+        await rig.startServer(args);
+        await rig.startClient(args);
+      },
+      log,
+    );
+  } finally {
+    await rig.destroy();
   }
 }
 
@@ -235,6 +264,7 @@ async function main(): Promise<number> {
     console.error("pnpm bench needs root (it creates network namespaces)");
     return 2;
   }
+  if (opts.connections !== null) return runConnections(opts.connections, opts);
   const plan = opts.quick ? QUICK : FULL;
   // BENCH_WATCHDOG_MS shortens the watchdog (to check that it tears down).
   const watchdogMs = Number(process.env.BENCH_WATCHDOG_MS) || plan.watchdogMs;
@@ -248,7 +278,13 @@ async function main(): Promise<number> {
   const loadAverage = loadavg()[0];
   const direct = await measurePath("direct", plan);
   const tunnel = await measurePath("tunnel", plan);
-  const keyed = opts.keyed ? await measureKeyed(plan) : undefined;
+  const keyedRuns = opts.keyed
+    ? await withKeyFile(async (keyFile) => ({
+        sweeps: await measurePath("keyed", plan, keyFile),
+        rounds: await compareKeyed(plan, keyFile),
+      }))
+    : undefined;
+  const keyed = keyedRuns?.sweeps;
   clearTimeout(watchdog);
   const run: BenchRun = {
     label: opts.label,
@@ -271,9 +307,11 @@ async function main(): Promise<number> {
     direct,
     tunnel,
     ...(keyed ? { keyed } : {}),
+    ...(keyedRuns ? { keyedRounds: keyedRuns.rounds } : {}),
   };
   console.log(`\n${renderHeadline(run)}\n\n${renderTable(run)}\n`);
   if (run.keyed) console.log(`Keyed vs unkeyed:\n\n${renderKeyedTable(run)}\n`);
+  if (run.keyedRounds) console.log(`${renderKeyedRounds(run.keyedRounds)}\n`);
   const errors = renderErrors(run);
   if (errors) console.log(`${errors}\n`);
   if (!opts.noDocs) {
@@ -282,7 +320,42 @@ async function main(): Promise<number> {
   }
   log(`done in ${Math.round(run.durationSeconds)} s`);
   // The table and docs keep what was measured; the exit status says something was not.
-  return direct.errors.length + tunnel.errors.length + (keyed?.errors.length ?? 0) > 0 ? 1 : 0;
+  return direct.errors.length +
+    tunnel.errors.length +
+    (keyed?.errors.length ?? 0) +
+    (keyedRuns?.rounds.errors.length ?? 0) >
+    0
+    ? 1
+    : 0;
+}
+
+/** `--connections N`: only the many-connection measurement (see connections.ts). */
+async function runConnections(
+  connections: number,
+  opts: ReturnType<typeof parseBenchArgs>,
+): Promise<number> {
+  const watchdog = setTimeout(() => {
+    log("watchdog: the run exceeded 10 minutes; tearing everything down");
+    destroyAllNamespaces();
+    process.exit(3);
+  }, 10 * 60_000);
+  const run = await measureConnections(
+    {
+      connections,
+      label: opts.label,
+      loadFlows: [1, 1000],
+      loadMbps: [200, 400, 800],
+      loadSeconds: 3,
+      retryMs: 1000,
+      setupDeadlineMs: 120_000,
+    },
+    log,
+    gitCommit(),
+  );
+  clearTimeout(watchdog);
+  console.log(`\n${renderConnectionsSection(run, null)}`);
+  if (!opts.noDocs) log(`wrote ${writeConnectionsDocs(run, opts.docsDir)}`);
+  return run.errors.length > 0 ? 1 : 0;
 }
 
 process.exitCode = await main();

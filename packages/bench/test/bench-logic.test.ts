@@ -235,6 +235,7 @@ describe("parseBenchArgs", () => {
       noDocs: false,
       docsDir: null,
       keyed: false,
+      connections: null,
       help: false,
     });
     expect(parseBenchArgs(["--keyed"]).keyed).toBe(true);

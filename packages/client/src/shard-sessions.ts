@@ -48,6 +48,8 @@ export class ShardSessions implements SessionContext {
   readonly totals: RelayCounters = newRelayCounters();
   readonly handshakePacket: Buffer | undefined;
   private readonly counters = { opened: 0, closed: 0, failed: 0 };
+  /** `closed` by cause (the connection's close cause, or the client's own): a handful of names. */
+  private readonly closedBy: Record<string, number> = {};
   private readonly backoff: ReconnectBackoff;
   // Every line a UDP peer or the server can cause at will is rate-limited, with a summary of
   // what was suppressed: connections opened and closed (a generous budget: they are the
@@ -158,16 +160,25 @@ export class ShardSessions implements SessionContext {
     const sock = session.socket;
     if (!sock) return; // never opened: "connection failed" said it all
     this.counters.closed++;
+    this.closedBy[cause] = (this.closedBy[cause] ?? 0) + 1;
     this.connectionLog.closed(ends(session, sock), cause, session.openedAt, now);
   }
 
   /** The shard's stats; `truncated`: datagrams its UDP sockets cut off (see `relayStats`). */
-  stats(truncated: number): Record<string, number> {
-    return relayStats(
-      [{ connections: this.peers.size }, this.counters, this.backoff.counters, this.peers.refusals],
-      this.totals,
-      truncated,
-    );
+  stats(truncated: number): Record<string, unknown> {
+    return {
+      ...relayStats(
+        [
+          { connections: this.peers.size },
+          this.counters,
+          this.backoff.counters,
+          this.peers.refusals,
+        ],
+        this.totals,
+        truncated,
+      ),
+      closedBy: { ...this.closedBy },
+    };
   }
 
   /** Resets every session (at stop) and logs what the rate limits suppressed until now. */

@@ -7,6 +7,7 @@ export * from "./host-setup.js";
 export * from "./key-file.js";
 export * from "./lifecycle.js";
 export * from "./logger.js";
+export * from "./metric-series.js";
 export * from "./metrics.js";
 export * from "./nft.js";
 export * from "./options.js";

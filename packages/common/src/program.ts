@@ -7,7 +7,7 @@ import { formatAddress } from "./address.js";
 import { oneLine } from "./errors.js";
 import { Cleanup, type RunningProgram } from "./lifecycle.js";
 import { createLogger, type Logger, type LogLevel, logLinesDropped } from "./logger.js";
-import { renderMetrics, startMetricsServer } from "./metrics.js";
+import { ProgramMetrics, startMetricsServer } from "./metrics.js";
 import type { CommonConfig } from "./options.js";
 import { programStats, type ShardHandle, type ShardStarter, startShards } from "./shards.js";
 import { openTunnelDevice, type TunnelDevice } from "./tunnel.js";
@@ -112,7 +112,7 @@ export async function shardedProgram(
     });
     const server = await startMetricsServer(
       config.metrics,
-      async () => renderMetrics(await Promise.all(shards.map((s) => s.stats())), info()),
+      new ProgramMetrics(shards, info),
       logger,
     );
     cleanup.add("metrics endpoint", () => server.close());

@@ -146,6 +146,11 @@ export interface StartTunnelOptions {
    * from another port may reach another shard than the original.
    */
   readonly replayCache?: SharedArrayBuffer;
+  /**
+   * Listeners: most connections from one source over all shards (split like
+   * `--max-connections`). Default: the stack's, a quarter of this shard's table.
+   */
+  readonly maxConnectionsPerSource?: number;
 }
 
 /**
@@ -206,6 +211,10 @@ function newStack(queue: TunQueue, config: CommonConfig, options: StartTunnelOpt
     local4: config.ipv4.peer,
     local6: config.ipv6?.peer,
     maxConnections: shardShare(config.maxConnections, options.shard.count),
+    maxConnectionsPerSource:
+      options.maxConnectionsPerSource === undefined
+        ? undefined
+        : shardShare(options.maxConnectionsPerSource, options.shard.count),
     idleTimeoutMs: config.idleTimeoutMs,
     keepaliveIntervalMs: config.keepaliveMs,
     // Linux conntrack (our own masquerade and DNAT, and NAT routers on the way) learns the
