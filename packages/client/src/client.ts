@@ -4,10 +4,13 @@
  */
 import {
   configuredHandshakePacket,
+  type EgressEntries,
+  EgressMap,
   formatAddress,
   type LaunchOptions,
   launchProgram,
   logKeyedMode,
+  oneLine,
   openProgramDevice,
   type ProgramContext,
   type RunningProgram,
@@ -75,6 +78,24 @@ async function start(config: ClientConfig, context: ProgramContext): Promise<Run
     });
   }
 
+  // The stack's segments to the server's addresses known now need their source in the
+  // egress map before the first connection (the shards then wait for nft only on a change).
+  let egress: EgressEntries | undefined;
+  if (config.autoRules) {
+    const map = new EgressMap(config.tun);
+    for (const target of initialTargets) {
+      try {
+        await map.prepare(target.address, target.family);
+      } catch (err) {
+        logger.warn(
+          { server: target.address, err: oneLine(err) },
+          "no source address towards the server yet",
+        );
+      }
+    }
+    egress = map.entries();
+  }
+
   const device = openProgramDevice(config, context);
   closeProbe();
   const shards = await startProgramShards<ClientShardData>(device, context, {
@@ -86,6 +107,7 @@ async function start(config: ClientConfig, context: ProgramContext): Promise<Run
       handshakePacket,
       shard: { index, count: device.shards },
       fd,
+      egress,
     }),
     logLevel: config.logLevel,
   });

@@ -6,6 +6,7 @@
  * worker_thread (or in the main thread when there is one shard).
  */
 import {
+  type EgressEntries,
   EgressMap,
   formatAddress,
   type RunCounting,
@@ -39,6 +40,8 @@ export interface ClientShardData {
   readonly shard: ShardPosition;
   /** This shard's TUN queue (an fd of the main thread's device). */
   readonly fd: number;
+  /** The egress map as the main thread wrote it at start (automatic host rules). */
+  readonly egress?: EgressEntries;
 }
 
 /** A shard's UDP sockets on `--local`. */
@@ -129,7 +132,7 @@ export async function startClientShard(
     logger,
     // With the automatic host rules, the stack's segments leave with the source address the
     // egress map names for their server: looked up before every connection.
-    egress: config.autoRules ? new EgressMap(config.tun) : undefined,
+    egress: config.autoRules ? new EgressMap(config.tun, data.egress) : undefined,
   });
 
   // Tunnel -> UDP: each session sends its datagrams to its peer through the run writer;
