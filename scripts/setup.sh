@@ -21,7 +21,7 @@ declare -A tools=(
   [ip]=iproute2 [nft]=nftables [iptables-nft]=iptables [iperf3]=iperf3 [tcpdump]=tcpdump
   [wireguard-go]=wireguard-go [wg]=wireguard-tools [conntrack]=conntrack
   [socat]=socat [make]=make [g++]=g++ [python3]=python3 [docker-compose]=docker-compose
-  [promtool]=prometheus
+  [promtool]=prometheus [systemd-nspawn]=systemd-container [debootstrap]=debootstrap
 )
 missing=()
 for cmd in "${!tools[@]}"; do

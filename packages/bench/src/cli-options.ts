@@ -11,16 +11,20 @@ export interface BenchOptions {
   docsDir: string | null;
   /** Also measure the tunnel with both programs keyed (`--key-file`). */
   keyed: boolean;
+  /** Only the single-UDP-flow comparison (`--queues 1/2`, `--flows 1/2`; single-flow.ts). */
+  singleFlow: boolean;
   /** `--connections N`: only the many-connection measurement (connections.ts), with N. */
   connections: number | null;
   help: boolean;
 }
 
 export const USAGE = `usage: pnpm bench [--label NAME] [--quick] [--keyed] [--no-docs] [--docs-dir DIR]
+       pnpm bench --single-flow [--quick] [--no-docs] [--docs-dir DIR]
        pnpm bench --connections N [--label NAME] [--no-docs] [--docs-dir DIR]
   --label NAME  names the run in docs/benchmarks.md (default "run")
   --quick       short sweeps and probes, for smoke testing (about a minute)
   --keyed       also the tunnel keyed at both ends (rate sweeps, CPU, idle latency)
+  --single-flow only one UDP flow with --queues 1 / 2 and --flows 1 / 2: rates, CPU per thread, reorder depth
   --no-docs     print the table only; leave docs/ untouched
   --docs-dir D  write benchmarks.md and the chart to D instead of docs/ (trial runs)
   --connections N  only N connections at once: set-up rate, RSS per connection, spread over
@@ -38,6 +42,7 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions {
     noDocs: false,
     docsDir: null,
     keyed: false,
+    singleFlow: false,
     connections: null,
     help: false,
   };
@@ -46,6 +51,7 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions {
     if (arg === "--quick") opts.quick = true;
     else if (arg === "--no-docs") opts.noDocs = true;
     else if (arg === "--keyed") opts.keyed = true;
+    else if (arg === "--single-flow") opts.singleFlow = true;
     else if (arg === "--help" || arg === "-h") opts.help = true;
     else if (arg === "--connections") {
       const value = argv[++i] ?? "";

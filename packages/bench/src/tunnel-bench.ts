@@ -25,6 +25,7 @@ import {
 import { type BenchRun, emptyModeResult, type ModeResult, type PathMode } from "./results.js";
 import { destroyAllNamespaces, REPO_ROOT_DIR, Rig, SERVER_MAIN } from "./rig-access.js";
 import { measureScale } from "./scale.js";
+import { runSingleFlowBench } from "./single-flow.js";
 import { renderRateChart } from "./svg-chart.js";
 import type { SweepConfig } from "./sweep.js";
 import { DATAGRAM_BYTES, sweepDirection } from "./throughput.js";
@@ -273,6 +274,11 @@ async function main(): Promise<number> {
     destroyAllNamespaces();
     process.exit(3);
   }, watchdogMs);
+  if (opts.singleFlow) {
+    const code = await runSingleFlowBench({ ...opts, commit: gitCommit(), log });
+    clearTimeout(watchdog);
+    return code;
+  }
   const startedAt = new Date();
   const t0 = performance.now();
   const loadAverage = loadavg()[0];

@@ -235,10 +235,12 @@ describe("parseBenchArgs", () => {
       noDocs: false,
       docsDir: null,
       keyed: false,
+      singleFlow: false,
       connections: null,
       help: false,
     });
     expect(parseBenchArgs(["--keyed"]).keyed).toBe(true);
+    expect(parseBenchArgs(["--single-flow"]).singleFlow).toBe(true);
     expect(parseBenchArgs(["--docs-dir", "/tmp/x"]).docsDir).toBe("/tmp/x");
     expect(parseBenchArgs(["--label", "before", "--quick"]).label).toBe("before");
     expect(parseBenchArgs(["--label=after", "--no-docs"])).toMatchObject({

@@ -22,6 +22,30 @@ export interface ClientConfig extends CommonConfig {
   readonly remote: HostPort;
   /** New UDP peers admitted per second (and at once), over all shards. */
   readonly newPeerRate: number;
+  /**
+   * `--flows`: the most fake-TCP connections one UDP peer is spread over (a server of ours
+   * only); undefined: chosen at start from the shard count (see `defaultFlows`).
+   */
+  readonly flows: number | undefined;
+  /** `--flow-rate`: datagrams a peer sends and receives in a second before it is spread (0: at once). */
+  readonly flowRate: number;
+}
+
+/**
+ * Default of `--flow-rate`: 10,000 datagrams a second (~110 Mbit/s of 1400-byte datagrams),
+ * about a tenth of what one shard carries: a peer below it gains nothing from more cores, and
+ * thousands of quiet peers should not cost several connections each.
+ */
+export const DEFAULT_FLOW_RATE = 10_000;
+
+/**
+ * The default of `--flows` for `shards` shards: one flow per shard (more flows than shards
+ * would add reordering and connections but no core), at most 4: each further flow adds a
+ * connection per busy peer and a batch of reordering, while the UDP application behind the
+ * server still reads one socket, so the gain levels off.
+ */
+export function defaultFlows(shards: number): number {
+  return Math.max(1, Math.min(shards, 4));
 }
 
 /** Default of `--new-peer-rate`. */
@@ -79,6 +103,20 @@ export function parseClientArgs(
             "new UDP peers (source addresses) given a connection per second, and at once; the rest are dropped until there is room",
           group: "Tuning:",
         },
+        flows: {
+          requiresArg: true,
+          defaultDescription: "min(shards, 4)",
+          describe:
+            "most fake-TCP connections one busy UDP peer is spread over, each in another shard on both ends (only with a server of ours; a phantun server always gets one)",
+          group: "Tuning:",
+        },
+        "flow-rate": {
+          requiresArg: true,
+          default: String(DEFAULT_FLOW_RATE),
+          describe:
+            "datagrams a UDP peer sends and receives within one second before its further --flows connections open (0: as soon as the first is up)",
+          group: "Tuning:",
+        },
       },
       examples: [
         ["$0 --local 1234 --remote vpn.example.com:4567", "UDP on 127.0.0.1:1234 to the server"],
@@ -105,6 +143,9 @@ export function parseClientArgs(
     const local = parseListenAddress(stringOption(args, "local", "--local") ?? "", "--local");
     const remote = parseHostPort(stringOption(args, "remote", "--remote") ?? "", "--remote");
     const newPeerRate = integerOption(args, "newPeerRate", "--new-peer-rate", 1, 1_000_000);
-    return { ...common, local, remote, newPeerRate };
+    const flows =
+      args.flows === undefined ? undefined : integerOption(args, "flows", "--flows", 1, 16);
+    const flowRate = integerOption(args, "flowRate", "--flow-rate", 0, 10_000_000);
+    return { ...common, local, remote, newPeerRate, flows, flowRate };
   });
 }

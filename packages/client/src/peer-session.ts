@@ -9,13 +9,16 @@
  */
 import type { Socket } from "node:dgram";
 import {
+  FLOW_CONTROL_LENGTH,
   formatAddress,
+  isFlowControl,
   type RelayCounters,
   type RunCounting,
   type SocketAddress,
   sendToTunnel,
   type TunnelSocket,
 } from "fake-tcp-common";
+import type { ClientFlows, SpreadGroup } from "./flow-group.js";
 
 /**
  * A local UDP socket that replies leave from: the one the peer last sent to, so that the
@@ -28,6 +31,11 @@ export interface ReplySocket {
    * must copy it.
    */
   sendTo(datagram: Uint8Array, peer: SocketAddress, record: Uint8Array | undefined): void;
+  /**
+   * The index of the `--local` address of a batched socket (every shard has one on each):
+   * the peer of such a socket may be spread over flows in other shards.
+   */
+  readonly listen?: number;
 }
 
 /**
@@ -69,7 +77,14 @@ export interface SessionContext {
   failed(session: PeerSession, err: unknown): void;
   /** The session ended (its connection closed, or it was closed before opening). */
   closed(session: PeerSession, cause: string): void;
+  /** The shard's flow groups (absent: a peer is never spread). */
+  readonly flows?: ClientFlows;
+  /** `--flow-rate`: datagrams (both ways) within a second that make a peer spread (0: at once). */
+  readonly flowRate?: number;
 }
+
+/** Datagrams between two looks at the clock while a peer's rate is measured. */
+const RATE_CHECK_EVERY = 64;
 
 /**
  * The cause given to a session whose connection ended before the session could listen for
@@ -99,6 +114,11 @@ export class PeerSession {
   private waitTimer: NodeJS.Timeout | undefined;
   /** The local socket the peer last sent to; replies leave from it. */
   private via: ReplySocket;
+  /** The peer's datagrams spread over several connections (see flow-group.ts). */
+  private group: SpreadGroup | undefined;
+  /** While the peer may still be spread: datagrams counted since `rateSince`. */
+  private rateCount = -1;
+  private rateSince = 0;
 
   /**
    * `record` is the peer as a batched socket's native address record (so that replies need no
@@ -142,8 +162,14 @@ export class PeerSession {
   fromPeer(datagram: Uint8Array, via: ReplySocket): void {
     this.via = via;
     const totals = this.context.totals;
-    if (this.state === "open") sendToTunnel(this.sock!, datagram, totals);
-    else if (this.state !== "closed" && this.pending.length < MAX_QUEUED_DATAGRAMS) {
+    if (this.state === "open") {
+      const group = this.group;
+      if (group?.spreading) group.send(datagram);
+      else {
+        sendToTunnel(this.sock!, datagram, totals);
+        if (this.rateCount >= 0 && ++this.rateCount % RATE_CHECK_EVERY === 0) this.measureRate();
+      }
+    } else if (this.state !== "closed" && this.pending.length < MAX_QUEUED_DATAGRAMS) {
       // Only until the connection opens: keeping the datagram past this call needs a copy.
       this.pending.push(Buffer.from(datagram));
     } else {
@@ -163,6 +189,9 @@ export class PeerSession {
   private finish(cause: string): void {
     if (this.state === "closed") return;
     this.state = "closed";
+    this.group?.close();
+    this.group = undefined;
+    this.rateCount = -1;
     if (this.waitTimer !== undefined) clearTimeout(this.waitTimer);
     this.waitTimer = undefined;
     this.context.totals.queueDrops += this.pending.length;
@@ -192,6 +221,32 @@ export class PeerSession {
     );
   }
 
+  /** Every `RATE_CHECK_EVERY` datagrams: spread the peer once it sends `flowRate` a second. */
+  private measureRate(): void {
+    const now = Date.now();
+    const elapsed = now - this.rateSince;
+    const rate = this.context.flowRate ?? 0;
+    if (elapsed <= 1_000) {
+      if (this.rateCount >= rate) this.spread();
+    } else {
+      this.rateCount = 0;
+      this.rateSince = now;
+    }
+  }
+
+  /** Opens the peer's further flows (the first connection asks the server for a group). */
+  private spread(): void {
+    this.rateCount = -1;
+    const flows = this.context.flows;
+    const sock = this.sock;
+    if (flows === undefined || sock === undefined || this.group !== undefined) return;
+    this.group = flows.startGroup(sock, {
+      address: this.peer,
+      record: this.record,
+      listen: this.via.listen ?? 0,
+    });
+  }
+
   private established(sock: TunnelSocket): void {
     if (this.state === "closed") {
       // Closed (evicted, shutdown) while the handshake was running.
@@ -210,12 +265,29 @@ export class PeerSession {
     this.establishedAt = Date.now();
     const totals = this.context.totals;
     sock.onDatagram((view) => {
+      if (this.group !== undefined && view.length === FLOW_CONTROL_LENGTH && isFlowControl(view)) {
+        this.group.control(view);
+        return;
+      }
       this.via.sendTo(view, this.peer, this.record);
+      if (this.rateCount >= 0 && ++this.rateCount % RATE_CHECK_EVERY === 0) this.measureRate();
       this.fromServer++;
       this.context.touch(this);
     });
-    sock.once("close", (info) => this.finish(info.cause));
+    sock.once("close", (info) => {
+      // A spread peer whose other flows still carry it keeps its session: the group opens
+      // this flow again (see SpreadGroup.firstLost); it ends when its last flow does.
+      if (this.group?.firstLost(() => this.finish("flows-lost"))) return;
+      this.finish(info.cause);
+    });
     this.context.opened(this, sock);
+    // Spread only towards a server of ours, and only a peer of a batched socket (every shard
+    // has one on the same address).
+    if (this.context.flows?.enabled && sock.peerIsOurs && this.via.listen !== undefined) {
+      this.rateCount = 0;
+      this.rateSince = this.establishedAt;
+      if ((this.context.flowRate ?? 0) === 0) this.spread();
+    }
     if (this.context.handshakePacket) sock.send(this.context.handshakePacket);
     const queued = this.pending;
     this.pending = [];

@@ -12,6 +12,7 @@ import {
   oneLine,
   RateLimitedLog,
   type RelayCounters,
+  type RunCounting,
   relayStats,
   resolveHostPort,
   type SocketAddress,
@@ -21,6 +22,7 @@ import {
   udpCounting,
 } from "fake-tcp-common";
 import type { ClientConfig } from "./cli.js";
+import type { ClientFlows } from "./flow-group.js";
 import { PeerSession, type ReplySocket, type SessionContext } from "./peer-session.js";
 import type { PeerTable } from "./peer-table.js";
 import {
@@ -40,13 +42,19 @@ export interface ShardSessionsOptions {
   /** Shards of the client (the shard-wide retry meter is this shard's share). */
   readonly shards: number;
   readonly logger: LogSink;
+  /** The shard's flow groups (see flow-group.ts). */
+  readonly flows?: ClientFlows;
+  /** The counters to count in (default: new ones). */
+  readonly totals?: RelayCounters;
   /** The host's egress map (automatic host rules), updated before each connection. */
   readonly egress?: Pick<EgressMap, "prepare">;
 }
 
 export class ShardSessions implements SessionContext {
-  readonly totals: RelayCounters = newRelayCounters();
+  readonly totals: RelayCounters;
   readonly handshakePacket: Buffer | undefined;
+  readonly flows: ClientFlows | undefined;
+  readonly flowRate: number;
   private readonly counters = { opened: 0, closed: 0, failed: 0 };
   /** `closed` by cause (the connection's close cause, or the client's own): a handful of names. */
   private readonly closedBy: Record<string, number> = {};
@@ -69,6 +77,10 @@ export class ShardSessions implements SessionContext {
     this.peers = options.peers;
     this.egress = options.egress;
     this.handshakePacket = options.handshakePacket;
+    this.flows = options.flows;
+    this.totals = options.totals ?? newRelayCounters();
+    this.udpCounting = udpCounting(this.totals);
+    this.flowRate = config.flowRate ?? 0;
     this.remoteName = formatAddress(config.remote.host, config.remote.port);
     this.connectionLog = new ConnectionLog(logger);
     this.peerLog = new RateLimitedLog(logger);
@@ -106,7 +118,7 @@ export class ShardSessions implements SessionContext {
   }
 
   /** Counts tunnel -> UDP datagrams when a UDP socket sends or refuses them. */
-  readonly udpCounting = udpCounting(this.totals);
+  readonly udpCounting: RunCounting;
 
   /** A UDP socket's error (rare, but a peer can cause some). */
   socketError(socket: string, err: unknown): void {

@@ -9,9 +9,11 @@ import {
   type EgressEntries,
   EgressMap,
   formatAddress,
+  newRelayCounters,
   type RunCounting,
   type RunningShard,
   type ShardContext,
+  ShardMesh,
   type ShardPosition,
   type SocketAddress,
   shardShare,
@@ -20,7 +22,8 @@ import {
   UdpRunWriter,
 } from "fake-tcp-common";
 import type { UdpBatch, UdpBatchSocket } from "fake-tcp-tun/udp";
-import type { ClientConfig } from "./cli.js";
+import { type ClientConfig, defaultFlows } from "./cli.js";
+import { ClientFlows } from "./flow-group.js";
 import {
   type BatchListenSocket,
   bindBatchUdpAddresses,
@@ -95,8 +98,12 @@ function batchReplySocket(
   socket: UdpBatchSocket,
   runs: UdpRunWriter,
   counting: RunCounting,
+  listen: number,
 ): ReplySocket {
-  return { sendTo: (datagram, _peer, record) => runs.send(socket, datagram, record, counting) };
+  return {
+    sendTo: (datagram, _peer, record) => runs.send(socket, datagram, record, counting),
+    listen,
+  };
 }
 
 /** Starts a client shard. Rejects with a `UsageError` when its UDP sockets cannot be bound. */
@@ -122,7 +129,25 @@ export async function startClientShard(
     newPeerBurst: perShard(config.newPeerRate),
     now: Date.now(),
   });
+  // Tunnel -> UDP: each session sends its datagrams to its peer through the run writer;
+  // the runs are written at the end of each batch the tunnel received.
+  const runs = new UdpRunWriter();
+  tunnel.onReceiveEnd(() => runs.flush());
+  // The shard's relay counters, shared by its sessions and the flows it hosts.
+  const totals = newRelayCounters();
+  const vias: ReplySocket[] = [];
+  const flows = new ClientFlows({
+    mesh: context.mesh ?? new ShardMesh(0),
+    key: config.key,
+    flows: config.flows ?? defaultFlows(shard.count),
+    totals,
+    connect: (target) => tunnel.connect(target),
+    replyVia: (index) => vias[index],
+    flushTunnel: () => tunnel.flush(),
+  });
   const sessions = new ShardSessions({
+    flows,
+    totals,
     config,
     tunnel,
     peers,
@@ -135,16 +160,14 @@ export async function startClientShard(
     egress: config.autoRules ? new EgressMap(config.tun, data.egress) : undefined,
   });
 
-  // Tunnel -> UDP: each session sends its datagrams to its peer through the run writer;
-  // the runs are written at the end of each batch the tunnel received.
-  const runs = new UdpRunWriter();
-  tunnel.onReceiveEnd(() => runs.flush());
-
   // UDP -> tunnel, per received batch: each datagram to its peer's session, a new peer's
   // session opened on its first datagram; the stack's run is written at the end of the batch.
   // Replies leave from the socket the peer sent to.
-  for (const { socket } of sockets.batched) {
-    const via = batchReplySocket(socket, runs, sessions.udpCounting);
+  sockets.batched.forEach(({ socket }, index) => {
+    vias[index] = batchReplySocket(socket, runs, sessions.udpCounting, index);
+  });
+  for (const [index, { socket }] of sockets.batched.entries()) {
+    const via = vias[index];
     socket.onReceive((batch: UdpBatch) => {
       for (let i = 0; i < batch.count; i++) {
         const session =
@@ -159,6 +182,7 @@ export async function startClientShard(
         const start = batch.start(i);
         session.fromPeer(batch.buffer.subarray(start, start + batch.length(i)), via);
       }
+      flows.endBatch();
       tunnel.flush();
     });
   }
@@ -183,11 +207,13 @@ export async function startClientShard(
       // the stack refuses.
       let truncated = 0;
       for (const { socket } of sockets.batched) truncated += socket.stats().truncated;
-      return { ...sessions.stats(truncated), stack: tunnel.stats() };
+      return { ...sessions.stats(truncated), ...flows.counters, stack: tunnel.stats() };
     },
     stop: async () => {
       // Every connection is reset (RST through this shard's queue) before the queue closes.
+      flows.closeAll();
       sessions.closeAll();
+      context.mesh?.close();
       tunnel.close();
       sockets.close();
     },

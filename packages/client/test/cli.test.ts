@@ -52,6 +52,12 @@ describe.skipIf(gate.skip)("fake-tcp-client bad input", () => {
     [["--local", "1234", ...remote, "--queues", "0"], /--queues: "0"/],
     [["--local", "1234", ...remote, "--idle-timeout", "soon"], /--idle-timeout: "soon"/],
     [["--local", "1234", ...remote, "--new-peer-rate", "0"], /--new-peer-rate: "0" is not a whole/],
+    [
+      ["--local", "1234", ...remote, "--flows", "0"],
+      /--flows: "0" is not a whole number from 1 to 16/,
+    ],
+    [["--local", "1234", ...remote, "--flows", "17"], /--flows: "17" is not a whole number/],
+    [["--local", "1234", ...remote, "--flow-rate", "fast"], /--flow-rate: "fast" is not a whole/],
     [["--local", "1234", ...remote, "--log-level", "chatty"], /--log-level: "chatty"/],
     [["--local", "1234", ...remote, "--handshake-packet", "/nonexistent/hs"], /does not exist/],
     [["--local", "1234", ...remote, "--handshake-packet", "/tmp"], /is a directory/],

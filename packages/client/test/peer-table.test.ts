@@ -151,6 +151,7 @@ describe("a session's reply target", () => {
       remoteAddress: "10.9.9.9",
       remotePort: 2,
       closed: false,
+      peerIsOurs: false,
       send: () => true,
       onDatagram: (handler: (view: Uint8Array) => void) => {
         deliver = handler;

@@ -6,9 +6,16 @@
  */
 import { performance } from "node:perf_hooks";
 import v8 from "node:v8";
-import { parentPort, Worker, workerData } from "node:worker_threads";
+import {
+  MessageChannel,
+  type MessagePort,
+  parentPort,
+  Worker,
+  workerData,
+} from "node:worker_threads";
 import { oneLine, UsageError } from "./errors.js";
 import type { LogLevel, LogSink } from "./logger.js";
+import { ShardMesh } from "./shard-mesh.js";
 
 /** What shard code gets from the program around it. */
 export interface ShardContext {
@@ -16,6 +23,12 @@ export interface ShardContext {
   readonly logger: LogSink;
   /** Reports a failure that should stop the program. */
   fatal(err: unknown): void;
+  /**
+   * Messages to the program's other shards (rare ones, and the batches of a UDP peer spread
+   * over connections in several shards). Absent in a test's hand-made context: a shard then
+   * uses a mesh of itself alone.
+   */
+  readonly mesh?: ShardMesh;
 }
 
 /** A started shard, as its own code sees it. */
@@ -56,6 +69,9 @@ type SinkLevel = keyof LogSink;
 interface WorkerEnvelope<D> {
   readonly logLevel: LogLevel;
   readonly data: D;
+  /** This shard's index and its ports to the other shards (see `ShardMesh`). */
+  readonly index: number;
+  readonly links: (MessagePort | null)[];
 }
 
 /** Starts a shard in the calling thread (the one-shard case: no worker, no messages). */
@@ -64,7 +80,7 @@ export async function startLocalShard<D>(
   data: D,
   context: ShardContext,
 ): Promise<ShardHandle> {
-  const shard = await start(data, context);
+  const shard = await start(data, { ...context, mesh: context.mesh ?? new ShardMesh(0) });
   return {
     stats: async () => shard.stats(),
     busyMs: () => performance.eventLoopUtilization().active,
@@ -82,9 +98,11 @@ export function spawnShard<D>(
   data: D,
   logLevel: LogLevel,
   context: ShardContext,
+  mesh: { index: number; links: (MessagePort | null)[] } = { index: 0, links: [] },
 ): Promise<ShardHandle> {
-  const envelope: WorkerEnvelope<D> = { logLevel, data };
-  const worker = new Worker(script, { workerData: envelope });
+  const envelope: WorkerEnvelope<D> = { logLevel, data, ...mesh };
+  const transferList = mesh.links.filter((port): port is MessagePort => port !== null);
+  const worker = new Worker(script, { workerData: envelope, transferList });
   const pendingStats = new Map<number, (stats: Record<string, unknown>) => void>();
   let nextId = 0;
   let state: "starting" | "running" | "stopping" | "exited" = "starting";
@@ -186,9 +204,13 @@ export async function startShards<D>(options: {
     return [await startLocalShard(options.start, options.data(0), options.context)];
   }
   disableMemoryReducer();
+  const links = meshLinks(options.count);
   const results = await Promise.allSettled(
     Array.from({ length: options.count }, (_, i) =>
-      spawnShard(options.script, options.data(i), options.logLevel, options.context),
+      spawnShard(options.script, options.data(i), options.logLevel, options.context, {
+        index: i,
+        links: links[i],
+      }),
     ),
   );
   const started = results.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
@@ -198,6 +220,21 @@ export async function startShards<D>(options: {
     throw failed.reason;
   }
   return started;
+}
+
+/** One MessageChannel per pair of shards: `links[i][j]` is shard i's port to shard j. */
+function meshLinks(count: number): (MessagePort | null)[][] {
+  const links = Array.from({ length: count }, () =>
+    Array.from({ length: count }, (): MessagePort | null => null),
+  );
+  for (let i = 0; i < count; i++) {
+    for (let j = i + 1; j < count; j++) {
+      const { port1, port2 } = new MessageChannel();
+      links[i][j] = port1;
+      links[j][i] = port2;
+    }
+  }
+  return links;
 }
 
 /**
@@ -249,6 +286,7 @@ export function runShardWorker<D>(start: ShardStarter<D>): void {
   const context: ShardContext = {
     logger,
     fatal: (err) => post({ t: "fatal", message: oneLine(err) }),
+    mesh: new ShardMesh(envelope.index, envelope.links),
   };
   start(envelope.data, context).then(
     (shard) => {

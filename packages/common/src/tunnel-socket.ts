@@ -18,6 +18,11 @@ export interface TunnelSocket {
    * between its handshake and its acceptance; its `close` event has then already fired.
    */
   readonly closed: boolean;
+  /**
+   * True when the handshake showed that the other end is one of our programs (our SYN option
+   * echoed, or keyed mode): only then may anything beyond phantun's wire be sent on it.
+   */
+  readonly peerIsOurs: boolean;
   /** Sends one datagram as one segment, synchronously. False when it was dropped. */
   send(datagram: Uint8Array): boolean;
   /**

@@ -6,7 +6,8 @@
  */
 import { spawnSync } from "node:child_process";
 import { describe, expect, it } from "vitest";
-import { FAMILIES, ProgramMetrics, programSamples, type ShardHandle } from "../src/index.js";
+import { FAMILIES, programSamples, type ShardHandle } from "../src/index.js";
+import { ProgramMetrics } from "../src/metrics.js";
 
 const INFO = { program: "fake-tcp-server", version: "1.2.3", logLinesDropped: 4 };
 

@@ -65,6 +65,12 @@ export const FLEET_SERVER_ARGS = [
 /** The client's: keepalive 1 s, so a dead server is noticed in about 2.5 s. */
 export const FLEET_CLIENT_ARGS = ["--keepalive", "1"];
 
+/**
+ * How long a program may take to start: the fleet starts three servers, the client and the
+ * hub side by side, which on a busy 2-core machine takes well past the rig's usual 15 s.
+ */
+const READY_TIMEOUT_MS = 45_000;
+
 export interface FleetOptions {
   /** Number of servers (default 3). */
   servers?: number;
@@ -98,6 +104,7 @@ export class Fleet {
   checker: ManagedProcess | null = null;
   echo: ManagedProcess | null = null;
   hubIface = "";
+  private hubPublicKey = "";
   /** Peer i's interface in C (index i - 1) and its public key. */
   readonly peers: Array<{ iface: string; publicKey: string }> = [];
   private readonly wireguard: WireGuardProcess[] = [];
@@ -129,7 +136,7 @@ export class Fleet {
         fleet.c,
         `127.0.0.1:${FLEET_PORTS.local}`,
         `${FLEET_ADDR.vip}:${FLEET_PORTS.tunnel}`,
-        { extraArgs: FLEET_CLIENT_ARGS },
+        { extraArgs: FLEET_CLIENT_ARGS, readyTimeoutMs: READY_TIMEOUT_MS },
       ).then((c) => {
         fleet.client = c;
       });
@@ -193,8 +200,6 @@ export class Fleet {
     await this.echo.waitFor((l) => l.json?.event === "ready", 10_000);
   }
 
-  private hubPublicKey = "";
-
   /** Starts server i (1-based) with the fleet's one command line. */
   async startServer(i: number): Promise<TunnelProgram> {
     const old = this.servers[i - 1];
@@ -203,7 +208,7 @@ export class Fleet {
       this.s[i - 1],
       FLEET_PORTS.tunnel,
       `${FLEET_ADDR.hub}:${FLEET_PORTS.wireguard}`,
-      { extraArgs: FLEET_SERVER_ARGS },
+      { extraArgs: FLEET_SERVER_ARGS, readyTimeoutMs: READY_TIMEOUT_MS },
     );
     if (old) this.others.push(old);
     this.servers[i - 1] = server;

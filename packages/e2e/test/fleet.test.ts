@@ -241,5 +241,26 @@ describe.skipIf(gate.skip)("a fleet of servers behind an L4 balancer", () => {
       const live = i !== first.victim && i !== second.victim;
       expect(table.includes(FLEET_ADDR.serverFront(i)), `server ${i} listed`).toBe(live);
     }
-  }, 180_000);
+
+    // The first victim comes back: the checker lists it again and new peers reach it, while
+    // established peers stay where they are (round robin restarts with the new list, whose
+    // first entry is the lowest-numbered server: the first of two new peers goes there).
+    const rejoinAt = Date.now();
+    await f.startServer(first.victim);
+    await f.checker!.waitFor(
+      (l) => l.json?.event === "up" && l.json.server === FLEET_ADDR.serverFront(first.victim),
+      15_000,
+      rejoinAt,
+    );
+    const hubBeforeNew = f.hubPeers();
+    await f.addPeers(2);
+    const newPings = [await f.ping(PEERS + 1, 3), await f.ping(PEERS + 2, 3)];
+    const newServers = f.peerServers().slice(PEERS);
+    console.log(`fleet rejoin: ${JSON.stringify({ newServers, ms: Date.now() - rejoinAt })}`);
+    for (const p of newPings) expect(p.received).toBeGreaterThan(0);
+    expect(newServers).toContain(first.victim);
+    const hubRejoined = f.hubPeers();
+    for (const p of f.peers.slice(0, PEERS))
+      expect(hubRejoined.get(p.publicKey)?.endpoint).toBe(hubBeforeNew.get(p.publicKey)?.endpoint);
+  }, 240_000);
 });

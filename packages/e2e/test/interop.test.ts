@@ -69,7 +69,10 @@ describe.skipIf(gate.skip)("interoperability with phantun-shaped peers", () => {
   for (const phantun of ["server", "client"] as const) {
     const ours = phantun === "server" ? "client" : "server";
     it.concurrent(`our ${ours} with a phantun-shaped ${phantun}: one-way flows each way and an idle spell, no close, nothing lost`, async () => {
+      // Our client as ready to spread a peer over two connections as it can be: towards a
+      // phantun server it must still open exactly one per UDP peer.
       const ourArgs = ["--keepalive", String(KEEPALIVE_S)];
+      if (ours === "client") ourArgs.push("--queues", "2", "--flows", "2", "--flow-rate", "0");
       const rig = await Rig.create({
         mode: "tunnel",
         phantunShaped: phantun,
@@ -122,6 +125,9 @@ describe.skipIf(gate.skip)("interoperability with phantun-shaped peers", () => {
           distinct: 200,
         });
         expect(peer.rstReceived).toBe(0);
+        // No flow group was attempted towards (or accepted from) the phantun-shaped peer.
+        expect(stats.ours.flowGroups).toBe(0);
+        expect(stats.ours.flowMembers).toBe(0);
       } finally {
         await rig.destroy();
       }

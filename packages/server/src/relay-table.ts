@@ -18,6 +18,7 @@ import {
   type UdpRunWriter,
 } from "fake-tcp-common";
 import { UdpReceiveArea } from "fake-tcp-tun/udp";
+import type { ServerFlows } from "./flow-groups.js";
 import { newServerCounters, RELAY_BATCH_SIZE, Relay } from "./relay.js";
 
 /** What a {@link RelayTable} needs. */
@@ -33,6 +34,8 @@ export interface RelayTableOptions {
   readonly handshakePacket?: Uint8Array;
   /** Receives the per-connection lines (rate-limited here: any client can cause them). */
   readonly logger: LogSink;
+  /** The shard's flow groups (absent: control messages are relayed as datagrams). */
+  flows?: ServerFlows;
 }
 
 /** The relays of a shard and their counters. */
@@ -79,6 +82,7 @@ export class RelayTable {
         this.options.flushTunnel,
         this.receiveArea,
         (ended, cause) => this.closed(ended, cause),
+        this.options.flows,
       );
     } catch (err) {
       // No UDP socket for this connection (e.g. out of file descriptors): refuse it.
@@ -97,6 +101,11 @@ export class RelayTable {
     return relay;
   }
 
+  /** Flow groups for the relays opened from now on (see flow-groups.ts). */
+  useFlows(flows: ServerFlows): void {
+    this.options.flows = flows;
+  }
+
   /** Relays open now. */
   get size(): number {
     return this.relays.size;
@@ -108,13 +117,18 @@ export class RelayTable {
     for (const relay of this.relays) truncated += relay.truncated();
     const open = { connections: this.relays.size, relays: this.relays.size };
     return {
-      ...relayStats([open, this.counters], this.totals, truncated),
+      ...relayStats(
+        [open, this.counters, this.options.flows?.counters ?? {}],
+        this.totals,
+        truncated,
+      ),
       closedBy: { ...this.closedBy },
     };
   }
 
   /** Closes every relay (RST on each connection) and logs what the rate limit held back. */
   closeAll(): void {
+    this.options.flows?.closeAll();
     for (const relay of [...this.relays]) relay.close();
     this.connectionLog.close();
     this.warnLog.close();
@@ -122,6 +136,7 @@ export class RelayTable {
 
   private closed(relay: Relay, cause: string): void {
     if (!this.relays.delete(relay)) return;
+    this.options.flows?.relayEnded(relay);
     this.counters.closed++;
     this.closedBy[cause] = (this.closedBy[cause] ?? 0) + 1;
     this.connectionLog.closed(this.ends(relay.sock), cause, relay.openedAt);

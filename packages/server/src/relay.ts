@@ -7,6 +7,9 @@
  * of the tunnel's batch).
  */
 import {
+  FLOW_CONTROL_LENGTH,
+  type FlowToken,
+  isFlowControl,
   newRelayCounters,
   type RelayCounters,
   type SocketAddress,
@@ -17,6 +20,7 @@ import {
   udpCounting,
 } from "fake-tcp-common";
 import { type UdpBatch, UdpBatchSocket, type UdpReceiveArea } from "fake-tcp-tun/udp";
+import type { RelayRole, ServerFlows } from "./flow-groups.js";
 
 /**
  * Datagrams per receive call of a relay's socket: the shard's receive area (shared by all its
@@ -44,7 +48,18 @@ export const LOCAL_CLOSE = "local";
 export class Relay {
   readonly openedAt = Date.now();
   readonly udp: UdpBatchSocket;
+  /** Its part in a flow group (see flow-groups.ts). */
+  role: RelayRole = { kind: "alone" };
+  /** Datagrams relayed from the client to the application (a join must come before any). */
+  carried = 0;
+  /** While joining: the token and flow the client sent, and our number for the member. */
+  joinToken: FlowToken | undefined;
+  joinFlow = 0;
+  memberNumber = 0;
   private closed = false;
+  /** The UDP socket was closed (a member's) or handed to a group (an owner's). */
+  private udpGone = false;
+  private group: ((batch: UdpBatch) => void) | undefined;
 
   /**
    * Binds and connects the UDP socket (synchronously: no datagram has to wait for it). It
@@ -60,6 +75,7 @@ export class Relay {
     flushTunnel: () => void,
     receiveArea: UdpReceiveArea,
     private readonly onClose: (relay: Relay, cause: string) => void,
+    flows?: ServerFlows,
   ) {
     if (sock.closed) throw new Error("the connection has already ended");
     this.udp = UdpBatchSocket.bind({
@@ -79,6 +95,10 @@ export class Relay {
       throw err;
     }
     this.udp.onReceive((batch: UdpBatch) => {
+      if (this.group !== undefined) {
+        this.group(batch);
+        return;
+      }
       const buffer = batch.buffer;
       for (let i = 0; i < batch.count; i++) {
         const start = batch.start(i);
@@ -88,14 +108,49 @@ export class Relay {
     });
     const udp = this.udp;
     const counting = udpCounting(totals);
-    // A connected socket: no destination record.
-    sock.onDatagram((view) => runs.send(udp, view, undefined, counting));
+    // A connected socket: no destination record. Control messages of flow groups are looked
+    // for only on connections of ours (a phantun client's datagrams always pass as they are);
+    // a member's datagrams go to its group's socket.
+    sock.onDatagram((view) => {
+      if (
+        flows !== undefined &&
+        view.length === FLOW_CONTROL_LENGTH &&
+        sock.peerIsOurs &&
+        isFlowControl(view)
+      ) {
+        flows.control(this, view);
+        return;
+      }
+      const kind = this.role.kind;
+      if (kind === "alone" || kind === "owner") {
+        this.carried++;
+        runs.send(udp, view, undefined, counting);
+      } else if (kind === "member") flows!.up(this, view);
+      else totals.queueDrops++;
+    });
     sock.once("close", (info) => this.close(info.cause));
   }
 
   /** Datagrams from the application too large for a receive slot, dropped by the socket. */
   truncated(): number {
-    return this.udp.stats().truncated;
+    return this.udpGone ? 0 : this.udp.stats().truncated;
+  }
+
+  /**
+   * A group takes over the UDP socket: what it receives goes to `handler`, and the group, not
+   * this relay, closes it.
+   */
+  adoptUdp(handler: (batch: UdpBatch) => void): void {
+    this.group = handler;
+    this.udpGone = true;
+  }
+
+  /** Joined a group elsewhere: this relay's own UDP socket (never used) closes. */
+  becomeMember(): void {
+    if (this.udpGone) return;
+    this.udpGone = true;
+    this.udp.close();
+    this.totals.udpSockets--;
   }
 
   /** True once the relay has closed. */
@@ -107,9 +162,11 @@ export class Relay {
   close(cause: string = LOCAL_CLOSE): void {
     if (this.closed) return;
     this.closed = true;
-    this.totals.sendDrops += this.udp.stats().truncated;
-    this.udp.close();
-    this.totals.udpSockets--;
+    if (!this.udpGone) {
+      this.totals.sendDrops += this.udp.stats().truncated;
+      this.udp.close();
+      this.totals.udpSockets--;
+    }
     try {
       this.sock.close();
     } finally {

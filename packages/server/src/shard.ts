@@ -6,12 +6,15 @@
 import {
   type RunningShard,
   type ShardContext,
+  ShardMesh,
   type ShardPosition,
   type SocketAddress,
   startTunnel,
   UdpRunWriter,
+  udpCounting,
 } from "fake-tcp-common";
 import type { ServerConfig } from "./cli.js";
+import { ServerFlows } from "./flow-groups.js";
 import { RelayTable } from "./relay-table.js";
 
 /** What the main thread hands a shard (structured-clonable). */
@@ -44,7 +47,6 @@ export async function startServerShard(
   // Datagrams to the application leave in runs: one segmented send per run per relay, written
   // at the end of each batch the tunnel received.
   const runs = new UdpRunWriter();
-  tunnel.onReceiveEnd(() => runs.flush());
   const relays = new RelayTable({
     remote,
     runs,
@@ -52,6 +54,20 @@ export async function startServerShard(
     maxDatagramBytes: config.mtu,
     handshakePacket,
     logger,
+  });
+  const mesh = context.mesh ?? new ShardMesh(0);
+  const flows = new ServerFlows({
+    mesh,
+    key: config.key,
+    totals: relays.totals,
+    runs,
+    counting: udpCounting(relays.totals),
+    flushTunnel: () => tunnel.flush(),
+  });
+  relays.useFlows(flows);
+  tunnel.onReceiveEnd(() => {
+    flows.endTunnelBatch();
+    runs.flush();
   });
   tunnel.listen(config.listen, (sock) => {
     relays.accept(sock);
@@ -62,6 +78,7 @@ export async function startServerShard(
     stop: async () => {
       // Every connection is reset (RST through this shard's queue) before the queue closes.
       relays.closeAll();
+      mesh.close();
       tunnel.close();
     },
   };

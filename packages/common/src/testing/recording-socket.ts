@@ -21,6 +21,7 @@ export class RecordingSocket implements TunnelSocket {
   /** What `send` was given, as strings, refused datagrams included. */
   sent: string[] = [];
   closed = false;
+  peerIsOurs = false;
   datagramHandler: ((view: Uint8Array) => void) | undefined;
   closeHandler: ((cause: string) => void) | undefined;
   private readonly maxDatagramBytes: number;

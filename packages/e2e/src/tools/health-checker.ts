@@ -5,8 +5,8 @@
  * SYN-ACK and then holds a connection (and a UDP socket towards the application) for the
  * check, a keyed one answers nothing at all. So each server is asked for its Prometheus
  * endpoint (`--metrics`, a kernel TCP port of the program's own): healthy = HTTP 200 within
- * `--timeout` ms and every shard answered the scrape (`fake_tcp_shards_unanswered 0`), which
- * proves the main thread and every worker that owns connections is alive.
+ * `--timeout` ms and every shard answered the scrape (every `fake_tcp_shard_up` series is 1),
+ * which proves the main thread and every worker that owns connections alive.
  *
  * After `--fall` failed checks in a row a server leaves the balancer's list (one atomic `nft`
  * transaction, see fleet-balancer.ts) and its flows are deleted from the balancer's conntrack,
@@ -54,6 +54,12 @@ function log(event: string, fields: Record<string, unknown> = {}): void {
   console.log(JSON.stringify({ event, at: Date.now(), ...fields }));
 }
 
+/** At least one shard, and every shard answered this scrape (`fake_tcp_shard_up{shard} 1`). */
+function everyShardUp(body: string): boolean {
+  const values = [...body.matchAll(/^fake_tcp_shard_up\{[^}]*\} (\S+)$/gm)].map((m) => m[1]);
+  return values.length > 0 && values.every((v) => v === "1");
+}
+
 /** One check: resolves true when the server's metrics say every shard is alive. */
 function check(server: string): Promise<boolean> {
   return new Promise((resolve) => {
@@ -65,9 +71,7 @@ function check(server: string): Promise<boolean> {
         res.on("data", (chunk: string) => {
           if (body.length < 1 << 20) body += chunk;
         });
-        res.on("end", () =>
-          resolve(res.statusCode === 200 && /^fake_tcp_shards_unanswered 0$/m.test(body)),
-        );
+        res.on("end", () => resolve(res.statusCode === 200 && everyShardUp(body)));
         res.on("error", () => resolve(false));
       },
     );
