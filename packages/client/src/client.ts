@@ -3,8 +3,11 @@
  * `--remote`.
  */
 import {
+  type EgressEntries,
+  EgressMap,
   formatAddress,
   type LaunchOptions,
+  oneLine,
   openProgramDevice,
   type ProgramBody,
   programStarter,
@@ -54,12 +57,30 @@ const start: ProgramBody<ClientConfig> = async (config, context, { remotes, hand
     });
   }
 
+  // The stack's segments to the server's addresses known now need their source in the
+  // egress map before the first connection (the shards then wait for nft only on a change).
+  let egress: EgressEntries | undefined;
+  if (config.autoRules) {
+    const map = new EgressMap(config.tun);
+    for (const target of remotes) {
+      try {
+        await map.prepare(target.address, target.family);
+      } catch (err) {
+        logger.warn(
+          { server: target.address, err: oneLine(err) },
+          "no source address towards the server yet",
+        );
+      }
+    }
+    egress = map.entries();
+  }
+
   const device = openProgramDevice(config, context);
   closeProbe();
   const shards = await startProgramShards<ClientShardData>(device, context, {
     script: new URL("./shard-worker.js", import.meta.url),
     start: startClientShard,
-    data: { config, listen, handshakePacket },
+    data: { config, listen, handshakePacket, egress },
     logLevel: config.logLevel,
   });
   return shardedProgram(shards, context, config, {

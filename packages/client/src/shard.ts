@@ -6,6 +6,7 @@
  * worker_thread (or in the main thread when there is one shard).
  */
 import {
+  type EgressEntries,
   EgressMap,
   formatAddress,
   newRelayCounters,
@@ -40,6 +41,8 @@ export interface ClientShardData extends ShardPlace {
   /** The concrete addresses to listen on (a wildcard already expanded by the main thread). */
   readonly listen: readonly SocketAddress[];
   readonly handshakePacket: Uint8Array | undefined;
+  /** The egress map as the main thread wrote it at start (automatic host rules). */
+  readonly egress?: EgressEntries;
 }
 
 /** A shard's UDP sockets on `--local`. */
@@ -152,7 +155,7 @@ export async function startClientShard(
     logger,
     // With the automatic host rules, the stack's segments leave with the source address the
     // egress map names for their server: looked up before every connection.
-    egress: config.autoRules ? new EgressMap(config.tun) : undefined,
+    egress: config.autoRules ? new EgressMap(config.tun, data.egress) : undefined,
   });
 
   // UDP -> tunnel, per received batch: each datagram to its peer's session, a new peer's

@@ -37,16 +37,21 @@ export function egressElement(server: string, source: string): string {
 }
 
 /**
- * How long a shard trusts what it wrote itself: another shard may have written another source
- * since (it saw a route this one has not seen yet); after this, the next connection writes
- * again.
+ * How long a shard trusts what it wrote itself without writing it again: another shard may
+ * have written another source since (it saw a route this one has not seen yet). Past this,
+ * the next connection to that server writes it again, in the background.
  */
 const WRITTEN_TRUST_MS = 10_000;
 
+/** What an {@link EgressMap} knows is in the map: server address -> source address. */
+export type EgressEntries = Readonly<Record<string, string>>;
+
 /**
  * Keeps the `egress4`/`egress6` map of the client's table current for the servers it
- * connects to. One per shard; each remembers what it last wrote, so nft runs only when the
- * source towards a server changed (or was not written by this shard lately).
+ * connects to. One per shard; each remembers what is in the map (what it wrote, or what the
+ * main thread wrote at start), so that a connection waits for nft only when the source
+ * towards its server changed or was never written: an nft run takes tens of milliseconds,
+ * much more on a loaded machine, and a new peer's datagrams wait for the connection.
  */
 export class EgressMap {
   private readonly table: string;
@@ -55,25 +60,27 @@ export class EgressMap {
 
   constructor(
     tun: string,
+    known: EgressEntries = {},
     private readonly nft: NftCommand = ["nft"],
     private readonly sourceTowards = sourceAddressTowards,
   ) {
     this.table = tableName(tun);
+    const now = Date.now();
+    for (const [server, source] of Object.entries(known))
+      this.written.set(server, { source, at: now });
+  }
+
+  /** What this map believes is written (to hand to the shards). */
+  entries(): EgressEntries {
+    return Object.fromEntries([...this.written].map(([server, { source }]) => [server, source]));
   }
 
   /**
    * Makes sure the stack's segments to `server` leave with the host's current source towards
-   * it. Rejects when there is no route (the connection attempt fails and is retried later).
+   * it. Rejects when there is no route or nft fails (the connection attempt fails and is
+   * retried later).
    */
   async prepare(server: string, family: 4 | 6): Promise<void> {
-    const inFlight = this.pending.get(server);
-    if (inFlight) return inFlight;
-    const work = this.update(server, family).finally(() => this.pending.delete(server));
-    this.pending.set(server, work);
-    return work;
-  }
-
-  private async update(server: string, family: 4 | 6): Promise<void> {
     let source: string;
     try {
       source = await this.sourceTowards(server, family);
@@ -81,7 +88,27 @@ export class EgressMap {
       throw new Error(`no route to ${server}: ${errnoCode(err) ?? String(err)}`);
     }
     const last = this.written.get(server);
-    if (last?.source === source && Date.now() - last.at < WRITTEN_TRUST_MS) return;
+    if (last?.source === source) {
+      // Believed to be in place: connect now, and write it again in the background now and
+      // then (a failure there is the next connection's to report).
+      if (Date.now() - last.at >= WRITTEN_TRUST_MS)
+        this.write(server, family, source).catch(() => {});
+      return;
+    }
+    await this.write(server, family, source);
+  }
+
+  /** Writes `server : source` (one nft run at a time per server). */
+  private write(server: string, family: 4 | 6, source: string): Promise<void> {
+    const key = `${server} ${source}`;
+    const inFlight = this.pending.get(key);
+    if (inFlight) return inFlight;
+    const work = this.replace(server, family, source).finally(() => this.pending.delete(key));
+    this.pending.set(key, work);
+    return work;
+  }
+
+  private async replace(server: string, family: 4 | 6, source: string): Promise<void> {
     const map = `inet ${this.table} ${EGRESS_MAP[family]}`;
     const element = egressElement(server, source);
     // `add` succeeds when the element is missing or already says the same; a different

@@ -56,7 +56,7 @@ export interface ClientRulesSpec {
 
 /**
  * The client's map of server address -> the host's source address towards it, per family
- * (filled by {@link EgressMap}-style updates: see `egress-map.ts`).
+ * (filled by the program before each connection: see `egress-map.ts`).
  */
 export const EGRESS_MAP = { 4: "egress4", 6: "egress6" } as const;
 

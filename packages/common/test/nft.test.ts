@@ -191,7 +191,7 @@ describe.skipIf(gate.skip)("nft table in a throw-away namespace", () => {
 
     // The source towards a server as the routing table says (here: scripted, as roaming).
     let source4 = "198.51.100.7";
-    const egress = new EgressMap("ftc0", nft, async (_server, family) =>
+    const egress = new EgressMap("ftc0", {}, nft, async (_server, family) =>
       family === 4 ? source4 : "2001:db8::7",
     );
     const elements = (map: string) => ns.exec("nft", ["list", "map", "inet", "fake_tcp_ftc0", map]);
@@ -205,7 +205,7 @@ describe.skipIf(gate.skip)("nft table in a throw-away namespace", () => {
     expect(elements("egress4")).toContain("203.0.113.1 : 198.51.100.8");
     expect(elements("egress4")).not.toContain("198.51.100.7");
     // Another shard that still believes the old source finds the element changed: replaced.
-    const other = new EgressMap("ftc0", nft, async () => "198.51.100.9");
+    const other = new EgressMap("ftc0", {}, nft, async () => "198.51.100.9");
     await other.prepare("203.0.113.1", 4);
     expect(elements("egress4")).toContain("203.0.113.1 : 198.51.100.9");
     await table.remove();
@@ -215,6 +215,31 @@ describe.skipIf(gate.skip)("nft table in a throw-away namespace", () => {
   it("the source towards an address is the one the routing table picks", async () => {
     expect(await sourceAddressTowards("127.0.0.1", 4)).toBe("127.0.0.1");
     await expect(sourceAddressTowards("::1", 6)).resolves.toBe("::1");
+  });
+});
+
+describe("egress map without a namespace", () => {
+  it("a source already written (by the main thread at start) costs no nft run; a new one does", async () => {
+    const missing = ["/nonexistent/nft"];
+    let source = "198.51.100.7";
+    const egress = new EgressMap("ftc0", { "203.0.113.1": source }, missing, async () => source);
+    // Known and unchanged: ready at once (a run of this nft would fail).
+    await expect(egress.prepare("203.0.113.1", 4)).resolves.toBeUndefined();
+    expect(egress.entries()).toEqual({ "203.0.113.1": "198.51.100.7" });
+    // Roamed: the map must be written before the connection, and that fails here.
+    source = "198.51.100.8";
+    await expect(egress.prepare("203.0.113.1", 4)).rejects.toThrow(/nft \(nftables\) not found/);
+    // Another server, never written: likewise.
+    await expect(egress.prepare("203.0.113.2", 4)).rejects.toThrow(UsageError);
+  });
+
+  it("no route: the connection attempt fails with the reason", async () => {
+    const egress = new EgressMap("ftc0", {}, ["nft"], async () => {
+      throw Object.assign(new Error("connect ENETUNREACH"), { code: "ENETUNREACH" });
+    });
+    await expect(egress.prepare("203.0.113.1", 4)).rejects.toThrow(
+      /no route to 203\.0\.113\.1: ENETUNREACH/,
+    );
   });
 });
 
