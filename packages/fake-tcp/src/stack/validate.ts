@@ -5,10 +5,11 @@
  *
  * A segment is believed when its seq lies in a window around the highest sequence the peer
  * has sent (`rcvHigh`) AND its ack lies within what we sent in the last 1.5-2 s (RFC 5961
- * section 5 spirit). The two windows are sized together: their product is held at 2^48 of
+ * section 5 spirit). The two windows are sized together: their product is held at 2^44 of
  * the 2^64 (seq, ack) pairs, so a blind attacker's random segment is believed with
- * probability at most 2^-16. When we send little, the ack window is small and the seq window
- * large (up to 1 GiB); when we send a lot, the seq window shrinks (256 KiB at the cap).
+ * probability at most 2^-20 (20,000 of them: 0.02 expected). When we send little, the ack
+ * window is small and the seq window large (256 MiB idle); when we send a lot, the seq window
+ * shrinks (64 KiB at 1 Gbit/s, 16 KiB at the cap).
  *
  * A legitimate stream that jumped past the seq window (a long loss burst) is taken back by a
  * resync: `RESYNC_CHAIN` consecutive segments (each seq = the previous seq + its length),
@@ -77,8 +78,12 @@ export const ACK_SLACK = 0xffff;
 export const ACK_SPAN_MAX = 2 ** 30 - 1;
 /** Largest seq window (bytes, behind + ahead): 1 GiB, a quarter of it behind `rcvHigh`. */
 export const SEQ_WINDOW_MAX = 2 ** 30;
-/** log2 of the bound on (seq window size) x (ack window size): 2^48 of 2^64 pairs. */
-export const WINDOW_AREA_BITS = 48;
+/**
+ * log2 of the bound on (seq window size) x (ack window size): 2^44 of 2^64 pairs. (2^48 let a
+ * 20,000-segment flood through about once in four runs; 2^44 leaves the seq window at 1 Gbit/s
+ * of our sending 64 KiB, still far more than one path reorders.)
+ */
+export const WINDOW_AREA_BITS = 44;
 /** Consecutive segments with fresh acks that resynchronise a stream that jumped. */
 export const RESYNC_CHAIN = 3;
 /** Longest gap between two segments of a resync chain (ms). */
@@ -99,7 +104,7 @@ export function freshSpan(st: SeqState): number {
 /**
  * How far the seq window reaches behind `rcvHigh` for an ack window reaching `span` acks back
  * (span + 1 values): a quarter of the window, whose size is 2^(48 - b) where 2^b > span, so
- * that seq window x ack window <= 2^48; at most a quarter of SEQ_WINDOW_MAX. (The hot path
+ * that seq window x ack window <= 2^WINDOW_AREA_BITS; at most a quarter of SEQ_WINDOW_MAX. (The hot path
  * works with the quarter: 2^28 is a small integer to V8, the whole 2^30 would not be.)
  */
 export function seqBehind(span: number): number {
