@@ -11,13 +11,28 @@ export interface BenchOptions {
   docsDir: string | null;
   /** Also measure the tunnel with both programs keyed (`--key-file`). */
   keyed: boolean;
+  /**
+   * Also sweep with the kernel's default socket buffers at both iperf3 ends (`--buffers`):
+   * true unless `--buffers 4m`.
+   */
+  defaultBuffers: boolean;
+  /** `--udp-run` values: the tunnel is measured once more with each (both programs). */
+  udpRuns: number[];
   help: boolean;
 }
 
-export const USAGE = `usage: pnpm bench [--label NAME] [--quick] [--keyed] [--no-docs] [--docs-dir DIR]
+/** Most datagrams per segmented UDP send the programs accept (`--udp-run`). */
+const MAX_UDP_RUN = 64;
+
+export const USAGE = `usage: pnpm bench [--label NAME] [--quick] [--keyed] [--buffers LIST] [--udp-run LIST]
+                  [--no-docs] [--docs-dir DIR]
   --label NAME  names the run in docs/benchmarks.md (default "run")
   --quick       short sweeps and probes, for smoke testing (about a minute)
   --keyed       also the tunnel keyed at both ends (rate sweeps, CPU, idle latency)
+  --buffers L   iperf3 socket buffers to sweep with: "4m,default" (the default: both), or
+                "4m" (4 MiB only); "default" is the kernel's (net.core.rmem_default)
+  --udp-run L   also the tunnel with both programs at --udp-run N, for each N of the
+                comma-separated list (1-64): rate sweeps and loaded latency, beside the tunnel
   --no-docs     print the table only; leave docs/ untouched
   --docs-dir D  write benchmarks.md and the chart to D instead of docs/ (trial runs)`;
 
@@ -29,6 +44,8 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions {
     noDocs: false,
     docsDir: null,
     keyed: false,
+    defaultBuffers: true,
+    udpRuns: [],
     help: false,
   };
   for (let i = 0; i < argv.length; i++) {
@@ -37,7 +54,23 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions {
     else if (arg === "--no-docs") opts.noDocs = true;
     else if (arg === "--keyed") opts.keyed = true;
     else if (arg === "--help" || arg === "-h") opts.help = true;
-    else if (arg === "--docs-dir") {
+    else if (arg === "--buffers") {
+      const value = argv[++i] ?? "";
+      const sizes = value.split(",").map((v) => v.trim().toLowerCase());
+      if (!sizes.includes("4m") || sizes.some((v) => v !== "4m" && v !== "default")) {
+        throw new Error(`--buffers "${value}": use "4m,default" or "4m"`);
+      }
+      opts.defaultBuffers = sizes.includes("default");
+    } else if (arg === "--udp-run") {
+      const value = argv[++i] ?? "";
+      const runs = value.split(",").map((v) => v.trim());
+      if (!runs.every((v) => /^\d+$/.test(v) && Number(v) >= 1 && Number(v) <= MAX_UDP_RUN)) {
+        throw new Error(
+          `--udp-run "${value}": use comma-separated numbers from 1 to ${MAX_UDP_RUN}`,
+        );
+      }
+      opts.udpRuns = [...new Set(runs.map(Number))];
+    } else if (arg === "--docs-dir") {
       const value = argv[++i];
       if (value === undefined || value === "" || value.startsWith("--")) {
         throw new Error("--docs-dir needs a directory");

@@ -13,6 +13,7 @@ import { appendRun } from "./docs-file.js";
 import { measureLatency, startProbeEcho } from "./latency.js";
 import {
   chartSeries,
+  renderBuffersTable,
   renderErrors,
   renderHeadline,
   renderKeyedTable,
@@ -24,7 +25,7 @@ import { destroyAllNamespaces, REPO_ROOT_DIR, Rig, SERVER_MAIN } from "./rig-acc
 import { measureScale } from "./scale.js";
 import { renderRateChart } from "./svg-chart.js";
 import type { SweepConfig } from "./sweep.js";
-import { DATAGRAM_BYTES, sweepDirection } from "./throughput.js";
+import { DATAGRAM_BYTES, type SweepResult, sweepDirection } from "./throughput.js";
 
 /** Durations and sizes of a run. */
 interface Plan {
@@ -86,13 +87,27 @@ function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
+/** What else a path measures: sweeps with default buffers; extra program arguments. */
+interface PathExtras {
+  defaultBuffers: boolean;
+  /** Arguments for both tunnel programs (a variant: no flows phase). */
+  programArgs?: string[];
+}
+
 /**
  * Runs every measurement on one path. A failing phase is recorded and the next one still
  * runs (a broken direction must not hide the latency figures); only a rig that cannot be
  * built ends the path.
  */
-async function measurePath(mode: PathMode, plan: Plan, keyFile?: string): Promise<ModeResult> {
+async function measurePath(
+  mode: PathMode,
+  plan: Plan,
+  extras: PathExtras,
+  keyFile?: string,
+): Promise<ModeResult> {
   const result = emptyModeResult(mode);
+  const programArgs = extras.programArgs ?? [];
+  if (programArgs.length) result.programArgs = programArgs;
   const errors = result.errors;
   const phase = async (name: string, fn: () => Promise<void>): Promise<void> => {
     log(`${mode}: ${name}`);
@@ -108,7 +123,10 @@ async function measurePath(mode: PathMode, plan: Plan, keyFile?: string): Promis
     log(`${mode}: building the rig`);
     // The keyed path is the tunnel with a key on both ends: the same data path after the
     // handshake, so its figures should match the unkeyed tunnel's.
-    const keyArgs = mode === "keyed" && keyFile ? ["--key-file", keyFile] : [];
+    const keyArgs = [
+      ...(mode === "keyed" && keyFile ? ["--key-file", keyFile] : []),
+      ...programArgs,
+    ];
     const r = await Rig.create({
       mode: mode === "direct" ? "direct" : "tunnel",
       clientArgs: keyArgs,
@@ -138,6 +156,27 @@ async function measurePath(mode: PathMode, plan: Plan, keyFile?: string): Promis
         log,
       );
     });
+    if (extras.defaultBuffers) {
+      const small: { forward: SweepResult | null; reverse: SweepResult | null } = {
+        forward: null,
+        reverse: null,
+      };
+      result.defaultBuffers = small;
+      for (const reverse of [false, true]) {
+        await phase(`rate sweep ${reverse ? "B→A" : "A→B"}, default socket buffers`, async () => {
+          small[reverse ? "reverse" : "forward"] = await sweepDirection(
+            r,
+            reverse,
+            plan.sweep,
+            plan.stepSeconds,
+            plan.sweepBudgetMs,
+            cpuPids,
+            log,
+            0,
+          );
+        });
+      }
+    }
     await phase("echo latency, idle", async () => {
       await startProbeEcho(r);
       result.latencyIdle = await measureLatency(r, plan.probes, plan.probeIntervalMs);
@@ -151,6 +190,7 @@ async function measurePath(mode: PathMode, plan: Plan, keyFile?: string): Promis
       ]);
       result.latencyLoaded = loaded;
     });
+    if (programArgs.length) return result;
     await phase(`${plan.flows} concurrent flows`, async () => {
       if (mode === "tunnel") {
         // Fresh programs, so "RSS before" is an idle program, not one that just ran sweeps.
@@ -171,13 +211,14 @@ async function measurePath(mode: PathMode, plan: Plan, keyFile?: string): Promis
 
 /** The keyed path, with a key made by the server program's `genkey` in a private temp dir. */
 async function measureKeyed(plan: Plan): Promise<ModeResult> {
+  // Keyed: 4 MiB sweeps only (its data path is the unkeyed one after the handshake).
   const dir = mkdtempSync(join(tmpdir(), "bench-key-"));
   try {
     const keyFile = join(dir, "tunnel.key");
     writeFileSync(keyFile, execFileSync(process.execPath, [SERVER_MAIN, "genkey"]), {
       mode: 0o600,
     });
-    return await measurePath("keyed", plan, keyFile);
+    return await measurePath("keyed", plan, { defaultBuffers: false }, keyFile);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -237,7 +278,12 @@ async function main(): Promise<number> {
   }
   const plan = opts.quick ? QUICK : FULL;
   // BENCH_WATCHDOG_MS shortens the watchdog (to check that it tears down).
-  const watchdogMs = Number(process.env.BENCH_WATCHDOG_MS) || plan.watchdogMs;
+  // Each extra pair of sweeps (default buffers, per path) and each variant path adds time.
+  const extraSweepPairs =
+    (opts.defaultBuffers ? 2 : 0) + opts.udpRuns.length * (opts.defaultBuffers ? 2 : 1);
+  const watchdogMs =
+    Number(process.env.BENCH_WATCHDOG_MS) ||
+    plan.watchdogMs + extraSweepPairs * 2 * plan.sweepBudgetMs + opts.udpRuns.length * 60_000;
   const watchdog = setTimeout(() => {
     log(`watchdog: the run exceeded ${watchdogMs / 1000} s; tearing everything down`);
     destroyAllNamespaces();
@@ -246,8 +292,15 @@ async function main(): Promise<number> {
   const startedAt = new Date();
   const t0 = performance.now();
   const loadAverage = loadavg()[0];
-  const direct = await measurePath("direct", plan);
-  const tunnel = await measurePath("tunnel", plan);
+  const extras: PathExtras = { defaultBuffers: opts.defaultBuffers };
+  const direct = await measurePath("direct", plan, extras);
+  const tunnel = await measurePath("tunnel", plan, extras);
+  const variants: ModeResult[] = [];
+  for (const n of opts.udpRuns) {
+    variants.push(
+      await measurePath("tunnel", plan, { ...extras, programArgs: ["--udp-run", String(n)] }),
+    );
+  }
   const keyed = opts.keyed ? await measureKeyed(plan) : undefined;
   clearTimeout(watchdog);
   const run: BenchRun = {
@@ -271,9 +324,12 @@ async function main(): Promise<number> {
     direct,
     tunnel,
     ...(keyed ? { keyed } : {}),
+    ...(variants.length ? { variants } : {}),
   };
   console.log(`\n${renderHeadline(run)}\n\n${renderTable(run)}\n`);
   if (run.keyed) console.log(`Keyed vs unkeyed:\n\n${renderKeyedTable(run)}\n`);
+  const buffers = renderBuffersTable(run);
+  if (buffers) console.log(`Receiver socket buffers:\n\n${buffers}\n`);
   const errors = renderErrors(run);
   if (errors) console.log(`${errors}\n`);
   if (!opts.noDocs) {
@@ -282,7 +338,10 @@ async function main(): Promise<number> {
   }
   log(`done in ${Math.round(run.durationSeconds)} s`);
   // The table and docs keep what was measured; the exit status says something was not.
-  return direct.errors.length + tunnel.errors.length + (keyed?.errors.length ?? 0) > 0 ? 1 : 0;
+  const failed = [direct, tunnel, ...variants, ...(keyed ? [keyed] : [])].some(
+    (m) => m.errors.length > 0,
+  );
+  return failed ? 1 : 0;
 }
 
 process.exitCode = await main();

@@ -130,7 +130,7 @@ export async function startClientShard(
 
   // Tunnel -> UDP: each session sends its datagrams to its peer through the run writer;
   // the runs are written at the end of each batch the tunnel received.
-  const runs = new UdpRunWriter();
+  const runs = new UdpRunWriter(config.udpRun);
   tunnel.onReceiveEnd(() => runs.flush());
 
   // UDP -> tunnel, per received batch: each datagram to its peer's session, a new peer's

@@ -42,7 +42,7 @@ export async function startServerShard(
   });
   // Datagrams to the application leave in runs: one segmented send per run per relay, written
   // at the end of each batch the tunnel received.
-  const runs = new UdpRunWriter();
+  const runs = new UdpRunWriter(config.udpRun);
   tunnel.onReceiveEnd(() => runs.flush());
   const relays = new RelayTable({
     remote,
