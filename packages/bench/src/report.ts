@@ -277,7 +277,16 @@ export function renderHeadline(run: BenchRun): string {
   if (f === null && r === null) {
     return "**Headline: tunnel/direct could not be measured** (see the errors below).";
   }
-  return `**Headline — tunnel/direct, highest rate under 1 % loss: A→B ${ratioText(f)}, B→A ${ratioText(r)}.**`;
+  return `**Headline — tunnel/direct, highest rate under 1 % loss: A→B ${ratioText(f)}, B→A ${ratioText(r)}; ${addedP99Text(run)}.**`;
+}
+
+/** The echo p99 the tunnel adds under the loaded-latency iperf3 load (target: under 1 ms). */
+function addedP99Text(run: BenchRun): string {
+  const load = `${run.settings.loadBps / 1e6} Mbit/s`;
+  const t = run.tunnel.latencyLoaded?.p99Us;
+  const d = run.direct.latencyLoaded?.p99Us;
+  if (t === undefined || d === undefined) return `added echo p99 at ${load}: not measured`;
+  return `added echo p99 at ${load}: ${addedText(t, d)} (target < 1000 µs)`;
 }
 
 /** Errors of the run, one bullet each (empty when none). */

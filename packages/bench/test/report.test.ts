@@ -3,6 +3,7 @@ import {
   chartSeries,
   oneLine,
   renderBuffersTable,
+  renderHeadline,
   renderKeyedTable,
   renderRunSection,
   renderTable,
@@ -84,6 +85,16 @@ describe("report", () => {
     );
     expect(table).toMatch(/client RSS .*\| 64\.0 → 70\.0 \|/);
     expect(table).toMatch(/server RSS .*\| 60\.0 → \? \|/);
+  });
+
+  it("puts the added loaded echo p99 in the headline, every run", () => {
+    const run = makeRun();
+    expect(renderHeadline(run)).toContain("added echo p99 at 100 Mbit/s: not measured");
+    run.direct.latencyLoaded = { sent: 100, received: 100, p50Us: 100, p99Us: 700 };
+    run.tunnel.latencyLoaded = { sent: 100, received: 100, p50Us: 150, p99Us: 1100 };
+    expect(renderHeadline(run)).toMatch(
+      /A→B 0\.25, B→A –; added echo p99 at 100 Mbit\/s: \+400 µs \(target < 1000 µs\)\.\*\*$/,
+    );
   });
 
   it("writes a dated run section with the headline, chart link and errors", () => {
