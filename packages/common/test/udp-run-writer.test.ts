@@ -101,7 +101,7 @@ describe("UdpRunWriter", () => {
 
   it("keeps runs within the segment and byte limits of one send", () => {
     const socket = new RecordingRunSocket();
-    const writer = new UdpRunWriter();
+    const writer = new UdpRunWriter(UDP_MAX_SEGMENTS);
     for (let i = 0; i < UDP_MAX_SEGMENTS + 1; i++)
       writer.send(socket, Buffer.alloc(10, 65), undefined, noDrops);
     const big = Math.floor(UDP_MAX_SEGMENTED_BYTES / 2) + 1;
@@ -193,6 +193,7 @@ describe("UdpRunWriter", () => {
 
   it("refuses a run cap outside 1..UDP_MAX_SEGMENTS; the default is a valid cap", () => {
     expect(isValidUdpRun(DEFAULT_UDP_RUN)).toBe(true);
+    expect(new UdpRunWriter().maxRun).toBe(DEFAULT_UDP_RUN);
     for (const bad of [0, -1, 1.5, UDP_MAX_SEGMENTS + 1, Number.NaN]) {
       expect(isValidUdpRun(bad)).toBe(false);
       expect(() => new UdpRunWriter(bad)).toThrow(RangeError);
