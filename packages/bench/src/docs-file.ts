@@ -44,7 +44,7 @@ How it measures:
   for B→A: datagrams the receiving application's full buffer dropped), and those of C and S
   (the tunnel programs' own sockets). The "Receiver socket buffers" table lists both sizes,
   the errors of every step and the loaded echo p99 with the latency the tunnel adds.
-  \`--udp-run 8,1\` measures the tunnel once more per value, both programs started with
+  \`--udp-run 64,1\` measures the tunnel once more per value, both programs started with
   \`--udp-run N\` (rate sweeps and echo latency), in the same run and table.
 - **Concurrent flows**: A opens that many UDP sockets (source ports); each sends a 64-byte
   datagram to the echo on B, all at once, and every socket still unanswered resends each

@@ -42,7 +42,7 @@ export interface RunCounting {
  * Default most datagrams per segmented send to a UDP peer (`--udp-run`): a receiver gets
  * bursts of at most 8 datagrams (about 8 % of a default-sized socket buffer) instead of up to
  * 46, at no CPU cost measurable at 100 Mbit/s (one send per datagram, 1, cost the two programs
- * about 45 % more CPU per gigabit). Measurements: docs/benchmarks.md, "Bursts and small receivers".
+ * about 50 % more CPU per gigabit). Measurements: docs/benchmarks.md, "Bursts and small receivers".
  */
 export const DEFAULT_UDP_RUN = 8;
 
