@@ -6,7 +6,9 @@
 # only the npm registry and Debian's mirror are needed.
 #
 # Usage: docker/make-local-base.sh [TAG]       (default TAG: fake-tcp-local-base:bookworm-node24)
-# Env:   NODE_MAJOR (24), DEBIAN_MIRROR (http://deb.debian.org/debian), FORCE=1 to rebuild.
+# Env:   NODE_MAJOR (24), DEBIAN_MIRROR (http://deb.debian.org/debian), FORCE=1 to rebuild,
+#        ROOTFS_ONLY=1: make the root file system tarball only (no Docker needed) and print its
+#        path; the systemd-nspawn service test boots its containers from it.
 #
 # Cached twice: the image itself (a second run with the image present returns at once) and the
 # root file system tarball under docker/.base/ (re-imported when the image was removed).
@@ -21,7 +23,9 @@ tarball="$cache/rootfs-bookworm-node$node_major.tar"
 
 log() { echo "make-local-base: $*" >&2; }
 
-if [ "${FORCE:-0}" != 1 ] && docker image inspect "$tag" >/dev/null 2>&1; then
+rootfs_only=${ROOTFS_ONLY:-0}
+
+if [ "$rootfs_only" != 1 ] && [ "${FORCE:-0}" != 1 ] && docker image inspect "$tag" >/dev/null 2>&1; then
   log "$tag already present"
   exit 0
 fi
@@ -37,7 +41,7 @@ import_tarball() {
 }
 
 if [ "${FORCE:-0}" != 1 ] && [ -s "$tarball" ] && [ -s "$cache/node-version-$node_major" ]; then
-  import_tarball
+  if [ "$rootfs_only" = 1 ]; then echo "$tarball"; else import_tarball; fi
   exit 0
 fi
 
@@ -99,4 +103,4 @@ chroot "$root" /usr/local/bin/npm --version >/dev/null
 
 tar -C "$root" --numeric-owner -cf "$tarball.tmp" .
 mv "$tarball.tmp" "$tarball"
-import_tarball
+if [ "$rootfs_only" = 1 ]; then echo "$tarball"; else import_tarball; fi

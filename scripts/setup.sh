@@ -13,12 +13,15 @@ if [ "$node_major" -lt "$need_node_major" ]; then
 fi
 
 # System tools the programs and the end-to-end tests use, by command -> Debian package.
+# prometheus: the metrics tests scrape the programs with a real Prometheus and lint their
+# output with promtool (the package's service is not needed: the tests start their own).
 # iptables-nft: kernels built without nft's queue statement (CONFIG_NFT_QUEUE) reach NFQUEUE
 # only through the xtables target (the netfilter queue tests fall back to it).
 declare -A tools=(
   [ip]=iproute2 [nft]=nftables [iptables-nft]=iptables [iperf3]=iperf3 [tcpdump]=tcpdump
   [wireguard-go]=wireguard-go [wg]=wireguard-tools [conntrack]=conntrack
   [socat]=socat [make]=make [g++]=g++ [python3]=python3 [docker-compose]=docker-compose
+  [promtool]=prometheus [systemd-nspawn]=systemd-container [debootstrap]=debootstrap
 )
 missing=()
 for cmd in "${!tools[@]}"; do

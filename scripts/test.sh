@@ -39,9 +39,11 @@ long_scenarios=(
   packages/e2e/test/hostile.test.ts packages/e2e/test/resilience.test.ts
   packages/e2e/test/npm-install.test.ts packages/e2e/test/share.test.ts
   packages/e2e/test/host-rules.test.ts packages/e2e/test/interop.test.ts
-  packages/e2e/test/keyed.test.ts
+  packages/e2e/test/keyed.test.ts packages/e2e/test/fleet.test.ts
+  packages/e2e/test/systemd-service.test.ts
   packages/client/test/spoofing.test.ts packages/client/test/reconnect.test.ts
   packages/server/test/systemd-units.test.ts packages/server/test/metrics.test.ts
+  packages/e2e/test/prometheus.test.ts
 )
 
 passed=0; failed=0; status=0

@@ -18,6 +18,8 @@ export interface BenchOptions {
   defaultBuffers: boolean;
   /** `--udp-run` values: the tunnel is measured once more with each (both programs). */
   udpRuns: number[];
+  /** `--connections N`: only the many-connection measurement (connections.ts), with N. */
+  connections: number | null;
   help: boolean;
 }
 
@@ -26,6 +28,7 @@ const MAX_UDP_RUN = 64;
 
 export const USAGE = `usage: pnpm bench [--label NAME] [--quick] [--keyed] [--buffers LIST] [--udp-run LIST]
                   [--no-docs] [--docs-dir DIR]
+       pnpm bench --connections N [--label NAME] [--no-docs] [--docs-dir DIR]
   --label NAME  names the run in docs/benchmarks.md (default "run")
   --quick       short sweeps and probes, for smoke testing (about a minute)
   --keyed       also the tunnel keyed at both ends (rate sweeps, CPU, idle latency)
@@ -34,7 +37,13 @@ export const USAGE = `usage: pnpm bench [--label NAME] [--quick] [--keyed] [--bu
   --udp-run L   also the tunnel with both programs at --udp-run N, for each N of the
                 comma-separated list (1-64): rate sweeps and loaded latency, beside the tunnel
   --no-docs     print the table only; leave docs/ untouched
-  --docs-dir D  write benchmarks.md and the chart to D instead of docs/ (trial runs)`;
+  --docs-dir D  write benchmarks.md and the chart to D instead of docs/ (trial runs)
+  --connections N  only N connections at once: set-up rate, RSS per connection, spread over
+                the server's shards, 1 vs 1000 active flows (N from 1000 to 30000)`;
+
+/** Bounds of --connections: enough for the 1,000-flow load step; ports for the probe's sockets. */
+export const MIN_CONNECTIONS = 1000;
+export const MAX_CONNECTIONS = 30000;
 
 /** Parses argv (without node and script); throws an Error with a message on bad input. */
 export function parseBenchArgs(argv: readonly string[]): BenchOptions {
@@ -46,6 +55,7 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions {
     keyed: false,
     defaultBuffers: true,
     udpRuns: [],
+    connections: null,
     help: false,
   };
   for (let i = 0; i < argv.length; i++) {
@@ -70,6 +80,15 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions {
         );
       }
       opts.udpRuns = [...new Set(runs.map(Number))];
+    } else if (arg === "--connections") {
+      const value = argv[++i] ?? "";
+      const n = Number(value);
+      if (!/^\d+$/.test(value) || n < MIN_CONNECTIONS || n > MAX_CONNECTIONS) {
+        throw new Error(
+          `--connections "${value}": give a whole number from ${MIN_CONNECTIONS} to ${MAX_CONNECTIONS}`,
+        );
+      }
+      opts.connections = n;
     } else if (arg === "--docs-dir") {
       const value = argv[++i];
       if (value === undefined || value === "" || value.startsWith("--")) {
@@ -86,6 +105,9 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions {
       }
       opts.label = value.trim();
     } else throw new Error(`unknown argument "${arg}"`);
+  }
+  if (opts.connections !== null && (opts.quick || opts.keyed)) {
+    throw new Error("--connections runs alone: leave out --quick and --keyed");
   }
   return opts;
 }

@@ -2,6 +2,7 @@
  * The run as text: the comparison table (printed and written to docs/benchmarks.md), the
  * headline ratio, and the chart's series.
  */
+import { renderKeyedRounds } from "./keyed-rounds.js";
 import type { BenchRun, ModeResult } from "./results.js";
 import type { ChartSeries } from "./svg-chart.js";
 import { cpuPerGigabit, type SweepResult } from "./throughput.js";
@@ -330,6 +331,16 @@ export function renderRunSection(run: BenchRun, chartFile: string | null): strin
   ];
   if (run.keyed)
     parts.push("", "Keyed (`--key-file` on both ends) vs unkeyed:", "", renderKeyedTable(run));
+  if (run.keyedRounds) {
+    const k = run.keyedRounds;
+    parts.push(
+      "",
+      `Keyed vs unkeyed in ${2 * k.rounds} alternating rounds on one rig (programs restarted with and ` +
+        `without \`--key-file\` in turns; iperf3 steps of ${k.stepSeconds} s):`,
+      "",
+      renderKeyedRounds(k),
+    );
+  }
   const buffers = renderBuffersTable(run);
   if (buffers) {
     parts.push(

@@ -1,4 +1,5 @@
 /** What one `pnpm bench` run measured (shared by the runner, the table and the chart). */
+import type { KeyedComparison } from "./keyed-rounds.js";
 import type { LatencyResult } from "./latency.js";
 import type { ScaleResult } from "./scale.js";
 import type { SweepResult } from "./throughput.js";
@@ -55,6 +56,8 @@ export interface BenchRun {
    * latency only, measured right after the tunnel path.
    */
   variants?: ModeResult[];
+  /** Keyed and unkeyed programs in alternating rounds (`--keyed`). */
+  keyedRounds?: KeyedComparison;
 }
 
 export function emptyModeResult(mode: PathMode): ModeResult {

@@ -9,7 +9,10 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseBenchArgs, USAGE } from "./cli-options.js";
+import { renderConnectionsSection } from "./connection-figures.js";
+import { measureConnections, writeConnectionsDocs } from "./connections.js";
 import { appendRun } from "./docs-file.js";
+import { type KeyedComparison, measureKeyedRounds, renderKeyedRounds } from "./keyed-rounds.js";
 import { measureLatency, startProbeEcho } from "./latency.js";
 import {
   chartSeries,
@@ -40,6 +43,8 @@ interface Plan {
   retryMs: number;
   flowDeadlineMs: number;
   watchdogMs: number;
+  /** Keyed vs unkeyed alternating rounds (`--keyed`). */
+  keyedRounds: { rounds: number; fixedBps: number; saturatingBps: number; stepSeconds: number };
 }
 
 const FULL: Plan = {
@@ -60,6 +65,7 @@ const FULL: Plan = {
   retryMs: 250,
   flowDeadlineMs: 15_000,
   watchdogMs: 14 * 60_000,
+  keyedRounds: { rounds: 4, fixedBps: 300e6, saturatingBps: 2e9, stepSeconds: 4 },
 };
 
 const QUICK: Plan = {
@@ -73,6 +79,7 @@ const QUICK: Plan = {
   retryMs: 250,
   flowDeadlineMs: 15_000,
   watchdogMs: 4 * 60_000,
+  keyedRounds: { rounds: 1, fixedBps: 100e6, saturatingBps: 400e6, stepSeconds: 1 },
 };
 
 function log(line: string): void {
@@ -209,18 +216,39 @@ async function measurePath(
   return result;
 }
 
-/** The keyed path, with a key made by the server program's `genkey` in a private temp dir. */
-async function measureKeyed(plan: Plan): Promise<ModeResult> {
-  // Keyed: 4 MiB sweeps only (its data path is the unkeyed one after the handshake).
+/** Runs `fn` with a key made by the server program's `genkey` in a private temp dir. */
+async function withKeyFile<T>(fn: (keyFile: string) => Promise<T>): Promise<T> {
   const dir = mkdtempSync(join(tmpdir(), "bench-key-"));
   try {
     const keyFile = join(dir, "tunnel.key");
     writeFileSync(keyFile, execFileSync(process.execPath, [SERVER_MAIN, "genkey"]), {
       mode: 0o600,
     });
-    return await measurePath("keyed", plan, { defaultBuffers: false }, keyFile);
+    return await fn(keyFile);
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Keyed and unkeyed programs in alternating rounds on one rig (see keyed-rounds.ts). */
+async function compareKeyed(plan: Plan, keyFile: string): Promise<KeyedComparison> {
+  log("keyed vs unkeyed: building the rig");
+  const rig = await Rig.create({ mode: "tunnel", startTunnel: false });
+  try {
+    return await measureKeyedRounds(
+      rig,
+      plan.keyedRounds,
+      async (keyed) => {
+        await rig.client?.stop(3_000);
+        await rig.server?.stop(3_000);
+        const args = keyed ? ["--key-file", keyFile] : [];
+        await rig.startServer(args);
+        await rig.startClient(args);
+      },
+      log,
+    );
+  } finally {
+    await rig.destroy();
   }
 }
 
@@ -276,6 +304,7 @@ async function main(): Promise<number> {
     console.error("pnpm bench needs root (it creates network namespaces)");
     return 2;
   }
+  if (opts.connections !== null) return runConnections(opts.connections, opts);
   const plan = opts.quick ? QUICK : FULL;
   // BENCH_WATCHDOG_MS shortens the watchdog (to check that it tears down).
   // Each extra pair of sweeps (default buffers, per path) and each variant path adds time.
@@ -301,7 +330,14 @@ async function main(): Promise<number> {
       await measurePath("tunnel", plan, { ...extras, programArgs: ["--udp-run", String(n)] }),
     );
   }
-  const keyed = opts.keyed ? await measureKeyed(plan) : undefined;
+  // Keyed: 4 MiB sweeps only (its data path is the unkeyed one after the handshake).
+  const keyedRuns = opts.keyed
+    ? await withKeyFile(async (keyFile) => ({
+        sweeps: await measurePath("keyed", plan, { defaultBuffers: false }, keyFile),
+        rounds: await compareKeyed(plan, keyFile),
+      }))
+    : undefined;
+  const keyed = keyedRuns?.sweeps;
   clearTimeout(watchdog);
   const run: BenchRun = {
     label: opts.label,
@@ -325,9 +361,11 @@ async function main(): Promise<number> {
     tunnel,
     ...(keyed ? { keyed } : {}),
     ...(variants.length ? { variants } : {}),
+    ...(keyedRuns ? { keyedRounds: keyedRuns.rounds } : {}),
   };
   console.log(`\n${renderHeadline(run)}\n\n${renderTable(run)}\n`);
   if (run.keyed) console.log(`Keyed vs unkeyed:\n\n${renderKeyedTable(run)}\n`);
+  if (run.keyedRounds) console.log(`${renderKeyedRounds(run.keyedRounds)}\n`);
   const buffers = renderBuffersTable(run);
   if (buffers) console.log(`Receiver socket buffers:\n\n${buffers}\n`);
   const errors = renderErrors(run);
@@ -341,7 +379,36 @@ async function main(): Promise<number> {
   const failed = [direct, tunnel, ...variants, ...(keyed ? [keyed] : [])].some(
     (m) => m.errors.length > 0,
   );
-  return failed ? 1 : 0;
+  return failed || (keyedRuns?.rounds.errors.length ?? 0) > 0 ? 1 : 0;
+}
+
+/** `--connections N`: only the many-connection measurement (see connections.ts). */
+async function runConnections(
+  connections: number,
+  opts: ReturnType<typeof parseBenchArgs>,
+): Promise<number> {
+  const watchdog = setTimeout(() => {
+    log("watchdog: the run exceeded 10 minutes; tearing everything down");
+    destroyAllNamespaces();
+    process.exit(3);
+  }, 10 * 60_000);
+  const run = await measureConnections(
+    {
+      connections,
+      label: opts.label,
+      loadFlows: [1, 1000],
+      loadMbps: [200, 400, 800],
+      loadSeconds: 3,
+      retryMs: 1000,
+      setupDeadlineMs: 120_000,
+    },
+    log,
+    gitCommit(),
+  );
+  clearTimeout(watchdog);
+  console.log(`\n${renderConnectionsSection(run, null)}`);
+  if (!opts.noDocs) log(`wrote ${writeConnectionsDocs(run, opts.docsDir)}`);
+  return run.errors.length > 0 ? 1 : 0;
 }
 
 process.exitCode = await main();

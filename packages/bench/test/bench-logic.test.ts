@@ -237,6 +237,7 @@ describe("parseBenchArgs", () => {
       keyed: false,
       defaultBuffers: true,
       udpRuns: [],
+      connections: null,
       help: false,
     });
     expect(parseBenchArgs(["--keyed"]).keyed).toBe(true);

@@ -66,6 +66,8 @@ async function start(config: ClientConfig, context: ProgramContext): Promise<Run
         tun: config.tun,
         tunnel4: config.ipv4.peer,
         tunnel6: config.ipv6?.peer,
+        // A flow is remembered while its connection may still be idle, and a minute more.
+        flowTimeoutSeconds: Math.ceil(config.idleTimeoutMs / 1000) + 60,
       },
       ipv6Forwarding: ipv6Used && config.ipv6 !== undefined,
       logger,

@@ -5,6 +5,7 @@
  */
 import {
   ConnectionLog,
+  type EgressMap,
   formatAddress,
   type LogSink,
   newRelayCounters,
@@ -39,12 +40,16 @@ export interface ShardSessionsOptions {
   /** Shards of the client (the shard-wide retry meter is this shard's share). */
   readonly shards: number;
   readonly logger: LogSink;
+  /** The host's egress map (automatic host rules), updated before each connection. */
+  readonly egress?: Pick<EgressMap, "prepare">;
 }
 
 export class ShardSessions implements SessionContext {
   readonly totals: RelayCounters = newRelayCounters();
   readonly handshakePacket: Buffer | undefined;
   private readonly counters = { opened: 0, closed: 0, failed: 0 };
+  /** `closed` by cause (the connection's close cause, or the client's own): a handful of names. */
+  private readonly closedBy: Record<string, number> = {};
   private readonly backoff: ReconnectBackoff;
   // Every line a UDP peer or the server can cause at will is rate-limited, with a summary of
   // what was suppressed: connections opened and closed (a generous budget: they are the
@@ -55,12 +60,14 @@ export class ShardSessions implements SessionContext {
   private readonly tunnel: Tunnel;
   private readonly peers: PeerTable;
   private readonly remoteName: string;
+  private readonly egress: Pick<EgressMap, "prepare"> | undefined;
 
   constructor(options: ShardSessionsOptions) {
     const { config, shards, logger } = options;
     this.config = config;
     this.tunnel = options.tunnel;
     this.peers = options.peers;
+    this.egress = options.egress;
     this.handshakePacket = options.handshakePacket;
     this.remoteName = formatAddress(config.remote.host, config.remote.port);
     this.connectionLog = new ConnectionLog(logger);
@@ -114,6 +121,7 @@ export class ShardSessions implements SessionContext {
     // The first address of the server that completes a handshake.
     for (const target of targets) {
       try {
+        await this.egress?.prepare(target.address, target.family);
         return await this.tunnel.connect(target);
       } catch (err) {
         lastError = err;
@@ -152,16 +160,25 @@ export class ShardSessions implements SessionContext {
     const sock = session.socket;
     if (!sock) return; // never opened: "connection failed" said it all
     this.counters.closed++;
+    this.closedBy[cause] = (this.closedBy[cause] ?? 0) + 1;
     this.connectionLog.closed(ends(session, sock), cause, session.openedAt, now);
   }
 
   /** The shard's stats; `truncated`: datagrams its UDP sockets cut off (see `relayStats`). */
-  stats(truncated: number): Record<string, number> {
-    return relayStats(
-      [{ connections: this.peers.size }, this.counters, this.backoff.counters, this.peers.refusals],
-      this.totals,
-      truncated,
-    );
+  stats(truncated: number): Record<string, unknown> {
+    return {
+      ...relayStats(
+        [
+          { connections: this.peers.size },
+          this.counters,
+          this.backoff.counters,
+          this.peers.refusals,
+        ],
+        this.totals,
+        truncated,
+      ),
+      closedBy: { ...this.closedBy },
+    };
   }
 
   /** Resets every session (at stop) and logs what the rate limits suppressed until now. */

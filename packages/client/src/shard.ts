@@ -6,6 +6,7 @@
  * worker_thread (or in the main thread when there is one shard).
  */
 import {
+  EgressMap,
   formatAddress,
   type RunCounting,
   type RunningShard,
@@ -126,6 +127,9 @@ export async function startClientShard(
     handshakePacket: data.handshakePacket && Buffer.from(data.handshakePacket),
     shards: shard.count,
     logger,
+    // With the automatic host rules, the stack's segments leave with the source address the
+    // egress map names for their server: looked up before every connection.
+    egress: config.autoRules ? new EgressMap(config.tun) : undefined,
   });
 
   // Tunnel -> UDP: each session sends its datagrams to its peer through the run writer;

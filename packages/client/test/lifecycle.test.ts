@@ -28,9 +28,16 @@ describe.skipIf(gate.skip)("fake-tcp-client lifecycle", () => {
     const first = new RunningProgram(ns, "client", args);
     const added = await first.waitFor("nft rules added");
     expect(added.rules).toEqual([
-      'oifname != "ftcl0" ip saddr 192.168.200.2 masquerade',
-      'oifname != "ftcl0" ip6 saddr fcc8::2 masquerade',
-      'iifname "ftcl0" ct state invalid drop',
+      'iifname "ftcl0" ip saddr 192.168.200.2 update @flows4 { ip daddr . tcp dport . tcp sport } notrack',
+      'iifname != "ftcl0" ip saddr . tcp sport . tcp dport @flows4 fib daddr type local notrack ip daddr set 192.168.200.2',
+      'iifname "ftcl0" ip6 saddr fcc8::2 update @flows6 { ip6 daddr . tcp dport . tcp sport } notrack',
+      'iifname != "ftcl0" ip6 saddr . tcp sport . tcp dport @flows6 fib daddr type local notrack ip6 daddr set fcc8::2',
+      'oifname != "ftcl0" ip saddr 192.168.200.2 ip saddr set ip daddr map @egress4',
+      'oifname != "ftcl0" ip6 saddr fcc8::2 ip6 saddr set ip6 daddr map @egress6',
+      'oifname != "ftcl0" ip saddr 192.168.200.2 drop',
+      'oifname != "ftcl0" ip6 saddr fcc8::2 drop',
+      "ip daddr . tcp dport . tcp sport @flows4 drop",
+      "ip6 daddr . tcp dport . tcp sport @flows6 drop",
     ]);
     await first.waitFor("fake-tcp-client running");
     // What the kernel holds, not only what the log says was added.

@@ -18,11 +18,27 @@
  * dynamic map whose entries live as long as the connection can idle); the stack's segments get
  * that address back as their source on the way out. Nothing a packet says about TCP state
  * changes what the rules do; only the stack decides whether a connection has ended.
+ *
+ * Client: the same idea the other way round, in place of a masquerade through conntrack. A
+ * masquerading conntrack entry is state that anyone who knows the client's public tuple can
+ * move from outside (an in-window forgery towards the client shifts its idea of the flow; it
+ * then finds the server's real segments invalid, stops un-NATting them, and the host's own
+ * TCP answers them with RSTs: both ends close). Instead the stack's segments are not tracked:
+ * on the way in from the TUN their flow (server address and port, the stack's port) is
+ * remembered in a dynamic set, and on the way out their source becomes the host's address
+ * towards that server (a map the program fills before each connection, from the route the
+ * kernel chooses: a new address after roaming is picked up by the reconnect). Segments from
+ * a remembered server end to a remembered port on one of the host's own addresses are not
+ * tracked either and go to the stack's address; whatever the host itself would send on such a
+ * flow (its TCP's RST for a segment it does not know) is dropped.
  */
 import { errnoCode, UsageError } from "./errors.js";
 import { runCommand } from "./run-command.js";
 
-/** What the client needs: masquerade of its stack's own (tunnel-side) addresses on egress. */
+/**
+ * What the client needs: its stack's own (tunnel-side) addresses rewritten statelessly to the
+ * host's address towards the server on egress, and the server's segments back to them.
+ */
 export interface ClientRulesSpec {
   readonly role: "client";
   /** TUN device name (the rules never rewrite traffic leaving through it). */
@@ -31,7 +47,18 @@ export interface ClientRulesSpec {
   readonly tunnel4?: string;
   /** The stack's IPv6 address (`--tun-peer6`); omitted when IPv6 is unused. */
   readonly tunnel6?: string;
+  /**
+   * How long a flow is remembered after the stack's last segment on it (seconds): longer
+   * than a connection can idle, so that the server's segments always reach the stack.
+   */
+  readonly flowTimeoutSeconds?: number;
 }
+
+/**
+ * The client's map of server address -> the host's source address towards it, per family
+ * (filled by {@link EgressMap}-style updates: see `egress-map.ts`).
+ */
+export const EGRESS_MAP = { 4: "egress4", 6: "egress6" } as const;
 
 /** What the server needs: its public TCP port, on the host's own addresses, to the stack. */
 export interface ServerRulesSpec {
@@ -100,7 +127,7 @@ function quoted(name: string): string {
 export interface ChainSpec {
   readonly name: string;
   readonly type: "nat" | "filter";
-  readonly hook: "prerouting" | "postrouting" | "forward" | "input";
+  readonly hook: "prerouting" | "postrouting" | "forward" | "input" | "output";
   readonly priority: "raw" | "raw - 10" | "raw + 10" | "dstnat" | "srcnat" | "filter";
   readonly rules: readonly string[];
 }
@@ -115,7 +142,7 @@ export interface MapSpec {
 
 /** The maps of the table for `spec`: the server's remembered clients, per family. */
 export function maps(spec: RulesSpec): MapSpec[] {
-  if (spec.role === "client") return [];
+  if (spec.role === "client") return clientMaps(spec);
   const timeout = spec.flowTimeoutSeconds ?? DEFAULT_FLOW_TIMEOUT_SECONDS;
   const map = (name: string, key: string, addr: string): MapSpec => ({
     name,
@@ -146,23 +173,7 @@ export function maps(spec: RulesSpec): MapSpec[] {
 /** The chains of the table for `spec`, with their rules. */
 export function chains(spec: RulesSpec): ChainSpec[] {
   const tun = quoted(spec.tun);
-  if (spec.role === "client") {
-    const nat: string[] = [];
-    if (spec.tunnel4) nat.push(`oifname != ${tun} ip saddr ${spec.tunnel4} masquerade`);
-    if (spec.tunnel6) nat.push(`oifname != ${tun} ip6 saddr ${spec.tunnel6} masquerade`);
-    return [
-      { name: "postrouting", type: "nat", hook: "postrouting", priority: "srcnat", rules: nat },
-      // conntrack does not NAT a segment it finds invalid (e.g. beyond the window it has
-      // seen); forwarded as it is, it would leave with the private tunnel address.
-      {
-        name: "forward",
-        type: "filter",
-        hook: "forward",
-        priority: "filter",
-        rules: [`iifname ${tun} ct state invalid drop`],
-      },
-    ];
-  }
+  if (spec.role === "client") return clientChains(spec);
   // Segments to the listen port on one of this host's own addresses (never a forwarded
   // packet for another machine, never the stack's own segments coming out of the TUN).
   const port = spec.port;
@@ -248,6 +259,74 @@ function sharedInbound(spec: ServerRulesSpec, inbound: string, stackOwn: string)
       rules: [...known, stackOwn],
     },
     { name: "admit", type: "filter", hook: "prerouting", priority: "raw + 10", rules: admit },
+  ];
+}
+
+/**
+ * The client's maps: per family, the host's source address towards each server (filled by
+ * the program) and the flows of the stack (filled by its own segments, dynamic).
+ */
+function clientMaps(spec: ClientRulesSpec): MapSpec[] {
+  const timeout = spec.flowTimeoutSeconds ?? DEFAULT_FLOW_TIMEOUT_SECONDS;
+  const flows = (name: string, addr: string): MapSpec => ({
+    name,
+    set: true,
+    lines: [
+      // Server address, server port, the stack's port.
+      `type ${addr} . inet_service . inet_service`,
+      "flags dynamic,timeout",
+      `timeout ${timeout}s`,
+      `size ${FLOW_MAP_SIZE}`,
+    ],
+  });
+  const out: MapSpec[] = [];
+  if (spec.tunnel4) {
+    out.push({ name: EGRESS_MAP[4], lines: ["type ipv4_addr : ipv4_addr"] });
+    out.push(flows("flows4", "ipv4_addr"));
+  }
+  if (spec.tunnel6) {
+    out.push({ name: EGRESS_MAP[6], lines: ["type ipv6_addr : ipv6_addr"] });
+    out.push(flows("flows6", "ipv6_addr"));
+  }
+  return out;
+}
+
+/**
+ * The client's chains. `inbound` (before conntrack): the stack's segments from the TUN are
+ * remembered and not tracked; the server's segments of a remembered flow, to one of the
+ * host's own addresses, are not tracked and go to the stack's address (routed into the TUN).
+ * `outbound`: the stack's segments leave with the host's address towards their server, or not
+ * at all (never with the private tunnel address). `local`: nothing the host itself sends on a
+ * remembered flow leaves (its TCP would answer a segment that reached it with an RST).
+ */
+function clientChains(spec: ClientRulesSpec): ChainSpec[] {
+  const tun = quoted(spec.tun);
+  const inbound: string[] = [];
+  const outbound: string[] = [];
+  const unmapped: string[] = [];
+  const local: string[] = [];
+  const families = [
+    { tunnel: spec.tunnel4, ip: "ip", flows: "flows4", egress: EGRESS_MAP[4] },
+    { tunnel: spec.tunnel6, ip: "ip6", flows: "flows6", egress: EGRESS_MAP[6] },
+  ];
+  for (const { tunnel, ip, flows, egress } of families) {
+    if (!tunnel) continue;
+    inbound.push(
+      `iifname ${tun} ${ip} saddr ${tunnel} update @${flows} { ${ip} daddr . tcp dport . tcp sport } notrack`,
+    );
+    inbound.push(
+      `iifname != ${tun} ${ip} saddr . tcp sport . tcp dport @${flows} fib daddr type local notrack ${ip} daddr set ${tunnel}`,
+    );
+    outbound.push(
+      `oifname != ${tun} ${ip} saddr ${tunnel} ${ip} saddr set ${ip} daddr map @${egress}`,
+    );
+    unmapped.push(`oifname != ${tun} ${ip} saddr ${tunnel} drop`);
+    local.push(`${ip} daddr . tcp dport . tcp sport @${flows} drop`);
+  }
+  return [
+    { name: "inbound", type: "filter", hook: "prerouting", priority: "raw", rules: inbound },
+    outboundChain(outbound, unmapped),
+    { name: "local", type: "filter", hook: "output", priority: "raw", rules: local },
   ];
 }
 

@@ -7,7 +7,6 @@ import { formatAddress } from "./address.js";
 import { oneLine } from "./errors.js";
 import { Cleanup, type RunningProgram } from "./lifecycle.js";
 import { createLogger, type Logger, type LogLevel, logLinesDropped } from "./logger.js";
-import { renderMetrics, startMetricsServer } from "./metrics.js";
 import type { CommonConfig } from "./options.js";
 import { programStats, type ShardHandle, type ShardStarter, startShards } from "./shards.js";
 import { openTunnelDevice, type TunnelDevice } from "./tunnel.js";
@@ -110,9 +109,12 @@ export async function shardedProgram(
       version: programVersion(),
       logLinesDropped: logLinesDropped(),
     });
+    // Loaded only when asked for: prom-client takes a while to load, and the shard workers
+    // (which load this module too) never need it.
+    const { ProgramMetrics, startMetricsServer } = await import("./metrics.js");
     const server = await startMetricsServer(
       config.metrics,
-      async () => renderMetrics(await Promise.all(shards.map((s) => s.stats())), info()),
+      new ProgramMetrics(shards, info),
       logger,
     );
     cleanup.add("metrics endpoint", () => server.close());

@@ -4,6 +4,7 @@
  * main thread and its shards talk only about rare things over the worker's MessagePort
  * (start, log lines, stats on request, stop), never per packet.
  */
+import { performance } from "node:perf_hooks";
 import v8 from "node:v8";
 import { parentPort, Worker, workerData } from "node:worker_threads";
 import { oneLine, UsageError } from "./errors.js";
@@ -31,6 +32,8 @@ export type ShardStarter<D> = (data: D, context: ShardContext) => Promise<Runnin
 /** A running shard, as the main thread sees it. */
 export interface ShardHandle {
   stats(): Promise<Record<string, unknown>>;
+  /** Milliseconds the shard's thread has spent working (not waiting) since it started. */
+  busyMs(): number;
   stop(): Promise<void>;
 }
 
@@ -62,7 +65,11 @@ export async function startLocalShard<D>(
   context: ShardContext,
 ): Promise<ShardHandle> {
   const shard = await start(data, context);
-  return { stats: async () => shard.stats(), stop: () => shard.stop() };
+  return {
+    stats: async () => shard.stats(),
+    busyMs: () => performance.eventLoopUtilization().active,
+    stop: () => shard.stop(),
+  };
 }
 
 /**
@@ -82,6 +89,7 @@ export function spawnShard<D>(
   let nextId = 0;
   let state: "starting" | "running" | "stopping" | "exited" = "starting";
   let onStopped: (() => void) | null = null;
+  let busyMs = 0;
 
   return new Promise<ShardHandle>((resolve, reject) => {
     const handle: ShardHandle = {
@@ -99,6 +107,11 @@ export function spawnShard<D>(
           });
           worker.postMessage({ t: "stats", id } satisfies ToShard);
         });
+      },
+      busyMs: () => {
+        // Read from this thread, no message: kept once the worker is gone.
+        if (state === "running") busyMs = worker.performance.eventLoopUtilization().active;
+        return busyMs;
       },
       stop: async () => {
         if (state === "exited") return;

@@ -12,6 +12,7 @@ import { oneLine, UsageError } from "./errors.js";
 import type { Logger, LogSink } from "./logger.js";
 import type { CommonConfig } from "./options.js";
 import { RateLimitedLog } from "./rate-limited-log.js";
+import { hostSourcePorts } from "./source-ports.js";
 import { describeTunError } from "./tun-errors.js";
 import type { TunnelSocket } from "./tunnel-socket.js";
 
@@ -145,6 +146,11 @@ export interface StartTunnelOptions {
    * from another port may reach another shard than the original.
    */
   readonly replayCache?: SharedArrayBuffer;
+  /**
+   * Listeners: most connections from one source over all shards (split like
+   * `--max-connections`). Default: the stack's, a quarter of this shard's table.
+   */
+  readonly maxConnectionsPerSource?: number;
 }
 
 /**
@@ -205,6 +211,10 @@ function newStack(queue: TunQueue, config: CommonConfig, options: StartTunnelOpt
     local4: config.ipv4.peer,
     local6: config.ipv6?.peer,
     maxConnections: shardShare(config.maxConnections, options.shard.count),
+    maxConnectionsPerSource:
+      options.maxConnectionsPerSource === undefined
+        ? undefined
+        : shardShare(options.maxConnectionsPerSource, options.shard.count),
     idleTimeoutMs: config.idleTimeoutMs,
     keepaliveIntervalMs: config.keepaliveMs,
     // Linux conntrack (our own masquerade and DNAT, and NAT routers on the way) learns the
@@ -216,6 +226,9 @@ function newStack(queue: TunQueue, config: CommonConfig, options: StartTunnelOpt
     ackBytes: ACK_BYTES,
     segmentationOffload: config.segmentationOffload,
     portShard: options.shard,
+    // Under the automatic (stateless) host rules the client's ports must not be ones the
+    // host's own sockets may take (see source-ports.ts); the server picks no ports.
+    sourcePorts: config.autoRules ? hostSourcePorts() : undefined,
     key: config.key,
     replayCacheMemory: options.replayCache,
     // Keyed handshakes announce the window scale this host's kernel would (its SYNs are

@@ -1,33 +1,70 @@
 import { afterAll, describe, expect, it } from "vitest";
 import { cleanupAll, Netns, realDeviceGate } from "../../../test-support/netns.js";
+import { EgressMap, sourceAddressTowards } from "../src/egress-map.js";
 import { UsageError } from "../src/errors.js";
 import { buildApplyScript, buildRuleset, NftTable, ruleLines, tableName } from "../src/nft.js";
 import { queueRuleLine, ShareQueueRules } from "../src/share-rules.js";
 
 describe("nft rule text", () => {
-  it("client: masquerade of the stack's addresses, never out of the TUN", () => {
+  it("client: untracked, stateless rewrite of the stack's flows both ways, nothing of the host's own on them", () => {
     const spec = {
       role: "client",
       tun: "ftc0",
       tunnel4: "192.168.200.2",
       tunnel6: "fcc8::2",
+      flowTimeoutSeconds: 300,
     } as const;
     expect(buildRuleset(spec)).toBe(
       [
         "table inet fake_tcp_ftc0 {",
-        "\tchain postrouting {",
-        "\t\ttype nat hook postrouting priority srcnat; policy accept;",
-        '\t\toifname != "ftc0" ip saddr 192.168.200.2 masquerade',
-        '\t\toifname != "ftc0" ip6 saddr fcc8::2 masquerade',
+        "\tmap egress4 {",
+        "\t\ttype ipv4_addr : ipv4_addr",
         "\t}",
-        "\tchain forward {",
-        "\t\ttype filter hook forward priority filter; policy accept;",
-        '\t\tiifname "ftc0" ct state invalid drop',
+        "\tset flows4 {",
+        "\t\ttype ipv4_addr . inet_service . inet_service",
+        "\t\tflags dynamic,timeout",
+        "\t\ttimeout 300s",
+        "\t\tsize 262144",
+        "\t}",
+        "\tmap egress6 {",
+        "\t\ttype ipv6_addr : ipv6_addr",
+        "\t}",
+        "\tset flows6 {",
+        "\t\ttype ipv6_addr . inet_service . inet_service",
+        "\t\tflags dynamic,timeout",
+        "\t\ttimeout 300s",
+        "\t\tsize 262144",
+        "\t}",
+        "\tchain inbound {",
+        "\t\ttype filter hook prerouting priority raw; policy accept;",
+        '\t\tiifname "ftc0" ip saddr 192.168.200.2 update @flows4 { ip daddr . tcp dport . tcp sport } notrack',
+        '\t\tiifname != "ftc0" ip saddr . tcp sport . tcp dport @flows4 fib daddr type local notrack ip daddr set 192.168.200.2',
+        '\t\tiifname "ftc0" ip6 saddr fcc8::2 update @flows6 { ip6 daddr . tcp dport . tcp sport } notrack',
+        '\t\tiifname != "ftc0" ip6 saddr . tcp sport . tcp dport @flows6 fib daddr type local notrack ip6 daddr set fcc8::2',
+        "\t}",
+        "\tchain outbound {",
+        "\t\ttype filter hook postrouting priority srcnat; policy accept;",
+        '\t\toifname != "ftc0" ip saddr 192.168.200.2 ip saddr set ip daddr map @egress4',
+        '\t\toifname != "ftc0" ip6 saddr fcc8::2 ip6 saddr set ip6 daddr map @egress6',
+        '\t\toifname != "ftc0" ip saddr 192.168.200.2 drop',
+        '\t\toifname != "ftc0" ip6 saddr fcc8::2 drop',
+        "\t}",
+        "\tchain local {",
+        "\t\ttype filter hook output priority raw; policy accept;",
+        "\t\tip daddr . tcp dport . tcp sport @flows4 drop",
+        "\t\tip6 daddr . tcp dport . tcp sport @flows6 drop",
         "\t}",
         "}",
         "",
       ].join("\n"),
     );
+    // IPv4 only: nothing of IPv6, and the default flow timeout.
+    const v4 = buildRuleset({ role: "client", tun: "ftc0", tunnel4: "192.168.200.2" });
+    expect(v4).not.toContain("ip6");
+    expect(v4).not.toContain("flows6");
+    expect(v4).toContain("timeout 240s");
+    // No masquerade and no conntrack state anywhere in the client's rules.
+    expect(buildRuleset(spec)).not.toMatch(/masquerade|ct state/);
   });
 
   it("server: untracked, stateless rewrite of the listen port on local addresses, IPv4 only without an IPv6 address", () => {
@@ -138,19 +175,46 @@ describe.skipIf(gate.skip)("nft table in a throw-away namespace", () => {
     ns.destroy();
   });
 
-  it("client table lists exactly the masquerade rules", async () => {
+  it("client table lists exactly its rules, and the egress map takes, keeps and replaces a server's source", async () => {
     const ns = new Netns("ftcn");
-    const table = new NftTable(
-      { role: "client", tun: "ftc0", tunnel4: "192.168.200.2", tunnel6: "fcc8::2" },
-      ["ip", "netns", "exec", ns.name, "nft"],
-    );
+    const nft = ["ip", "netns", "exec", ns.name, "nft"];
+    const spec = {
+      role: "client",
+      tun: "ftc0",
+      tunnel4: "192.168.200.2",
+      tunnel6: "fcc8::2",
+    } as const;
+    const table = new NftTable(spec, nft);
     expect(await table.apply()).toEqual({ staleRemoved: false });
     const listed = ns.exec("nft", ["list", "table", "inet", "fake_tcp_ftc0"]);
-    expect(listed).toContain('oifname != "ftc0" ip saddr 192.168.200.2 masquerade');
-    expect(listed).toContain('oifname != "ftc0" ip6 saddr fcc8::2 masquerade');
-    expect(listed).toContain('iifname "ftc0" ct state invalid drop');
+    for (const rule of ruleLines(spec)) expect(listed).toContain(rule);
+
+    // The source towards a server as the routing table says (here: scripted, as roaming).
+    let source4 = "198.51.100.7";
+    const egress = new EgressMap("ftc0", nft, async (_server, family) =>
+      family === 4 ? source4 : "2001:db8::7",
+    );
+    const elements = (map: string) => ns.exec("nft", ["list", "map", "inet", "fake_tcp_ftc0", map]);
+    await egress.prepare("203.0.113.1", 4);
+    await egress.prepare("2001:db8:1::1", 6);
+    expect(elements("egress4")).toContain("203.0.113.1 : 198.51.100.7");
+    expect(elements("egress6")).toContain("2001:db8:1::1 : 2001:db8::7");
+    // Roaming: the next connection writes the new source in place of the old.
+    source4 = "198.51.100.8";
+    await egress.prepare("203.0.113.1", 4);
+    expect(elements("egress4")).toContain("203.0.113.1 : 198.51.100.8");
+    expect(elements("egress4")).not.toContain("198.51.100.7");
+    // Another shard that still believes the old source finds the element changed: replaced.
+    const other = new EgressMap("ftc0", nft, async () => "198.51.100.9");
+    await other.prepare("203.0.113.1", 4);
+    expect(elements("egress4")).toContain("203.0.113.1 : 198.51.100.9");
     await table.remove();
     ns.destroy();
+  });
+
+  it("the source towards an address is the one the routing table picks", async () => {
+    expect(await sourceAddressTowards("127.0.0.1", 4)).toBe("127.0.0.1");
+    await expect(sourceAddressTowards("::1", 6)).resolves.toBe("::1");
   });
 });
 

@@ -62,7 +62,12 @@ describe("startShards with workers", () => {
     expect(shards).toHaveLength(3);
     const stats = await Promise.all(shards.map((s) => s.stats()));
     expect(sumStats(stats)).toEqual({ name: "shard-0", packets: 60, nested: { a: 3 } });
+    // Each worker's busy time, read from this thread: it started a shard, so it worked.
+    const busy = shards.map((s) => s.busyMs());
+    for (const ms of busy) expect(ms).toBeGreaterThan(0);
     await Promise.all(shards.map((s) => s.stop()));
+    // Kept once the worker is gone (a counter must not go back to 0).
+    expect(shards.map((s) => s.busyMs())).toEqual(busy);
     const started = lines.filter((l) => l.msg === "shard started").map((l) => l.obj);
     expect(started).toEqual(expect.arrayContaining([{ index: 0 }, { index: 1 }, { index: 2 }]));
     expect(lines.filter((l) => l.msg === "shard stopped")).toHaveLength(3);

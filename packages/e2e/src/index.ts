@@ -3,6 +3,22 @@
  */
 export { ADDR, IFACE, type RigMode } from "./addresses.js";
 export { Capture, countPcap, type ProtocolCounts } from "./capture.js";
+export {
+  FLEET_ADDR,
+  FLEET_CLIENT_ARGS,
+  FLEET_PORTS,
+  FLEET_SERVER_ARGS,
+  Fleet,
+  type FleetOptions,
+  type HubPeer,
+} from "./fleet.js";
+export {
+  BALANCER_TABLE,
+  type BalancerConfig,
+  balancerRuleset,
+  pickRule,
+  replaceServers,
+} from "./fleet-balancer.js";
 export { type FlowRun, FlowSink, flowDown, flowUp, type SinkStats } from "./flow.js";
 export { type IperfUdpResult, runIperfUdp, startIperfServer } from "./iperf.js";
 export {
@@ -39,4 +55,4 @@ export {
   startServer,
   TunnelProgram,
 } from "./tunnel.js";
-export { startWireGuard, type WireGuardPair } from "./wireguard.js";
+export { startWireGuard, startWireGuardEnd, type WireGuardPair } from "./wireguard.js";

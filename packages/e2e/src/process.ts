@@ -59,7 +59,9 @@ export class ManagedProcess {
     this.collect("stdout");
     this.collect("stderr");
     this.exited = new Promise((resolve) => {
-      this.child.once("exit", (code, signal) => {
+      // "close", not "exit": the exit can be reported before the last lines of stdout are
+      // read, and a waiter would then see an exit without the line the process printed last.
+      this.child.once("close", (code, signal) => {
         this.exitStatus = code ?? signal ?? "unknown";
         this.notify();
         resolve();

@@ -462,7 +462,8 @@ export class Rig {
       ...args,
     ]);
     this.extraApps.push(injector);
-    await injector.waitFor((l) => l.json?.event === "ready", 10_000);
+    // Generous: node starts slowly on a busy shared machine.
+    await injector.waitFor((l) => l.json?.event === "ready", 30_000);
     return injector;
   }
 

@@ -39,7 +39,11 @@ export interface WireGuardOptions {
   addressB?: string;
 }
 
-async function startEnd(
+/**
+ * Starts wireguard-go in `ns` on a new interface with `address`/24, up with `mtu`, and makes
+ * its private key (not yet set: `wg set ... private-key FILE`).
+ */
+export async function startWireGuardEnd(
   ns: Namespace,
   address: string,
   mtu: number,
@@ -68,8 +72,8 @@ export async function startWireGuard(
   opts: WireGuardOptions,
 ): Promise<WireGuardPair> {
   const mtu = opts.mtu ?? 1428;
-  const endA = await startEnd(a, opts.addressA ?? "10.99.0.1", mtu);
-  const endB = await startEnd(b, opts.addressB ?? "10.99.0.2", mtu);
+  const endA = await startWireGuardEnd(a, opts.addressA ?? "10.99.0.1", mtu);
+  const endB = await startWireGuardEnd(b, opts.addressB ?? "10.99.0.2", mtu);
   const pubA = a.exec("wg", ["pubkey"], endA.privateKey).trim();
   const pubB = b.exec("wg", ["pubkey"], endB.privateKey).trim();
   // `wg set` reads keys from files only: a private temporary directory, removed at once.

@@ -5,56 +5,22 @@
  * holds node, npm and sh only (no cc, make, g++, python3): the prebuilt addon must do. The
  * installed commands then print their version and carry a tunnel between two namespaces.
  * Also: the install hook's one-line how-to when neither a prebuilt addon nor a build works.
- *
- * Verdaccio (6.8.0, node-fetch pinned to 2.7.0 to install on Node 20) is installed from the
- * npm registry into .cache/verdaccio on first use; our package names are served from the
- * local storage only (never proxied), everything else through the npm registry.
+ * The same install in a clean container (a Debian root with only Node, booted by systemd) is
+ * in systemd-service.test.ts. The registry: ./local-registry.ts.
  */
-import { type ChildProcess, execFile, spawn, spawnSync } from "node:child_process";
-import {
-  cpSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  rmSync,
-  symlinkSync,
-  writeFileSync,
-} from "node:fs";
+import { execFile, spawnSync } from "node:child_process";
+import { cpSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cleanupAll, linkNamespaces, Netns, realDeviceGate } from "../../../test-support/netns.js";
 import { RunningProgram } from "../../common/test/program-harness.js";
+import { type LocalRegistry, startLocalRegistry } from "./local-registry.js";
 
 const gate = realDeviceGate();
 const execFileAsync = promisify(execFile);
 const root = join(import.meta.dirname, "../../..");
-const PACKAGES = ["fake-tcp", "common", "tun", "client", "server"];
-const verdaccioDir = join(root, ".cache/verdaccio");
-
-/** Installs Verdaccio once (bounded); returns why it could not, or null. */
-function ensureVerdaccio(): string | null {
-  if (existsSync(join(verdaccioDir, "node_modules/.bin/verdaccio"))) return null;
-  mkdirSync(verdaccioDir, { recursive: true });
-  writeFileSync(
-    join(verdaccioDir, "package.json"),
-    JSON.stringify({
-      name: "verdaccio-runner",
-      private: true,
-      dependencies: { verdaccio: "6.8.0" },
-      overrides: { "node-fetch": "2.7.0" },
-    }),
-  );
-  const result = spawnSync("npm", ["install", "--no-audit", "--no-fund", "--loglevel=error"], {
-    cwd: verdaccioDir,
-    encoding: "utf8",
-    timeout: 300_000,
-  });
-  return result.status === 0 ? null : `npm install verdaccio failed: ${result.stderr.slice(-300)}`;
-}
-
 const ECHO = `
 const s = require("node:dgram").createSocket("udp4");
 s.on("message", (m, r) => s.send(m, r.port, r.address));
@@ -78,79 +44,15 @@ s.connect(1234, "127.0.0.1", async () => {
 
 describe.skipIf(gate.skip)("npm install -g from a registry, without a compiler", () => {
   let dir: string;
-  let registry: ChildProcess | undefined;
-  let url: string;
+  let registry: LocalRegistry | undefined;
   let prefix: string;
   /** node, npm and sh only. */
   let bareBin: string;
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), "ftc-npm-"));
-    const failure = ensureVerdaccio();
-    if (failure) throw new Error(failure);
-
-    const port = 20_000 + Math.floor(Math.random() * 20_000);
-    url = `http://127.0.0.1:${port}/`;
-    writeFileSync(
-      join(dir, "verdaccio.yaml"),
-      [
-        `storage: ${join(dir, "storage")}`,
-        "auth:",
-        "  htpasswd:",
-        `    file: ${join(dir, "htpasswd")}`,
-        "uplinks:",
-        "  npmjs:",
-        "    url: https://registry.npmjs.org/",
-        "packages:",
-        "  'fake-tcp*':",
-        "    access: $all",
-        "    publish: $authenticated",
-        "  '**':",
-        "    access: $all",
-        "    proxy: npmjs",
-        "log: { type: stdout, format: pretty, level: warn }",
-        `listen: 127.0.0.1:${port}`,
-      ].join("\n"),
-    );
-    registry = spawn(
-      process.execPath,
-      [
-        join(verdaccioDir, "node_modules/verdaccio/bin/verdaccio"),
-        "-c",
-        join(dir, "verdaccio.yaml"),
-      ],
-      { stdio: "ignore" },
-    );
-    const deadline = Date.now() + 60_000;
-    for (;;) {
-      try {
-        if ((await fetch(`${url}-/ping`)).ok) break;
-      } catch {}
-      if (Date.now() > deadline) throw new Error("verdaccio did not answer within 60 s");
-      await new Promise((r) => setTimeout(r, 300));
-    }
-    // A user for publishing (Verdaccio registers it on first login).
-    const login = await fetch(`${url}-/user/org.couchdb.user:ci`, {
-      method: "PUT",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ name: "ci", password: "ci-password-1" }),
-    });
-    const { token } = (await login.json()) as { token: string };
-    const npmrc = join(dir, "npmrc");
-    writeFileSync(npmrc, `registry=${url}\n//127.0.0.1:${port}/:_authToken=${token}\n`);
-
-    const packed = join(dir, "packed");
-    for (const name of PACKAGES) {
-      await execFileAsync("pnpm", ["pack", "--pack-destination", packed], {
-        cwd: join(root, "packages", name),
-        timeout: 120_000,
-      });
-    }
-    for (const tarball of readdirSync(packed)) {
-      await execFileAsync("npm", ["publish", join(packed, tarball), "--userconfig", npmrc], {
-        timeout: 120_000,
-      });
-    }
+    registry = await startLocalRegistry(dir);
+    const npmrc = registry.npmrc;
 
     bareBin = join(dir, "bare-bin");
     mkdirSync(bareBin);
@@ -192,7 +94,7 @@ describe.skipIf(gate.skip)("npm install -g from a registry, without a compiler",
 
   afterAll(() => {
     cleanupAll();
-    registry?.kill("SIGTERM");
+    registry?.stop();
     rmSync(dir, { recursive: true, force: true });
   });
 

@@ -176,6 +176,74 @@ describe.skipIf(gate.skip)("tunnel resilience", () => {
     });
   });
 
+  describe("the client host roams", () => {
+    it("reconnects with its new source address when the old one stops working mid-flow", async () => {
+      // The client's host rules give the stack's segments the host's source address towards
+      // the server, looked up at every connection: a host whose route now prefers another
+      // address, and whose old address no longer reaches anything, must come back on the new
+      // one (dead-peer detection, then a reconnect that looks the source up again).
+      const rig = await Rig.create({ mode: "tunnel", clientArgs: ["--keepalive", "1"] });
+      const roamed = "10.201.1.21";
+      try {
+        await rig.startEcho();
+        const running = rig.startStream({ intervalMs: 20 });
+        await sleep(1_500);
+        const before = rig.routerConntrack().filter((e) => e.dst === ADDR.tunnelServer);
+        rig.c.exec("ip", ["addr", "add", `${roamed}/24`, "dev", "lan0"]);
+        rig.c.exec("ip", [
+          "route",
+          "replace",
+          ADDR.wanPrefix,
+          "via",
+          ADDR.routerLan,
+          "src",
+          roamed,
+        ]);
+        // The old address is gone from the network's point of view: R passes no TCP of it.
+        rig.r.exec(
+          "nft",
+          ["-f", "-"],
+          [
+            "table inet roam {",
+            "  chain forward {",
+            "    type filter hook forward priority -10; policy accept;",
+            `    ip saddr ${ADDR.tunnelClient} meta l4proto tcp drop`,
+            `    ip daddr ${ADDR.tunnelClient} meta l4proto tcp drop`,
+            "  }",
+            "}",
+            "",
+          ].join("\n"),
+        );
+        const roamedAt = Date.now();
+        await sleep(AFTER_EVENT_MS);
+        const result = await running.stop();
+        const recovery = recoveryMs(result, roamedAt);
+        const after = rig
+          .routerConntrack()
+          .filter((e) => e.dst === ADDR.tunnelServer && e.state === "ESTABLISHED");
+        const closes = rig.client!.find(/connection closed/).map((l) => l.json?.cause);
+        console.log("roaming:", {
+          recovery,
+          longestGap: longestGapMs(result),
+          before: before.map((e) => `${e.src}:${e.sport} ${e.state}`),
+          after: after.map((e) => `${e.src}:${e.sport} ${e.state}`),
+          clientCloses: closes,
+        });
+        expect(before.map((e) => e.src)).toEqual([ADDR.tunnelClient]);
+        // The old connection died of dead-peer detection and a new one runs from the new address.
+        expect(closes).toContain("dead-peer");
+        expect(after.map((e) => e.src)).toContain(roamed);
+        expect(recovery).not.toBeNull();
+        expect(recovery!).toBeLessThan(RECOVERY_BOUND_MS);
+        expect(
+          result.replies.filter(([, sentAt]) => sentAt > roamedAt + recovery! + 500).length,
+        ).toBeGreaterThanOrEqual(FLOWING);
+      } finally {
+        await rig.destroy();
+      }
+    });
+  });
+
   describe("an idle flow and R's conntrack timeout for unacknowledged data", () => {
     let rig: Rig;
     beforeAll(async () => {

@@ -9,7 +9,8 @@ export {
   tokenSlotOf,
 } from "./keyed/tunnel-key.js";
 export { BoundedQueue } from "./stack/bounded-queue.js";
-export type { PortShard, StackLogger, StackOptions } from "./stack/options.js";
+export type { PortRange, PortShard, StackLogger, StackOptions } from "./stack/options.js";
+export { EPHEMERAL_PORTS } from "./stack/options.js";
 export { RunBuffer } from "./stack/run-buffer.js";
 export {
   type CloseCause,

@@ -105,6 +105,34 @@ describe("client source ports", () => {
     expect(d.localPort).toBe(32768);
   });
 
+  it("sourcePorts: another range (the host rules' ports outside the host's own), same rule, and its exhaustion", async () => {
+    const { pair, client, server } = pairOf({ client: { sourcePorts: { first: 1024, count: 3 } } });
+    server.listen(7000);
+    vi.spyOn(Math, "random").mockReturnValue(0.999999999);
+    const a = await client.connect("192.168.201.2:7000");
+    const b = await client.connect("192.168.201.2:7000");
+    expect([a.localPort, b.localPort]).toEqual([1026, 1024]);
+    pair.aToB.filter = () => false;
+    const c = client.connect("192.168.201.2:7000");
+    c.catch(() => {});
+    await expect(client.connect("192.168.201.2:7000")).rejects.toMatchObject({
+      code: "EADDRNOTAVAIL",
+      message: expect.stringMatching(/all 3 in use/),
+    });
+    client.close();
+    await Promise.allSettled([c]);
+  });
+
+  it("sourcePorts: a range past port 65535 or empty is refused", () => {
+    expect(() => pairOf({ client: { sourcePorts: { first: 65000, count: 537 } } })).toThrow(
+      RangeError,
+    );
+    expect(() => pairOf({ client: { sourcePorts: { first: 1024, count: 0 } } })).toThrow(
+      RangeError,
+    );
+    expect(() => pairOf({ client: { sourcePorts: { first: 65000, count: 536 } } })).not.toThrow();
+  });
+
   it("exhaustion gives a clear error", async () => {
     const { pair, client } = pairOf({ client: { maxConnections: 100_000 } });
     pair.aToB.filter = () => false; // nobody answers: sockets stay in SYN-SENT

@@ -27,6 +27,19 @@ export interface ServerConfig extends CommonConfig {
   readonly share: boolean;
   /** `--share-queue`: the NFQUEUE number of the share verdicts. */
   readonly shareQueue: number;
+  /**
+   * `--max-connections-per-source`: most connections from one IPv4 address or IPv6 /64, over
+   * all shards (each shard admits its share, rounded up).
+   */
+  readonly maxConnectionsPerSource: number;
+}
+
+/**
+ * The per-source bound when none is given: a quarter of `--max-connections` (rounded up), so
+ * that filling the table takes at least four sources.
+ */
+export function defaultMaxConnectionsPerSource(maxConnections: number): number {
+  return Math.ceil(maxConnections / 4);
 }
 
 export const SERVER_PROGRAM = "fake-tcp-server";
@@ -72,6 +85,13 @@ export function parseServerArgs(
           default: false,
           describe:
             "share --listen with a TCP service of this host (nginx on 443, sshd on 22): only connections whose SYN carries the key's token reach the tunnel, all others the service (needs --key-file, and iptables-nft for the NFQUEUE rule)",
+        },
+        "max-connections-per-source": {
+          requiresArg: true,
+          defaultDescription: "a quarter of --max-connections",
+          describe:
+            "most connections from one client address (IPv4 address or IPv6 /64); raise it when many clients share one NAT address",
+          group: "Tuning:",
         },
         "share-queue": {
           requiresArg: true,
@@ -119,6 +139,26 @@ export function parseServerArgs(
       );
     }
     const shareQueue = integerOption(args, "shareQueue", "--share-queue", 0, 65535);
-    return { ...common, listen, remote, share, shareQueue };
+    const maxConnectionsPerSource = perSourceOption(args, common.maxConnections);
+    return { ...common, listen, remote, share, shareQueue, maxConnectionsPerSource };
   });
+}
+
+/** `--max-connections-per-source`: at most `--max-connections` (more could never be used). */
+function perSourceOption(args: Record<string, unknown>, maxConnections: number): number {
+  if (stringOption(args, "maxConnectionsPerSource", "--max-connections-per-source") === undefined)
+    return defaultMaxConnectionsPerSource(maxConnections);
+  const value = integerOption(
+    args,
+    "maxConnectionsPerSource",
+    "--max-connections-per-source",
+    1,
+    1_000_000,
+  );
+  if (value > maxConnections) {
+    throw new UsageError(
+      `--max-connections-per-source: ${value} is above --max-connections (${maxConnections}); raise --max-connections or lower this`,
+    );
+  }
+  return value;
 }

@@ -17,7 +17,8 @@ import {
   type TunnelSocket,
   type UdpRunWriter,
 } from "fake-tcp-common";
-import { newServerCounters, Relay } from "./relay.js";
+import { UdpReceiveArea } from "fake-tcp-tun/udp";
+import { newServerCounters, RELAY_BATCH_SIZE, Relay } from "./relay.js";
 
 /** What a {@link RelayTable} needs. */
 export interface RelayTableOptions {
@@ -39,12 +40,20 @@ export class RelayTable {
   readonly totals = newServerCounters();
   private readonly relays = new Set<Relay>();
   private readonly counters = { opened: 0, closed: 0, endedBeforeAccept: 0 };
+  /** `closed` by cause (the connection's close cause, or `local`): a handful of names. */
+  private readonly closedBy: Record<string, number> = {};
   /** Per-connection lines, and warnings: separate budgets. */
   private readonly connectionLog: ConnectionLog;
   private readonly warnLog: RateLimitedLog;
   private readonly remoteName: string;
+  /**
+   * One set of receive buffers for every relay socket of the shard (they all run on its
+   * thread): per-socket buffers would cost ~28 KiB per connection.
+   */
+  private readonly receiveArea: UdpReceiveArea;
 
   constructor(private readonly options: RelayTableOptions) {
+    this.receiveArea = new UdpReceiveArea(RELAY_BATCH_SIZE, options.maxDatagramBytes);
     this.connectionLog = new ConnectionLog(options.logger);
     this.warnLog = new RateLimitedLog(options.logger);
     this.remoteName = formatAddress(options.remote.address, options.remote.port);
@@ -68,7 +77,7 @@ export class RelayTable {
         this.totals,
         this.options.runs,
         this.options.flushTunnel,
-        this.options.maxDatagramBytes,
+        this.receiveArea,
         (ended, cause) => this.closed(ended, cause),
       );
     } catch (err) {
@@ -94,11 +103,14 @@ export class RelayTable {
   }
 
   /** The shard's counters. */
-  stats(): Record<string, number> {
+  stats(): Record<string, unknown> {
     let truncated = 0;
     for (const relay of this.relays) truncated += relay.truncated();
     const open = { connections: this.relays.size, relays: this.relays.size };
-    return relayStats([open, this.counters], this.totals, truncated);
+    return {
+      ...relayStats([open, this.counters], this.totals, truncated),
+      closedBy: { ...this.closedBy },
+    };
   }
 
   /** Closes every relay (RST on each connection) and logs what the rate limit held back. */
@@ -111,6 +123,7 @@ export class RelayTable {
   private closed(relay: Relay, cause: string): void {
     if (!this.relays.delete(relay)) return;
     this.counters.closed++;
+    this.closedBy[cause] = (this.closedBy[cause] ?? 0) + 1;
     this.connectionLog.closed(this.ends(relay.sock), cause, relay.openedAt);
   }
 

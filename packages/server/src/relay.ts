@@ -16,9 +16,12 @@ import {
   type UdpRunWriter,
   udpCounting,
 } from "fake-tcp-common";
-import { type UdpBatch, UdpBatchSocket } from "fake-tcp-tun/udp";
+import { type UdpBatch, UdpBatchSocket, type UdpReceiveArea } from "fake-tcp-tun/udp";
 
-/** Datagrams per receive call of a relay's socket (its buffer is this many MTU-sized slots). */
+/**
+ * Datagrams per receive call of a relay's socket: the shard's receive area (shared by all its
+ * relays, see `UdpReceiveArea`) has this many MTU-sized slots.
+ */
 export const RELAY_BATCH_SIZE = 16;
 
 /** The relay counters, and the UDP sockets open now (one per relay: each is a file descriptor). */
@@ -44,9 +47,9 @@ export class Relay {
   private closed = false;
 
   /**
-   * Binds and connects the UDP socket (synchronously: no datagram has to wait for it).
-   * `maxDatagramBytes` bounds what is received from the application; larger datagrams are
-   * dropped by the socket. Throws, opening nothing, for a connection that has already ended
+   * Binds and connects the UDP socket (synchronously: no datagram has to wait for it). It
+   * receives into `receiveArea` (the shard's, shared by its relays), whose slot size bounds
+   * what is taken from the application; larger datagrams are dropped by the socket. Throws, opening nothing, for a connection that has already ended
    * (its `close` event has fired: nothing would ever close the socket).
    */
   constructor(
@@ -55,7 +58,7 @@ export class Relay {
     private readonly totals: ServerCounters,
     runs: UdpRunWriter,
     flushTunnel: () => void,
-    maxDatagramBytes: number,
+    receiveArea: UdpReceiveArea,
     private readonly onClose: (relay: Relay, cause: string) => void,
   ) {
     if (sock.closed) throw new Error("the connection has already ended");
@@ -65,8 +68,7 @@ export class Relay {
       family: remote.family,
       recvBufferBytes: UDP_SOCKET_BUFFER_BYTES,
       sendBufferBytes: UDP_SOCKET_BUFFER_BYTES,
-      batchSize: RELAY_BATCH_SIZE,
-      maxDatagramBytes,
+      receiveArea,
     });
     totals.udpSockets++;
     try {

@@ -39,6 +39,7 @@ export async function startServerShard(
     fatal: context.fatal,
     shard: data.shard,
     replayCache: data.replayCache,
+    maxConnectionsPerSource: config.maxConnectionsPerSource,
   });
   // Datagrams to the application leave in runs: one segmented send per run per relay, written
   // at the end of each batch the tunnel received.

@@ -1,10 +1,12 @@
 /**
  * `--metrics`: the Prometheus endpoint of both programs, scraped during a real tunnel run in
  * two namespaces (the server configured from a TOML file, two shards; the client from flags):
- * text exposition format with HELP/TYPE for every family, the counters moving with the
- * traffic, nothing listening without the option, and a taken port refused with one line.
+ * expositions `promtool check metrics` passes, the counters moving with the traffic (exact
+ * datagram and byte counts each way, per shard too, a close counted by its cause), process
+ * metrics along, nothing listening without the option, and a taken port refused with one line.
+ * (Rates read back through a real Prometheus: packages/e2e/test/prometheus.test.ts.)
  */
-import { execFile } from "node:child_process";
+import { execFile, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -67,36 +69,30 @@ async function scrape(ns: Netns, port: number): Promise<Scrape> {
 }
 
 /**
- * Checks the text exposition format strictly enough to catch what Prometheus rejects: every
- * sample belongs to a family announced once by HELP then TYPE, counters end in _total, names
- * and labels are well formed, values are numbers. Returns the samples by name+labels.
+ * The exposition must pass `promtool check metrics` (Prometheus's own lint: names, types,
+ * HELP, the _total rules) without a word; returns the samples, keyed by name and labels in
+ * name order (`name{a="1",b="2"}`).
  */
 function parseExposition(body: string): Map<string, number> {
+  const lint = spawnSync("promtool", ["check", "metrics"], {
+    input: body,
+    encoding: "utf8",
+    timeout: 10_000,
+  });
+  expect(lint.error, "promtool (Debian prometheus, installed by scripts/setup.sh)").toBeUndefined();
+  expect(`${lint.stdout}${lint.stderr}`.trim()).toBe("");
+  expect(lint.status).toBe(0);
   const samples = new Map<string, number>();
-  const families = new Map<string, string>();
-  let help: string | null = null;
-  expect(body.endsWith("\n")).toBe(true);
-  for (const line of body.slice(0, -1).split("\n")) {
-    const helpLine = /^# HELP ([a-zA-Z_:][a-zA-Z0-9_:]*) \S.*$/.exec(line);
-    const typeLine = /^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge)$/.exec(line);
-    if (helpLine) {
-      expect(families.has(helpLine[1]), `family ${helpLine[1]} announced twice`).toBe(false);
-      help = helpLine[1];
-    } else if (typeLine) {
-      expect(typeLine[1], "TYPE follows its HELP").toBe(help);
-      if (typeLine[2] === "counter") expect(typeLine[1]).toMatch(/_total$/);
-      families.set(typeLine[1], typeLine[2]);
-    } else {
-      const sample =
-        /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[a-zA-Z_][a-zA-Z0-9_]*="[^"\\\n]*"(,[a-zA-Z_][a-zA-Z0-9_]*="[^"\\\n]*")*\})? (-?\d+(\.\d+)?(e[+-]?\d+)?|NaN)$/.exec(
-          line,
-        );
-      expect(sample, `bad exposition line: ${line}`).not.toBeNull();
-      expect(families.has(sample![1]), `sample without HELP/TYPE: ${line}`).toBe(true);
-      const key = `${sample![1]}${sample![2] ?? ""}`;
-      expect(samples.has(key), `duplicate sample ${key}`).toBe(false);
-      samples.set(key, Number(sample![4]));
-    }
+  for (const line of body.split("\n")) {
+    if (line === "" || line.startsWith("#")) continue;
+    const sample = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    expect(sample, `bad exposition line: ${line}`).not.toBeNull();
+    const labels = [...(sample![2] ?? "").matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="([^"]*)"/g)]
+      .map((m) => `${m[1]}="${m[2]}"`)
+      .sort();
+    const key = `${sample![1]}${labels.length ? `{${labels.join(",")}}` : ""}`;
+    expect(samples.has(key), `duplicate sample ${key}`).toBe(false);
+    samples.set(key, Number(sample![3]));
   }
   return samples;
 }
@@ -179,9 +175,15 @@ describe.skipIf(gate.skip)("Prometheus metrics during a tunnel run", () => {
     expect(before.status).toBe(200);
     expect(before.type).toMatch(/^text\/plain; version=0\.0\.4/);
     const idle = parseExposition(before.body);
+    const UP = 'direction="udp_to_tunnel"';
+    const DOWN = 'direction="tunnel_to_udp"';
     expect(value(idle, 'fake_tcp_build_info{program="fake-tcp-client",version="0.1.0"}')).toBe(1);
-    expect(value(idle, "fake_tcp_udp_to_tunnel_total")).toBe(0);
+    expect(value(idle, `fake_tcp_datagrams_total{${UP}}`)).toBe(0);
     expect(value(idle, "fake_tcp_connections")).toBe(0);
+    // prom-client's process and Node.js metrics come along.
+    expect(value(idle, "process_resident_memory_bytes")).toBeGreaterThan(0);
+    expect(idle.has("process_cpu_seconds_total")).toBe(true);
+    expect(idle.has("nodejs_heap_size_used_bytes")).toBe(true);
 
     const count = 20;
     const size = 300;
@@ -193,41 +195,52 @@ describe.skipIf(gate.skip)("Prometheus metrics during a tunnel run", () => {
     expect(Number(stdout)).toBe(count);
 
     const c = parseExposition((await scrape(nsC, 9579)).body);
-    expect(value(c, "fake_tcp_udp_to_tunnel_total")).toBe(count);
-    expect(value(c, "fake_tcp_udp_to_tunnel_bytes_total")).toBe(count * size);
-    expect(value(c, "fake_tcp_tunnel_to_udp_total")).toBe(count);
-    expect(value(c, "fake_tcp_tunnel_to_udp_bytes_total")).toBe(count * size);
+    expect(value(c, `fake_tcp_datagrams_total{${UP}}`)).toBe(count);
+    expect(value(c, `fake_tcp_datagram_bytes_total{${UP}}`)).toBe(count * size);
+    expect(value(c, `fake_tcp_datagrams_total{${DOWN}}`)).toBe(count);
+    expect(value(c, `fake_tcp_datagram_bytes_total{${DOWN}}`)).toBe(count * size);
     expect(value(c, "fake_tcp_connections")).toBe(1);
-    expect(value(c, "fake_tcp_opened_total")).toBe(1);
-    expect(value(c, "fake_tcp_stack_packets_sent_total")).toBeGreaterThanOrEqual(count);
-    expect(value(c, "fake_tcp_stack_packets_received_total")).toBeGreaterThanOrEqual(count);
-    expect(value(c, 'fake_tcp_shard_udp_to_tunnel_total{shard="0"}')).toBe(count);
+    expect(value(c, "fake_tcp_connections_opened_total")).toBe(1);
+    expect(value(c, 'fake_tcp_handshakes_completed_total{direction="outbound"}')).toBe(1);
+    expect(value(c, 'fake_tcp_tun_packets_total{direction="sent"}')).toBeGreaterThanOrEqual(count);
+    expect(value(c, 'fake_tcp_tun_packets_total{direction="received"}')).toBeGreaterThanOrEqual(
+      count,
+    );
+    expect(value(c, `fake_tcp_shard_datagrams_total{${UP},shard="0"}`)).toBe(count);
+    expect(value(c, 'fake_tcp_shard_up{shard="0"}')).toBe(1);
+    expect(value(c, 'fake_tcp_handshake_failures_total{reason="connect_failed"}')).toBe(0);
 
     const s = parseExposition((await scrape(nsS, 9578)).body);
     expect(value(s, 'fake_tcp_build_info{program="fake-tcp-server",version="0.1.0"}')).toBe(1);
-    expect(value(s, "fake_tcp_shards")).toBe(2);
-    expect(value(s, "fake_tcp_shards_unanswered")).toBe(0);
-    expect(value(s, "fake_tcp_tunnel_to_udp_total")).toBe(count);
-    expect(value(s, "fake_tcp_udp_to_tunnel_bytes_total")).toBe(count * size);
-    expect(value(s, "fake_tcp_relays")).toBe(1);
+    // Two shards, both answered; each has its thread's busy time.
+    expect(
+      value(s, 'fake_tcp_shard_up{shard="0"}') + value(s, 'fake_tcp_shard_up{shard="1"}'),
+    ).toBe(2);
+    expect(value(s, 'fake_tcp_shard_busy_seconds_total{shard="1"}')).toBeGreaterThan(0);
+    expect(value(s, `fake_tcp_datagrams_total{${DOWN}}`)).toBe(count);
+    expect(value(s, `fake_tcp_datagram_bytes_total{${UP}}`)).toBe(count * size);
+    expect(value(s, "fake_tcp_connections")).toBe(1);
+    expect(value(s, "fake_tcp_udp_sockets")).toBe(1);
     // The per-shard series add up to the total: the connection is on one of the two shards.
     expect(
-      value(s, 'fake_tcp_shard_tunnel_to_udp_total{shard="0"}') +
-        value(s, 'fake_tcp_shard_tunnel_to_udp_total{shard="1"}'),
+      value(s, `fake_tcp_shard_datagrams_total{${DOWN},shard="0"}`) +
+        value(s, `fake_tcp_shard_datagrams_total{${DOWN},shard="1"}`),
     ).toBe(count);
-    // The stack's security counters and drops by class are there, labelled.
+    // The stack's drops by class, its replies and the handshake failures are there, labelled.
     for (const name of [
-      "fake_tcp_stack_cookies_sent_total",
-      "fake_tcp_stack_cookie_failed_total",
-      "fake_tcp_stack_out_of_window_total",
-      "fake_tcp_stack_rst_rate_limited_total",
-      "fake_tcp_stack_challenge_acks_total",
-      'fake_tcp_stack_malformed_total{reason="truncated"}',
-      'fake_tcp_stack_closed_total{cause="peer-reset"}',
+      'fake_tcp_packet_drops_total{class="cookie_failed"}',
+      'fake_tcp_packet_drops_total{class="out_of_window"}',
+      'fake_tcp_packet_drops_total{class="rst_ignored"}',
+      'fake_tcp_malformed_packets_total{reason="truncated"}',
+      'fake_tcp_handshake_failures_total{reason="refused_full"}',
+      'fake_tcp_datagram_drops_total{reason="too_big"}',
+      "fake_tcp_rsts_suppressed_total",
+      "fake_tcp_challenge_acks_sent_total",
     ]) {
-      expect(s.has(name), name).toBe(true);
+      expect(value(s, name), name).toBe(0);
     }
-    expect(value(s, "fake_tcp_stack_cookies_sent_total")).toBeGreaterThanOrEqual(1);
+    expect(value(s, "fake_tcp_syn_cookies_sent_total")).toBeGreaterThanOrEqual(1);
+    expect(value(s, 'fake_tcp_handshakes_completed_total{direction="inbound"}')).toBe(1);
 
     // A port already taken: one line, exit 2, and the start undone.
     const taken = runProgram(nsC, "client", [
@@ -248,7 +261,19 @@ describe.skipIf(gate.skip)("Prometheus metrics during a tunnel run", () => {
     );
     expect(nsC.exec("ip", ["-o", "link", "show"])).not.toContain("ftmc1");
 
+    // The client's stop resets its connection: the server counts the close by its cause.
     expect((await client.stop()).code).toBe(0);
+    let closed = new Map<string, number>();
+    for (
+      let i = 0;
+      i < 20 && !closed.get('fake_tcp_connections_closed_total{cause="peer-reset"}');
+      i++
+    ) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      closed = parseExposition((await scrape(nsS, 9578)).body);
+    }
+    expect(value(closed, 'fake_tcp_connections_closed_total{cause="peer-reset"}')).toBe(1);
+    expect(value(closed, "fake_tcp_connections")).toBe(0);
     expect((await server.stop()).code).toBe(0);
     // The endpoints went with the programs.
     expect(nsS.exec("ss", ["-Htln"]).trim()).toBe("");

@@ -10,8 +10,9 @@ import { createSocket, type Socket } from "node:dgram";
 import { readdirSync } from "node:fs";
 import { type LogSink, SUPPRESSED_MSG, UdpRunWriter } from "fake-tcp-common";
 import { RecordingSocket as BaseRecordingSocket } from "fake-tcp-common/testing";
+import { UdpReceiveArea } from "fake-tcp-tun/udp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { newServerCounters, Relay } from "../src/relay.js";
+import { newServerCounters, RELAY_BATCH_SIZE, Relay } from "../src/relay.js";
 
 import { RelayTable } from "../src/relay-table.js";
 
@@ -59,7 +60,7 @@ describe("Relay", () => {
       totals,
       new UdpRunWriter(),
       () => {},
-      1500,
+      new UdpReceiveArea(RELAY_BATCH_SIZE, 1500),
       (_r: Relay, cause: string) => ended.push(cause),
     );
     // Tunnel -> UDP: the stack reuses its view right after the call.
@@ -95,6 +96,39 @@ describe("Relay", () => {
     expect(sock.closed).toBe(true);
     expect(totals.sendDrops).toBe(2);
     expect(relay.udp.fd).toBe(-1);
+  });
+
+  it("relays sharing one receive area each hand over only their own datagrams", async () => {
+    const area = new UdpReceiveArea(4, 1500);
+    const totals = newServerCounters();
+    const relays = Array.from({ length: 3 }, () => {
+      const sock = new RecordingSocket();
+      const relay = new Relay(
+        sock,
+        { address: "127.0.0.1", port: appPort, family: 4 },
+        totals,
+        new UdpRunWriter(),
+        () => {},
+        area,
+        () => {},
+      );
+      return { sock, relay, port: relay.udp.localAddress().port };
+    });
+    // Interleaved, more per relay than the area has slots: several batches each, all
+    // through the same buffers.
+    for (let n = 0; n < 10; n++) {
+      for (const [i, r] of relays.entries()) app.send(`relay${i}-${n}`, r.port, "127.0.0.1");
+    }
+    await until(() => relays.every((r) => r.sock.sent.length === 10));
+    for (const [i, r] of relays.entries()) {
+      expect(r.sock.sent).toEqual(Array.from({ length: 10 }, (_, n) => `relay${i}-${n}`));
+    }
+    // One relay closing leaves the area working for the others.
+    relays[0].relay.close();
+    app.send("after-close", relays[1].port, "127.0.0.1");
+    await until(() => relays[1].sock.sent.length === 11);
+    expect(relays[1].sock.sent[10]).toBe("after-close");
+    for (const r of relays) r.relay.close();
   });
 });
 
@@ -167,7 +201,7 @@ describe("RelayTable", () => {
           totals,
           new UdpRunWriter(),
           () => {},
-          1500,
+          new UdpReceiveArea(RELAY_BATCH_SIZE, 1500),
           () => {},
         ),
     ).toThrow(/already ended/);

@@ -30,6 +30,23 @@ bool polled_share_buffer(polled_t* p, napi_value self, const char* name, size_t 
          napi_set_named_property(p->env, self, name, ab) == napi_ok;
 }
 
+bool polled_adopt_buffer(polled_t* p, napi_value self, const char* name, napi_value ab,
+                         size_t min_bytes, void** data) {
+  size_t slot = 0;
+  while (slot < POLLED_MAX_BUFFERS && p->buffers[slot] != NULL) slot++;
+  bool is_ab = false;
+  size_t bytes = 0;
+  if (napi_is_arraybuffer(p->env, ab, &is_ab) != napi_ok || !is_ab ||
+      napi_get_arraybuffer_info(p->env, ab, data, &bytes) != napi_ok || bytes < min_bytes) {
+    napi_throw_range_error(p->env, "ERR_INVALID_ARG_VALUE",
+                           "receive area: an ArrayBuffer is missing or too small");
+    return false;
+  }
+  return slot < POLLED_MAX_BUFFERS &&
+         napi_create_reference(p->env, ab, 1, &p->buffers[slot]) == napi_ok &&
+         napi_set_named_property(p->env, self, name, ab) == napi_ok;
+}
+
 static void release(polled_t* p) {
   if (--p->owners == 0) p->free_object(p);
 }

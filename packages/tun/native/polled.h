@@ -12,7 +12,7 @@
 
 #include "napi-util.h"
 
-#define POLLED_MAX_BUFFERS 4
+#define POLLED_MAX_BUFFERS 5
 
 typedef struct polled polled_t;
 
@@ -47,6 +47,11 @@ void polled_init(polled_t* p, napi_env env, int fd, uv_poll_cb on_readable,
 /* Creates an ArrayBuffer of `bytes`, keeps it referenced and exposes it as `self[name]`. */
 bool polled_share_buffer(polled_t* p, napi_value self, const char* name, size_t bytes,
                          void** data);
+/* Like polled_share_buffer, but over an ArrayBuffer that JS made (shared by several objects):
+ * keeps it alive while written, exposes it as `name`. False (JS error thrown) when `ab` is not
+ * an ArrayBuffer of at least `min_bytes`. */
+bool polled_adopt_buffer(polled_t* p, napi_value self, const char* name, napi_value ab,
+                         size_t min_bytes, void** data);
 
 /* Wraps `self` and registers env teardown. On failure the object is not wrapped and the caller
  * must call polled_discard. */

@@ -65,6 +65,7 @@ typedef struct {
   uint8_t* ctrl;       /* batch * CTRL_SPACE control buffers for recvmmsg */
   uint8_t* dst_records;
 
+  bool shared_area;      /* msgs, iovs, froms, ctrl live in a receive area JS made (not ours) */
   bool gso_off;          /* the kernel refused UDP_SEGMENT: send segments one by one */
   uint8_t gso_refusals;  /* consecutive EINVAL refusals */
 
@@ -191,6 +192,10 @@ static void on_udp_readable(uv_poll_t* h, int status, int events);
 
 static void udp_free(polled_t* p) {
   udp_t* u = (udp_t*)p;
+  if (u->shared_area) {
+    free(u);
+    return;
+  }
   free(u->msgs);
   free(u->iovs);
   free(u->froms);
@@ -206,11 +211,47 @@ static bool require_open(napi_env env, udp_t* u) {
   return polled_require_open(env, &u->base);
 }
 
-/* new NativeUdp(family 4|6, slotSize, batchSize): creates the socket (not yet bound) and the
- * shared receive buffers, exposed as readBuffer, readOffsets, readAddresses. */
+/* Per datagram slot, the receive bookkeeping in a shared area's scratch buffer: message header,
+ * iovec, source address and control space, in that order (each part 8-byte aligned). */
+#define SCRATCH_PER_SLOT \
+  (sizeof(struct mmsghdr) + sizeof(struct iovec) + sizeof(struct sockaddr_storage) + CTRL_SPACE)
+
+/* Points the receive side at a receive area JS made (several sockets of one thread share it:
+ * a batch is only valid while its handler runs, so they never need it at the same time):
+ * `area` has ArrayBuffers buffer, offsets, addresses, destinations and scratch. */
+static bool adopt_area(napi_env env, udp_t* u, napi_value self, napi_value area) {
+  static const char* const names[] = {"buffer", "offsets", "addresses", "destinations", "scratch"};
+  static const char* const exposed[] = {"readBuffer", "readOffsets", "readAddresses",
+                                        "readDestinations", "readScratch"};
+  const size_t b = u->batch;
+  const size_t need[] = {(size_t)u->slot * b, b * 2 * sizeof(uint32_t), b * ADDR_RECORD,
+                         b * ADDR_RECORD, b * SCRATCH_PER_SLOT};
+  void* data[5];
+  for (int i = 0; i < 5; i++) {
+    napi_value ab;
+    if (napi_get_named_property(env, area, names[i], &ab) != napi_ok ||
+        !polled_adopt_buffer(&u->base, self, exposed[i], ab, need[i], &data[i]))
+      return false;
+  }
+  u->buf = data[0];
+  u->offsets = data[1];
+  u->records = data[2];
+  u->dst_records = data[3];
+  uint8_t* scratch = data[4];
+  u->msgs = (struct mmsghdr*)scratch;
+  u->iovs = (struct iovec*)(scratch + b * sizeof(struct mmsghdr));
+  u->froms = (struct sockaddr_storage*)((uint8_t*)u->iovs + b * sizeof(struct iovec));
+  u->ctrl = (uint8_t*)u->froms + b * sizeof(struct sockaddr_storage);
+  u->shared_area = true;
+  return true;
+}
+
+/* new NativeUdp(family 4|6, slotSize, batchSize[, area]): creates the socket (not yet bound)
+ * and its receive buffers, exposed as readBuffer, readOffsets, readAddresses, or receives into
+ * `area` (see adopt_area) when given. */
 static napi_value udp_new(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3], self;
+  size_t argc = 4;
+  napi_value argv[4] = {NULL, NULL, NULL, NULL}, self;
   NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, &self, NULL));
   uint32_t fam = 0, slot = 0, batch = 0;
   if (argc < 3 || napi_get_value_uint32(env, argv[0], &fam) != napi_ok ||
@@ -220,6 +261,16 @@ static napi_value udp_new(napi_env env, napi_callback_info info) {
     napi_throw_range_error(env, "ERR_INVALID_ARG_VALUE", "NativeUdp(family 4|6, slot 1..65536, batch 1..1024)");
     return NULL;
   }
+  napi_value area = NULL;
+  if (argc >= 4 && argv[3] != NULL) {
+    napi_valuetype t;
+    NAPI_CALL(env, napi_typeof(env, argv[3], &t));
+    if (t == napi_object) area = argv[3];
+    else if (t != napi_undefined && t != napi_null) {
+      napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "NativeUdp: area must be an object");
+      return NULL;
+    }
+  }
   int family = fam == 4 ? AF_INET : AF_INET6;
   int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
@@ -227,13 +278,14 @@ static napi_value udp_new(napi_env env, napi_callback_info info) {
     return NULL;
   }
   udp_t* u = calloc(1, sizeof *u);
-  if (u != NULL) {
+  if (u != NULL && area == NULL) {
     u->msgs = calloc(batch, sizeof *u->msgs);
     u->iovs = calloc(batch, sizeof *u->iovs);
     u->froms = calloc(batch, sizeof *u->froms);
     u->ctrl = calloc(batch, CTRL_SPACE);
   }
-  if (u == NULL || u->msgs == NULL || u->iovs == NULL || u->froms == NULL || u->ctrl == NULL) {
+  if (u == NULL || (area == NULL && (u->msgs == NULL || u->iovs == NULL || u->froms == NULL ||
+                                     u->ctrl == NULL))) {
     close(fd);
     if (u) {
       free(u->msgs);
@@ -254,28 +306,35 @@ static napi_value udp_new(napi_env env, napi_callback_info info) {
   u->gso_off = setsockopt(fd, IPPROTO_UDP, UDP_SEGMENT, &no_default, sizeof no_default) < 0;
   u->slot = slot;
   u->batch = batch;
-  void *buf_data, *off_data, *rec_data, *dst_data;
-  if (!polled_share_buffer(&u->base, self, "readBuffer", (size_t)slot * batch, &buf_data) ||
-      !polled_share_buffer(&u->base, self, "readOffsets", (size_t)batch * 2 * sizeof(uint32_t),
-                           &off_data) ||
-      !polled_share_buffer(&u->base, self, "readAddresses", (size_t)batch * ADDR_RECORD,
-                           &rec_data) ||
-      !polled_share_buffer(&u->base, self, "readDestinations", (size_t)batch * ADDR_RECORD,
-                           &dst_data) ||
-      !polled_wrap(&u->base, self)) {
-    close(fd);
-    polled_discard(&u->base);
-    napi_throw_error(env, "ERR_UDP_NATIVE", "could not set up the socket buffers");
-    return NULL;
-  }
-  u->buf = buf_data;
-  u->offsets = off_data;
-  u->records = rec_data;
-  u->dst_records = dst_data;
-  /* The receive message headers never change: each slot of the buffer is one datagram. */
-  for (uint32_t i = 0; i < batch; i++) {
-    u->iovs[i].iov_base = u->buf + (size_t)i * slot;
-    u->iovs[i].iov_len = slot;
+  if (area != NULL) {
+    bool exception = false;
+    if (!adopt_area(env, u, self, area) || !polled_wrap(&u->base, self)) {
+      close(fd);
+      u->base.fd = -1;
+      polled_discard(&u->base);
+      napi_is_exception_pending(env, &exception);
+      if (!exception) napi_throw_error(env, "ERR_UDP_NATIVE", "could not set up the socket buffers");
+      return NULL;
+    }
+  } else {
+    void *buf_data, *off_data, *rec_data, *dst_data;
+    if (!polled_share_buffer(&u->base, self, "readBuffer", (size_t)slot * batch, &buf_data) ||
+        !polled_share_buffer(&u->base, self, "readOffsets", (size_t)batch * 2 * sizeof(uint32_t),
+                             &off_data) ||
+        !polled_share_buffer(&u->base, self, "readAddresses", (size_t)batch * ADDR_RECORD,
+                             &rec_data) ||
+        !polled_share_buffer(&u->base, self, "readDestinations", (size_t)batch * ADDR_RECORD,
+                             &dst_data) ||
+        !polled_wrap(&u->base, self)) {
+      close(fd);
+      polled_discard(&u->base);
+      napi_throw_error(env, "ERR_UDP_NATIVE", "could not set up the socket buffers");
+      return NULL;
+    }
+    u->buf = buf_data;
+    u->offsets = off_data;
+    u->records = rec_data;
+    u->dst_records = dst_data;
   }
   return self;
 }
@@ -523,6 +582,9 @@ static void on_udp_readable(uv_poll_t* h, int status, int events) {
     struct msghdr* m = &u->msgs[i].msg_hdr;
     m->msg_name = &u->froms[i];
     m->msg_namelen = sizeof u->froms[i];
+    /* Set each time: a shared area's slots serve several sockets (same buffer, same slots). */
+    u->iovs[i].iov_base = u->buf + (size_t)i * u->slot;
+    u->iovs[i].iov_len = u->slot;
     m->msg_iov = &u->iovs[i];
     m->msg_iovlen = 1;
     m->msg_control = u->pktinfo ? u->ctrl + (size_t)i * CTRL_SPACE : NULL;

@@ -37,6 +37,19 @@ export interface NativeQueue {
 }
 
 /** One UDP socket in the addon: recvmmsg reader, synchronous senders, counters. */
+/**
+ * The receive buffers several NativeUdp of one thread may share (see UdpReceiveArea): the
+ * datagram slots, start/len pairs, source and destination records, and `scratch`, the
+ * addon's own per-slot bookkeeping (message headers, source addresses, control space).
+ */
+export interface NativeUdpArea {
+  readonly buffer: ArrayBuffer;
+  readonly offsets: ArrayBuffer;
+  readonly addresses: ArrayBuffer;
+  readonly destinations: ArrayBuffer;
+  readonly scratch: ArrayBuffer;
+}
+
 export interface NativeUdp {
   /** Shared receive buffer: datagram slot i starts at i * slotSize. */
   readonly readBuffer: ArrayBuffer;
@@ -150,7 +163,12 @@ export interface NativeAddon {
   setSteering(fd: number, mode: SteeringMode | null): void;
   /** null when the steering program loads here, else why not. */
   steeringProbe(): { code: string; message: string } | null;
-  NativeUdp: new (family: 4 | 6, slotSize: number, batchSize: number) => NativeUdp;
+  NativeUdp: new (
+    family: 4 | 6,
+    slotSize: number,
+    batchSize: number,
+    area?: NativeUdpArea,
+  ) => NativeUdp;
   /** A fresh address record (see udp-batch.ts for the layout) for `address`:`port`. */
   encodeUdpAddress(address: string, port: number): Uint8Array;
   NativeNfQueue: new (

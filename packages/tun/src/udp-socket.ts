@@ -6,8 +6,8 @@
  */
 import { isIPv4, isIPv6 } from "node:net";
 import { type TunError, tunError } from "./errors.js";
-import { addon, type NativeUdp } from "./native.js";
-import { UdpBatch } from "./udp-batch.js";
+import { addon, type NativeUdp, type NativeUdpArea } from "./native.js";
+import { ADDRESS_RECORD_BYTES, UdpBatch } from "./udp-batch.js";
 
 /** Options of {@link UdpBatchSocket.bind}. */
 export interface UdpBindOptions {
@@ -35,11 +35,55 @@ export interface UdpBindOptions {
   /** Most datagrams per receive call (default 64, 1..1024). */
   batchSize?: number;
   /**
+   * Receive into this area (shared with other sockets of this thread) instead of buffers of
+   * the socket's own; `batchSize` and `maxDatagramBytes` then come from the area. See
+   * {@link UdpReceiveArea}.
+   */
+  receiveArea?: UdpReceiveArea;
+  /**
    * Largest datagram received, in bytes (default 2048, up to 65536): the size of one slot of
    * the receive buffer (batchSize * this bytes in all). Larger datagrams are dropped and
    * counted as `truncated`, never delivered cut.
    */
   maxDatagramBytes?: number;
+}
+
+/**
+ * Receive buffers that many sockets of ONE thread share: a batch is valid only while its
+ * handler runs, and handlers of one thread never run at the same time, so sockets that each
+ * receive now and then (a server's thousands of per-connection sockets) need one set of
+ * buffers, not one each (about 1.7 KiB per datagram slot: 28 KiB per socket at 16 slots of
+ * 1500 bytes). An area must not be used by sockets of another thread.
+ */
+export class UdpReceiveArea {
+  /** Bytes of the addon's bookkeeping per slot (message header, address, control space). */
+  static readonly SCRATCH_BYTES_PER_SLOT = 512;
+  /** @internal */
+  readonly native: NativeUdpArea;
+  /** @internal The batch view every sharing socket hands its handler. */
+  readonly batch: UdpBatch;
+
+  constructor(
+    readonly batchSize: number = DEFAULT_UDP_BATCH_SIZE,
+    readonly maxDatagramBytes: number = DEFAULT_MAX_DATAGRAM_BYTES,
+  ) {
+    if (!isInteger(batchSize, 1, 1024))
+      throw tunError("ERANGE", `batchSize ${batchSize} must be an integer from 1 to 1024`);
+    if (!isInteger(maxDatagramBytes, 1, 65536))
+      throw tunError(
+        "ERANGE",
+        `maxDatagramBytes ${maxDatagramBytes} must be an integer from 1 to 65536`,
+      );
+    this.native = {
+      buffer: new ArrayBuffer(batchSize * maxDatagramBytes),
+      offsets: new ArrayBuffer(batchSize * 8),
+      addresses: new ArrayBuffer(batchSize * ADDRESS_RECORD_BYTES),
+      destinations: new ArrayBuffer(batchSize * ADDRESS_RECORD_BYTES),
+      scratch: new ArrayBuffer(batchSize * UdpReceiveArea.SCRATCH_BYTES_PER_SLOT),
+    };
+    const n = this.native;
+    this.batch = new UdpBatch(n.buffer, n.offsets, n.addresses, n.destinations);
+  }
 }
 
 /** Counters since the socket was made (they survive close()). */
@@ -129,17 +173,24 @@ export class UdpBatchSocket {
   readonly #native: NativeUdp;
   readonly #batch: UdpBatch;
 
-  private constructor(family: 4 | 6, batchSize: number, maxDatagramBytes: number) {
+  private constructor(
+    family: 4 | 6,
+    batchSize: number,
+    maxDatagramBytes: number,
+    area: UdpReceiveArea | undefined,
+  ) {
     this.family = family;
     this.batchSize = batchSize;
     this.maxDatagramBytes = maxDatagramBytes;
-    this.#native = new addon.NativeUdp(family, maxDatagramBytes, batchSize);
-    this.#batch = new UdpBatch(
-      this.#native.readBuffer,
-      this.#native.readOffsets,
-      this.#native.readAddresses,
-      this.#native.readDestinations,
-    );
+    this.#native = new addon.NativeUdp(family, maxDatagramBytes, batchSize, area?.native);
+    this.#batch =
+      area?.batch ??
+      new UdpBatch(
+        this.#native.readBuffer,
+        this.#native.readOffsets,
+        this.#native.readAddresses,
+        this.#native.readDestinations,
+      );
   }
 
   /**
@@ -161,10 +212,11 @@ export class UdpBatchSocket {
       );
     if (!isInteger(port, 0, 65535))
       throw tunError("EINVAL", `bad port ${String(port)}: expected an integer from 0 to 65535`);
-    const batchSize = opts.batchSize ?? DEFAULT_UDP_BATCH_SIZE;
+    const area = opts.receiveArea;
+    const batchSize = area?.batchSize ?? opts.batchSize ?? DEFAULT_UDP_BATCH_SIZE;
     if (!isInteger(batchSize, 1, 1024))
       throw tunError("ERANGE", `batchSize ${batchSize} must be an integer from 1 to 1024`);
-    const slot = opts.maxDatagramBytes ?? DEFAULT_MAX_DATAGRAM_BYTES;
+    const slot = area?.maxDatagramBytes ?? opts.maxDatagramBytes ?? DEFAULT_MAX_DATAGRAM_BYTES;
     if (!isInteger(slot, 1, 65536))
       throw tunError("ERANGE", `maxDatagramBytes ${slot} must be an integer from 1 to 65536`);
     for (const key of ["recvBufferBytes", "sendBufferBytes"] as const) {
@@ -172,7 +224,7 @@ export class UdpBatchSocket {
       if (v !== undefined && !isInteger(v, 1, 0x7fffffff))
         throw tunError("ERANGE", `${key} ${v} must be a positive integer`);
     }
-    const socket = new UdpBatchSocket(family, batchSize, slot);
+    const socket = new UdpBatchSocket(family, batchSize, slot, area);
     try {
       socket.#native.bind(
         address,

@@ -17,4 +17,5 @@ export {
   UdpBatchSocket,
   type UdpBatchSocketStats,
   type UdpBindOptions,
+  UdpReceiveArea,
 } from "./udp-socket.js";

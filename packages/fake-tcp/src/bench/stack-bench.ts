@@ -11,33 +11,13 @@ import type { Socket } from "../stack/socket.js";
 import { Stack } from "../stack/stack.js";
 import { hashTuple } from "../stack/tuple.js";
 import { createMemoryPair } from "../testing/memory-pair.js";
-import { type BenchQueue, benchPair } from "./bench-device.js";
+import { BATCH, connectedPair, sendRound } from "./connected-pair.js";
 
 const PAYLOAD = 1400;
-const BATCH = 64;
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 2);
 
 setFlagsFromString("--expose-gc");
 const gc = runInNewContext("gc") as () => void;
-
-async function connectedPair(offload: boolean, family: 4 | 6, key?: Uint8Array) {
-  const [qa, qb] = benchPair(1500, offload);
-  const a = new Stack({ queues: [qa], local4: "10.0.0.1", local6: "fd00::1", key });
-  const b = new Stack({ queues: [qb], local4: "10.0.0.2", local6: "fd00::2", key });
-  b.listen(4567);
-  const pump = setInterval(() => {
-    qa.flush();
-    qb.flush();
-  }, 1);
-  const [sa, sb] = await Promise.all([
-    a.connect(family === 4 ? "10.0.0.2:4567" : "[fd00::2]:4567"),
-    b.accept(),
-  ]);
-  clearInterval(pump);
-  qa.flush();
-  qb.flush();
-  return { qa, qb, a, b, sa, sb };
-}
 
 /** Runs `round` (which moves BATCH datagrams) for about SECONDS; returns datagrams/s. */
 function rate(round: () => void): number {
@@ -52,13 +32,6 @@ function rate(round: () => void): number {
     elapsed = process.hrtime.bigint() - start;
   }
   return n / (Number(elapsed) / 1e9);
-}
-
-function sendRound(from: Socket, q: BenchQueue, payload: Buffer): () => void {
-  return () => {
-    for (let i = 0; i < BATCH; i++) from.send(payload);
-    q.flush();
-  };
 }
 
 async function throughput(offload: boolean, family: 4 | 6, key?: Uint8Array) {

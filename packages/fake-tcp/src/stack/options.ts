@@ -105,6 +105,12 @@ export interface StackOptions {
    */
   portShard?: PortShard;
   /**
+   * The source ports `connect()` picks from: `count` ports from `first`. Default Linux's
+   * default ephemeral range, 32768..60999. A client whose host rewrites the stack's segments
+   * statelessly uses a range the host's own sockets do not take theirs from.
+   */
+  sourcePorts?: PortRange;
+  /**
    * Keyed mode: the 32-byte tunnel key, shared by both ends (see docs/wire-protocol.md,
    * "Keyed mode"). With a key, the client's SYN carries a token made with it and looks like
    * Linux's, and the server answers only such SYNs; anything else, and any segment for no
@@ -143,6 +149,15 @@ export interface PortShard {
   readonly index: number;
   readonly count: number;
 }
+
+/** A range of ports: `count` of them from `first`. */
+export interface PortRange {
+  readonly first: number;
+  readonly count: number;
+}
+
+/** Linux's default ephemeral port range (net.ipv4.ip_local_port_range = 32768 60999). */
+export const EPHEMERAL_PORTS: PortRange = { first: 32768, count: 61000 - 32768 };
 
 /** Options with every default applied. */
 type OptionalOptions = "local4" | "local6" | "log" | "key" | "replayCacheMemory";
@@ -188,6 +203,7 @@ export function resolveOptions(o: StackOptions): ResolvedOptions {
     receiveQueueLimit: o.receiveQueueLimit ?? 1024,
     tickMs: o.tickMs ?? 100,
     portShard: o.portShard ?? { index: 0, count: 1 },
+    sourcePorts: o.sourcePorts ?? EPHEMERAL_PORTS,
     key: o.key,
     synWindowScale: o.synWindowScale ?? 7,
     replayCacheSize: o.replayCacheSize ?? 65536,
@@ -231,6 +247,12 @@ export function resolveOptions(o: StackOptions): ResolvedOptions {
   if (r.portShard.index >= r.portShard.count)
     throw new RangeError(
       `stack option portShard.index must be below portShard.count (${r.portShard.count}), got ${r.portShard.index}`,
+    );
+  positiveInt("sourcePorts.first", r.sourcePorts.first);
+  positiveInt("sourcePorts.count", r.sourcePorts.count);
+  if (r.sourcePorts.first + r.sourcePorts.count > 65536)
+    throw new RangeError(
+      `stack option sourcePorts must end at port 65535 at most, got ${r.sourcePorts.first}+${r.sourcePorts.count}`,
     );
   return r;
 }

@@ -344,6 +344,7 @@ export class Stack implements SocketHost {
       remoteWords,
       localWords,
       ep.port,
+      this.opts.sourcePorts,
     );
     if (localPort < 0)
       throw codeError(

@@ -7,13 +7,9 @@ import { ipv4PseudoBase, ipv6PseudoBase } from "../wire/checksum.js";
 import { ipv4HeaderBaseSum } from "../wire/ipv4.js";
 import type { SegmentParser } from "../wire/segment.js";
 import type { ConnectionTable } from "./conn-table.js";
-import type { PortShard } from "./options.js";
+import type { PortRange, PortShard } from "./options.js";
 import type { SegmentTuple } from "./segment-writer.js";
 import { Socket, type SocketHost, SocketState } from "./socket.js";
-
-/** First and count of the client source ports (Linux's default ephemeral range). */
-export const EPHEMERAL_FIRST = 32768;
-export const EPHEMERAL_COUNT = 61000 - 32768;
 
 /** Hash of (remote address words, remote port, local port) as an int32. */
 export function hashTuple(
@@ -138,7 +134,7 @@ export function createSocket(host: SocketHost, spec: NewSocketSpec): Socket {
 }
 
 /**
- * A client source port towards (remote, remotePort): a random start in 32768..60999, then the
+ * A client source port towards (remote, remotePort): a random start in `range`, then the
  * first port whose tuple is free, counting up. With a port shard, only ports `p` whose
  * segments the device steers to this shard's queue (`steeredQueue(p, remotePort, count) ===
  * index`) are candidates. Returns the port, or `-1 - candidates` when every candidate is taken.
@@ -161,12 +157,13 @@ export function pickSourcePort(
   remote: number[],
   local: number[],
   remotePort: number,
+  range: PortRange,
 ): number {
   const { index, count } = shard;
-  const start = Math.floor(Math.random() * EPHEMERAL_COUNT);
+  const start = Math.floor(Math.random() * range.count);
   let candidates = 0;
-  for (let i = 0; i < EPHEMERAL_COUNT; i++) {
-    const port = EPHEMERAL_FIRST + ((start + i) % EPHEMERAL_COUNT);
+  for (let i = 0; i < range.count; i++) {
+    const port = range.first + ((start + i) % range.count);
     if (steeredQueue(port, remotePort, count) !== index) continue;
     candidates++;
     const taken =
