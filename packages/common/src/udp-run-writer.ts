@@ -39,12 +39,13 @@ export interface RunCounting {
 }
 
 /**
- * Default most datagrams per segmented send to a UDP peer (`--udp-run`): the kernel's limit
- * (a run ends at 64 KiB first: 46 datagrams of 1400 bytes). Shorter runs give a receiver
- * smaller bursts, but no measurement so far showed less loss for it, and the one run on a
- * quieter machine lost more with 8 (docs/benchmarks.md, "Bursts and small receivers").
+ * Default most datagrams per segmented send to a UDP peer (`--udp-run`): a receiver gets
+ * bursts of at most 8 datagrams (about 8 % of a default-sized socket buffer) instead of up to
+ * 46, at no CPU cost measurable at 100 Mbit/s (one send per datagram, 1, cost the two programs
+ * about 50 % more CPU per gigabit). Measurements: docs/benchmarks.md, "Bursts and small
+ * receivers".
  */
-export const DEFAULT_UDP_RUN = UDP_MAX_SEGMENTS;
+export const DEFAULT_UDP_RUN = 8;
 
 /** Checks a run cap: a whole number from 1 (every datagram alone) to the kernel's limit. */
 export function isValidUdpRun(value: number): boolean {
