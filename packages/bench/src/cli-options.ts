@@ -13,6 +13,13 @@ export interface BenchOptions {
   keyed: boolean;
   /** Only the single-UDP-flow comparison (`--queues 1/2`, `--flows 1/2`; single-flow.ts). */
   singleFlow: boolean;
+  /**
+   * Also sweep with the kernel's default socket buffers at both iperf3 ends (`--buffers`):
+   * true unless `--buffers 4m`.
+   */
+  defaultBuffers: boolean;
+  /** `--udp-run` values: the tunnel is measured once more with each (both programs). */
+  udpRuns: number[];
   /** `--connections N`: only the many-connection measurement (connections.ts), with N. */
   connections: number | null;
   /** `--pace N`: with --connections, new connections a second in set-up (0: all at once). */
@@ -20,13 +27,21 @@ export interface BenchOptions {
   help: boolean;
 }
 
-export const USAGE = `usage: pnpm bench [--label NAME] [--quick] [--keyed] [--no-docs] [--docs-dir DIR]
+/** Most datagrams per segmented UDP send the programs accept (`--udp-run`). */
+const MAX_UDP_RUN = 64;
+
+export const USAGE = `usage: pnpm bench [--label NAME] [--quick] [--keyed] [--buffers LIST] [--udp-run LIST]
+                  [--no-docs] [--docs-dir DIR]
        pnpm bench --single-flow [--quick] [--no-docs] [--docs-dir DIR]
        pnpm bench --connections N [--pace R] [--label NAME] [--no-docs] [--docs-dir DIR]
   --label NAME  names the run in docs/benchmarks.md (default "run")
   --quick       short sweeps and probes, for smoke testing (about a minute)
   --keyed       also the tunnel keyed at both ends (rate sweeps, CPU, idle latency)
   --single-flow only one UDP flow with --queues 1 / 2 and --flows 1 / 2: rates, CPU per thread, reorder depth
+  --buffers L   iperf3 socket buffers to sweep with: "4m,default" (the default: both), or
+                "4m" (4 MiB only); "default" is the kernel's (net.core.rmem_default)
+  --udp-run L   also the tunnel with both programs at --udp-run N, for each N of the
+                comma-separated list (1-64): rate sweeps and loaded latency, beside the tunnel
   --no-docs     print the table only; leave docs/ untouched
   --docs-dir D  write benchmarks.md and the chart to D instead of docs/ (trial runs)
   --connections N  only N connections at once: set-up rate, RSS per connection, spread over
@@ -47,6 +62,8 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions {
     docsDir: null,
     keyed: false,
     singleFlow: false,
+    defaultBuffers: true,
+    udpRuns: [],
     connections: null,
     pace: 100,
     help: false,
@@ -58,7 +75,23 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions {
     else if (arg === "--keyed") opts.keyed = true;
     else if (arg === "--single-flow") opts.singleFlow = true;
     else if (arg === "--help" || arg === "-h") opts.help = true;
-    else if (arg === "--connections") {
+    else if (arg === "--buffers") {
+      const value = argv[++i] ?? "";
+      const sizes = value.split(",").map((v) => v.trim().toLowerCase());
+      if (!sizes.includes("4m") || sizes.some((v) => v !== "4m" && v !== "default")) {
+        throw new Error(`--buffers "${value}": use "4m,default" or "4m"`);
+      }
+      opts.defaultBuffers = sizes.includes("default");
+    } else if (arg === "--udp-run") {
+      const value = argv[++i] ?? "";
+      const runs = value.split(",").map((v) => v.trim());
+      if (!runs.every((v) => /^\d+$/.test(v) && Number(v) >= 1 && Number(v) <= MAX_UDP_RUN)) {
+        throw new Error(
+          `--udp-run "${value}": use comma-separated numbers from 1 to ${MAX_UDP_RUN}`,
+        );
+      }
+      opts.udpRuns = [...new Set(runs.map(Number))];
+    } else if (arg === "--connections") {
       const value = argv[++i] ?? "";
       const n = Number(value);
       if (!/^\d+$/.test(value) || n < MIN_CONNECTIONS || n > MAX_CONNECTIONS) {

@@ -7,9 +7,9 @@
 export const SECTION_TITLE = "## Tunnel (pnpm bench)";
 
 /** The section's description, written once when the section is created. */
-export const SECTION_INTRO = `Command: \`pnpm bench [--label NAME] [--quick]\` (builds, then runs
-\`node packages/bench/dist/tunnel-bench.js\` as root; about 5 minutes, 15 at most: a watchdog
-tears everything down and exits non-zero past that). It builds the e2e namespace NAT rig
+export const SECTION_INTRO = `Command: \`pnpm bench [--label NAME] [--quick] [--keyed] [--buffers 4m[,default]] [--udp-run N,...]\` (builds, then runs
+\`node packages/bench/dist/tunnel-bench.js\` as root; about 10 minutes with both buffer sizes, plus about 4 per \`--udp-run\` value;
+a watchdog sized to the options tears everything down and exits non-zero past that). It builds the e2e namespace NAT rig
 (\`packages/e2e\`: app client A and tunnel client C behind router R, tunnel server S with DNAT,
 app server B) twice, in the same run: "direct" (R lets UDP through: the reference path) and
 "tunnel" (R's WAN passes only TCP; UDP rides fake-tcp-client → fake-tcp-server). All traffic
@@ -36,6 +36,16 @@ How it measures:
   times each echo with the monotonic clock (probe and echo are Node programs, so the figures
   include their event loops); p50 and p99, idle and alongside an iperf3 A→B load. The last
   column is the latency the tunnel adds (tunnel − direct).
+- **Receiver socket buffers** (\`--buffers 4m,default\`, the default; \`--buffers 4m\` skips the
+  second): every path sweeps each direction twice, with iperf3's \`-w 4M\` at both ends and
+  with no \`-w\` (the kernel's \`net.core.rmem_default\`, 208 KiB: about 95 queued 1400-byte
+  datagrams, 1 ms at 1 Gbit/s, what an application that never sizes its socket gets). Every
+  step records the receiving namespace's \`RcvbufErrors\` (/proc/net/snmp in B for A→B, in A
+  for B→A: datagrams the receiving application's full buffer dropped), and those of C and S
+  (the tunnel programs' own sockets). The "Receiver socket buffers" table lists both sizes,
+  the errors of every step and the loaded echo p99 with the latency the tunnel adds.
+  \`--udp-run 64,1\` measures the tunnel once more per value, both programs started with
+  \`--udp-run N\` (rate sweeps and echo latency), in the same run and table.
 - **Concurrent flows**: A opens that many UDP sockets (source ports); each sends a 64-byte
   datagram to the echo on B, all at once, and every socket still unanswered resends each
   250 ms (a datagram can be lost while its flow is being set up; "datagrams sent" counts the

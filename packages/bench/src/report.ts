@@ -151,6 +151,80 @@ export function renderTable(run: BenchRun): string {
   return lines.join("\n");
 }
 
+/** How a path is named in the buffers table: "tunnel", or "tunnel --udp-run 8". */
+export function pathName(m: ModeResult): string {
+  return m.programArgs?.length ? `${m.mode} ${m.programArgs.join(" ")}` : m.mode;
+}
+
+/** Each step's receiver `RcvbufErrors` as "offered Mbit/s: errors", in the order measured. */
+function rcvbufStepsText(s: SweepResult | null): string {
+  if (!s) return NA;
+  const parts = s.steps.map(
+    (p) =>
+      `${Math.round(p.offeredBps / 1e6)}: ${p.receiverRcvbufErrors ?? "?"}` +
+      (p.tunnelRcvbufErrors ? ` (+${p.tunnelRcvbufErrors} in C/S)` : ""),
+  );
+  return parts.length ? parts.join(", ") : NA;
+}
+
+/**
+ * Direct vs tunnel (and the `--udp-run` variants) with 4 MiB and with the kernel's default
+ * receiver buffers, as Markdown rows, with the receiver's `RcvbufErrors` of every step;
+ * empty when the run measured neither default buffers nor variants.
+ */
+export function renderBuffersTable(run: BenchRun): string {
+  const variants = run.variants ?? [];
+  const hasDefault = run.direct.defaultBuffers || run.tunnel.defaultBuffers;
+  if (!hasDefault && variants.length === 0) return "";
+  const tunnels = [run.tunnel, ...variants];
+  const header = [
+    "Receiver buffers, direction",
+    "direct UDP",
+    ...tunnels.map(pathName),
+    `${tunnels.map(pathName).join(" / ")} vs direct`,
+  ];
+  const rows: string[][] = [header];
+  const sizes: [
+    string,
+    (
+      m: ModeResult,
+    ) => { forward: SweepResult | null; reverse: SweepResult | null } | null | undefined,
+  ][] = [
+    ["4 MiB", (m) => m],
+    ["default (net.core.rmem_default)", (m) => m.defaultBuffers],
+  ];
+  for (const [size, pick] of sizes) {
+    if (size !== "4 MiB" && !hasDefault) continue;
+    for (const dir of ["forward", "reverse"] as const) {
+      const arrow = dir === "forward" ? "A→B" : "B→A";
+      const d = pick(run.direct)?.[dir] ?? null;
+      const ts = tunnels.map((t) => pick(t)?.[dir] ?? null);
+      rows.push([
+        `${size}, ${arrow}: highest rate under 1 % loss (Mbit/s delivered)`,
+        bestText(d),
+        ...ts.map(bestText),
+        ts.map((t) => ratioText(rateRatio(d, t))).join(" / "),
+      ]);
+      rows.push([
+        `${size}, ${arrow}: receiver RcvbufErrors per step (offered Mbit/s: datagrams)`,
+        rcvbufStepsText(d),
+        ...ts.map(rcvbufStepsText),
+        NA,
+      ]);
+    }
+  }
+  const lat = (m: ModeResult) => m.latencyLoaded?.p99Us;
+  rows.push([
+    `echo RTT p99, ${run.settings.loadBps / 1e6} Mbit/s load (µs; added vs direct)`,
+    usText(lat(run.direct)),
+    ...tunnels.map((t) => `${usText(lat(t))} (${addedText(lat(t), lat(run.direct))})`),
+    NA,
+  ]);
+  const lines = rows.map((r) => `| ${r.join(" | ")} |`);
+  lines.splice(1, 0, `|${"---|".repeat(header.length)}`);
+  return lines.join("\n");
+}
+
 /**
  * The keyed tunnel next to the unkeyed one (`--keyed`), as Markdown rows; empty without it.
  * Both carry data the same way after the handshake, so the ratio should be 1 within noise.
@@ -204,13 +278,22 @@ export function renderHeadline(run: BenchRun): string {
   if (f === null && r === null) {
     return "**Headline: tunnel/direct could not be measured** (see the errors below).";
   }
-  return `**Headline — tunnel/direct, highest rate under 1 % loss: A→B ${ratioText(f)}, B→A ${ratioText(r)}.**`;
+  return `**Headline — tunnel/direct, highest rate under 1 % loss: A→B ${ratioText(f)}, B→A ${ratioText(r)}; ${addedP99Text(run)}.**`;
+}
+
+/** The echo p99 the tunnel adds under the loaded-latency iperf3 load (target: under 1 ms). */
+function addedP99Text(run: BenchRun): string {
+  const load = `${run.settings.loadBps / 1e6} Mbit/s`;
+  const t = run.tunnel.latencyLoaded?.p99Us;
+  const d = run.direct.latencyLoaded?.p99Us;
+  if (t === undefined || d === undefined) return `added echo p99 at ${load}: not measured`;
+  return `added echo p99 at ${load}: ${addedText(t, d)} (target < 1000 µs)`;
 }
 
 /** Errors of the run, one bullet each (empty when none). */
 export function renderErrors(run: BenchRun): string {
-  return [run.direct, run.tunnel, ...(run.keyed ? [run.keyed] : [])]
-    .flatMap((m) => m.errors.map((e) => `- ${m.mode}: not measured: \`${oneLine(e)}\``))
+  return [run.direct, run.tunnel, ...(run.variants ?? []), ...(run.keyed ? [run.keyed] : [])]
+    .flatMap((m) => m.errors.map((e) => `- ${pathName(m)}: not measured: \`${oneLine(e)}\``))
     .join("\n");
 }
 
@@ -258,6 +341,15 @@ export function renderRunSection(run: BenchRun, chartFile: string | null): strin
       renderKeyedRounds(k),
     );
   }
+  const buffers = renderBuffersTable(run);
+  if (buffers) {
+    parts.push(
+      "",
+      "Receiver socket buffers (iperf3 `-w 4M` vs the kernel's default at both ends):",
+      "",
+      buffers,
+    );
+  }
   const errors = renderErrors(run);
   if (errors) parts.push("", errors);
   if (chartFile) {
@@ -284,6 +376,28 @@ export function chartSeries(run: BenchRun): ChartSeries[] {
     series("direct B→A", "#1f77b4", true, run.direct.reverse),
     series("tunnel A→B", "#d62728", false, run.tunnel.forward),
     series("tunnel B→A", "#d62728", true, run.tunnel.reverse),
+    ...(run.direct.defaultBuffers
+      ? [
+          series(
+            "direct A→B, default buffers",
+            "#17becf",
+            false,
+            run.direct.defaultBuffers.forward,
+          ),
+          series("direct B→A, default buffers", "#17becf", true, run.direct.defaultBuffers.reverse),
+        ]
+      : []),
+    ...(run.tunnel.defaultBuffers
+      ? [
+          series(
+            "tunnel A→B, default buffers",
+            "#ff7f0e",
+            false,
+            run.tunnel.defaultBuffers.forward,
+          ),
+          series("tunnel B→A, default buffers", "#ff7f0e", true, run.tunnel.defaultBuffers.reverse),
+        ]
+      : []),
     ...(run.keyed
       ? [
           series("keyed A→B", "#2ca02c", false, run.keyed.forward),

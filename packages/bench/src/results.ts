@@ -11,8 +11,16 @@ export interface ModeResult {
   mode: PathMode;
   /** Why phases of this path failed ("phase: message"), empty when all ran. */
   errors: string[];
+  /** Rate sweeps with iperf3's 4 MiB socket buffers. */
   forward: SweepResult | null;
   reverse: SweepResult | null;
+  /**
+   * The same sweeps with the kernel's default socket buffers at both iperf3 ends (a receiver
+   * that never sizes its buffer); null when not measured (`--buffers 4m`, old runs).
+   */
+  defaultBuffers?: { forward: SweepResult | null; reverse: SweepResult | null } | null;
+  /** Extra arguments both tunnel programs ran with (a `--udp-run` variant), absent: none. */
+  programArgs?: string[];
   latencyIdle: LatencyResult | null;
   latencyLoaded: LatencyResult | null;
   scale: ScaleResult | null;
@@ -43,6 +51,11 @@ export interface BenchRun {
   tunnel: ModeResult;
   /** The tunnel with both programs keyed (`--keyed`): rate sweeps and idle latency only. */
   keyed?: ModeResult;
+  /**
+   * The tunnel again with other program arguments (`--udp-run N`), rate sweeps and loaded
+   * latency only, measured right after the tunnel path.
+   */
+  variants?: ModeResult[];
   /** Keyed and unkeyed programs in alternating rounds (`--keyed`). */
   keyedRounds?: KeyedComparison;
 }
@@ -53,6 +66,7 @@ export function emptyModeResult(mode: PathMode): ModeResult {
     errors: [],
     forward: null,
     reverse: null,
+    defaultBuffers: null,
     latencyIdle: null,
     latencyLoaded: null,
     scale: null,

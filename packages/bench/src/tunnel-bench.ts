@@ -16,6 +16,7 @@ import { type KeyedComparison, measureKeyedRounds, renderKeyedRounds } from "./k
 import { measureLatency, startProbeEcho } from "./latency.js";
 import {
   chartSeries,
+  renderBuffersTable,
   renderErrors,
   renderHeadline,
   renderKeyedTable,
@@ -28,7 +29,7 @@ import { measureScale } from "./scale.js";
 import { runSingleFlowBench } from "./single-flow.js";
 import { renderRateChart } from "./svg-chart.js";
 import type { SweepConfig } from "./sweep.js";
-import { DATAGRAM_BYTES, sweepDirection } from "./throughput.js";
+import { DATAGRAM_BYTES, type SweepResult, sweepDirection } from "./throughput.js";
 
 /** Durations and sizes of a run. */
 interface Plan {
@@ -94,13 +95,27 @@ function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
+/** What else a path measures: sweeps with default buffers; extra program arguments. */
+interface PathExtras {
+  defaultBuffers: boolean;
+  /** Arguments for both tunnel programs (a variant: no flows phase). */
+  programArgs?: string[];
+}
+
 /**
  * Runs every measurement on one path. A failing phase is recorded and the next one still
  * runs (a broken direction must not hide the latency figures); only a rig that cannot be
  * built ends the path.
  */
-async function measurePath(mode: PathMode, plan: Plan, keyFile?: string): Promise<ModeResult> {
+async function measurePath(
+  mode: PathMode,
+  plan: Plan,
+  extras: PathExtras,
+  keyFile?: string,
+): Promise<ModeResult> {
   const result = emptyModeResult(mode);
+  const programArgs = extras.programArgs ?? [];
+  if (programArgs.length) result.programArgs = programArgs;
   const errors = result.errors;
   const phase = async (name: string, fn: () => Promise<void>): Promise<void> => {
     log(`${mode}: ${name}`);
@@ -116,7 +131,10 @@ async function measurePath(mode: PathMode, plan: Plan, keyFile?: string): Promis
     log(`${mode}: building the rig`);
     // The keyed path is the tunnel with a key on both ends: the same data path after the
     // handshake, so its figures should match the unkeyed tunnel's.
-    const keyArgs = mode === "keyed" && keyFile ? ["--key-file", keyFile] : [];
+    const keyArgs = [
+      ...(mode === "keyed" && keyFile ? ["--key-file", keyFile] : []),
+      ...programArgs,
+    ];
     const r = await Rig.create({
       mode: mode === "direct" ? "direct" : "tunnel",
       clientArgs: keyArgs,
@@ -146,6 +164,27 @@ async function measurePath(mode: PathMode, plan: Plan, keyFile?: string): Promis
         log,
       );
     });
+    if (extras.defaultBuffers) {
+      const small: { forward: SweepResult | null; reverse: SweepResult | null } = {
+        forward: null,
+        reverse: null,
+      };
+      result.defaultBuffers = small;
+      for (const reverse of [false, true]) {
+        await phase(`rate sweep ${reverse ? "B→A" : "A→B"}, default socket buffers`, async () => {
+          small[reverse ? "reverse" : "forward"] = await sweepDirection(
+            r,
+            reverse,
+            plan.sweep,
+            plan.stepSeconds,
+            plan.sweepBudgetMs,
+            cpuPids,
+            log,
+            0,
+          );
+        });
+      }
+    }
     await phase("echo latency, idle", async () => {
       await startProbeEcho(r);
       result.latencyIdle = await measureLatency(r, plan.probes, plan.probeIntervalMs);
@@ -159,6 +198,7 @@ async function measurePath(mode: PathMode, plan: Plan, keyFile?: string): Promis
       ]);
       result.latencyLoaded = loaded;
     });
+    if (programArgs.length) return result;
     await phase(`${plan.flows} concurrent flows`, async () => {
       if (mode === "tunnel") {
         // Fresh programs, so "RSS before" is an idle program, not one that just ran sweeps.
@@ -268,7 +308,12 @@ async function main(): Promise<number> {
   if (opts.connections !== null) return runConnections(opts.connections, opts);
   const plan = opts.quick ? QUICK : FULL;
   // BENCH_WATCHDOG_MS shortens the watchdog (to check that it tears down).
-  const watchdogMs = Number(process.env.BENCH_WATCHDOG_MS) || plan.watchdogMs;
+  // Each extra pair of sweeps (default buffers, per path) and each variant path adds time.
+  const extraSweepPairs =
+    (opts.defaultBuffers ? 2 : 0) + opts.udpRuns.length * (opts.defaultBuffers ? 2 : 1);
+  const watchdogMs =
+    Number(process.env.BENCH_WATCHDOG_MS) ||
+    plan.watchdogMs + extraSweepPairs * 2 * plan.sweepBudgetMs + opts.udpRuns.length * 60_000;
   const watchdog = setTimeout(() => {
     log(`watchdog: the run exceeded ${watchdogMs / 1000} s; tearing everything down`);
     destroyAllNamespaces();
@@ -282,11 +327,19 @@ async function main(): Promise<number> {
   const startedAt = new Date();
   const t0 = performance.now();
   const loadAverage = loadavg()[0];
-  const direct = await measurePath("direct", plan);
-  const tunnel = await measurePath("tunnel", plan);
+  const extras: PathExtras = { defaultBuffers: opts.defaultBuffers };
+  const direct = await measurePath("direct", plan, extras);
+  const tunnel = await measurePath("tunnel", plan, extras);
+  const variants: ModeResult[] = [];
+  for (const n of opts.udpRuns) {
+    variants.push(
+      await measurePath("tunnel", plan, { ...extras, programArgs: ["--udp-run", String(n)] }),
+    );
+  }
+  // Keyed: 4 MiB sweeps only (its data path is the unkeyed one after the handshake).
   const keyedRuns = opts.keyed
     ? await withKeyFile(async (keyFile) => ({
-        sweeps: await measurePath("keyed", plan, keyFile),
+        sweeps: await measurePath("keyed", plan, { defaultBuffers: false }, keyFile),
         rounds: await compareKeyed(plan, keyFile),
       }))
     : undefined;
@@ -313,11 +366,14 @@ async function main(): Promise<number> {
     direct,
     tunnel,
     ...(keyed ? { keyed } : {}),
+    ...(variants.length ? { variants } : {}),
     ...(keyedRuns ? { keyedRounds: keyedRuns.rounds } : {}),
   };
   console.log(`\n${renderHeadline(run)}\n\n${renderTable(run)}\n`);
   if (run.keyed) console.log(`Keyed vs unkeyed:\n\n${renderKeyedTable(run)}\n`);
   if (run.keyedRounds) console.log(`${renderKeyedRounds(run.keyedRounds)}\n`);
+  const buffers = renderBuffersTable(run);
+  if (buffers) console.log(`Receiver socket buffers:\n\n${buffers}\n`);
   const errors = renderErrors(run);
   if (errors) console.log(`${errors}\n`);
   if (!opts.noDocs) {
@@ -326,13 +382,10 @@ async function main(): Promise<number> {
   }
   log(`done in ${Math.round(run.durationSeconds)} s`);
   // The table and docs keep what was measured; the exit status says something was not.
-  return direct.errors.length +
-    tunnel.errors.length +
-    (keyed?.errors.length ?? 0) +
-    (keyedRuns?.rounds.errors.length ?? 0) >
-    0
-    ? 1
-    : 0;
+  const failed = [direct, tunnel, ...variants, ...(keyed ? [keyed] : [])].some(
+    (m) => m.errors.length > 0,
+  );
+  return failed || (keyedRuns?.rounds.errors.length ?? 0) > 0 ? 1 : 0;
 }
 
 /** `--connections N`: only the many-connection measurement (see connections.ts). */

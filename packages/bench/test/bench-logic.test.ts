@@ -236,12 +236,17 @@ describe("parseBenchArgs", () => {
       docsDir: null,
       keyed: false,
       singleFlow: false,
+      defaultBuffers: true,
+      udpRuns: [],
       connections: null,
       pace: 100,
       help: false,
     });
     expect(parseBenchArgs(["--keyed"]).keyed).toBe(true);
     expect(parseBenchArgs(["--single-flow"]).singleFlow).toBe(true);
+    expect(parseBenchArgs(["--buffers", "4m"]).defaultBuffers).toBe(false);
+    expect(parseBenchArgs(["--buffers", "default,4m"]).defaultBuffers).toBe(true);
+    expect(parseBenchArgs(["--udp-run", "8,64,8"]).udpRuns).toEqual([8, 64]);
     expect(parseBenchArgs(["--docs-dir", "/tmp/x"]).docsDir).toBe("/tmp/x");
     expect(parseBenchArgs(["--label", "before", "--quick"]).label).toBe("before");
     expect(parseBenchArgs(["--label=after", "--no-docs"])).toMatchObject({
@@ -256,5 +261,10 @@ describe("parseBenchArgs", () => {
     expect(() => parseBenchArgs(["--label", "a/b"])).toThrow();
     expect(() => parseBenchArgs(["--fast"])).toThrow(/unknown/);
     expect(() => parseBenchArgs(["--docs-dir"])).toThrow(/needs a directory/);
+    expect(() => parseBenchArgs(["--buffers", "default"])).toThrow(/--buffers/);
+    expect(() => parseBenchArgs(["--buffers", "4m,1m"])).toThrow(/--buffers/);
+    expect(() => parseBenchArgs(["--udp-run", "0"])).toThrow(/--udp-run/);
+    expect(() => parseBenchArgs(["--udp-run", "65"])).toThrow(/--udp-run/);
+    expect(() => parseBenchArgs(["--udp-run"])).toThrow(/--udp-run/);
   });
 });

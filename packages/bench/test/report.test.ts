@@ -2,6 +2,8 @@ import { describe, expect, it } from "vitest";
 import {
   chartSeries,
   oneLine,
+  renderBuffersTable,
+  renderHeadline,
   renderKeyedTable,
   renderRunSection,
   renderTable,
@@ -85,6 +87,16 @@ describe("report", () => {
     expect(table).toMatch(/server RSS .*\| 60\.0 → \? \|/);
   });
 
+  it("puts the added loaded echo p99 in the headline, every run", () => {
+    const run = makeRun();
+    expect(renderHeadline(run)).toContain("added echo p99 at 100 Mbit/s: not measured");
+    run.direct.latencyLoaded = { sent: 100, received: 100, p50Us: 100, p99Us: 700 };
+    run.tunnel.latencyLoaded = { sent: 100, received: 100, p50Us: 150, p99Us: 1100 };
+    expect(renderHeadline(run)).toMatch(
+      /A→B 0\.25, B→A –; added echo p99 at 100 Mbit\/s: \+400 µs \(target < 1000 µs\)\.\*\*$/,
+    );
+  });
+
   it("writes a dated run section with the headline, chart link and errors", () => {
     const text = renderRunSection(makeRun(), "bench-x.svg");
     expect(text.startsWith("### Run 2026-11-23T10:00:00.000Z — before\n")).toBe(true);
@@ -138,5 +150,52 @@ describe("report", () => {
       { x: 1600, y: 1200 },
     ]);
     expect(series[3].points).toEqual([]);
+  });
+
+  it("with default buffers and --udp-run variants: a buffers table with RcvbufErrors per step", () => {
+    const run = makeRun();
+    expect(renderBuffersTable(run)).toBe("");
+    const errs = (st: MeasuredStep, receiver: number, tunnel: number | null): MeasuredStep => ({
+      ...st,
+      receiverRcvbufErrors: receiver,
+      tunnelRcvbufErrors: tunnel,
+    });
+    run.direct.defaultBuffers = {
+      forward: sweep(
+        "A→B",
+        errs(step(400, 400, null), 0, null),
+        errs(step(800, 600, null), 900, null),
+      ),
+      reverse: null,
+    };
+    run.tunnel.defaultBuffers = {
+      forward: sweep("A→B", errs(step(200, 200, 0.5), 3, 0), errs(step(400, 300, 1), 2000, 7)),
+      reverse: null,
+    };
+    const variant = emptyModeResult("tunnel");
+    variant.programArgs = ["--udp-run", "8"];
+    variant.defaultBuffers = {
+      forward: sweep("A→B", errs(step(400, 396, 1), 5, 0), errs(step(800, 500, 2), 4000, 0)),
+      reverse: null,
+    };
+    variant.latencyLoaded = { sent: 100, received: 100, p50Us: 200, p99Us: 1500 };
+    run.direct.latencyLoaded = { sent: 100, received: 100, p50Us: 100, p99Us: 1000 };
+    variant.errors = ["rate sweep B→A: nope"];
+    run.variants = [variant];
+    const table = renderBuffersTable(run);
+    expect(table.split("\n")[0]).toBe(
+      "| Receiver buffers, direction | direct UDP | tunnel | tunnel --udp-run 8 | tunnel / tunnel --udp-run 8 vs direct |",
+    );
+    expect(table).toMatch(
+      /\| default \(net\.core\.rmem_default\), A→B: highest rate .*\| 400\.0 .*\| 200\.0 .*\| 396\.0 .*\| 0\.50 \/ 0\.99 \|/,
+    );
+    expect(table).toContain(
+      "| default (net.core.rmem_default), A→B: receiver RcvbufErrors per step (offered Mbit/s: datagrams) | 400: 0, 800: 900 | 200: 3, 400: 2000 (+7 in C/S) | 400: 5, 800: 4000 | – |",
+    );
+    expect(table).toContain("| 1000 | – (–) | 1500 (+500 µs) | – |");
+    const section = renderRunSection(run, null);
+    expect(section).toContain("Receiver socket buffers");
+    expect(section).toContain("- tunnel --udp-run 8: not measured: `rate sweep B→A: nope`");
+    expect(chartSeries(run).map((x) => x.name)).toContain("tunnel A→B, default buffers");
   });
 });

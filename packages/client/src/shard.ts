@@ -129,7 +129,7 @@ export async function startClientShard(
   });
   // Tunnel -> UDP: each session sends its datagrams to its peer through the run writer;
   // the runs are written at the end of each batch the tunnel received.
-  const runs = new UdpRunWriter();
+  const runs = new UdpRunWriter(config.udpRun);
   tunnel.onReceiveEnd(() => runs.flush());
   // The shard's relay counters, shared by its sessions and the flows it hosts.
   const totals = newRelayCounters();

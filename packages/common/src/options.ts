@@ -4,6 +4,7 @@
  * one-line errors.
  */
 import { availableParallelism } from "node:os";
+import { UDP_MAX_SEGMENTS } from "fake-tcp-tun/udp";
 import yargs, { type Options } from "yargs";
 import { parseIPv4, parseIPv6, parseListenAddress, type SocketAddress } from "./address.js";
 import {
@@ -15,6 +16,7 @@ import {
 import { UsageError } from "./errors.js";
 import { readKeyFile } from "./key-file.js";
 import { LOG_LEVELS, type LogLevel } from "./logger.js";
+import { DEFAULT_UDP_RUN } from "./udp-run-writer.js";
 import { programVersion } from "./version.js";
 
 /** Which program is parsing: the defaults of the TUN addresses differ. */
@@ -85,6 +87,11 @@ export interface CommonConfig {
    * run the kernel numbers the IDs 0, 1, 2...).
    */
   readonly segmentationOffload: boolean;
+  /**
+   * Most datagrams per segmented send towards a UDP peer (`--udp-run`): the burst the
+   * receiving application's socket buffer must take at once. 1: one datagram per send.
+   */
+  readonly udpRun: number;
   /** Keyed mode (`--key-file`): the file's path and the 32-byte key read from it at parse time. */
   readonly keyFile: string | undefined;
   readonly key: Uint8Array | undefined;
@@ -195,6 +202,12 @@ export function commonOptionDefinitions(role: Role): Record<string, Options> {
       default: true,
       describe:
         "write runs of datagrams as one packet the kernel cuts into the same segments; --no-segmentation-offload: one write per segment, IPv4 ID 0 on every packet",
+      group: TUNING_GROUP,
+    },
+    "udp-run": {
+      requiresArg: true,
+      default: String(DEFAULT_UDP_RUN),
+      describe: `most datagrams per segmented send to a UDP peer (1-${UDP_MAX_SEGMENTS}; 1: one datagram per send): smaller bursts suit receivers with small socket buffers, at some CPU`,
       group: TUNING_GROUP,
     },
     "key-file": {
@@ -461,6 +474,7 @@ export function commonConfig(args: RawArguments): CommonConfig {
     autoRules: booleanOption(args, "autoRules", "--auto-rules"),
     checksumOffload: booleanOption(args, "checksumOffload", "--checksum-offload"),
     segmentationOffload: booleanOption(args, "segmentationOffload", "--segmentation-offload"),
+    udpRun: integerOption(args, "udpRun", "--udp-run", 1, UDP_MAX_SEGMENTS),
     ...keyOption(args),
     metrics: metricsAddress(stringOption(args, "metrics", "--metrics")),
   };

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { UsageError } from "../src/errors.js";
 import { type CommandLineSpec, commonConfig, envName, parseCommandLine } from "../src/options.js";
+import { DEFAULT_UDP_RUN } from "../src/udp-run-writer.js";
 
 const spec: CommandLineSpec = {
   program: "test-program",
@@ -64,6 +65,17 @@ describe("shared options", () => {
     expect(
       parse(["--remote", "x:1"], { FAKE_TCP_SEGMENTATION_OFFLOAD: "0" }).config.segmentationOffload,
     ).toBe(false);
+  });
+
+  it("--udp-run caps datagrams per segmented UDP send: default, flag, variable, bad values", () => {
+    expect(parse(["--remote", "x:1"]).config.udpRun).toBe(DEFAULT_UDP_RUN);
+    expect(parse(["--remote", "x:1", "--udp-run", "8"]).config.udpRun).toBe(8);
+    expect(parse(["--remote", "x:1"], { FAKE_TCP_UDP_RUN: "1" }).config.udpRun).toBe(1);
+    for (const bad of ["0", "65", "8.5", "x"]) {
+      expect(() => parse(["--remote", "x:1", "--udp-run", bad])).toThrow(
+        /--udp-run: .* is not a whole number from 1 to 64/,
+      );
+    }
   });
 
   it("-4 drops IPv6 and --no-auto-rules turns host setup off", () => {

@@ -4,8 +4,15 @@
  * is covered by packages/tun's UDP tests and the server relay test.)
  */
 import { UDP_MAX_SEGMENTED_BYTES, UDP_MAX_SEGMENTS } from "fake-tcp-tun/udp";
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { type RunCounting, type RunSocket, UdpRunWriter } from "../src/udp-run-writer.js";
+import {
+  DEFAULT_UDP_RUN,
+  isValidUdpRun,
+  type RunCounting,
+  type RunSocket,
+  UdpRunWriter,
+} from "../src/udp-run-writer.js";
 
 interface Sent {
   datagrams: string[];
@@ -94,7 +101,7 @@ describe("UdpRunWriter", () => {
 
   it("keeps runs within the segment and byte limits of one send", () => {
     const socket = new RecordingRunSocket();
-    const writer = new UdpRunWriter();
+    const writer = new UdpRunWriter(UDP_MAX_SEGMENTS);
     for (let i = 0; i < UDP_MAX_SEGMENTS + 1; i++)
       writer.send(socket, Buffer.alloc(10, 65), undefined, noDrops);
     const big = Math.floor(UDP_MAX_SEGMENTED_BYTES / 2) + 1;
@@ -142,5 +149,54 @@ describe("UdpRunWriter", () => {
     writer.send(socket, Buffer.alloc(0), undefined, noDrops);
     writer.flush();
     expect(socket.sent).toEqual([{ datagrams: [""], segmentSize: null, record: undefined }]);
+  });
+
+  it("with a run cap of N, ends every run after N datagrams; 1 sends each datagram alone", () => {
+    const socket = new RecordingRunSocket();
+    const writer = new UdpRunWriter(8);
+    for (let i = 0; i < 20; i++) writer.send(socket, Buffer.from(`d${i % 10}`), undefined, noDrops);
+    writer.flush();
+    expect(socket.sent.map((s) => s.datagrams.length)).toEqual([8, 8, 4]);
+    expect(socket.sent.map((s) => s.segmentSize)).toEqual([2, 2, 2]);
+
+    const single = new RecordingRunSocket();
+    const alone = new UdpRunWriter(1);
+    for (let i = 0; i < 3; i++) alone.send(single, Buffer.from("abc"), undefined, noDrops);
+    alone.flush();
+    expect(single.sent).toEqual(
+      Array.from({ length: 3 }, () => ({
+        datagrams: ["abc"],
+        segmentSize: null,
+        record: undefined,
+      })),
+    );
+  });
+
+  it("under any cap, sends every datagram once, in order, in runs no longer than the cap", () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: UDP_MAX_SEGMENTS }),
+        fc.array(fc.integer({ min: 0, max: 40 }), { maxLength: 300 }),
+        (cap, lengths) => {
+          const socket = new RecordingRunSocket();
+          const writer = new UdpRunWriter(cap);
+          const datagrams = lengths.map((len, i) => String.fromCharCode(65 + (i % 26)).repeat(len));
+          for (const d of datagrams) writer.send(socket, Buffer.from(d), undefined, noDrops);
+          writer.flush();
+          expect(socket.sent.flatMap((s) => s.datagrams)).toEqual(datagrams);
+          for (const s of socket.sent) expect(s.datagrams.length).toBeLessThanOrEqual(cap);
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+
+  it("refuses a run cap outside 1..UDP_MAX_SEGMENTS; the default is a valid cap", () => {
+    expect(isValidUdpRun(DEFAULT_UDP_RUN)).toBe(true);
+    expect(new UdpRunWriter().maxRun).toBe(DEFAULT_UDP_RUN);
+    for (const bad of [0, -1, 1.5, UDP_MAX_SEGMENTS + 1, Number.NaN]) {
+      expect(isValidUdpRun(bad)).toBe(false);
+      expect(() => new UdpRunWriter(bad)).toThrow(RangeError);
+    }
   });
 });

@@ -38,7 +38,11 @@ export interface IperfUdpOptions {
   /** UDP payload size in bytes (iperf3 -l). */
   length?: number;
   reverse?: boolean;
-  /** Socket buffer size of both iperf3 ends in bytes (iperf3 -w). Default 4 MiB. */
+  /**
+   * Socket buffer size of both iperf3 ends in bytes (iperf3 -w). Default 4 MiB (capped by
+   * net.core.rmem_max/wmem_max); 0: no -w, the kernel's defaults (net.core.rmem_default,
+   * usually 208 KiB), as an application that never sizes its buffers gets.
+   */
   socketBuffer?: number;
 }
 
@@ -63,7 +67,9 @@ export async function runIperfUdp(ns: Namespace, opts: IperfUdpOptions): Promise
   // iperf3's own socket buffers (-w, passed to the server too) are made large so that a
   // briefly descheduled iperf3 does not drop datagrams itself: losses then belong to the path.
   // iperf3 fails when the kernel grants less than asked, so stay within net.core.*mem_max.
-  args.push("-w", String(opts.socketBuffer ?? socketBufferLimit(ns, 4 * 1024 * 1024)));
+  if (opts.socketBuffer !== 0) {
+    args.push("-w", String(opts.socketBuffer ?? socketBufferLimit(ns, 4 * 1024 * 1024)));
+  }
   if (opts.length) args.push("-l", String(opts.length));
   if (opts.reverse) args.push("-R");
   const res = await ns.execAsync("iperf3", args, (opts.seconds + 20) * 1000);

@@ -346,6 +346,8 @@ export class Rig {
     seconds: number;
     length?: number;
     reverse?: boolean;
+    /** iperf3's socket buffers (see `IperfUdpOptions.socketBuffer`; 0: kernel defaults). */
+    socketBuffer?: number;
   }): Promise<IperfUdpResult> {
     if (!this.iperfServer?.running) {
       await this.stopApps();

@@ -44,7 +44,7 @@ export async function startServerShard(
   });
   // Datagrams to the application leave in runs: one segmented send per run per relay, written
   // at the end of each batch the tunnel received.
-  const runs = new UdpRunWriter();
+  const runs = new UdpRunWriter(config.udpRun);
   const relays = new RelayTable({
     remote,
     runs,
