@@ -512,7 +512,11 @@ export class Stack implements SocketHost {
     this.receiveEnd();
   }
 
-  /** `segmentSize` > 0: a coalesced packet (receive offload) whose payload is several segments. */
+  /**
+   * `segmentSize` > 0: a coalesced packet (receive offload) whose payload is several segments.
+   * Kept small (the lookup is `findSocket`): V8 inlines a function into its caller only while
+   * its bytecode stays under a limit, and this one runs per packet.
+   */
   private receivePacket(
     queueIndex: number,
     buf: Buffer,
@@ -520,39 +524,46 @@ export class Stack implements SocketHost {
     length: number,
     segmentSize: number,
   ): void {
-    const p = this.parser;
-    const err = p.parse(buf, offset, length);
+    const err = this.parser.parse(buf, offset, length);
     if (err !== ParseError.ok) {
       this.malformed[err]++;
       return;
     }
     this.c.packetsReceived++;
-    const t = p.tcp;
-    let s: Socket | null;
-    if (p.family === 4) {
-      const dst = p.ip4.dst | 0;
-      if (this.local4 !== null && dst !== this.local4) {
-        this.c.notForUs++;
-        return;
-      }
-      s = this.table.find4(p.ip4.src | 0, dst, t.srcPort, t.dstPort);
-    } else {
-      const l = this.local6;
-      const d = p.ip6.dst;
-      if (
-        l !== null &&
-        ((d[0] | 0) !== l[0] || (d[1] | 0) !== l[1] || (d[2] | 0) !== l[2] || (d[3] | 0) !== l[3])
-      ) {
-        this.c.notForUs++;
-        return;
-      }
-      s = this.table.find6(p.ip6.src, d, t.srcPort, t.dstPort);
-    }
+    const s = this.findSocket();
+    if (s === undefined) return;
     if (s === null) this.receiveUnknown(queueIndex, buf, segmentSize);
     else if (s.state === SocketState.established) {
       if (s.restartSynAt !== 0 && this.receiveRestartProof(queueIndex, s, buf, segmentSize)) return;
       this.receiveEstablished(queueIndex, s, buf, segmentSize);
     } else this.receiveSynSent(s, buf);
+  }
+
+  /**
+   * The connection of the packet just parsed: null when there is none, undefined when the
+   * packet is not addressed to us (counted).
+   */
+  private findSocket(): Socket | null | undefined {
+    const p = this.parser;
+    const t = p.tcp;
+    if (p.family === 4) {
+      const dst = p.ip4.dst | 0;
+      if (this.local4 !== null && dst !== this.local4) {
+        this.c.notForUs++;
+        return undefined;
+      }
+      return this.table.find4(p.ip4.src | 0, dst, t.srcPort, t.dstPort);
+    }
+    const l = this.local6;
+    const d = p.ip6.dst;
+    if (
+      l !== null &&
+      ((d[0] | 0) !== l[0] || (d[1] | 0) !== l[1] || (d[2] | 0) !== l[2] || (d[3] | 0) !== l[3])
+    ) {
+      this.c.notForUs++;
+      return undefined;
+    }
+    return this.table.find6(p.ip6.src, d, t.srcPort, t.dstPort);
   }
 
   /**
