@@ -131,6 +131,8 @@ async function runFuzz(family: 4 | 6, batches: Array<{ segments: Seg[]; advanceM
     const synsSent = new Map<number, { tuple: string; slot: number; tsvals: Set<number> }>();
     /** Tuples that sent a correct proof of an answered handshake. */
     const proven = new Set<string>();
+    /** Tuples that completed a handshake, in order: where RSTs are aimed (see "rst"). */
+    const provenTuples: { src: (typeof sources)[number]; srcPort: number }[] = [];
     /** The ISN the stack answered each tuple's nonce with. */
     const answered = new Map<string, number>();
     const parser = new SegmentParser();
@@ -160,8 +162,13 @@ async function runFuzz(family: 4 | 6, batches: Array<{ segments: Seg[]; advanceM
     for (const { segments, advanceMs } of batches) {
       const packets: Buffer[] = [];
       for (const g of segments) {
-        const src = sources[g.source];
-        const srcPort = 1000 + g.port;
+        let src = sources[g.source];
+        let srcPort = 1000 + g.port;
+        // Most RSTs go to a tuple with a connection (a keyed stack checks every RST there);
+        // random tuples alone reach one too rarely for the run to be sure to check any.
+        if (g.kind === "rst" && g.delta !== -1 && provenTuples.length > 0) {
+          ({ src, srcPort } = provenTuples[g.seq % provenTuples.length]);
+        }
         const key = tupleKey(src, srcPort);
         const nonce = NONCES[g.nonce];
         let flags = g.flags;
@@ -200,7 +207,10 @@ async function runFuzz(family: 4 | 6, batches: Array<{ segments: Seg[]; advanceM
             seq = (nonce + 1) >>> 0;
             ack = isn === undefined ? g.ack : (isn + 1 + g.delta) >>> 0;
             payload = g.delta === 0 ? g.payload : new Uint8Array(0);
-            if (isn !== undefined && g.delta === 0) proven.add(key);
+            if (isn !== undefined && g.delta === 0) {
+              proven.add(key);
+              provenTuples.push({ src, srcPort });
+            }
             break;
           }
           case "data":
