@@ -2,6 +2,7 @@
  * Figures of the many-connection bench (`pnpm bench --connections N`): what was measured, the
  * derived ratios, and its section of docs/benchmarks.md. Pure: no rig, no processes.
  */
+import type { LoadStep } from "fake-tcp-e2e";
 
 /** What the connection probe printed once set-up ended (see e2e tools/conn-probe.ts). */
 export interface SetupFigures {
@@ -20,20 +21,8 @@ export interface SetupFigures {
   progress: Array<[number, number]>;
 }
 
-/** One load step of the probe: `flows` sockets sharing `offeredMbps`, echoed back. */
-export interface LoadStep {
-  flows: number;
-  offeredMbps: number;
-  seconds: number;
-  sent: number;
-  sendDrops: number;
-  /** What the probe managed to send, Mbit/s (below offered when it could not keep up). */
-  sentMbps: number;
-  echoed: number;
-  /** Echoed datagrams as Mbit/s of payload (each crossed the tunnel both ways). */
-  echoedMbps: number;
-  lossPercent: number;
-}
+/** One load step of the probe (its output format is defined beside the probe, in e2e). */
+export type { LoadStep };
 
 /** One program's side of the run. */
 export interface ProgramFigures {

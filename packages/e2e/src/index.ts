@@ -3,6 +3,7 @@
  */
 export { ADDR, IFACE, type RigMode } from "./addresses.js";
 export { Capture, countPcap, type ProtocolCounts } from "./capture.js";
+export type { LoadStep } from "./conn-probe-output.js";
 export {
   FLEET_ADDR,
   FLEET_CLIENT_ARGS,

@@ -22,6 +22,7 @@
  *        [--load-seconds 3] [--size 1400]
  */
 import { UdpBatchSocket, UdpReceiveArea } from "fake-tcp-tun/udp";
+import type { LoadStep } from "../conn-probe-output.js";
 import { listOption, nofileLimit } from "./conn-probe-args.js";
 
 function option(name: string, fallback: string): string {
@@ -168,20 +169,6 @@ await new Promise<void>((resolve) => {
     resolve();
   });
 });
-
-/** One load step's figures. */
-interface LoadStep {
-  flows: number;
-  offeredMbps: number;
-  seconds: number;
-  sent: number;
-  sendDrops: number;
-  sentMbps: number;
-  echoed: number;
-  /** Echoed datagrams as Mbit/s of payload (each crossed the tunnel both ways). */
-  echoedMbps: number;
-  lossPercent: number;
-}
 
 const payload = Buffer.alloc(size * RUN);
 for (let i = 0; i < RUN; i++) payload.writeUInt32BE(0x6c6f6164, i * size); // "load"
