@@ -22,6 +22,7 @@ import {
   type Tunnel,
   UdpRunWriter,
 } from "fake-tcp-common";
+import { yieldCore } from "fake-tcp-tun";
 import type { UdpBatch, UdpBatchSocket } from "fake-tcp-tun/udp";
 import { type ClientConfig, defaultFlows } from "./cli.js";
 import { ClientFlows } from "./flow-group.js";
@@ -129,7 +130,7 @@ export async function startClientShard(
   });
   // Tunnel -> UDP: each session sends its datagrams to its peer through the run writer;
   // the runs are written at the end of each batch the tunnel received.
-  const runs = new UdpRunWriter(config.udpRun);
+  const runs = new UdpRunWriter(config.udpRun, config.udpYield ? yieldCore : null);
   tunnel.onReceiveEnd(() => runs.flush());
   // The shard's relay counters, shared by its sessions and the flows it hosts.
   const totals = newRelayCounters();

@@ -92,6 +92,11 @@ export interface CommonConfig {
    * receiving application's socket buffer must take at once. 1: one datagram per send.
    */
   readonly udpRun: number;
+  /**
+   * Yield the core after each send to a UDP peer (`--udp-yield`, default on), so that a
+   * receiver on this host that the send woke can read before the next send.
+   */
+  readonly udpYield: boolean;
   /** Keyed mode (`--key-file`): the file's path and the 32-byte key read from it at parse time. */
   readonly keyFile: string | undefined;
   readonly key: Uint8Array | undefined;
@@ -208,6 +213,13 @@ export function commonOptionDefinitions(role: Role): Record<string, Options> {
       requiresArg: true,
       default: String(DEFAULT_UDP_RUN),
       describe: `most datagrams per segmented send to a UDP peer (1-${UDP_MAX_SEGMENTS}; 1: one datagram per send): smaller bursts suit receivers with small socket buffers, at some CPU`,
+      group: TUNING_GROUP,
+    },
+    "udp-yield": {
+      type: "boolean",
+      default: true,
+      describe:
+        "after each send to a UDP peer, let a receiver on this host that it woke read first (sched_yield); --no-udp-yield: keep the core for the rest of the batch",
       group: TUNING_GROUP,
     },
     "key-file": {
@@ -475,6 +487,7 @@ export function commonConfig(args: RawArguments): CommonConfig {
     checksumOffload: booleanOption(args, "checksumOffload", "--checksum-offload"),
     segmentationOffload: booleanOption(args, "segmentationOffload", "--segmentation-offload"),
     udpRun: integerOption(args, "udpRun", "--udp-run", 1, UDP_MAX_SEGMENTS),
+    udpYield: booleanOption(args, "udpYield", "--udp-yield"),
     ...keyOption(args),
     metrics: metricsAddress(stringOption(args, "metrics", "--metrics")),
   };

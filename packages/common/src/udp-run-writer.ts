@@ -13,6 +13,13 @@
  * A run holds at most `maxRun` datagrams (see {@link DEFAULT_UDP_RUN}): the receiving
  * application's socket takes a whole run in at once, so the run length is the burst a
  * receiver with a small buffer must absorb between two of its reads.
+ *
+ * After each send the writer calls `afterSend` (the programs pass `yieldCore`, `--udp-yield`):
+ * a receiver on this host that the send woke is usually queued on this very core, and a
+ * thread that went on with the rest of its batch would keep it off the core until its time
+ * slice ended, while the receiver's buffer (about 95 datagrams by default) filled. Yielding
+ * after every run lets it read as the runs arrive. Measurements: docs/benchmarks.md,
+ * "Yielding to the receiver".
  */
 import { RunBuffer } from "fake-tcp";
 import { UDP_MAX_SEGMENTED_BYTES, UDP_MAX_SEGMENTS } from "fake-tcp-tun/udp";
@@ -60,9 +67,12 @@ export class UdpRunWriter {
 
   /**
    * `maxRun`: most datagrams per send, from 1 (one datagram per send, no segmentation
-   * offload) to `UDP_MAX_SEGMENTS`.
+   * offload) to `UDP_MAX_SEGMENTS`. `afterSend`: called after every send (null: nothing).
    */
-  constructor(readonly maxRun = DEFAULT_UDP_RUN) {
+  constructor(
+    readonly maxRun = DEFAULT_UDP_RUN,
+    private readonly afterSend: (() => void) | null = null,
+  ) {
     if (!isValidUdpRun(maxRun)) {
       throw new RangeError(`maxRun ${maxRun} is not a whole number from 1 to ${UDP_MAX_SEGMENTS}`);
     }
@@ -90,6 +100,7 @@ export class UdpRunWriter {
       this.flush();
       if (socket.send(datagram, 0, len, record)) counting.sent(1, len);
       else counting.refused(1);
+      this.afterSend?.();
       return;
     }
     if (run.count === 0) {
@@ -119,5 +130,6 @@ export class UdpRunWriter {
         : socket.sendSegmented(payload, 0, payload.length, segmentSize, record);
     if (ok) counting.sent(count, payload.length);
     else counting.refused(count);
+    this.afterSend?.();
   }
 }

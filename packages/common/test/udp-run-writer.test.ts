@@ -88,6 +88,27 @@ describe("UdpRunWriter", () => {
     expect(s2.sent.map((s) => s.datagrams)).toEqual([["44"], ["555", "5"], ["6"]]);
   });
 
+  it("calls afterSend once after every send (runs, single datagrams, oversize ones), never before", () => {
+    const events: string[] = [];
+    const socket = new RecordingRunSocket();
+    const logged: RunSocket = {
+      send: (...args) => {
+        events.push("send");
+        return socket.send(...args);
+      },
+      sendSegmented: (...args) => {
+        events.push("sendSegmented");
+        return socket.sendSegmented(...args);
+      },
+    };
+    const writer = new UdpRunWriter(2, () => events.push("yield"));
+    for (const d of ["aa", "bb", "cc"]) writer.send(logged, Buffer.from(d), undefined, noDrops);
+    writer.send(logged, Buffer.alloc(UDP_MAX_SEGMENTED_BYTES + 1), undefined, noDrops);
+    writer.flush();
+    writer.flush(); // nothing pending: no send, no yield
+    expect(events).toEqual(["sendSegmented", "yield", "send", "yield", "send", "yield"]);
+  });
+
   it("copies the caller's bytes, so a reused view does not change what is sent", () => {
     const socket = new RecordingRunSocket();
     const writer = new UdpRunWriter();

@@ -14,6 +14,7 @@ import {
   UdpRunWriter,
   udpCounting,
 } from "fake-tcp-common";
+import { yieldCore } from "fake-tcp-tun";
 import type { ServerConfig } from "./cli.js";
 import { ServerFlows } from "./flow-groups.js";
 import { RelayTable } from "./relay-table.js";
@@ -44,7 +45,7 @@ export async function startServerShard(
   });
   // Datagrams to the application leave in runs: one segmented send per run per relay, written
   // at the end of each batch the tunnel received.
-  const runs = new UdpRunWriter(config.udpRun);
+  const runs = new UdpRunWriter(config.udpRun, config.udpYield ? yieldCore : null);
   const relays = new RelayTable({
     remote,
     runs,

@@ -149,6 +149,8 @@ export interface NativeAddon {
   setSteering(fd: number, mode: SteeringMode | null): void;
   /** null when the steering program loads here, else why not. */
   steeringProbe(): { code: string; message: string } | null;
+  /** sched_yield() for the calling thread (see scheduling.ts). */
+  yieldCore(): void;
   NativeUdp: new (
     family: 4 | 6,
     slotSize: number,
