@@ -1,15 +1,17 @@
-// Why does a default-sized receiver fall behind behind the tunnel? Fixed offered rates, both
-// directions, iperf3 with the kernel's default socket buffers at both ends, in alternating
-// rounds of several variants on one pair of rigs (one direct, one tunnel; the tunnel programs
-// are restarted per variant). Per step: loss, the receiving namespace's RcvbufErrors, and how
-// long each party waited for a core (run_delay from /proc/PID/task/*/schedstat: the
-// receiving iperf3, the sending iperf3, the client and the server program), with the load
+// Why does a default-sized receiver fall behind when the tunnel delivers to it? Fixed
+// offered rates, both directions, iperf3 with the kernel's default socket buffers at both
+// ends, in alternating rounds of several variants on one pair of rigs (one direct, one
+// tunnel; the tunnel programs are restarted per variant). Per step: loss, the receiving
+// namespace's RcvbufErrors, and how long each party waited for a core (run_delay from
+// /proc/PID/task/*/schedstat: the receiving iperf3, the sending iperf3, the client and the
+// server program) and how often it was switched in, with the load
 // average. Run as root after `pnpm run build`:
-//   VARIANTS=direct,run8,run1 RATES=200,300,400 ROUNDS=3 SECONDS=4 [BUFFER=4194304] \
-//     node packages/bench/tools/receiver-rounds.mjs > out.jsonl
-// A variant is `direct` or `name:args:ENV=1`, e.g. `run1:--udp-run 1`, `yield::FT_X=1`;
-// the shorthand `runN` is `--udp-run N`. One JSON line per step on stdout; a summary
-// (medians per variant, direction and rate) on stderr at the end.
+//   VARIANTS="direct,noyield:,yield:--udp-yield" RATES=300,400 ROUNDS=4 SECONDS=4 \
+//     [BUFFER=4194304] [LATENCY=1] node packages/bench/tools/receiver-rounds.mjs > out.jsonl
+// A variant is `direct` or `name:program args:ENV=value ...` (the programs' arguments and
+// environment), e.g. `run1:--udp-run 1`; the shorthand `runN` is `--udp-run N`. One JSON
+// line per step on stdout; a summary (medians per variant, direction and rate) on stderr at
+// the end.
 import { readdirSync, readFileSync, readlinkSync, statSync } from "node:fs";
 import { loadavg } from "node:os";
 import { Rig } from "../../e2e/dist/index.js";

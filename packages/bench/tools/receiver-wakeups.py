@@ -1,8 +1,8 @@
 # Reads `perf script` output of a `perf sched record` (receiver-sched-trace.mjs) and the
-# step's JSON line, and tells for the receiving iperf3: how long it waited for a core after
-# each wake-up (p50/p90/p99/max), how often it was woken on the core where its waker ran,
-# which threads ran on its core while it waited, and how often it was preempted while
-# runnable. Usage: perf script -i X.data | python3 receiver-wakeups.py '<json line>'
+# step's JSON line, and tells for the receiving iperf3: who woke it, how long it waited for
+# a core after each wake-up or preemption (p50/p90/p99/max), how often it then ran on the
+# core its waker was on, which threads were switched in (anywhere) while it waited, and how
+# often it was preempted while runnable. Usage: perf script -i X.data | python3 receiver-wakeups.py '<json line>'
 import json
 import re
 import sys
@@ -19,22 +19,21 @@ waits = []
 same_cpu = 0
 wakeups = 0
 ran_meanwhile = Counter()
+wakers = Counter()
 preempted = 0
 for line in sys.stdin:
     m = line_re.match(line)
     if not m:
         continue
     comm, tid, cpu, t, ev, rest = m.group(1), int(m.group(2)), int(m.group(3)), float(m.group(4)), m.group(5), m.group(6)
-    if ev == "sched:sched_wakeup":
+    if ev in ("sched:sched_wakeup", "sched:sched_waking"):
         pm = re.search(r"pid=(\d+).*?target_cpu=(\d+)", rest)
         if not pm:
             continue
         wtid, tcpu = int(pm.group(1)), int(pm.group(2))
-        if wtid in receiver:
+        if wtid in receiver and wtid not in waking:
             wakeups += 1
-            if tcpu == cpu:
-                same_cpu += 1
-            waking[wtid] = (t, tcpu)
+            waking[wtid] = (t, cpu, role_of.get(tid, "other"))
     elif ev == "sched:sched_switch":
         pm = re.search(r"prev_pid=(\d+).*?prev_state=(\S+).*?next_pid=(\d+)", rest)
         if not pm:
@@ -42,19 +41,23 @@ for line in sys.stdin:
         prev, state, nxt = int(pm.group(1)), pm.group(2), int(pm.group(3))
         if prev in receiver and state.startswith("R"):
             preempted += 1
-            waking[prev] = (t, cpu)
+            waking[prev] = (t, cpu, "preempted")
         if nxt in waking:
-            t0, _ = waking.pop(nxt)
+            t0, wcpu, waker = waking.pop(nxt)
             waits.append((t - t0) * 1e6)
-        for w, (t0, wcpu) in waking.items():
-            if wcpu == cpu and nxt not in receiver:
+            if waker != "preempted":
+                wakers[waker] += 1
+                if wcpu == cpu:
+                    same_cpu += 1
+        for w, (t0, wcpu, _) in waking.items():
+            if nxt not in receiver:
                 ran_meanwhile[role_of.get(nxt, "other")] += 1
 waits.sort()
 q = lambda p: waits[min(len(waits) - 1, int(p * len(waits)))] if waits else None
 print(json.dumps({
     "mode": meta["mode"], "args": meta["args"], "rate": meta["rate"], "loss": round(meta["loss"], 2),
     "rcvbufErrors": meta["rcvbufErrors"], "wakeups": wakeups,
-    "wokenOnWakersCore": same_cpu, "preemptedWhileRunnable": preempted,
+    "wakers": dict(wakers), "ranOnWakersCore": same_cpu, "preemptedWhileRunnable": preempted,
     "waitUs": {"p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "max": waits[-1] if waits else None,
                "over1ms": sum(1 for w in waits if w > 1000)},
     "switchesToOthersWhileWaiting": dict(ran_meanwhile),

@@ -93,7 +93,7 @@ export interface CommonConfig {
    */
   readonly udpRun: number;
   /**
-   * Yield the core after each send to a UDP peer (`--udp-yield`, default on), so that a
+   * Yield the core after each send to a UDP peer (`--udp-yield`, default off), so that a
    * receiver on this host that the send woke can read before the next send.
    */
   readonly udpYield: boolean;
@@ -217,9 +217,9 @@ export function commonOptionDefinitions(role: Role): Record<string, Options> {
     },
     "udp-yield": {
       type: "boolean",
-      default: true,
+      default: false,
       describe:
-        "after each send to a UDP peer, let a receiver on this host that it woke read first (sched_yield); --no-udp-yield: keep the core for the rest of the batch",
+        "after each send to a UDP peer, yield the core (sched_yield) so that a receiver on this host that the send woke reads first: fewer drops at receivers with small socket buffers, at more CPU on a busy host",
       group: TUNING_GROUP,
     },
     "key-file": {

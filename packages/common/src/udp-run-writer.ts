@@ -14,12 +14,13 @@
  * application's socket takes a whole run in at once, so the run length is the burst a
  * receiver with a small buffer must absorb between two of its reads.
  *
- * After each send the writer calls `afterSend` (the programs pass `yieldCore`, `--udp-yield`):
- * a receiver on this host that the send woke is usually queued on this very core, and a
- * thread that went on with the rest of its batch would keep it off the core until its time
- * slice ended, while the receiver's buffer (about 95 datagrams by default) filled. Yielding
- * after every run lets it read as the runs arrive. Measurements: docs/benchmarks.md,
- * "Yielding to the receiver".
+ * After each send the writer calls `afterSend`; with `--udp-yield` the programs pass
+ * `yieldCore`: a receiver on this host that the send woke may be queued on this very core,
+ * and a thread that went on with the rest of its batch would keep it off the core until its
+ * time slice ended, while the receiver's buffer (about 95 datagrams by default) filled.
+ * Yielding after every run lets it read as the runs arrive: 2-7x fewer drops at a
+ * default-sized receiver, but more CPU per gigabit on a busy host, so it is not the default.
+ * Measurements: docs/benchmarks.md, "Yielding to the receiver".
  */
 import { RunBuffer } from "fake-tcp";
 import { UDP_MAX_SEGMENTED_BYTES, UDP_MAX_SEGMENTS } from "fake-tcp-tun/udp";

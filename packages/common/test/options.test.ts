@@ -78,10 +78,11 @@ describe("shared options", () => {
     }
   });
 
-  it("--udp-yield is on by default, off with --no-udp-yield or FAKE_TCP_UDP_YIELD=0", () => {
-    expect(parse(["--remote", "x:1"]).config.udpYield).toBe(true);
+  it("--udp-yield is off by default, on with --udp-yield or FAKE_TCP_UDP_YIELD=1", () => {
+    expect(parse(["--remote", "x:1"]).config.udpYield).toBe(false);
+    expect(parse(["--remote", "x:1", "--udp-yield"]).config.udpYield).toBe(true);
+    expect(parse(["--remote", "x:1"], { FAKE_TCP_UDP_YIELD: "1" }).config.udpYield).toBe(true);
     expect(parse(["--remote", "x:1", "--no-udp-yield"]).config.udpYield).toBe(false);
-    expect(parse(["--remote", "x:1"], { FAKE_TCP_UDP_YIELD: "0" }).config.udpYield).toBe(false);
   });
 
   it("-4 drops IPv6 and --no-auto-rules turns host setup off", () => {

@@ -18,7 +18,7 @@
 #include "udp.h"
 
 /* yieldCore(): sched_yield() for the calling thread. A program that has just sent datagrams
- * to a receiver on this host has woken it, usually onto this very core (socket wake-ups are
+ * to a receiver on this host has woken it, often onto this very core (socket wake-ups are
  * "sync": the kernel expects the waker to sleep soon); yielding lets it read before the next
  * send instead of waiting for this thread's time slice to end. Costs one cheap system call
  * when nothing else is runnable here. */
