@@ -323,7 +323,8 @@ export function renderRunSection(run: BenchRun, chartFile: string | null): strin
     `Machine: ${run.cores} cores (shared with other work; load average ${run.loadAverage.toFixed(2)} at start, ` +
       `${run.loadAverageEnd.toFixed(2)} at the end), ` +
       `Node ${run.nodeVersion}, commit ${run.commit}. Run took ${Math.round(run.durationSeconds)} s ` +
-      `(iperf3 steps of ${s.stepSeconds} s; ${s.probes} echo probes every ${s.probeIntervalMs} ms).`,
+      `(iperf3 steps of ${s.stepSeconds} s; ${s.probes} echo probes every ${s.probeIntervalMs} ms` +
+      `${s.warmupProbes ? ` after ${s.warmupProbes} warm-up probes` : ""}).`,
     "",
     renderHeadline(run),
     "",
