@@ -134,6 +134,11 @@ export function renderTable(run: BenchRun): string {
   const load = `${run.settings.loadBps / 1e6} Mbit/s load`;
   lat(`echo RTT p50, ${load} (µs)`, (m) => m.latencyLoaded?.p50Us, true);
   lat(`echo RTT p99, ${load} (µs)`, (m) => m.latencyLoaded?.p99Us, true);
+  // The warm-up probes are left out of the figures above; the first one shows a new peer's
+  // set-up (the tunnel's handshake), which those figures no longer include.
+  if (d.latencyIdle?.firstUs !== undefined || t.latencyIdle?.firstUs !== undefined) {
+    lat("echo RTT of a new peer's first probe, idle (µs)", (m) => m.latencyIdle?.firstUs, false);
+  }
   const sd = d.scale?.flowsPerSecond ?? null;
   const st = t.scale?.flowsPerSecond ?? null;
   rows.push(
