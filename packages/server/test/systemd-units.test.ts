@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cleanupAll, linkNamespaces, Netns, realDeviceGate } from "../../../test-support/netns.js";
+import { udpEchoScript, udpPingScript } from "../../../test-support/udp-scripts.js";
 import { RunningProgram } from "../../common/test/program-harness.js";
 
 const gate = realDeviceGate();
@@ -103,28 +104,6 @@ describe("systemd template units", () => {
   });
 });
 
-/** Sends COUNT datagrams to 127.0.0.1:1234 and prints how many echoes came back (bounded). */
-const SENDER = `
-const count = Number(process.argv[1]);
-const s = require("node:dgram").createSocket("udp4");
-let got = 0;
-s.on("message", () => got++);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-s.connect(1234, "127.0.0.1", async () => {
-  for (let i = 0; i < count; i++) { s.send(Buffer.from("ping " + i)); await sleep(20); }
-  const deadline = Date.now() + 5000;
-  while (Date.now() < deadline && got < count) await sleep(20);
-  console.log(got);
-  s.close();
-});
-`;
-
-const ECHO = `
-const s = require("node:dgram").createSocket("udp4");
-s.on("message", (m, r) => s.send(m, r.port, r.address));
-s.bind(7777, "127.0.0.1", () => console.log("ready"));
-`;
-
 describe.skipIf(gate.skip)("the units' privileges are enough for a tunnel", () => {
   let nsC: Netns;
   let nsS: Netns;
@@ -136,7 +115,7 @@ describe.skipIf(gate.skip)("the units' privileges are enough for a tunnel", () =
     nsC = new Netns("ftuc");
     nsS = new Netns("ftus");
     linkNamespaces(nsC, "10.79.0.1/24", nsS, "10.79.0.2/24");
-    const echo = nsS.spawn(process.execPath, ["-e", ECHO]);
+    const echo = nsS.spawn(process.execPath, ["-e", udpEchoScript(7777)]);
     await new Promise<void>((resolve, reject) => {
       echo.stdout!.once("data", () => resolve());
       echo.once("exit", () => reject(new Error("echo server exited")));
@@ -221,7 +200,7 @@ describe.skipIf(gate.skip)("the units' privileges are enough for a tunnel", () =
 
     const { stdout } = await execFileAsync(
       "ip",
-      ["netns", "exec", nsC.name, process.execPath, "-e", SENDER, "10"],
+      ["netns", "exec", nsC.name, process.execPath, "-e", udpPingScript(1234), "10"],
       { timeout: 15_000 },
     );
     expect(Number(stdout)).toBe(10);
