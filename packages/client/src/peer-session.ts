@@ -278,11 +278,12 @@ export class PeerSession {
     const flows = this.context.flows;
     const sock = this.sock;
     if (flows === undefined || sock === undefined || this.group !== undefined) return;
-    this.group = flows.startGroup(sock, {
-      address: this.peer,
-      record: this.record,
-      listen: this.via.listen ?? 0,
-    });
+    this.group = flows.startGroup(
+      sock,
+      { address: this.peer, record: this.record, listen: this.via.listen ?? 0 },
+      // The server's datagrams on the other flows are the peer's traffic too.
+      () => this.context.touch(this),
+    );
   }
 
   private established(sock: TunnelSocket): void {

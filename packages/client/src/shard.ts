@@ -145,6 +145,8 @@ export async function startClientShard(
     connect: (target) => gate.run(() => tunnel.connect(target), handshakeOutcomeOf),
     replyVia: (index) => vias[index],
     flushTunnel: () => tunnel.flush(),
+    // Reports of members' traffic refresh the peer table well within its idle timeout.
+    activityMs: Math.min(1_000, config.idleTimeoutMs / 4),
   });
   const sessions = new ShardSessions({
     flows,
