@@ -3,29 +3,19 @@
  * sequence wrap-around at 2^32, and the stack's stateless listener built on them.
  */
 import fc from "fast-check";
-import { afterEach, describe, expect, it, vi } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { halfSipHash } from "../src/stack/keyed-hash.js";
 import type { SegmentTuple } from "../src/stack/segment-writer.js";
 import { COOKIE_SLOT_MS, CookieBits, SynCookies } from "../src/stack/syn-cookies.js";
 import { TcpFlags } from "../src/wire/index.js";
-import { rawPeer, twoStacks } from "./helpers.js";
+import { closedAfterEachTest, rawPeer } from "./helpers.js";
 
 const { SYN, ACK, RST } = TcpFlags;
 const KEY = Uint8Array.from([1, 2, 3, 4, 5, 6, 7, 8]);
 /** A time in the middle of the history, at the start of a slot. */
 const T0 = 27_000 * COOKIE_SLOT_MS;
 
-let cleanup: Array<() => void> = [];
-afterEach(() => {
-  for (const c of cleanup) c();
-  cleanup = [];
-  vi.useRealTimers();
-});
-function peer(opts: Parameters<typeof rawPeer>[0] = {}) {
-  const p = rawPeer(opts);
-  cleanup.push(p.close);
-  return p;
-}
+const { peer, pairOf } = closedAfterEachTest();
 
 function tuple(o: Partial<SegmentTuple> = {}): SegmentTuple {
   return {
@@ -294,8 +284,7 @@ describe("the stateless listener", () => {
 
 describe("lost final ACK", () => {
   it("is repaired by the client's first data segment", async () => {
-    const t = twoStacks();
-    cleanup.push(t.close);
+    const t = pairOf();
     t.server.listen(7000);
     let dropped = 0;
     t.pair.aToB.filter = (pkt) => {
@@ -318,8 +307,7 @@ describe("lost final ACK", () => {
   });
 
   it("is repaired by our client's first keepalive (a pure ACK with seq 1)", async () => {
-    const t = twoStacks({ client: { keepaliveIntervalMs: 5000 } });
-    cleanup.push(t.close);
+    const t = pairOf({ client: { keepaliveIntervalMs: 5000 } });
     t.server.listen(7000);
     let dropped = 0;
     t.pair.aToB.filter = (pkt) => {
