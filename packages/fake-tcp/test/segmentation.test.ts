@@ -7,6 +7,7 @@ import { describe, expect, it } from "vitest";
 import type { PacketBatch } from "../src/device.js";
 import { buildPacket, parseIpv4, TcpFlags } from "../src/wire/index.js";
 import { CLIENT4, closedAfterEachTest, SERVER4, summarize } from "./helpers.js";
+import { deliverBatch } from "./receive-fuzzing.js";
 
 const { ACK, RST } = TcpFlags;
 
@@ -209,7 +210,7 @@ describe("receive side: coalesced packets split into datagrams", () => {
       count: 1,
       segmentSizes: Uint16Array.of(600),
     };
-    deliverTo(p.pair.a[0], batch);
+    deliverBatch(p.pair.a[0], batch);
     expect(got).toEqual([600, 1, 600, 2, 600, 3, 250, 4]);
     expect(sock.counters.datagramsReceived).toBe(4);
     p.take();
@@ -220,10 +221,3 @@ describe("receive side: coalesced packets split into datagrams", () => {
     expect(reply?.ack).toBe(1 + payload.length);
   });
 });
-
-/** Hands a batch straight to whatever handler the stack registered on `queue`. */
-function deliverTo(queue: object, batch: PacketBatch): void {
-  const handler = (queue as { handler: ((b: PacketBatch) => void) | null }).handler;
-  if (handler === null) throw new Error("no receive handler on the queue");
-  handler(batch);
-}
