@@ -17,8 +17,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { realDeviceGate } from "../../../test-support/netns.js";
 import { ADDR, IFACE } from "../src/addresses.js";
 import { destroyAllNamespaces, Namespace } from "../src/namespace.js";
-import { SERVER_MAIN, toolPath } from "../src/paths.js";
+import { SERVER_MAIN } from "../src/paths.js";
 import { Rig, type StreamResult } from "../src/rig.js";
+import { tcpTransfer } from "../src/tcp-transfer.js";
 import { startServer } from "../src/tunnel.js";
 
 const gate = realDeviceGate();
@@ -168,40 +169,13 @@ describe.skipIf(gate.skip)("host rules in the NAT rig", () => {
   it("TCP to the listen port of another host, forwarded by S, is not captured", async () => {
     expect(await rig.server!.hasNftTable()).toBe(true);
     // A TCP sink on B on the server's port; A connects to it through R and S.
-    const sink = rig.b.spawn(process.execPath, [
-      toolPath("tcp-transfer"),
-      "sink",
-      "--bind",
-      ADDR.appServer,
-      "--port",
-      String(rig.serverPort),
-    ]);
-    const sinkOut: string[] = [];
-    sink.stdout!.on("data", (c: Buffer) => sinkOut.push(c.toString()));
-    try {
-      const deadline = Date.now() + 10_000;
-      while (!sinkOut.join("").includes("ready") && Date.now() < deadline) await sleep(20);
-      const source = await rig.a.execAsync(
-        process.execPath,
-        [
-          toolPath("tcp-transfer"),
-          "source",
-          "--target",
-          `${ADDR.appServer}:${rig.serverPort}`,
-          "--bytes",
-          String(256 * 1024),
-        ],
-        20_000,
-      );
-      expect(source.code).toBe(0);
-      const sent = JSON.parse(source.stdout.trim().split("\n").at(-1)!);
-      const end = Date.now() + 5_000;
-      while (!sinkOut.join("").includes("sha256") && Date.now() < end) await sleep(20);
-      const got = JSON.parse(sinkOut.join("").trim().split("\n").at(-1)!);
-      expect(got).toEqual({ bytes: 256 * 1024, sha256: sent.sha256 });
-    } finally {
-      sink.kill("SIGKILL");
-    }
+    const { sent, received } = await tcpTransfer(rig.a, rig.b, {
+      address: ADDR.appServer,
+      port: rig.serverPort,
+      bytes: 256 * 1024,
+      timeoutMs: 20_000,
+    });
+    expect(received).toEqual({ bytes: 256 * 1024, sha256: sent.sha256 });
   });
   it("a second server with the same --tun fails (exit 2) and leaves the running one's table and traffic", async () => {
     const second = await rig.s.execAsync(
