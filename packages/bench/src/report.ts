@@ -70,7 +70,12 @@ function cpuAtText(s: SweepResult | null, offeredBps: number): string {
 function scaleText(m: ModeResult): string {
   const s = m.scale;
   if (!s) return NA;
-  const sent = `${s.datagramsSent} datagrams sent`;
+  const opened = s.connectionsOpened;
+  const sent =
+    `${s.datagramsSent} datagrams sent` +
+    (opened
+      ? `; connections opened: client ${opened.client ?? "?"}, server ${opened.server ?? "?"}`
+      : "");
   if (s.flowsPerSecond === null) return `only ${s.answered}/${s.flows} flows answered (${sent})`;
   return (
     `${Math.round(s.flowsPerSecond)} flows/s (all ${s.flows} in ${s.allAnsweredMs} ms; ` +
@@ -82,24 +87,30 @@ function lossText(l: { sent: number; received: number } | null): string {
   return l ? ` (${l.sent - l.received} lost)` : "";
 }
 
+/** `rows` as a Markdown table, the first row its header. */
+function markdownTable(rows: string[][]): string {
+  const lines = rows.map((r) => `| ${r.join(" | ")} |`);
+  lines.splice(1, 0, `|${"---|".repeat(rows[0].length)}`);
+  return lines.join("\n");
+}
+
+/** The "highest rate under 1 % loss" rows, A→B and B→A: `base`, `other`, and other/base. */
+function bestRateRows(base: ModeResult, other: ModeResult): string[][] {
+  return (["forward", "reverse"] as const).map((dir) => [
+    `highest rate under 1 % loss, ${dir === "forward" ? "A→B" : "B→A"} (Mbit/s delivered)`,
+    bestText(base[dir]),
+    bestText(other[dir]),
+    ratioText(rateRatio(base[dir], other[dir])),
+  ]);
+}
+
 /** The comparison table as Markdown rows. */
 export function renderTable(run: BenchRun): string {
   const { direct: d, tunnel: t } = run;
   const fixed = run.settings.startBps;
   const rows: string[][] = [
     ["Measurement", "direct UDP", "tunnel", "tunnel vs direct"],
-    [
-      "highest rate under 1 % loss, A→B (Mbit/s delivered)",
-      bestText(d.forward),
-      bestText(t.forward),
-      ratioText(rateRatio(d.forward, t.forward)),
-    ],
-    [
-      "highest rate under 1 % loss, B→A (Mbit/s delivered)",
-      bestText(d.reverse),
-      bestText(t.reverse),
-      ratioText(rateRatio(d.reverse, t.reverse)),
-    ],
+    ...bestRateRows(d, t),
     [
       "tunnel CPU s per Gbit delivered at that rate, A→B (client + server)",
       NA,
@@ -151,9 +162,7 @@ export function renderTable(run: BenchRun): string {
     ["fake-tcp-client RSS before → after the flows (MiB)", NA, rssText(t.scale?.rss?.client), NA],
     ["fake-tcp-server RSS before → after the flows (MiB)", NA, rssText(t.scale?.rss?.server), NA],
   );
-  const lines = rows.map((r) => `| ${r.join(" | ")} |`);
-  lines.splice(1, 0, "|---|---|---|---|");
-  return lines.join("\n");
+  return markdownTable(rows);
 }
 
 /** How a path is named in the buffers table: "tunnel", or "tunnel --udp-run 8". */
@@ -225,9 +234,7 @@ export function renderBuffersTable(run: BenchRun): string {
     ...tunnels.map((t) => `${usText(lat(t))} (${addedText(lat(t), lat(run.direct))})`),
     NA,
   ]);
-  const lines = rows.map((r) => `| ${r.join(" | ")} |`);
-  lines.splice(1, 0, `|${"---|".repeat(header.length)}`);
-  return lines.join("\n");
+  return markdownTable(rows);
 }
 
 /**
@@ -240,18 +247,7 @@ export function renderKeyedTable(run: BenchRun): string {
   const t = run.tunnel;
   const rows: string[][] = [
     ["Measurement", "tunnel", "tunnel, keyed", "keyed vs unkeyed"],
-    [
-      "highest rate under 1 % loss, A→B (Mbit/s delivered)",
-      bestText(t.forward),
-      bestText(k.forward),
-      ratioText(rateRatio(t.forward, k.forward)),
-    ],
-    [
-      "highest rate under 1 % loss, B→A (Mbit/s delivered)",
-      bestText(t.reverse),
-      bestText(k.reverse),
-      ratioText(rateRatio(t.reverse, k.reverse)),
-    ],
+    ...bestRateRows(t, k),
     [
       "CPU s per Gbit delivered at that rate, A→B / B→A (client + server)",
       `${cpuText(t.forward)} / ${cpuText(t.reverse)}`,
@@ -271,9 +267,7 @@ export function renderKeyedTable(run: BenchRun): string {
       addedText(k.latencyIdle?.p50Us, t.latencyIdle?.p50Us),
     ],
   ];
-  const lines = rows.map((r) => `| ${r.join(" | ")} |`);
-  lines.splice(1, 0, "|---|---|---|---|");
-  return lines.join("\n");
+  return markdownTable(rows);
 }
 
 /** The headline: tunnel/direct of the highest delivered rate under 1 % loss, per direction. */
