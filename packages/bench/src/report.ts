@@ -70,7 +70,12 @@ function cpuAtText(s: SweepResult | null, offeredBps: number): string {
 function scaleText(m: ModeResult): string {
   const s = m.scale;
   if (!s) return NA;
-  const sent = `${s.datagramsSent} datagrams sent`;
+  const opened = s.connectionsOpened;
+  const sent =
+    `${s.datagramsSent} datagrams sent` +
+    (opened
+      ? `; connections opened: client ${opened.client ?? "?"}, server ${opened.server ?? "?"}`
+      : "");
   if (s.flowsPerSecond === null) return `only ${s.answered}/${s.flows} flows answered (${sent})`;
   return (
     `${Math.round(s.flowsPerSecond)} flows/s (all ${s.flows} in ${s.allAnsweredMs} ms; ` +

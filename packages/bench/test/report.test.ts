@@ -81,7 +81,7 @@ describe("report", () => {
     expect(table).toMatch(/p50, idle \(µs\) \| 100 \(0 lost\) \| 150 \(1 lost\) \| \+50 µs \|/);
     expect(table).toMatch(/B→A \(Mbit\/s delivered\) \| 400\.0 .*\| – \| – \|/);
     expect(table).toMatch(
-      /flows: .*\| – \| 1250 flows\/s \(all 1000 in 800 ms; .*2300 datagrams sent\) \|/,
+      /flows: .*\| – \| 1250 flows\/s \(all 1000 in 800 ms; .*2300 datagrams sent; connections opened: client 1000, server 1000\) \|/,
     );
     expect(table).toMatch(/client RSS .*\| 64\.0 → 70\.0 \|/);
     expect(table).toMatch(/server RSS .*\| 60\.0 → \? \|/);

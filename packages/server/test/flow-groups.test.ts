@@ -27,7 +27,12 @@ import {
 } from "fake-tcp-common";
 import { afterEach, describe, expect, it } from "vitest";
 import { ClientFlows, type SpreadGroup } from "../../client/src/flow-group.js";
-import type { ReplySocket } from "../../client/src/peer-session.js";
+import {
+  PeerSession,
+  type ReplySocket,
+  type SessionContext,
+} from "../../client/src/peer-session.js";
+import { PeerTable } from "../../client/src/peer-table.js";
 import { ServerFlows } from "../src/flow-groups.js";
 import type { Relay } from "../src/relay.js";
 import { RelayTable } from "../src/relay-table.js";
@@ -37,6 +42,8 @@ const SERVER4 = "192.168.201.2";
 const PORT = 4567;
 const SERVER = { address: SERVER4, port: PORT, family: 4 as const };
 const PEER = { address: "127.0.0.9", port: 5555, family: 4 as const };
+/** How often the client's members report their traffic to the owner (see flow-group.ts). */
+const ACTIVITY_MS = 100;
 
 async function until(check: () => boolean, ms = 3_000): Promise<void> {
   const deadline = Date.now() + ms;
@@ -114,8 +121,9 @@ async function rig(key?: Uint8Array) {
       connect: (target) => stack.connect(target),
       replyVia: () => via,
       flushTunnel: () => stack.flush(),
+      activityMs: ACTIVITY_MS,
     });
-    return { stack, flows, totals };
+    return { stack, flows, totals, via };
   });
 
   /** The peer's first connection and its group, as a peer session sets them up. */
@@ -316,5 +324,63 @@ describe("flow groups over an in-memory pair", () => {
     const stats = serverStats(r);
     expect(stats[0].udpSockets + stats[1].udpSockets).toBe(1);
     expect(ended).toBe(false);
+  });
+
+  it("a spread peer whose traffic only comes from the server, over members only, stays in the client's peer table past its idle timeout", async () => {
+    const IDLE_MS = 1_500;
+    const r = await started();
+    const table = new PeerTable({
+      maxConnections: 10,
+      idleTimeoutMs: IDLE_MS,
+      newPeerRate: 10,
+      newPeerBurst: 10,
+      now: Date.now(),
+    });
+    const causes: string[] = [];
+    const context: SessionContext = {
+      connect: () => r.clients[0].stack.connect(SERVER),
+      connectDelay: () => 0,
+      handshakePacket: undefined,
+      totals: r.clients[0].totals,
+      touch: (session) => table.touch(session),
+      opened: () => {},
+      failed: () => {},
+      closed: (session, cause) => {
+        table.forget(session);
+        causes.push(cause);
+      },
+      flows: r.clients[0].flows,
+      flowRate: 0, // spread as soon as the first connection is up
+    };
+    const session = new PeerSession(PEER, r.clients[0].via, context);
+    table.add(session);
+    // One datagram from the peer: the application learns its address; then the peer is silent.
+    const first = Buffer.alloc(100);
+    first.writeUInt32BE(1_000_000, 0);
+    session.fromPeer(first, r.clients[0].via);
+    await until(() => r.atApp.length === 1 && r.clients[1].flows.counters.flowJoins === 1);
+    expect(r.clients[1].flows.counters.flowJoins).toBe(1);
+    // The first connection is reset: it comes back as a member in the owner's shard, and from
+    // then on every flow of the peer is a member.
+    r.servers[0].accepted[0].close();
+    await until(() => r.clients[0].flows.counters.flowJoins === 1, 5_000);
+    expect(r.clients[0].flows.counters.flowJoins).toBe(1);
+
+    // The application alone sends, for three idle timeouts.
+    const delivered = () => r.toPeer[0].length + r.toPeer[1].length;
+    const before = delivered();
+    const until3 = Date.now() + 3 * IDLE_MS;
+    let seq = 0;
+    while (Date.now() < until3 && !session.isClosed) {
+      await r.reply(seq, 4);
+      seq += 4;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect(causes).toEqual([]);
+    expect(session.isClosed).toBe(false);
+    expect(table.get(session.key)).toBe(session);
+    expect(delivered() - before).toBeGreaterThan(0);
+    session.close("local");
+    table.closeAll("local");
   });
 });
