@@ -1,6 +1,7 @@
 /**
- * What the receive-path fuzz tests share: the pool of peer addresses the segments come from,
- * tuple keys for bookkeeping, synchronous batch delivery, and byte-level mangling.
+ * What the receive-path tests (the fuzzers above all) share: the pool of peer addresses the
+ * segments come from, tuple keys for bookkeeping, synchronous batch delivery, and byte-level
+ * mangling.
  */
 import fc from "fast-check";
 import type { PacketBatch } from "../src/index.js";
@@ -54,6 +55,19 @@ export function deliver(queue: object, packets: Buffer[]): void {
     at += pkt.length;
   });
   deliverBatch(queue, { buffer: Buffer.concat(packets), offsets, count: packets.length });
+}
+
+/**
+ * {@link deliverBatch} of one coalesced `packet`, as a device with receive offload hands it
+ * over: its payload is to be cut into `segmentSize`-byte segments.
+ */
+export function deliverCoalesced(queue: object, packet: Buffer, segmentSize: number): void {
+  deliverBatch(queue, {
+    buffer: packet,
+    offsets: Uint32Array.of(0, packet.length),
+    count: 1,
+    segmentSizes: Uint16Array.of(segmentSize),
+  });
 }
 
 /** A copy of `pkt` with bytes overwritten (`[at, value]`, `at` wrapped) and `cut` bytes taken off its end. */
