@@ -5,6 +5,7 @@
  */
 import fc from "fast-check";
 import type { PacketBatch } from "../src/index.js";
+import { batchOf } from "../src/testing/memory-pair.js";
 import { parseIpv4, parseIpv6 } from "../src/wire/index.js";
 import { CLIENT6, PEER4, SERVER4, SERVER6 } from "./helpers.js";
 
@@ -47,14 +48,7 @@ export function deliverBatch(queue: object, batch: PacketBatch): void {
 
 /** {@link deliverBatch} of `packets` as one receive batch. */
 export function deliver(queue: object, packets: Buffer[]): void {
-  const offsets = new Uint32Array(2 * packets.length);
-  let at = 0;
-  packets.forEach((pkt, i) => {
-    offsets[2 * i] = at;
-    offsets[2 * i + 1] = pkt.length;
-    at += pkt.length;
-  });
-  deliverBatch(queue, { buffer: Buffer.concat(packets), offsets, count: packets.length });
+  deliverBatch(queue, batchOf(packets));
 }
 
 /**
