@@ -145,6 +145,11 @@ export function renderTable(run: BenchRun): string {
   const load = `${run.settings.loadBps / 1e6} Mbit/s load`;
   lat(`echo RTT p50, ${load} (µs)`, (m) => m.latencyLoaded?.p50Us, true);
   lat(`echo RTT p99, ${load} (µs)`, (m) => m.latencyLoaded?.p99Us, true);
+  // The warm-up probes are left out of the figures above; the first one shows a new peer's
+  // set-up (the tunnel's handshake), which those figures no longer include.
+  if (d.latencyIdle?.firstUs !== undefined || t.latencyIdle?.firstUs !== undefined) {
+    lat("echo RTT of a new peer's first probe, idle (µs)", (m) => m.latencyIdle?.firstUs, false);
+  }
   const sd = d.scale?.flowsPerSecond ?? null;
   const st = t.scale?.flowsPerSecond ?? null;
   rows.push(
@@ -317,7 +322,8 @@ export function renderRunSection(run: BenchRun, chartFile: string | null): strin
     `Machine: ${run.cores} cores (shared with other work; load average ${run.loadAverage.toFixed(2)} at start, ` +
       `${run.loadAverageEnd.toFixed(2)} at the end), ` +
       `Node ${run.nodeVersion}, commit ${run.commit}. Run took ${Math.round(run.durationSeconds)} s ` +
-      `(iperf3 steps of ${s.stepSeconds} s; ${s.probes} echo probes every ${s.probeIntervalMs} ms).`,
+      `(iperf3 steps of ${s.stepSeconds} s; ${s.probes} echo probes every ${s.probeIntervalMs} ms` +
+      `${s.warmupProbes ? ` after ${s.warmupProbes} warm-up probes` : ""}).`,
     "",
     renderHeadline(run),
     "",

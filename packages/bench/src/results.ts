@@ -48,6 +48,8 @@ export interface BenchRun extends RunEnvironment {
     stepSeconds: number;
     probes: number;
     probeIntervalMs: number;
+    /** Probes sent before those measured and left out (absent in runs before they existed). */
+    warmupProbes?: number;
     loadBps: number;
     flows: number;
   };
