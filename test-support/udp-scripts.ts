@@ -5,11 +5,7 @@
  */
 
 import type { ChildProcess } from "node:child_process";
-import { execFile } from "node:child_process";
-import { promisify } from "node:util";
 import type { Netns } from "./netns.js";
-
-const execFileAsync = promisify(execFile);
 
 /**
  * Echoes every datagram that reaches 127.0.0.1:`port`; prints "ready" once bound and, on
@@ -71,18 +67,10 @@ export async function udpPing(
   count: number,
   opts: { bytes?: number; timeoutMs?: number } = {},
 ): Promise<number> {
-  const { stdout } = await execFileAsync(
-    "ip",
-    [
-      "netns",
-      "exec",
-      ns.name,
-      process.execPath,
-      "-e",
-      udpPingScript(port, opts.bytes),
-      String(count),
-    ],
-    { timeout: opts.timeoutMs ?? 15_000 },
+  const stdout = await ns.runNodeScript(
+    udpPingScript(port, opts.bytes),
+    [String(count)],
+    opts.timeoutMs ?? 15_000,
   );
   return Number(stdout);
 }

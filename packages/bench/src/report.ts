@@ -371,38 +371,24 @@ export function chartSeries(run: BenchRun): ChartSeries[] {
     dashed,
     points: (s?.steps ?? []).map((p) => ({ x: p.offeredBps / 1e6, y: p.deliveredBps / 1e6 })),
   });
+  /** A→B solid and B→A dashed, in one colour; none for a path not measured. */
+  const bothWays = (
+    path: string,
+    color: string,
+    sweeps: { forward: SweepResult | null; reverse: SweepResult | null } | null | undefined,
+    suffix = "",
+  ) =>
+    sweeps
+      ? [
+          series(`${path} A→B${suffix}`, color, false, sweeps.forward),
+          series(`${path} B→A${suffix}`, color, true, sweeps.reverse),
+        ]
+      : [];
   return [
-    series("direct A→B", "#1f77b4", false, run.direct.forward),
-    series("direct B→A", "#1f77b4", true, run.direct.reverse),
-    series("tunnel A→B", "#d62728", false, run.tunnel.forward),
-    series("tunnel B→A", "#d62728", true, run.tunnel.reverse),
-    ...(run.direct.defaultBuffers
-      ? [
-          series(
-            "direct A→B, default buffers",
-            "#17becf",
-            false,
-            run.direct.defaultBuffers.forward,
-          ),
-          series("direct B→A, default buffers", "#17becf", true, run.direct.defaultBuffers.reverse),
-        ]
-      : []),
-    ...(run.tunnel.defaultBuffers
-      ? [
-          series(
-            "tunnel A→B, default buffers",
-            "#ff7f0e",
-            false,
-            run.tunnel.defaultBuffers.forward,
-          ),
-          series("tunnel B→A, default buffers", "#ff7f0e", true, run.tunnel.defaultBuffers.reverse),
-        ]
-      : []),
-    ...(run.keyed
-      ? [
-          series("keyed A→B", "#2ca02c", false, run.keyed.forward),
-          series("keyed B→A", "#2ca02c", true, run.keyed.reverse),
-        ]
-      : []),
+    ...bothWays("direct", "#1f77b4", run.direct),
+    ...bothWays("tunnel", "#d62728", run.tunnel),
+    ...bothWays("direct", "#17becf", run.direct.defaultBuffers, ", default buffers"),
+    ...bothWays("tunnel", "#ff7f0e", run.tunnel.defaultBuffers, ", default buffers"),
+    ...bothWays("keyed", "#2ca02c", run.keyed),
   ];
 }

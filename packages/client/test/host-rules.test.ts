@@ -1,3 +1,10 @@
+/**
+ * The client's host rules carry the tunnel without conntrack, over IPv4 and IPv6: the built
+ * client in one namespace and the built server in another, linked directly. The datagrams are
+ * echoed; the client's egress map names the host's address towards the server, its flow set
+ * holds the connection (with a source port outside the host's ephemeral range), the client
+ * host's conntrack holds no entry of the tunnel, and its own TCP sent no RST.
+ */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cleanupAll, linkNamespaces, Netns, realDeviceGate } from "../../../test-support/netns.js";
 import { startUdpEcho, udpPing } from "../../../test-support/udp-scripts.js";

@@ -15,7 +15,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cleanupAll, linkNamespaces, Netns, realDeviceGate } from "../../../test-support/netns.js";
-import { udpEchoScript, udpPingScript } from "../../../test-support/udp-scripts.js";
+import { startUdpEcho, udpPing } from "../../../test-support/udp-scripts.js";
 import { RunningProgram } from "../../common/test/program-harness.js";
 import { type LocalRegistry, startLocalRegistry } from "./local-registry.js";
 
@@ -102,8 +102,7 @@ describe.skipIf(gate.skip)("npm install -g from a registry, without a compiler",
     const nsC = new Netns("ftnc");
     const nsS = new Netns("ftns");
     linkNamespaces(nsC, "10.80.0.1/24", nsS, "10.80.0.2/24");
-    const echo = nsS.spawn(process.execPath, ["-e", udpEchoScript(7777)]);
-    await new Promise<void>((resolve) => echo.stdout!.once("data", () => resolve()));
+    await startUdpEcho(nsS, 7777);
     const server = new RunningProgram(
       nsS,
       "server",
@@ -118,12 +117,7 @@ describe.skipIf(gate.skip)("npm install -g from a registry, without a compiler",
       { bin: join(prefix, "bin/fake-tcp-client") },
     );
     await client.waitFor("fake-tcp-client running", () => true, 20_000);
-    const { stdout } = await execFileAsync(
-      "ip",
-      ["netns", "exec", nsC.name, process.execPath, "-e", udpPingScript(1234), "10"],
-      { timeout: 15_000 },
-    );
-    expect(Number(stdout)).toBe(10);
+    expect(await udpPing(nsC, 1234, 10)).toBe(10);
     expect((await client.stop()).code).toBe(0);
     expect((await server.stop()).code).toBe(0);
   });

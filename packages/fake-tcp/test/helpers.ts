@@ -189,3 +189,17 @@ export function closedAfterEachTest() {
   };
   return { closeLater, peer, pairOf };
 }
+
+/**
+ * xorshift32: a seeded stream of random 32-bit values, so that sampling tests repeat; unsigned,
+ * or with `signed` as int32 (the form the stack's sequence arithmetic takes).
+ */
+export function xorshift32(seed: number, signed = false): () => number {
+  let x = seed | 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return signed ? x | 0 : x >>> 0;
+  };
+}

@@ -1,9 +1,11 @@
 /**
- * What the receive-path fuzz tests share: the pool of peer addresses the segments come from,
- * tuple keys for bookkeeping, synchronous batch delivery, and byte-level mangling.
+ * What the receive-path tests (the fuzzers above all) share: the pool of peer addresses the
+ * segments come from, tuple keys for bookkeeping, synchronous batch delivery, and byte-level
+ * mangling.
  */
 import fc from "fast-check";
 import type { PacketBatch } from "../src/index.js";
+import { batchOf } from "../src/testing/memory-pair.js";
 import { parseIpv4, parseIpv6 } from "../src/wire/index.js";
 import { CLIENT6, PEER4, SERVER4, SERVER6 } from "./helpers.js";
 
@@ -46,14 +48,20 @@ export function deliverBatch(queue: object, batch: PacketBatch): void {
 
 /** {@link deliverBatch} of `packets` as one receive batch. */
 export function deliver(queue: object, packets: Buffer[]): void {
-  const offsets = new Uint32Array(2 * packets.length);
-  let at = 0;
-  packets.forEach((pkt, i) => {
-    offsets[2 * i] = at;
-    offsets[2 * i + 1] = pkt.length;
-    at += pkt.length;
+  deliverBatch(queue, batchOf(packets));
+}
+
+/**
+ * {@link deliverBatch} of one coalesced `packet`, as a device with receive offload hands it
+ * over: its payload is to be cut into `segmentSize`-byte segments.
+ */
+export function deliverCoalesced(queue: object, packet: Buffer, segmentSize: number): void {
+  deliverBatch(queue, {
+    buffer: packet,
+    offsets: Uint32Array.of(0, packet.length),
+    count: 1,
+    segmentSizes: Uint16Array.of(segmentSize),
   });
-  deliverBatch(queue, { buffer: Buffer.concat(packets), offsets, count: packets.length });
 }
 
 /** A copy of `pkt` with bytes overwritten (`[at, value]`, `at` wrapped) and `cut` bytes taken off its end. */

@@ -4,10 +4,9 @@
  * split back into datagrams on the receive side. On the wire nothing may change.
  */
 import { describe, expect, it } from "vitest";
-import type { PacketBatch } from "../src/device.js";
 import { buildPacket, parseIpv4, TcpFlags } from "../src/wire/index.js";
 import { CLIENT4, closedAfterEachTest, SERVER4, summarize } from "./helpers.js";
-import { deliverBatch } from "./receive-fuzzing.js";
+import { deliverCoalesced } from "./receive-fuzzing.js";
 
 const { ACK, RST } = TcpFlags;
 
@@ -204,13 +203,7 @@ describe("receive side: coalesced packets split into datagrams", () => {
       flags: ACK,
       payload,
     });
-    const batch: PacketBatch = {
-      buffer: packet,
-      offsets: Uint32Array.of(0, packet.length),
-      count: 1,
-      segmentSizes: Uint16Array.of(600),
-    };
-    deliverBatch(p.pair.a[0], batch);
+    deliverCoalesced(p.pair.a[0], packet, 600);
     expect(got).toEqual([600, 1, 600, 2, 600, 3, 250, 4]);
     expect(sock.counters.datagramsReceived).toBe(4);
     p.take();

@@ -4,9 +4,10 @@
  * blind attacker sends is not, and a stream that jumped after a loss burst is taken back.
  */
 import { describe, expect, it, vi } from "vitest";
-import type { PacketBatch, Socket } from "../src/index.js";
+import type { Socket } from "../src/index.js";
 import { buildPacket, parseIpv4, TcpFlags } from "../src/wire/index.js";
-import { CLIENT4, closedAfterEachTest, type rawPeer, SERVER4 } from "./helpers.js";
+import { CLIENT4, closedAfterEachTest, type rawPeer, SERVER4, xorshift32 } from "./helpers.js";
+import { deliverCoalesced } from "./receive-fuzzing.js";
 
 const { SYN, ACK, RST } = TcpFlags;
 
@@ -38,17 +39,6 @@ function u32(x: number): number {
 
 function closeInfo(s: Socket): Promise<{ cause: string }> {
   return new Promise((r) => s.once("close", r));
-}
-
-/** xorshift32: a seeded stream of random 32-bit values (repeatable runs). */
-function xorshift(seed: number): () => number {
-  let x = seed | 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return x >>> 0;
-  };
 }
 
 describe("a phantun peer's real segments are always believed", () => {
@@ -176,7 +166,7 @@ describe("segments outside the windows", () => {
     const got: string[] = [];
     s.onDatagram((d) => got.push(d.toString()));
     s.send(Buffer.alloc(1000)); // something sent: the ack window is not trivially small
-    const next = xorshift(2024);
+    const next = xorshift32(2024);
     for (let i = 0; i < 20_000; i++)
       p.send({ ...from, seq: next(), ack: next(), flags: ACK, payload: Buffer.from("evil") });
     for (let i = 0; i < 20_000; i++)
@@ -290,13 +280,7 @@ describe("resync after a loss burst", () => {
       flags: ACK,
       payload,
     });
-    const batch: PacketBatch = {
-      buffer: packet,
-      offsets: Uint32Array.of(0, packet.length),
-      count: 1,
-      segmentSizes: Uint16Array.of(600),
-    };
-    (p.pair.a[0] as unknown as { handler: (b: PacketBatch) => void }).handler(batch);
+    deliverCoalesced(p.pair.a[0], packet, 600);
     expect(p.got).toEqual(["2".repeat(600), "3".repeat(600)]);
     expect(p.stack.stats()).toMatchObject({ resynced: 1 });
   });

@@ -6,11 +6,10 @@
  * metrics along, nothing listening without the option, and a taken port refused with one line.
  * (Rates read back through a real Prometheus: packages/e2e/test/prometheus.test.ts.)
  */
-import { execFile, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cleanupAll, linkNamespaces, Netns, realDeviceGate } from "../../../test-support/netns.js";
 import { startUdpEcho, udpPing } from "../../../test-support/udp-scripts.js";
@@ -21,7 +20,6 @@ import {
 } from "../../common/test/program-harness.js";
 
 const gate = realDeviceGate();
-const execFileAsync = promisify(execFile);
 
 /** GETs http://127.0.0.1:PORT/metrics inside `ns`: status, content type and body as JSON. */
 const SCRAPE = `
@@ -37,11 +35,7 @@ interface Scrape {
 }
 
 async function scrape(ns: Netns, port: number): Promise<Scrape> {
-  const { stdout } = await execFileAsync(
-    "ip",
-    ["netns", "exec", ns.name, process.execPath, "-e", SCRAPE, String(port)],
-    { timeout: 10_000 },
-  );
+  const stdout = await ns.runNodeScript(SCRAPE, [String(port)], 10_000);
   const result = JSON.parse(stdout) as Scrape & { error?: string };
   if (result.error) throw new Error(`scrape failed: ${result.error}`);
   return result;
@@ -101,17 +95,8 @@ describe.skipIf(gate.skip)("Prometheus metrics during a tunnel run", () => {
 
   it("serves the counters of both programs, moving with the traffic", async () => {
     // Off by default: a program without --metrics listens on no TCP port.
-    const plain = new RunningProgram(nsC, "client", [
-      "--local",
-      "1234",
-      "--remote",
-      "10.78.0.2:4567",
-      "--tun",
-      "ftmc0",
-      "-4",
-      "--queues",
-      "1",
-    ]);
+    const clientArgs = ["--local", "1234", "--remote", "10.78.0.2:4567", "--tun", "ftmc0", "-4"];
+    const plain = new RunningProgram(nsC, "client", [...clientArgs, "--queues", "1"]);
     await plain.waitFor("fake-tcp-client running");
     expect(nsC.exec("ss", ["-Htln"]).trim()).toBe("");
     expect((await plain.stop()).code).toBe(0);
@@ -132,13 +117,7 @@ describe.skipIf(gate.skip)("Prometheus metrics during a tunnel run", () => {
     await server.waitFor("fake-tcp-server running");
     await server.waitFor("metrics endpoint up");
     const client = new RunningProgram(nsC, "client", [
-      "--local",
-      "1234",
-      "--remote",
-      "10.78.0.2:4567",
-      "--tun",
-      "ftmc0",
-      "-4",
+      ...clientArgs,
       "--queues",
       "1",
       "--metrics",

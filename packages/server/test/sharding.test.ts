@@ -8,16 +8,13 @@
  *
  *   senders (UDP) -> fake-tcp-client, 2 queues [nsC] == veth == [nsS] fake-tcp-server, 3 queues -> echo
  */
-import { execFile } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cleanupAll, linkNamespaces, Netns, realDeviceGate } from "../../../test-support/netns.js";
 import { startUdpEcho } from "../../../test-support/udp-scripts.js";
 import { RunningProgram } from "../../common/test/program-harness.js";
 
 const gate = realDeviceGate();
-const execFileAsync = promisify(execFile);
 
 const LISTEN_PORT = 4567;
 /**
@@ -148,13 +145,10 @@ describe.skipIf(gate.skip)("sharding", () => {
     expect((await client.waitFor("fake-tcp-client running")).shards).toBe(2);
     expect(attachedQueues(nsC, "ftsh1")).toBe(2);
 
-    const { stdout } = await execFileAsync(
-      "ip",
-      [
-        ...["netns", "exec", nsC.name, process.execPath, "-e", SENDERS],
-        ...["2345", String(FLOWS), String(PER_FLOW), "5000"],
-      ],
-      { timeout: 20_000 },
+    const stdout = await nsC.runNodeScript(
+      SENDERS,
+      ["2345", String(FLOWS), String(PER_FLOW), "5000"],
+      20_000,
     );
     expect(JSON.parse(stdout)).toEqual(new Array(FLOWS).fill(PER_FLOW));
 

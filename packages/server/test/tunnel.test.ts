@@ -9,18 +9,15 @@
  * address the peer sent to on a wildcard listen, reconnection after the server restarts, and
  * teardown on SIGTERM.
  */
-import { execFile } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cleanupAll, linkNamespaces, Netns, realDeviceGate } from "../../../test-support/netns.js";
 import { startUdpEcho } from "../../../test-support/udp-scripts.js";
 import { RunningProgram } from "../../common/test/program-harness.js";
 
 const gate = realDeviceGate();
-const execFileAsync = promisify(execFile);
 
 /**
  * Sends COUNT datagrams from ADDR:SRC to ADDR:1234 20 ms apart on a connected socket (so
@@ -48,22 +45,7 @@ s.bind(Number(src), addr, () => s.connect(1234, addr, async () => {
 
 /** Runs the sender in `ns` without blocking the event loop (the programs' logs keep flowing). */
 async function runSender(ns: Netns, src: number, count: number, addr = "127.0.0.1") {
-  const { stdout } = await execFileAsync(
-    "ip",
-    [
-      "netns",
-      "exec",
-      ns.name,
-      process.execPath,
-      "-e",
-      SENDER,
-      addr,
-      String(src),
-      String(count),
-      "5000",
-    ],
-    { timeout: 15_000 },
-  );
+  const stdout = await ns.runNodeScript(SENDER, [addr, String(src), String(count), "5000"], 15_000);
   return JSON.parse(stdout) as string[];
 }
 
