@@ -44,6 +44,8 @@ export interface BenchRun {
     stepSeconds: number;
     probes: number;
     probeIntervalMs: number;
+    /** Probes sent before those measured and left out (absent in runs before they existed). */
+    warmupProbes?: number;
     loadBps: number;
     flows: number;
   };

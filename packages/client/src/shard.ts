@@ -15,7 +15,6 @@ import {
   type ShardContext,
   ShardMesh,
   type ShardPlace,
-  type ShardPosition,
   type SocketAddress,
   shardShare,
   startTunnel,

@@ -3,24 +3,14 @@
  * acks that lag and move backwards, RSTs as phantun builds them, no probe answers), what a
  * blind attacker sends is not, and a stream that jumped after a loss burst is taken back.
  */
-import { afterEach, describe, expect, it, vi } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import type { PacketBatch, Socket } from "../src/index.js";
 import { buildPacket, parseIpv4, TcpFlags } from "../src/wire/index.js";
-import { CLIENT4, rawPeer, SERVER4, twoStacks } from "./helpers.js";
+import { CLIENT4, closedAfterEachTest, type rawPeer, SERVER4 } from "./helpers.js";
 
 const { SYN, ACK, RST } = TcpFlags;
 
-let cleanup: Array<() => void> = [];
-afterEach(() => {
-  for (const c of cleanup) c();
-  cleanup = [];
-  vi.useRealTimers();
-});
-function peer(opts: Parameters<typeof rawPeer>[0] = {}) {
-  const p = rawPeer(opts);
-  cleanup.push(p.close);
-  return p;
-}
+const { closeLater, peer, pairOf } = closedAfterEachTest();
 
 /** A phantun-like client (ISN 0, no option of ours) connected to our stack; settled. */
 async function phantunClient(opts: Parameters<typeof rawPeer>[0] = {}) {
@@ -400,8 +390,7 @@ describe("RSTs", () => {
 
 describe("RSTs between two stacks of ours", () => {
   async function ours() {
-    const t = twoStacks({ client: { verifyIntervalMs: 300, deadPeerProbes: 3 } });
-    cleanup.push(t.close);
+    const t = pairOf({ client: { verifyIntervalMs: 300, deadPeerProbes: 3 } });
     t.server.listen(7000);
     const [c, s] = await Promise.all([t.client.connect("192.168.201.2:7000"), t.server.accept()]);
     expect(c.peerIsOurs && s.peerIsOurs).toBe(true);
@@ -505,7 +494,7 @@ describe("RSTs between two stacks of ours", () => {
     t.pair.bToA.filter = null;
     const { Stack } = await import("../src/index.js");
     const again = new Stack({ queues: t.pair.b, local4: SERVER4 });
-    cleanup.push(() => again.close());
+    closeLater(() => again.close());
     again.listen(7000);
     const closed = closeInfo(t.c);
     t.c.send(Buffer.from("hello?"));

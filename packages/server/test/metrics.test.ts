@@ -13,6 +13,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cleanupAll, linkNamespaces, Netns, realDeviceGate } from "../../../test-support/netns.js";
+import { startUdpEcho, udpPing } from "../../../test-support/udp-scripts.js";
 import {
   expectOneLineError,
   RunningProgram,
@@ -21,28 +22,6 @@ import {
 
 const gate = realDeviceGate();
 const execFileAsync = promisify(execFile);
-
-const ECHO = `
-const s = require("node:dgram").createSocket("udp4");
-s.on("message", (m, r) => s.send(m, r.port, r.address));
-s.bind(Number(process.argv[1]), "127.0.0.1", () => console.log("ready"));
-`;
-
-/** Sends COUNT datagrams of SIZE bytes to 127.0.0.1:1234 and waits (bounded) for the echoes. */
-const SENDER = `
-const [count, size] = process.argv.slice(1).map(Number);
-const s = require("node:dgram").createSocket("udp4");
-let got = 0;
-s.on("message", () => got++);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-s.connect(1234, "127.0.0.1", async () => {
-  for (let i = 0; i < count; i++) { s.send(Buffer.alloc(size, 120)); await sleep(20); }
-  const deadline = Date.now() + 5000;
-  while (Date.now() < deadline && got < count) await sleep(20);
-  console.log(got);
-  s.close();
-});
-`;
 
 /** GETs http://127.0.0.1:PORT/metrics inside `ns`: status, content type and body as JSON. */
 const SCRAPE = `
@@ -113,11 +92,7 @@ describe.skipIf(gate.skip)("Prometheus metrics during a tunnel run", () => {
     nsC = new Netns("ftmc");
     nsS = new Netns("ftms");
     linkNamespaces(nsC, "10.78.0.1/24", nsS, "10.78.0.2/24");
-    const echo = nsS.spawn(process.execPath, ["-e", ECHO, "7777"]);
-    await new Promise<void>((resolve, reject) => {
-      echo.stdout!.once("data", () => resolve());
-      echo.once("exit", () => reject(new Error("echo server exited")));
-    });
+    await startUdpEcho(nsS, 7777);
   });
   afterAll(() => {
     cleanupAll();
@@ -187,12 +162,7 @@ describe.skipIf(gate.skip)("Prometheus metrics during a tunnel run", () => {
 
     const count = 20;
     const size = 300;
-    const { stdout } = await execFileAsync(
-      "ip",
-      ["netns", "exec", nsC.name, process.execPath, "-e", SENDER, String(count), String(size)],
-      { timeout: 15_000 },
-    );
-    expect(Number(stdout)).toBe(count);
+    expect(await udpPing(nsC, 1234, count, { bytes: size })).toBe(count);
 
     const c = parseExposition((await scrape(nsC, 9579)).body);
     expect(value(c, `fake_tcp_datagrams_total{${UP}}`)).toBe(count);

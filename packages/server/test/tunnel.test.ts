@@ -16,17 +16,11 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cleanupAll, linkNamespaces, Netns, realDeviceGate } from "../../../test-support/netns.js";
+import { startUdpEcho } from "../../../test-support/udp-scripts.js";
 import { RunningProgram } from "../../common/test/program-harness.js";
 
 const gate = realDeviceGate();
 const execFileAsync = promisify(execFile);
-
-/** UDP echo on 127.0.0.1:PORT; prints "ready" once bound. */
-const ECHO = `
-const s = require("node:dgram").createSocket("udp4");
-s.on("message", (m, r) => s.send(m, r.port, r.address));
-s.bind(Number(process.argv[1]), "127.0.0.1", () => console.log("ready"));
-`;
 
 /**
  * Sends COUNT datagrams from ADDR:SRC to ADDR:1234 20 ms apart on a connected socket (so
@@ -106,11 +100,7 @@ describe.skipIf(gate.skip)("fake-tcp-client <-> fake-tcp-server in namespaces", 
     linkNamespaces(nsC, "10.77.0.1/24", nsS, "10.77.0.2/24");
     nsC.exec("ip", ["-6", "addr", "add", "fd77::1/64", "dev", "veth0", "nodad"]);
     nsS.exec("ip", ["-6", "addr", "add", "fd77::2/64", "dev", "veth1", "nodad"]);
-    const echo = nsS.spawn(process.execPath, ["-e", ECHO, "7777"]);
-    await new Promise<void>((resolve, reject) => {
-      echo.stdout!.once("data", () => resolve());
-      echo.once("exit", () => reject(new Error("echo server exited")));
-    });
+    await startUdpEcho(nsS, 7777);
   });
   afterAll(() => {
     cleanupAll();
