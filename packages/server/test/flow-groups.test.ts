@@ -8,7 +8,9 @@
  * Checked: OPEN/JOIN make one group with one UDP socket; datagrams spread over both
  * connections both ways and all arrive, from one source port; the reorder depth they arrive
  * with; a forged or late JOIN is refused (reset) and changes nothing for the group; losing a
- * member, then the first connection, keeps the peer carried while the lost flow comes back.
+ * member, then the first connection, keeps the peer carried while the lost flow comes back;
+ * traffic on members only (the first connection lost) keeps the client's session in its peer
+ * table and the server's group past their idle timeouts, in either direction.
  */
 import { createSocket, type RemoteInfo, type Socket } from "node:dgram";
 import { MessageChannel } from "node:worker_threads";
@@ -57,7 +59,8 @@ function meshes(): [ShardMesh, ShardMesh] {
 
 const quiet = { trace() {}, debug() {}, info() {}, warn() {}, error() {}, fatal() {} };
 
-async function rig(key?: Uint8Array) {
+/** `idleTimeoutMs`: of every stack (default the stack's, 180 s). */
+async function rig(key?: Uint8Array, idleTimeoutMs?: number) {
   const pair = createMemoryPair({ queues: 2 });
   const app: Socket = createSocket("udp4");
   const atApp: { seq: number; from: number }[] = [];
@@ -71,7 +74,7 @@ async function rig(key?: Uint8Array) {
 
   const serverMeshes = meshes();
   const servers = [0, 1].map((i) => {
-    const stack = new Stack({ queues: [pair.b[i]], local4: SERVER4 });
+    const stack = new Stack({ queues: [pair.b[i]], local4: SERVER4, idleTimeoutMs });
     const runs = new UdpRunWriter();
     const relays = new RelayTable({
       remote,
@@ -107,7 +110,7 @@ async function rig(key?: Uint8Array) {
   const clientMeshes = meshes();
   const toPeer: number[][] = [[], []];
   const clients = [0, 1].map((i) => {
-    const stack = new Stack({ queues: [pair.a[i]], local4: CLIENT4 });
+    const stack = new Stack({ queues: [pair.a[i]], local4: CLIENT4, idleTimeoutMs });
     const totals = newRelayCounters();
     const via: ReplySocket = {
       sendTo: (datagram) => toPeer[i].push(Buffer.from(datagram).readUInt32BE(0)),
@@ -180,8 +183,8 @@ async function rig(key?: Uint8Array) {
 type Rig = Awaited<ReturnType<typeof rig>>;
 let current: Rig | undefined;
 /** A rig that afterEach removes. */
-async function started(key?: Uint8Array): Promise<Rig> {
-  current = await rig(key);
+async function started(key?: Uint8Array, idleTimeoutMs?: number): Promise<Rig> {
+  current = await rig(key, idleTimeoutMs);
   return current;
 }
 afterEach(() => {
@@ -382,5 +385,51 @@ describe("flow groups over an in-memory pair", () => {
     expect(delivered() - before).toBeGreaterThan(0);
     session.close("local");
     table.closeAll("local");
+  });
+
+  it("a server group whose traffic runs on members only, either way, outlives the connections' idle timeout; silent, it ends", async () => {
+    const IDLE_MS = 1_500;
+    const r = await started(undefined, IDLE_MS);
+    const { first, group } = await r.spreadPeer();
+    first.once("close", () => {
+      if (!group.firstLost(() => {})) throw new Error("the peer would have ended");
+    });
+    await until(() => group.size === 2);
+    await r.send(group, 0, 8);
+    await until(() => r.atApp.length === 8);
+    // The owner's relay is reset: the group's socket stays, every flow is a member from now on.
+    r.servers[0].accepted[0].close();
+    await until(() => r.clients[0].flows.counters.flowJoins === 1, 5_000);
+    expect(r.clients[0].flows.counters.flowJoins).toBe(1);
+    const groups = () => serverStats(r).reduce((n, s) => n + s.flowGroups, 0);
+    const sockets = () => serverStats(r).reduce((n, s) => n + s.udpSockets, 0);
+    const appPort = r.atApp[0].from;
+    // No flow may be lost (and opened again) on the way.
+    const losses = () =>
+      r.clients[0].flows.counters.flowMemberLosses + r.clients[1].flows.counters.flowMemberLosses;
+    const lossesBefore = losses();
+
+    // Only the application sends, for twice the idle timeout; then only the peer.
+    let seq = 0;
+    for (const end = Date.now() + 2 * IDLE_MS; Date.now() < end; seq += 4) {
+      await r.reply(seq, 4);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect(groups()).toBe(1);
+    const atAppBefore = r.atApp.length;
+    for (const end = Date.now() + 2 * IDLE_MS; Date.now() < end; seq += 4) {
+      await r.send(group, seq, 4, 4);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect(groups()).toBe(1);
+    expect(sockets()).toBe(1);
+    expect(losses()).toBe(lossesBefore);
+    expect(r.atApp.length).toBeGreaterThan(atAppBefore);
+    expect(new Set(r.atApp.map((d) => d.from))).toEqual(new Set([appPort]));
+
+    // Silent: the connections idle out, and the group's socket goes with the last of them.
+    await until(() => groups() === 0, 4 * IDLE_MS);
+    expect(groups()).toBe(0);
+    expect(sockets()).toBe(0);
   });
 });
