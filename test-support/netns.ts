@@ -3,8 +3,17 @@
  * through this module is removed by `cleanupAll()` (call it in `afterAll`) and, as a last
  * resort, when the test process exits, so a failing test leaves nothing behind.
  */
-import { type ChildProcess, execFileSync, type SpawnOptions, spawn } from "node:child_process";
+import {
+  type ChildProcess,
+  execFile,
+  execFileSync,
+  type SpawnOptions,
+  spawn,
+} from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { promisify } from "node:util";
+
+const execFileAsync = promisify(execFile);
 
 const liveNamespaces = new Set<string>();
 const liveProcesses = new Set<ChildProcess>();
@@ -60,6 +69,20 @@ export class Netns {
   /** Runs a command inside the namespace and returns its stdout. Throws on a non-zero exit. */
   exec(cmd: string, args: string[], opts: { input?: string } = {}): string {
     return run("ip", ["netns", "exec", this.name, cmd, ...args], opts);
+  }
+
+  /**
+   * Runs `node -e script ...args` inside the namespace without blocking the event loop (the
+   * logs of the programs a test runs keep flowing); resolves with its stdout, rejects on a
+   * non-zero exit or when it is still running after `timeoutMs`.
+   */
+  async runNodeScript(script: string, args: string[], timeoutMs: number): Promise<string> {
+    const { stdout } = await execFileAsync(
+      "ip",
+      ["netns", "exec", this.name, process.execPath, "-e", script, ...args],
+      { timeout: timeoutMs },
+    );
+    return stdout;
   }
 
   /** Starts a long-running process inside the namespace; it is killed by `cleanupAll()`. */

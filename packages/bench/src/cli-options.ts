@@ -24,6 +24,8 @@ export interface BenchOptions {
   connections: number | null;
   /** `--pace N`: with --connections, new connections a second in set-up (0: all at once). */
   pace: number;
+  /** `--latency-only`: only echo latency, direct and tunnel in this many alternating rounds. */
+  latencyRounds: number | null;
   help: boolean;
 }
 
@@ -34,6 +36,7 @@ export const USAGE = `usage: pnpm bench [--label NAME] [--quick] [--keyed] [--bu
                   [--no-docs] [--docs-dir DIR]
        pnpm bench --single-flow [--quick] [--no-docs] [--docs-dir DIR]
        pnpm bench --connections N [--pace R] [--label NAME] [--no-docs] [--docs-dir DIR]
+       pnpm bench --latency-only [--rounds N]
   --label NAME  names the run in docs/benchmarks.md (default "run")
   --quick       short sweeps and probes, for smoke testing (about a minute)
   --keyed       also the tunnel keyed at both ends (rate sweeps, CPU, idle latency)
@@ -47,11 +50,18 @@ export const USAGE = `usage: pnpm bench [--label NAME] [--quick] [--keyed] [--bu
   --connections N  only N connections at once: set-up rate, RSS per connection, spread over
                 the server's shards, 1 vs 1000 active flows (N from 1000 to 30000)
   --pace R      with --connections: R new connections a second in set-up (default 100;
-                0: all at once)`;
+                0: all at once)
+  --latency-only  only echo latency (idle and under load), direct and tunnel alternating on
+                fresh rigs, printed per round and as medians; docs/ untouched (about 40 s a round)
+  --rounds N    with --latency-only: rounds (default 3, 1 to 20)`;
 
 /** Bounds of --connections: enough for the 1,000-flow load step; ports for the probe's sockets. */
 export const MIN_CONNECTIONS = 1000;
 export const MAX_CONNECTIONS = 30000;
+
+/** Rounds of --latency-only: the default, and the most. */
+export const DEFAULT_LATENCY_ROUNDS = 3;
+export const MAX_LATENCY_ROUNDS = 20;
 
 /** Parses argv (without node and script); throws an Error with a message on bad input. */
 export function parseBenchArgs(argv: readonly string[]): BenchOptions {
@@ -66,14 +76,17 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions {
     udpRuns: [],
     connections: null,
     pace: 100,
+    latencyRounds: null,
     help: false,
   };
+  let rounds: number | null = null;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === "--quick") opts.quick = true;
     else if (arg === "--no-docs") opts.noDocs = true;
     else if (arg === "--keyed") opts.keyed = true;
     else if (arg === "--single-flow") opts.singleFlow = true;
+    else if (arg === "--latency-only") opts.latencyRounds = DEFAULT_LATENCY_ROUNDS;
     else if (arg === "--help" || arg === "-h") opts.help = true;
     else if (arg === "--buffers") {
       const value = argv[++i] ?? "";
@@ -108,6 +121,13 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions {
         );
       }
       opts.pace = Number(value);
+    } else if (arg === "--rounds") {
+      const value = argv[++i] ?? "";
+      const n = Number(value);
+      if (!/^\d+$/.test(value) || n < 1 || n > MAX_LATENCY_ROUNDS) {
+        throw new Error(`--rounds "${value}": give a whole number from 1 to ${MAX_LATENCY_ROUNDS}`);
+      }
+      rounds = n;
     } else if (arg === "--docs-dir") {
       const value = argv[++i];
       if (value === undefined || value === "" || value.startsWith("--")) {
@@ -130,6 +150,18 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions {
   }
   if (opts.connections !== null && (opts.quick || opts.keyed)) {
     throw new Error("--connections runs alone: leave out --quick and --keyed");
+  }
+  if (rounds !== null) {
+    if (opts.latencyRounds === null) throw new Error("--rounds goes with --latency-only");
+    opts.latencyRounds = rounds;
+  }
+  if (
+    opts.latencyRounds !== null &&
+    (opts.keyed || opts.singleFlow || opts.connections !== null || opts.udpRuns.length > 0)
+  ) {
+    throw new Error(
+      "--latency-only runs alone: leave out --keyed, --single-flow, --connections and --udp-run",
+    );
   }
   return opts;
 }

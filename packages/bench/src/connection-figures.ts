@@ -3,6 +3,7 @@
  * derived ratios, and its section of docs/benchmarks.md. Pure: no rig, no processes.
  */
 import type { LoadStep } from "fake-tcp-e2e";
+import type { RunEnvironment } from "./results.js";
 
 /** What the connection probe printed once set-up ended (see e2e tools/conn-probe.ts). */
 export interface SetupFigures {
@@ -35,15 +36,7 @@ export interface ProgramFigures {
   stats: Record<string, unknown>;
 }
 
-export interface ConnectionsRun {
-  label: string;
-  startedAt: Date;
-  durationSeconds: number;
-  cores: number;
-  nodeVersion: string;
-  commit: string;
-  loadAverage: number;
-  loadAverageEnd: number;
+export interface ConnectionsRun extends RunEnvironment {
   /** Connections asked for. */
   connections: number;
   /** The programs' extra arguments (limits raised for the run). */

@@ -35,7 +35,10 @@ How it measures:
 - **Echo RTT**: a probe on A sends 32-byte datagrams at a fixed interval to an echo on B and
   times each echo with the monotonic clock (probe and echo are Node programs, so the figures
   include their event loops); p50 and p99, idle and alongside an iperf3 A→B load. The last
-  column is the latency the tunnel adds (tunnel − direct).
+  column is the latency the tunnel adds (tunnel − direct). Since 2026-12-01 the probe first
+  sends 20 warm-up probes that are left out: each probe run is a new UDP peer, whose first
+  datagram waits for the tunnel's handshake (10-30 ms, connection set-up, not round-trip time;
+  the run's JSON keeps it as \`firstUs\`). Earlier runs' p99 included those.
 - **Receiver socket buffers** (\`--buffers 4m,default\`, the default; \`--buffers 4m\` skips the
   second): every path sweeps each direction twice, with iperf3's \`-w 4M\` at both ends and
   with no \`-w\` (the kernel's \`net.core.rmem_default\`, 208 KiB: about 95 queued 1400-byte

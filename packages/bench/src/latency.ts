@@ -19,6 +19,11 @@ export interface LatencyResult {
   received: number;
   p50Us: number;
   p99Us: number;
+  /**
+   * With warm-up probes: the round trip of the very first one (for the tunnel, a new UDP
+   * peer's first datagram waits for the connection's handshake); -1 when it got no echo.
+   */
+  firstUs?: number;
 }
 
 /**
@@ -47,11 +52,15 @@ export async function startProbeEcho(rig: Rig): Promise<ManagedProcess> {
   return echo;
 }
 
-/** Sends `count` probes from A at the app target, one per `intervalMs`, and sums up the RTTs. */
+/**
+ * Sends `count` probes from A at the app target, one per `intervalMs`, and sums up the RTTs;
+ * `warmup` probes go first and are left out (see latency-probe.ts).
+ */
 export async function measureLatency(
   rig: Rig,
   count: number,
   intervalMs: number,
+  warmup = 0,
 ): Promise<LatencyResult> {
   const t = rig.appTarget;
   const res = await rig.a.execAsync(
@@ -68,10 +77,12 @@ export async function measureLatency(
       "32",
       "--wait",
       "1000",
+      "--warmup",
+      String(warmup),
     ],
-    count * intervalMs + 30_000,
+    (count + warmup) * intervalMs + 30_000,
   );
-  let parsed: { sent: number; received: number; rttUs: number[] };
+  let parsed: { sent: number; received: number; rttUs: number[]; warmupUs?: number[] };
   try {
     parsed = JSON.parse(res.stdout) as typeof parsed;
   } catch {
@@ -83,5 +94,6 @@ export async function measureLatency(
     received: parsed.received,
     p50Us: percentile(parsed.rttUs, 50),
     p99Us: percentile(parsed.rttUs, 99),
+    ...(warmup > 0 && parsed.warmupUs?.length ? { firstUs: parsed.warmupUs[0] } : {}),
   };
 }

@@ -70,7 +70,12 @@ function cpuAtText(s: SweepResult | null, offeredBps: number): string {
 function scaleText(m: ModeResult): string {
   const s = m.scale;
   if (!s) return NA;
-  const sent = `${s.datagramsSent} datagrams sent`;
+  const opened = s.connectionsOpened;
+  const sent =
+    `${s.datagramsSent} datagrams sent` +
+    (opened
+      ? `; connections opened: client ${opened.client ?? "?"}, server ${opened.server ?? "?"}`
+      : "");
   if (s.flowsPerSecond === null) return `only ${s.answered}/${s.flows} flows answered (${sent})`;
   return (
     `${Math.round(s.flowsPerSecond)} flows/s (all ${s.flows} in ${s.allAnsweredMs} ms; ` +
@@ -82,24 +87,30 @@ function lossText(l: { sent: number; received: number } | null): string {
   return l ? ` (${l.sent - l.received} lost)` : "";
 }
 
+/** `rows` as a Markdown table, the first row its header. */
+function markdownTable(rows: string[][]): string {
+  const lines = rows.map((r) => `| ${r.join(" | ")} |`);
+  lines.splice(1, 0, `|${"---|".repeat(rows[0].length)}`);
+  return lines.join("\n");
+}
+
+/** The "highest rate under 1 % loss" rows, A→B and B→A: `base`, `other`, and other/base. */
+function bestRateRows(base: ModeResult, other: ModeResult): string[][] {
+  return (["forward", "reverse"] as const).map((dir) => [
+    `highest rate under 1 % loss, ${dir === "forward" ? "A→B" : "B→A"} (Mbit/s delivered)`,
+    bestText(base[dir]),
+    bestText(other[dir]),
+    ratioText(rateRatio(base[dir], other[dir])),
+  ]);
+}
+
 /** The comparison table as Markdown rows. */
 export function renderTable(run: BenchRun): string {
   const { direct: d, tunnel: t } = run;
   const fixed = run.settings.startBps;
   const rows: string[][] = [
     ["Measurement", "direct UDP", "tunnel", "tunnel vs direct"],
-    [
-      "highest rate under 1 % loss, A→B (Mbit/s delivered)",
-      bestText(d.forward),
-      bestText(t.forward),
-      ratioText(rateRatio(d.forward, t.forward)),
-    ],
-    [
-      "highest rate under 1 % loss, B→A (Mbit/s delivered)",
-      bestText(d.reverse),
-      bestText(t.reverse),
-      ratioText(rateRatio(d.reverse, t.reverse)),
-    ],
+    ...bestRateRows(d, t),
     [
       "tunnel CPU s per Gbit delivered at that rate, A→B (client + server)",
       NA,
@@ -134,6 +145,11 @@ export function renderTable(run: BenchRun): string {
   const load = `${run.settings.loadBps / 1e6} Mbit/s load`;
   lat(`echo RTT p50, ${load} (µs)`, (m) => m.latencyLoaded?.p50Us, true);
   lat(`echo RTT p99, ${load} (µs)`, (m) => m.latencyLoaded?.p99Us, true);
+  // The warm-up probes are left out of the figures above; the first one shows a new peer's
+  // set-up (the tunnel's handshake), which those figures no longer include.
+  if (d.latencyIdle?.firstUs !== undefined || t.latencyIdle?.firstUs !== undefined) {
+    lat("echo RTT of a new peer's first probe, idle (µs)", (m) => m.latencyIdle?.firstUs, false);
+  }
   const sd = d.scale?.flowsPerSecond ?? null;
   const st = t.scale?.flowsPerSecond ?? null;
   rows.push(
@@ -146,9 +162,7 @@ export function renderTable(run: BenchRun): string {
     ["fake-tcp-client RSS before → after the flows (MiB)", NA, rssText(t.scale?.rss?.client), NA],
     ["fake-tcp-server RSS before → after the flows (MiB)", NA, rssText(t.scale?.rss?.server), NA],
   );
-  const lines = rows.map((r) => `| ${r.join(" | ")} |`);
-  lines.splice(1, 0, "|---|---|---|---|");
-  return lines.join("\n");
+  return markdownTable(rows);
 }
 
 /** How a path is named in the buffers table: "tunnel", or "tunnel --udp-run 8". */
@@ -220,9 +234,7 @@ export function renderBuffersTable(run: BenchRun): string {
     ...tunnels.map((t) => `${usText(lat(t))} (${addedText(lat(t), lat(run.direct))})`),
     NA,
   ]);
-  const lines = rows.map((r) => `| ${r.join(" | ")} |`);
-  lines.splice(1, 0, `|${"---|".repeat(header.length)}`);
-  return lines.join("\n");
+  return markdownTable(rows);
 }
 
 /**
@@ -235,18 +247,7 @@ export function renderKeyedTable(run: BenchRun): string {
   const t = run.tunnel;
   const rows: string[][] = [
     ["Measurement", "tunnel", "tunnel, keyed", "keyed vs unkeyed"],
-    [
-      "highest rate under 1 % loss, A→B (Mbit/s delivered)",
-      bestText(t.forward),
-      bestText(k.forward),
-      ratioText(rateRatio(t.forward, k.forward)),
-    ],
-    [
-      "highest rate under 1 % loss, B→A (Mbit/s delivered)",
-      bestText(t.reverse),
-      bestText(k.reverse),
-      ratioText(rateRatio(t.reverse, k.reverse)),
-    ],
+    ...bestRateRows(t, k),
     [
       "CPU s per Gbit delivered at that rate, A→B / B→A (client + server)",
       `${cpuText(t.forward)} / ${cpuText(t.reverse)}`,
@@ -266,9 +267,7 @@ export function renderKeyedTable(run: BenchRun): string {
       addedText(k.latencyIdle?.p50Us, t.latencyIdle?.p50Us),
     ],
   ];
-  const lines = rows.map((r) => `| ${r.join(" | ")} |`);
-  lines.splice(1, 0, "|---|---|---|---|");
-  return lines.join("\n");
+  return markdownTable(rows);
 }
 
 /** The headline: tunnel/direct of the highest delivered rate under 1 % loss, per direction. */
@@ -323,7 +322,8 @@ export function renderRunSection(run: BenchRun, chartFile: string | null): strin
     `Machine: ${run.cores} cores (shared with other work; load average ${run.loadAverage.toFixed(2)} at start, ` +
       `${run.loadAverageEnd.toFixed(2)} at the end), ` +
       `Node ${run.nodeVersion}, commit ${run.commit}. Run took ${Math.round(run.durationSeconds)} s ` +
-      `(iperf3 steps of ${s.stepSeconds} s; ${s.probes} echo probes every ${s.probeIntervalMs} ms).`,
+      `(iperf3 steps of ${s.stepSeconds} s; ${s.probes} echo probes every ${s.probeIntervalMs} ms` +
+      `${s.warmupProbes ? ` after ${s.warmupProbes} warm-up probes` : ""}).`,
     "",
     renderHeadline(run),
     "",
@@ -371,38 +371,24 @@ export function chartSeries(run: BenchRun): ChartSeries[] {
     dashed,
     points: (s?.steps ?? []).map((p) => ({ x: p.offeredBps / 1e6, y: p.deliveredBps / 1e6 })),
   });
+  /** A→B solid and B→A dashed, in one colour; none for a path not measured. */
+  const bothWays = (
+    path: string,
+    color: string,
+    sweeps: { forward: SweepResult | null; reverse: SweepResult | null } | null | undefined,
+    suffix = "",
+  ) =>
+    sweeps
+      ? [
+          series(`${path} A→B${suffix}`, color, false, sweeps.forward),
+          series(`${path} B→A${suffix}`, color, true, sweeps.reverse),
+        ]
+      : [];
   return [
-    series("direct A→B", "#1f77b4", false, run.direct.forward),
-    series("direct B→A", "#1f77b4", true, run.direct.reverse),
-    series("tunnel A→B", "#d62728", false, run.tunnel.forward),
-    series("tunnel B→A", "#d62728", true, run.tunnel.reverse),
-    ...(run.direct.defaultBuffers
-      ? [
-          series(
-            "direct A→B, default buffers",
-            "#17becf",
-            false,
-            run.direct.defaultBuffers.forward,
-          ),
-          series("direct B→A, default buffers", "#17becf", true, run.direct.defaultBuffers.reverse),
-        ]
-      : []),
-    ...(run.tunnel.defaultBuffers
-      ? [
-          series(
-            "tunnel A→B, default buffers",
-            "#ff7f0e",
-            false,
-            run.tunnel.defaultBuffers.forward,
-          ),
-          series("tunnel B→A, default buffers", "#ff7f0e", true, run.tunnel.defaultBuffers.reverse),
-        ]
-      : []),
-    ...(run.keyed
-      ? [
-          series("keyed A→B", "#2ca02c", false, run.keyed.forward),
-          series("keyed B→A", "#2ca02c", true, run.keyed.reverse),
-        ]
-      : []),
+    ...bothWays("direct", "#1f77b4", run.direct),
+    ...bothWays("tunnel", "#d62728", run.tunnel),
+    ...bothWays("direct", "#17becf", run.direct.defaultBuffers, ", default buffers"),
+    ...bothWays("tunnel", "#ff7f0e", run.tunnel.defaultBuffers, ", default buffers"),
+    ...bothWays("keyed", "#2ca02c", run.keyed),
   ];
 }

@@ -26,9 +26,9 @@ export interface ModeResult {
   scale: ScaleResult | null;
 }
 
-export interface BenchRun {
+/** Which run, and on what machine and how busy it was: printed with every benchmark's figures. */
+export interface RunEnvironment {
   label: string;
-  quick: boolean;
   startedAt: Date;
   durationSeconds: number;
   cores: number;
@@ -37,6 +37,10 @@ export interface BenchRun {
   /** 1-minute load average at the start and at the end of the run. */
   loadAverage: number;
   loadAverageEnd: number;
+}
+
+export interface BenchRun extends RunEnvironment {
+  quick: boolean;
   /** Settings that shape the figures, printed with them. */
   settings: {
     /** The sweep's first offered rate (bit/s). */
@@ -44,6 +48,8 @@ export interface BenchRun {
     stepSeconds: number;
     probes: number;
     probeIntervalMs: number;
+    /** Probes sent before those measured and left out (absent in runs before they existed). */
+    warmupProbes?: number;
     loadBps: number;
     flows: number;
   };

@@ -6,6 +6,7 @@
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Rig } from "fake-tcp-e2e";
+import { openedConnections } from "./opened-count.js";
 import { percentile } from "./percentile.js";
 
 const FLOW_PROBE = join(dirname(fileURLToPath(import.meta.url)), "tools", "flow-probe.js");
@@ -24,7 +25,16 @@ export interface ScaleResult {
   flowsPerSecond: number | null;
   /** RSS in bytes before/after, per program (tunnel mode only). */
   rss: { client: [number | null, number | null]; server: [number | null, number | null] } | null;
-  connectionsOpened: { client: number; server: number } | null;
+  /**
+   * Connections the programs opened during the step (their stats' `opened` counters; null
+   * where a program's shard never answered the stats request).
+   */
+  connectionsOpened: { client: number | null; server: number | null } | null;
+}
+
+/** `after - before`, or null when either is unknown. */
+function grown(before: number | null, after: number | null): number | null {
+  return before === null || after === null ? null : after - before;
 }
 
 /**
@@ -41,7 +51,8 @@ export async function measureScale(
   const client = rig.mode === "tunnel" ? rig.client : null;
   const server = rig.mode === "tunnel" ? rig.server : null;
   const rssBefore = [client?.rssBytes() ?? null, server?.rssBytes() ?? null];
-  const openedBefore = [client?.connectionsOpened() ?? 0, server?.connectionsOpened() ?? 0];
+  const openedBefore =
+    client && server ? [await openedConnections(client), await openedConnections(server)] : null;
   const t = rig.appTarget;
   const res = await rig.a.execAsync(
     process.execPath,
@@ -69,8 +80,6 @@ export async function measureScale(
   } catch {
     throw new Error(`flow probe failed (exit ${res.code}): ${res.stderr}${res.stdout}`);
   }
-  // Let the programs' last log lines ("connection opened") arrive before counting them.
-  await new Promise((resolve) => setTimeout(resolve, 300));
   const times = probe.firstReplyMs.filter((v): v is number => v !== null);
   const all = probe.allAnsweredMs;
   return {
@@ -88,10 +97,10 @@ export async function measureScale(
           }
         : null,
     connectionsOpened:
-      client && server
+      client && server && openedBefore
         ? {
-            client: client.connectionsOpened() - openedBefore[0],
-            server: server.connectionsOpened() - openedBefore[1],
+            client: grown(openedBefore[0], await openedConnections(client)),
+            server: grown(openedBefore[1], await openedConnections(server)),
           }
         : null,
   };

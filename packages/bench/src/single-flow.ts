@@ -13,7 +13,7 @@ import { fileURLToPath } from "node:url";
 import { ManagedProcess, type Rig } from "fake-tcp-e2e";
 import { clockTicksPerSecond, parseProcStat } from "./proc-stat.js";
 import { REPO_ROOT_DIR, Rig as RigClass } from "./rig-access.js";
-import { RateSweep, type SweepConfig } from "./sweep.js";
+import { RateSweep, type SweepConfig, type SweepEnd } from "./sweep.js";
 import { DATAGRAM_BYTES, mbit } from "./throughput.js";
 
 const SEQ_PROBE = join(dirname(fileURLToPath(import.meta.url)), "tools", "seq-probe.js");
@@ -53,6 +53,11 @@ export interface DirectionResult {
   stepSeconds: number | null;
   /** Threads of both programs during the best step, busiest first (those above 2 % of it). */
   threads: ThreadCpu[];
+  /**
+   * Why the sweep ended: "sender-limited" means iperf3 could not send more, so the rate is the
+   * sender's ceiling, not the tunnel's.
+   */
+  end: SweepEnd;
 }
 
 export interface ReorderResult {
@@ -119,6 +124,7 @@ async function sweep(
     lossPercent: null,
     stepSeconds: null,
     threads: [],
+    end: "running",
   };
   for (let rate = rs.next(); rate !== null; rate = rs.next()) {
     const c0 = threadTicks(client);
@@ -152,9 +158,11 @@ async function sweep(
         lossPercent: step.lossPercent,
         stepSeconds: r.seconds,
         threads,
+        end: "running",
       };
     }
   }
+  best.end = rs.end;
   return best;
 }
 
@@ -305,12 +313,17 @@ export function renderSingleFlow(
     "and the CPU of each busy thread of the programs during that step (share of the step's time, busiest",
     "first; threads under 2 % left out: the shards are the worker threads). Reorder: sequence-numbered",
     "datagrams A→B; depth = furthest a datagram arrived behind the highest number before it.",
+    '"Sender-limited": iperf3 could not send the next rate (one iperf3 thread, one socket), so the',
+    "figure is the sender's ceiling and the set-ups compare by their threads' CPU, not by rate.",
     "",
     "| set-up (both ends) | A→B Mbit/s | client threads | server threads | B→A Mbit/s | client threads | server threads | reorder depth (out of order / received) |",
     "|---|---|---|---|---|---|---|---|",
   ];
   for (const r of results) {
-    const rate = (d: DirectionResult | null) => (d?.bestBps ? mbit(d.bestBps) : "-");
+    const rate = (d: DirectionResult | null) =>
+      d?.bestBps
+        ? `${mbit(d.bestBps)}${d.end === "sender-limited" ? " (sender-limited)" : ""}`
+        : "-";
     const ro =
       r.reorder
         .map((m) => `${m.depth} (${m.outOfOrder} / ${m.received} of ${m.sent} at ${m.rate}/s)`)

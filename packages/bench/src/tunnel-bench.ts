@@ -14,6 +14,7 @@ import { measureConnections, writeConnectionsDocs } from "./connections.js";
 import { appendRun } from "./docs-file.js";
 import { type KeyedComparison, measureKeyedRounds, renderKeyedRounds } from "./keyed-rounds.js";
 import { measureLatency, startProbeEcho } from "./latency.js";
+import { LATENCY_ONLY_PLAN, runLatencyOnly } from "./latency-only.js";
 import {
   chartSeries,
   renderBuffersTable,
@@ -39,6 +40,8 @@ interface Plan {
   sweepBudgetMs: number;
   probes: number;
   probeIntervalMs: number;
+  /** Probes sent first and left out of the figures (see latency-probe.ts). */
+  warmupProbes: number;
   loadBps: number;
   flows: number;
   retryMs: number;
@@ -61,6 +64,7 @@ const FULL: Plan = {
   sweepBudgetMs: 120_000,
   probes: 1000,
   probeIntervalMs: 5,
+  warmupProbes: 20,
   loadBps: 100e6,
   flows: 1000,
   retryMs: 250,
@@ -75,6 +79,7 @@ const QUICK: Plan = {
   sweepBudgetMs: 40_000,
   probes: 200,
   probeIntervalMs: 5,
+  warmupProbes: 20,
   loadBps: 100e6,
   flows: 100,
   retryMs: 250,
@@ -187,14 +192,22 @@ async function measurePath(
     }
     await phase("echo latency, idle", async () => {
       await startProbeEcho(r);
-      result.latencyIdle = await measureLatency(r, plan.probes, plan.probeIntervalMs);
+      result.latencyIdle = await measureLatency(
+        r,
+        plan.probes,
+        plan.probeIntervalMs,
+        plan.warmupProbes,
+      );
     });
     if (mode === "keyed") return result;
     await phase(`echo latency under ${plan.loadBps / 1e6} Mbit/s iperf3 load`, async () => {
-      const loadSeconds = Math.ceil((plan.probes * plan.probeIntervalMs) / 1000) + 3;
+      const loadSeconds =
+        Math.ceil(((plan.probes + plan.warmupProbes) * plan.probeIntervalMs) / 1000) + 3;
       const [, loaded] = await Promise.all([
         r.iperf({ bitrate: plan.loadBps, seconds: loadSeconds, length: DATAGRAM_BYTES }),
-        sleep(1000).then(() => measureLatency(r, plan.probes, plan.probeIntervalMs)),
+        sleep(1000).then(() =>
+          measureLatency(r, plan.probes, plan.probeIntervalMs, plan.warmupProbes),
+        ),
       ]);
       result.latencyLoaded = loaded;
     });
@@ -306,6 +319,9 @@ async function main(): Promise<number> {
     return 2;
   }
   if (opts.connections !== null) return runConnections(opts.connections, opts);
+  if (opts.latencyRounds !== null) {
+    return runLatencyOnly({ ...LATENCY_ONLY_PLAN, rounds: opts.latencyRounds }, gitCommit(), log);
+  }
   const plan = opts.quick ? QUICK : FULL;
   // BENCH_WATCHDOG_MS shortens the watchdog (to check that it tears down).
   // Each extra pair of sweeps (default buffers, per path) and each variant path adds time.
@@ -360,6 +376,7 @@ async function main(): Promise<number> {
       stepSeconds: plan.stepSeconds,
       probes: plan.probes,
       probeIntervalMs: plan.probeIntervalMs,
+      warmupProbes: plan.warmupProbes,
       loadBps: plan.loadBps,
       flows: plan.flows,
     },

@@ -240,8 +240,11 @@ describe("parseBenchArgs", () => {
       udpRuns: [],
       connections: null,
       pace: 100,
+      latencyRounds: null,
       help: false,
     });
+    expect(parseBenchArgs(["--latency-only"]).latencyRounds).toBe(3);
+    expect(parseBenchArgs(["--rounds", "5", "--latency-only"]).latencyRounds).toBe(5);
     expect(parseBenchArgs(["--keyed"]).keyed).toBe(true);
     expect(parseBenchArgs(["--single-flow"]).singleFlow).toBe(true);
     expect(parseBenchArgs(["--buffers", "4m"]).defaultBuffers).toBe(false);
@@ -266,5 +269,11 @@ describe("parseBenchArgs", () => {
     expect(() => parseBenchArgs(["--udp-run", "0"])).toThrow(/--udp-run/);
     expect(() => parseBenchArgs(["--udp-run", "65"])).toThrow(/--udp-run/);
     expect(() => parseBenchArgs(["--udp-run"])).toThrow(/--udp-run/);
+    expect(() => parseBenchArgs(["--rounds", "2"])).toThrow(/goes with --latency-only/);
+    expect(() => parseBenchArgs(["--latency-only", "--rounds", "0"])).toThrow(/--rounds/);
+    expect(() => parseBenchArgs(["--latency-only", "--rounds", "21"])).toThrow(/--rounds/);
+    expect(() => parseBenchArgs(["--latency-only", "--rounds"])).toThrow(/--rounds/);
+    expect(() => parseBenchArgs(["--latency-only", "--keyed"])).toThrow(/runs alone/);
+    expect(() => parseBenchArgs(["--latency-only", "--connections", "1000"])).toThrow(/runs alone/);
   });
 });

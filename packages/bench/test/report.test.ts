@@ -81,10 +81,19 @@ describe("report", () => {
     expect(table).toMatch(/p50, idle \(µs\) \| 100 \(0 lost\) \| 150 \(1 lost\) \| \+50 µs \|/);
     expect(table).toMatch(/B→A \(Mbit\/s delivered\) \| 400\.0 .*\| – \| – \|/);
     expect(table).toMatch(
-      /flows: .*\| – \| 1250 flows\/s \(all 1000 in 800 ms; .*2300 datagrams sent\) \|/,
+      /flows: .*\| – \| 1250 flows\/s \(all 1000 in 800 ms; .*2300 datagrams sent; connections opened: client 1000, server 1000\) \|/,
     );
     expect(table).toMatch(/client RSS .*\| 64\.0 → 70\.0 \|/);
     expect(table).toMatch(/server RSS .*\| 60\.0 → \? \|/);
+    // Runs without warm-up probes have no first-probe row.
+    expect(table).not.toMatch(/first probe/);
+  });
+
+  it("shows a new peer's first probe apart when warm-up probes were left out", () => {
+    const run = makeRun();
+    run.tunnel.latencyIdle = { sent: 100, received: 99, p50Us: 150, p99Us: 900, firstUs: 20000 };
+    run.direct.latencyIdle = { sent: 100, received: 100, p50Us: 100, p99Us: 700, firstUs: 3000 };
+    expect(renderTable(run)).toMatch(/first probe, idle \(µs\) \| 3000 \| 20000 \| \+17000 µs \|/);
   });
 
   it("puts the added loaded echo p99 in the headline, every run", () => {

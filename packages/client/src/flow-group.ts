@@ -14,6 +14,10 @@
  *   source), and the batches its owner hands it go into the tunnel.
  * - A member lost (RST, dead peer, refused join) is taken out of the rotation and opened again
  *   after a back-off while the session lives; the others carry the traffic meanwhile.
+ * - Datagrams from the server that arrive on members never pass the owner's shard, whose peer
+ *   table ages the session by its traffic: each member that delivered some tells the owner so,
+ *   at most once per `activityMs`, and the group refreshes the session (otherwise a peer whose
+ *   traffic comes only from the server, over members only, would be idled out or evicted).
  */
 import {
   BatchRoundRobin,
@@ -56,7 +60,15 @@ export interface FlowShard {
   replyVia(index: number): ReplySocket | undefined;
   /** Writes the stack's run (after datagrams were sent into the tunnel). */
   flushTunnel(): void;
+  /**
+   * How often members report that they delivered datagrams to their peer (ms; default
+   * {@link ACTIVITY_MS}): well within the peer table's idle timeout.
+   */
+  readonly activityMs?: number;
 }
+
+/** Default of `FlowShard.activityMs`. */
+export const ACTIVITY_MS = 1_000;
 
 /** The peer a group spreads, as the member shards need it (structured-clonable). */
 export interface SpreadPeer {
@@ -78,7 +90,8 @@ type MeshMessage =
   | { t: "fup"; group: number; flow: number }
   | { t: "fdown"; group: number; flow: number }
   | { t: "fdata"; group: number; flow: number; packed: ArrayBuffer }
-  | { t: "fclose"; group: number; flow: number };
+  | { t: "fclose"; group: number; flow: number }
+  | { t: "factive"; group: number };
 
 /** A flow of a group as its owner sees it: the first connection, or a member in a shard. */
 interface FlowTarget {
@@ -106,9 +119,16 @@ export class ClientFlows {
   /** Groups that took datagrams in the current batch. */
   private readonly touched = new Set<SpreadGroup>();
   private nextGroup = 1;
+  private readonly activityTimer: NodeJS.Timeout | undefined;
 
   constructor(readonly shard: FlowShard) {
     shard.mesh.onMessage((from, message) => this.handle(from, message as MeshMessage));
+    if (shard.flows > 1) {
+      this.activityTimer = setInterval(
+        () => this.reportActivity(),
+        shard.activityMs ?? ACTIVITY_MS,
+      ).unref();
+    }
   }
 
   /** True when a peer may be spread at all (more than one flow). */
@@ -116,9 +136,13 @@ export class ClientFlows {
     return this.shard.flows > 1;
   }
 
-  /** Starts spreading a peer whose first connection `sock` is open (a server of ours). */
-  startGroup(sock: TunnelSocket, peer: SpreadPeer): SpreadGroup {
-    const group = new SpreadGroup(this, this.nextGroup++, sock, peer);
+  /**
+   * Starts spreading a peer whose first connection `sock` is open (a server of ours).
+   * `onActive` runs when members delivered datagrams from the server to the peer (at most once
+   * per `activityMs` per member): the session's traffic that its own shard does not see.
+   */
+  startGroup(sock: TunnelSocket, peer: SpreadPeer, onActive: () => void = () => {}): SpreadGroup {
+    const group = new SpreadGroup(this, this.nextGroup++, sock, peer, onActive);
     this.groups.set(group.id, group);
     this.counters.flowGroups++;
     return group;
@@ -161,8 +185,16 @@ export class ClientFlows {
 
   /** Resets every member connection and ends every group (at stop). */
   closeAll(): void {
+    clearInterval(this.activityTimer);
     for (const group of [...this.groups.values()]) group.close();
     for (const member of [...this.members.values()]) member.close(false);
+  }
+
+  /** Tells the owners of the members that delivered datagrams since the last report. */
+  private reportActivity(): void {
+    for (const member of this.members.values()) {
+      if (member.takeHeard()) this.post(member.owner, { t: "factive", group: member.group });
+    }
   }
 
   private handle(from: number, m: MeshMessage): void {
@@ -199,6 +231,9 @@ export class ClientFlows {
       case "fdown":
         this.groups.get(m.group)?.memberDown(m.flow);
         break;
+      case "factive":
+        this.groups.get(m.group)?.active();
+        break;
     }
   }
 }
@@ -226,6 +261,7 @@ export class SpreadGroup {
     readonly id: number,
     private readonly primary: TunnelSocket,
     private readonly peer: SpreadPeer,
+    private readonly onActive: () => void,
   ) {
     this.rotation.add({
       flow: 0,
@@ -284,6 +320,11 @@ export class SpreadGroup {
       this.hosts.set(flow, (mesh.index + flow) % mesh.count);
       this.openMember(flow);
     }
+  }
+
+  /** @internal A member delivered datagrams from the server to the peer. */
+  active(): void {
+    if (!this.closed) this.onActive();
   }
 
   /** @internal A member's join was confirmed. */
@@ -392,6 +433,8 @@ class FlowMember {
   private sock: TunnelSocket | undefined;
   private joined = false;
   private ended = false;
+  /** Datagrams went to the peer since the last activity report. */
+  private heard = false;
   private tries = 0;
   private timer: NodeJS.Timeout | undefined;
   private token: FlowToken = NO_TOKEN;
@@ -426,6 +469,13 @@ class FlowMember {
     this.flows.shard.flushTunnel();
   }
 
+  /** @internal Whether datagrams went to the peer since the last call. */
+  takeHeard(): boolean {
+    const heard = this.heard;
+    this.heard = false;
+    return heard;
+  }
+
   /** Resets the connection; `lost`: tell the owner (it opens the flow again later). */
   close(lost: boolean): void {
     const sock = this.sock;
@@ -446,7 +496,9 @@ class FlowMember {
         this.control(view);
         return;
       }
-      if (this.joined) this.via.sendTo(view, peer.address, peer.record);
+      if (!this.joined) return;
+      this.via.sendTo(view, peer.address, peer.record);
+      this.heard = true;
     });
     sock.once("close", () => this.end(true));
     this.sendJoin();

@@ -19,6 +19,12 @@ import {
   type TunnelSocket,
 } from "fake-tcp-common";
 import type { ClientFlows, SpreadGroup } from "./flow-group.js";
+import {
+  type HandshakeGate,
+  handshakeOutcomeOf,
+  type LeaveGate,
+  type ReleaseHandshake,
+} from "./handshake-gate.js";
 
 /**
  * A local UDP socket that replies leave from: the one the peer last sent to, so that the
@@ -66,6 +72,11 @@ export interface SessionContext {
    * counts the attempt). Asked again when a wait ends.
    */
   connectDelay(session: PeerSession): number;
+  /**
+   * The shard's bound on handshakes at once (absent: every session connects at once). A
+   * session that may connect waits here for a slot; its datagrams are queued meanwhile.
+   */
+  readonly gate?: HandshakeGate;
   /** The handshake packet to send first on every connection, if any. */
   readonly handshakePacket: Buffer | undefined;
   /** Totals over all sessions. */
@@ -112,6 +123,8 @@ export class PeerSession {
   private sock: TunnelSocket | undefined;
   private pending: Buffer[] = [];
   private waitTimer: NodeJS.Timeout | undefined;
+  /** While waiting for a slot of the handshake gate: leaves its queue. */
+  private leaveGate: LeaveGate | undefined;
   /** The local socket the peer last sent to; replies leave from it. */
   private via: ReplySocket;
   /** The peer's datagrams spread over several connections (see flow-group.ts). */
@@ -194,6 +207,9 @@ export class PeerSession {
     this.rateCount = -1;
     if (this.waitTimer !== undefined) clearTimeout(this.waitTimer);
     this.waitTimer = undefined;
+    // Closed while waiting for a slot: it never connects.
+    this.leaveGate?.();
+    this.leaveGate = undefined;
     this.context.totals.queueDrops += this.pending.length;
     this.pending = [];
     this.context.closed(this, cause);
@@ -211,9 +227,31 @@ export class PeerSession {
       return;
     }
     this.state = "connecting";
+    const gate = this.context.gate;
+    if (gate === undefined) {
+      this.connect(undefined);
+      return;
+    }
+    this.leaveGate = gate.enter((release) => {
+      this.leaveGate = undefined;
+      this.connect(release);
+    });
+  }
+
+  /** Starts the handshake; `release` frees the gate's slot when it ends. */
+  private connect(release: ReleaseHandshake | undefined): void {
+    if (this.state === "closed") {
+      // Its turn came after it was closed: the slot goes to the next one.
+      release?.("failed");
+      return;
+    }
     this.context.connect().then(
-      (sock) => this.established(sock),
+      (sock) => {
+        release?.("completed");
+        this.established(sock);
+      },
       (err: unknown) => {
+        release?.(handshakeOutcomeOf(err));
         if (this.state === "closed") return;
         this.context.failed(this, err);
         this.finish("connect-failed");
@@ -240,11 +278,12 @@ export class PeerSession {
     const flows = this.context.flows;
     const sock = this.sock;
     if (flows === undefined || sock === undefined || this.group !== undefined) return;
-    this.group = flows.startGroup(sock, {
-      address: this.peer,
-      record: this.record,
-      listen: this.via.listen ?? 0,
-    });
+    this.group = flows.startGroup(
+      sock,
+      { address: this.peer, record: this.record, listen: this.via.listen ?? 0 },
+      // The server's datagrams on the other flows are the peer's traffic too.
+      () => this.context.touch(this),
+    );
   }
 
   private established(sock: TunnelSocket): void {

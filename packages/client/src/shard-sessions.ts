@@ -23,6 +23,7 @@ import {
 } from "fake-tcp-common";
 import type { ClientConfig } from "./cli.js";
 import type { ClientFlows } from "./flow-group.js";
+import { HandshakeGate } from "./handshake-gate.js";
 import { PeerSession, type ReplySocket, type SessionContext } from "./peer-session.js";
 import type { PeerTable } from "./peer-table.js";
 import {
@@ -48,6 +49,8 @@ export interface ShardSessionsOptions {
   readonly totals?: RelayCounters;
   /** The host's egress map (automatic host rules), updated before each connection. */
   readonly egress?: Pick<EgressMap, "prepare">;
+  /** The shard's bound on handshakes at once (default: a new one). */
+  readonly gate?: HandshakeGate;
 }
 
 export class ShardSessions implements SessionContext {
@@ -55,6 +58,7 @@ export class ShardSessions implements SessionContext {
   readonly handshakePacket: Buffer | undefined;
   readonly flows: ClientFlows | undefined;
   readonly flowRate: number;
+  readonly gate: HandshakeGate;
   private readonly counters = { opened: 0, closed: 0, failed: 0 };
   /** `closed` by cause (the connection's close cause, or the client's own): a handful of names. */
   private readonly closedBy: Record<string, number> = {};
@@ -78,6 +82,7 @@ export class ShardSessions implements SessionContext {
     this.egress = options.egress;
     this.handshakePacket = options.handshakePacket;
     this.flows = options.flows;
+    this.gate = options.gate ?? new HandshakeGate();
     this.totals = options.totals ?? newRelayCounters();
     this.udpCounting = udpCounting(this.totals);
     this.flowRate = config.flowRate ?? 0;
@@ -185,6 +190,7 @@ export class ShardSessions implements SessionContext {
           this.counters,
           this.backoff.counters,
           this.peers.refusals,
+          this.gate.counters,
         ],
         this.totals,
         truncated,
@@ -195,6 +201,7 @@ export class ShardSessions implements SessionContext {
 
   /** Resets every session (at stop) and logs what the rate limits suppressed until now. */
   closeAll(): void {
+    this.gate.clear();
     this.peers.closeAll("local");
     this.connectionLog.close();
     this.peerLog.close();

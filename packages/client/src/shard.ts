@@ -15,7 +15,6 @@ import {
   type ShardContext,
   ShardMesh,
   type ShardPlace,
-  type ShardPosition,
   type SocketAddress,
   shardShare,
   startTunnel,
@@ -26,6 +25,7 @@ import { yieldCore } from "fake-tcp-tun";
 import type { UdpBatch, UdpBatchSocket } from "fake-tcp-tun/udp";
 import { type ClientConfig, defaultFlows } from "./cli.js";
 import { ClientFlows } from "./flow-group.js";
+import { HandshakeGate, handshakeOutcomeOf } from "./handshake-gate.js";
 import {
   type BatchListenSocket,
   bindBatchUdpAddresses,
@@ -135,17 +135,22 @@ export async function startClientShard(
   // The shard's relay counters, shared by its sessions and the flows it hosts.
   const totals = newRelayCounters();
   const vias: ReplySocket[] = [];
+  // Every connection the shard opens, a peer's first or a flow of a group, takes a slot.
+  const gate = new HandshakeGate();
   const flows = new ClientFlows({
     mesh: context.mesh ?? new ShardMesh(0),
     key: config.key,
     flows: config.flows ?? defaultFlows(shard.count),
     totals,
-    connect: (target) => tunnel.connect(target),
+    connect: (target) => gate.run(() => tunnel.connect(target), handshakeOutcomeOf),
     replyVia: (index) => vias[index],
     flushTunnel: () => tunnel.flush(),
+    // Reports of members' traffic refresh the peer table well within its idle timeout.
+    activityMs: Math.min(1_000, config.idleTimeoutMs / 4),
   });
   const sessions = new ShardSessions({
     flows,
+    gate,
     totals,
     config,
     tunnel,

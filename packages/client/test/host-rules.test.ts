@@ -5,36 +5,12 @@
  * holds the connection (with a source port outside the host's ephemeral range), the client
  * host's conntrack holds no entry of the tunnel, and its own TCP sent no RST.
  */
-import { execFile } from "node:child_process";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cleanupAll, linkNamespaces, Netns, realDeviceGate } from "../../../test-support/netns.js";
+import { startUdpEcho, udpPing } from "../../../test-support/udp-scripts.js";
 import { RunningProgram } from "../../common/test/program-harness.js";
 
 const gate = realDeviceGate();
-const execFileAsync = promisify(execFile);
-
-const ECHO = `
-const s = require("node:dgram").createSocket("udp4");
-s.on("message", (m, r) => s.send(m, r.port, r.address));
-s.bind(Number(process.argv[1]), "127.0.0.1", () => console.log("ready"));
-`;
-
-/** Sends COUNT datagrams to 127.0.0.1:1234 and waits (bounded) for the echoes. */
-const SENDER = `
-const count = Number(process.argv[1]);
-const s = require("node:dgram").createSocket("udp4");
-let got = 0;
-s.on("message", () => got++);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-s.connect(1234, "127.0.0.1", async () => {
-  for (let i = 0; i < count; i++) { s.send(Buffer.alloc(200, 120)); await sleep(20); }
-  const deadline = Date.now() + 5000;
-  while (Date.now() < deadline && got < count) await sleep(20);
-  console.log(got);
-  s.close();
-});
-`;
 
 /** The kernel's TCP RSTs sent from `ns` (`OutRsts` of /proc/net/snmp). */
 function tcpResets(ns: Netns): number {
@@ -57,11 +33,7 @@ describe.skipIf(gate.skip)("the client's host rules, both families", () => {
     linkNamespaces(nsC, "10.79.0.1/24", nsS, "10.79.0.2/24");
     nsC.exec("ip", ["-6", "addr", "add", "fd79::1/64", "dev", "veth0", "nodad"]);
     nsS.exec("ip", ["-6", "addr", "add", "fd79::2/64", "dev", "veth1", "nodad"]);
-    const echo = nsS.spawn(process.execPath, ["-e", ECHO, "7777"]);
-    await new Promise<void>((resolve, reject) => {
-      echo.stdout!.once("data", () => resolve());
-      echo.once("exit", () => reject(new Error("echo server exited")));
-    });
+    await startUdpEcho(nsS, 7777);
     server = new RunningProgram(nsS, "server", [
       "--listen",
       "4567",
@@ -95,12 +67,7 @@ describe.skipIf(gate.skip)("the client's host rules, both families", () => {
       try {
         await client.waitFor("fake-tcp-client running");
         const count = 50;
-        const { stdout } = await execFileAsync(
-          "ip",
-          ["netns", "exec", nsC.name, process.execPath, "-e", SENDER, String(count)],
-          { timeout: 20_000 },
-        );
-        expect(Number(stdout)).toBe(count);
+        expect(await udpPing(nsC, 1234, count, { bytes: 200, timeoutMs: 20_000 })).toBe(count);
 
         const table = (what: string) =>
           nsC.exec("nft", [

@@ -65,6 +65,17 @@ describe("PeerSession", () => {
     receiver.close();
   });
 
+  /** A session for the peer 127.0.0.1:9 with `ctx`, replying through `udp`. */
+  const sessionWith = (ctx: SessionContext) =>
+    new PeerSession({ address: "127.0.0.1", port: 9, family: 4 }, replyVia(udp), ctx);
+
+  /** A session whose connect waits for `pending` to be resolved with the connection. */
+  function connectingSession() {
+    const pending = deferred<TunnelSocket>();
+    const { ctx, events } = context(() => pending.promise);
+    return { pending, ctx, events, session: sessionWith(ctx) };
+  }
+
   it("queues while connecting, sends the handshake packet first, then the queue in order", async () => {
     const pending = deferred<TunnelSocket>();
     const { ctx, events } = context(() => pending.promise, "HELLO");
@@ -120,11 +131,7 @@ describe("PeerSession", () => {
 
   it("a failed connect is reported and ends the session", async () => {
     const { ctx, events } = context(() => Promise.reject(new Error("no answer")));
-    const session = new PeerSession(
-      { address: "127.0.0.1", port: 9, family: 4 },
-      replyVia(udp),
-      ctx,
-    );
+    const session = sessionWith(ctx);
     session.fromPeer(Buffer.from("x"), replyVia(udp));
     await new Promise((r) => setTimeout(r, 0));
     expect(events).toEqual(["failed", "closed:connect-failed"]);
@@ -132,13 +139,7 @@ describe("PeerSession", () => {
   });
 
   it("a session closed while connecting resets the connection when it arrives", async () => {
-    const pending = deferred<TunnelSocket>();
-    const { ctx } = context(() => pending.promise);
-    const session = new PeerSession(
-      { address: "127.0.0.1", port: 9, family: 4 },
-      replyVia(udp),
-      ctx,
-    );
+    const { pending, session } = connectingSession();
     session.close("local");
     const sock = new RecordingSocket();
     pending.resolve(sock);
@@ -152,13 +153,7 @@ describe("PeerSession", () => {
   const settle = () => new Promise((r) => setTimeout(r, 0));
 
   it("a connection reset before the session listens ends the session (nothing left open)", async () => {
-    const pending = deferred<TunnelSocket>();
-    const { ctx, events } = context(() => pending.promise);
-    const session = new PeerSession(
-      { address: "127.0.0.1", port: 9, family: 4 },
-      replyVia(udp),
-      ctx,
-    );
+    const { pending, ctx, events, session } = connectingSession();
     session.fromPeer(Buffer.from("queued"), replyVia(udp));
     const sock = new RecordingSocket();
     // The handshake completes and, in the same batch of packets, the server resets: the
@@ -177,13 +172,7 @@ describe("PeerSession", () => {
   });
 
   it("a connection that closes while the queue is sent ends the session once", async () => {
-    const pending = deferred<TunnelSocket>();
-    const { ctx, events } = context(() => pending.promise);
-    const session = new PeerSession(
-      { address: "127.0.0.1", port: 9, family: 4 },
-      replyVia(udp),
-      ctx,
-    );
+    const { pending, ctx, events, session } = connectingSession();
     for (let i = 0; i < 5; i++) session.fromPeer(Buffer.from(`d${i}`), replyVia(udp));
     const sock = new RecordingSocket();
     let sends = 0;
@@ -214,11 +203,7 @@ describe("PeerSession", () => {
       });
       const delays = [300, 200, 0];
       ctx.connectDelay = () => delays.shift()!;
-      const session = new PeerSession(
-        { address: "127.0.0.1", port: 9, family: 4 },
-        replyVia(udp),
-        ctx,
-      );
+      const session = sessionWith(ctx);
       expect(session.isWaiting).toBe(true);
       session.fromPeer(Buffer.from("early"), replyVia(udp));
       await vi.advanceTimersByTimeAsync(299);
@@ -244,11 +229,7 @@ describe("PeerSession", () => {
         return Promise.resolve(new RecordingSocket());
       });
       ctx.connectDelay = () => 1_000;
-      const session = new PeerSession(
-        { address: "127.0.0.1", port: 9, family: 4 },
-        replyVia(udp),
-        ctx,
-      );
+      const session = sessionWith(ctx);
       session.fromPeer(Buffer.from("x"), replyVia(udp));
       session.close("evicted");
       expect(vi.getTimerCount()).toBe(0);

@@ -144,6 +144,19 @@ export const FAMILIES = {
     "reconnects_deferred",
     "Client: reconnects that had to wait for their backoff.",
   ),
+  handshakesWaiting: gauge(
+    "handshakes_waiting",
+    "Client: new connections waiting for a handshake slot (the shards' bound on handshakes at once).",
+  ),
+  handshakesInFlight: gauge("handshakes_in_flight", "Client: handshakes running now."),
+  handshakesQueued: counter(
+    "handshakes_queued",
+    "Client: connections that had to wait for a handshake slot.",
+  ),
+  handshakeLimit: gauge(
+    "handshake_limit",
+    "Client: handshakes allowed at once, summed over the shards (it adapts to how fast they complete).",
+  ),
   udpSockets: gauge("udp_sockets", "Server: UDP sockets open to the UDP application."),
   logLinesDropped: counter(
     "log_lines_dropped",
@@ -246,6 +259,10 @@ const PROGRAM: Readonly<Record<string, Placement | null>> = {
   peersRefusedFull: ["peersRefused", { reason: "table_full" }],
   reconnects: ["reconnects"],
   reconnectsDeferred: ["reconnectsDeferred"],
+  handshakesWaiting: ["handshakesWaiting"],
+  handshakesInFlight: ["handshakesInFlight"],
+  handshakesQueued: ["handshakesQueued"],
+  handshakeLimit: ["handshakeLimit"],
 };
 
 /** One sample: a family, its labels and value. */

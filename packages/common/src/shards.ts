@@ -65,6 +65,16 @@ type FromShard =
 
 type SinkLevel = keyof LogSink;
 
+/**
+ * Young generation of a shard worker's heap, in MiB (V8 splits it into two semi-spaces and a
+ * space for large new objects: 3 MiB gives 1 MiB semi-spaces). A shard allocates a little
+ * per datagram, so a scavenge comes every second or two at 100 Mbit/s whatever the size; with
+ * V8's default (semi-spaces growing to 16 MiB) each one stopped the shard for 1.5-5 ms, long
+ * enough to show in the echo p99; at 1 MiB they take 0.2-0.5 ms, twice as often, for less GC
+ * time in all (docs/benchmarks.md, "Echo latency").
+ */
+export const SHARD_YOUNG_GENERATION_MB = 3;
+
 /** What the main thread hands a worker: the shard's own data and how much to log. */
 interface WorkerEnvelope<D> {
   readonly logLevel: LogLevel;
@@ -102,7 +112,11 @@ export function spawnShard<D>(
 ): Promise<ShardHandle> {
   const envelope: WorkerEnvelope<D> = { logLevel, data, ...mesh };
   const transferList = mesh.links.filter((port): port is MessagePort => port !== null);
-  const worker = new Worker(script, { workerData: envelope, transferList });
+  const worker = new Worker(script, {
+    workerData: envelope,
+    transferList,
+    resourceLimits: { maxYoungGenerationSizeMb: SHARD_YOUNG_GENERATION_MB },
+  });
   const pendingStats = new Map<number, (stats: Record<string, unknown>) => void>();
   let nextId = 0;
   let state: "starting" | "running" | "stopping" | "exited" = "starting";

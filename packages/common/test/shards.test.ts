@@ -1,7 +1,13 @@
 import { describe, expect, it } from "vitest";
 import { UsageError } from "../src/errors.js";
 import type { LogSink } from "../src/logger.js";
-import { programStats, type ShardContext, startShards, sumStats } from "../src/shards.js";
+import {
+  programStats,
+  SHARD_YOUNG_GENERATION_MB,
+  type ShardContext,
+  startShards,
+  sumStats,
+} from "../src/shards.js";
 
 const script = new URL("./fixtures/shard-worker.mjs", import.meta.url);
 
@@ -75,6 +81,27 @@ describe("startShards with workers", () => {
     expect(fatals).toEqual([]);
     // A stopped shard answers stats with nothing rather than hanging.
     expect(await shards[0].stats()).toEqual({});
+  });
+
+  it("runs each worker with the small young generation (short scavenge pauses)", async () => {
+    const { context } = recordingContext();
+    const shards = await startShards({
+      count: 2,
+      script,
+      start: () => Promise.reject(new Error("not in this thread")),
+      data: (index) => ({ index, report: "limits" }),
+      logLevel: "info",
+      context,
+    });
+    try {
+      const stats = await Promise.all(shards.map((s) => s.stats()));
+      expect(stats).toEqual([
+        { youngGenerationMb: SHARD_YOUNG_GENERATION_MB },
+        { youngGenerationMb: SHARD_YOUNG_GENERATION_MB },
+      ]);
+    } finally {
+      await Promise.all(shards.map((s) => s.stop()));
+    }
   });
 
   it("a shard's bad input fails the start with a UsageError; the others are stopped", async () => {

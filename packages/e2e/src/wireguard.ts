@@ -6,9 +6,11 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { ADDR } from "./addresses.js";
 import type { Namespace } from "./namespace.js";
 import { uniqueName } from "./namespace.js";
 import { ManagedProcess } from "./process.js";
+import type { Rig } from "./rig.js";
 
 export interface WireGuardEnd {
   ns: Namespace;
@@ -117,4 +119,25 @@ export async function startWireGuard(
         rmSync(`/var/run/wireguard/${iface}.sock`, { force: true });
     },
   };
+}
+
+/**
+ * Runs `body` with WireGuard between the rig's A and B through the tunnel (the rig's apps
+ * stopped, as WireGuard takes their ports; MTU 1428), and stops WireGuard after it.
+ */
+export async function withWireGuardThroughTunnel<T>(
+  rig: Rig,
+  body: (wg: WireGuardPair) => Promise<T>,
+): Promise<T> {
+  await rig.stopApps();
+  const wg = await startWireGuard(rig.a, rig.b, {
+    listenPortB: rig.appPort,
+    endpointForA: `${ADDR.tunnelClient}:${rig.localPort}`,
+    mtu: 1428,
+  });
+  try {
+    return await body(wg);
+  } finally {
+    await wg.stop();
+  }
 }

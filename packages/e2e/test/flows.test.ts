@@ -10,12 +10,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { realDeviceGate } from "../../../test-support/netns.js";
-import { ADDR } from "../src/addresses.js";
 import { destroyAllNamespaces } from "../src/namespace.js";
-import { SERVER_MAIN, toolPath } from "../src/paths.js";
-import { ManagedProcess } from "../src/process.js";
+import { SERVER_MAIN } from "../src/paths.js";
 import { Rig } from "../src/rig.js";
-import { startWireGuard } from "../src/wireguard.js";
+import { tcpTransfer } from "../src/tcp-transfer.js";
+import { withWireGuardThroughTunnel } from "../src/wireguard.js";
 
 const gate = realDeviceGate();
 
@@ -49,39 +48,15 @@ describe.skipIf(gate.skip).each([
   });
 
   it("carries a WireGuard transfer of 4 MiB over both connections, joined into one UDP socket", async () => {
-    await rig.stopApps();
-    const wg = await startWireGuard(rig.a, rig.b, {
-      listenPortB: rig.appPort,
-      endpointForA: `${ADDR.tunnelClient}:${rig.localPort}`,
-      mtu: 1428,
-    });
-    const sink = new ManagedProcess("tcp-sink@B", rig.b, process.execPath, [
-      toolPath("tcp-transfer"),
-      "sink",
-      "--bind",
-      wg.b.address,
-      "--port",
-      "5001",
-    ]);
-    try {
+    await withWireGuardThroughTunnel(rig, async (wg) => {
       const ping = await rig.ping(rig.a, wg.b.address, 5);
       expect(ping.received).toBeGreaterThanOrEqual(4);
-      await sink.waitFor((l) => l.json?.event === "ready", 5_000);
-      const source = await rig.a.execAsync(
-        process.execPath,
-        [
-          toolPath("tcp-transfer"),
-          "source",
-          "--target",
-          `${wg.b.address}:5001`,
-          "--bytes",
-          String(4 << 20),
-        ],
-        60_000,
-      );
-      const sent = JSON.parse(source.stdout) as { bytes: number; sha256: string };
-      const received = (await sink.waitFor((l) => typeof l.json?.sha256 === "string", 20_000))
-        .json!;
+      const { sent, received } = await tcpTransfer(rig.a, rig.b, {
+        address: wg.b.address,
+        port: 5001,
+        bytes: 4 << 20,
+        timeoutMs: 60_000,
+      });
       expect(sent.bytes).toBe(4 << 20);
       expect(received.bytes).toBe(sent.bytes);
       expect(received.sha256).toBe(sent.sha256);
@@ -109,9 +84,6 @@ describe.skipIf(gate.skip).each([
       expect(server.flowControlDropped).toBe(0);
       const serverShards = server.shards as ShardCounters[];
       expect(serverShards.map((s) => s.connections).sort()).toEqual([1, 1]);
-    } finally {
-      await sink.stop(1_000);
-      await wg.stop();
-    }
+    });
   }, 120_000);
 });

@@ -17,8 +17,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { realDeviceGate } from "../../../test-support/netns.js";
 import { ADDR, IFACE } from "../src/addresses.js";
 import { destroyAllNamespaces, Namespace } from "../src/namespace.js";
-import { SERVER_MAIN, toolPath } from "../src/paths.js";
+import { SERVER_MAIN } from "../src/paths.js";
 import { Rig, type StreamResult } from "../src/rig.js";
+import { tcpTransfer } from "../src/tcp-transfer.js";
 import { startServer } from "../src/tunnel.js";
 
 const gate = realDeviceGate();
@@ -85,6 +86,27 @@ async function forgeRst(rig: Rig, port: number, seq: number, ttl: number): Promi
   if (res.code !== 0) throw new Error(`forge-segment failed: ${res.stderr}`);
 }
 
+/**
+ * Starts a 60 s stream (a datagram every 20 ms) that pauses from 3 s for `pauseFor` ms and,
+ * 1 s in, forges an RST with `ttl` at the sequence number C's connection expects to send next
+ * (captured until well into the pause, so the last segment seen is the last one sent).
+ * `resumesAt`: when the stream resumes (our clock).
+ */
+async function pausedStreamWithForgedRst(rig: Rig, pauseFor: number, ttl: number) {
+  const pauseAt = 3_000;
+  const started = Date.now();
+  const stream = rig.startStream({
+    intervalMs: 20,
+    durationMs: 60_000,
+    pauseAtMs: pauseAt,
+    pauseForMs: pauseFor,
+  });
+  await sleep(1_000);
+  const { port, next } = await lastClientSegment(rig, 4_000);
+  await forgeRst(rig, port, next, ttl);
+  return { stream, resumesAt: started + pauseAt + pauseFor };
+}
+
 const closed = (rig: Rig, who: "client" | "server") =>
   (rig[who]?.lines ?? [])
     .filter((l) => l.json?.msg === "connection closed")
@@ -108,21 +130,10 @@ describe.skipIf(gate.skip)("host rules in the NAT rig", () => {
   });
 
   it("a forged RST that dies at S (TTL 1) after conntrack saw it does not end the connection", async () => {
-    const pauseAt = 3_000;
     const pauseFor = 25_000; // longer than conntrack's CLOSE timer (10 s)
-    const started = Date.now();
-    const stream = rig.startStream({
-      intervalMs: 20,
-      durationMs: 60_000,
-      pauseAtMs: pauseAt,
-      pauseForMs: pauseFor,
-    });
-    await sleep(1_000);
-    // Captured until well into the pause: the last segment is the last one sent.
-    const { port, next } = await lastClientSegment(rig, 4_000);
-    await forgeRst(rig, port, next, 1);
-    await sleep(Math.max(0, started + pauseAt + pauseFor + 5_000 - Date.now()));
-    const resumedAt = started + pauseAt + pauseFor + 1_000;
+    const { stream, resumesAt } = await pausedStreamWithForgedRst(rig, pauseFor, 1);
+    await sleep(Math.max(0, resumesAt + 5_000 - Date.now()));
+    const resumedAt = resumesAt + 1_000;
     const result = await stream.stop();
 
     expect(closed(rig, "client")).toEqual([]);
@@ -130,27 +141,16 @@ describe.skipIf(gate.skip)("host rules in the NAT rig", () => {
     expect(rig.server!.connectionsOpened()).toBe(1);
     expect(rig.client!.connectionsOpened()).toBe(1);
     // Datagrams after the pause were all echoed over the same connection.
-    const after = result.replies.filter(([, sentAt]) => sentAt >= resumedAt).length;
+    const after = repliesSentAfter(result, resumedAt).length;
     expect(after).toBeGreaterThan(100);
   });
 
   it("a real RST (the stack takes it) is learnt by the client on its next datagram, which reconnects", async () => {
-    const pauseAt = 3_000;
-    const pauseFor = 4_000;
-    const started = Date.now();
-    const stream = rig.startStream({
-      intervalMs: 20,
-      durationMs: 60_000,
-      pauseAtMs: pauseAt,
-      pauseForMs: pauseFor,
-    });
-    await sleep(1_000);
-    const { port, next } = await lastClientSegment(rig, 4_000);
-    await forgeRst(rig, port, next, 64);
+    const { stream, resumesAt } = await pausedStreamWithForgedRst(rig, 4_000, 64);
     await rig.server!.waitFor((l) => l.json?.msg === "connection closed", 5_000);
     // The stream's own connection (one per UDP peer) is open by now; the next is the reconnection.
     const openedAtRst = rig.client!.connectionsOpened();
-    await sleep(Math.max(0, started + pauseAt + pauseFor + 4_000 - Date.now()));
+    await sleep(Math.max(0, resumesAt + 4_000 - Date.now()));
     const result = await stream.stop();
 
     expect(closed(rig, "server")).toContain("peer-reset");
@@ -158,7 +158,7 @@ describe.skipIf(gate.skip)("host rules in the NAT rig", () => {
     expect(rig.client!.connectionsOpened()).toBe(openedAtRst + 1);
     // The first datagram sent after the pause: echoed within ~1 s (the RST that told the
     // client, the new handshake, the datagram) — 2.5 s allowed on a busy machine.
-    const first = repliesSentAfter(result, started + pauseAt + pauseFor)[0];
+    const first = repliesSentAfter(result, resumesAt)[0];
     expect(first).toBeDefined();
     const [, sentAt, receivedAt] = first;
     console.log(`first echo after the real RST: ${receivedAt - sentAt} ms`);
@@ -168,40 +168,13 @@ describe.skipIf(gate.skip)("host rules in the NAT rig", () => {
   it("TCP to the listen port of another host, forwarded by S, is not captured", async () => {
     expect(await rig.server!.hasNftTable()).toBe(true);
     // A TCP sink on B on the server's port; A connects to it through R and S.
-    const sink = rig.b.spawn(process.execPath, [
-      toolPath("tcp-transfer"),
-      "sink",
-      "--bind",
-      ADDR.appServer,
-      "--port",
-      String(rig.serverPort),
-    ]);
-    const sinkOut: string[] = [];
-    sink.stdout!.on("data", (c: Buffer) => sinkOut.push(c.toString()));
-    try {
-      const deadline = Date.now() + 10_000;
-      while (!sinkOut.join("").includes("ready") && Date.now() < deadline) await sleep(20);
-      const source = await rig.a.execAsync(
-        process.execPath,
-        [
-          toolPath("tcp-transfer"),
-          "source",
-          "--target",
-          `${ADDR.appServer}:${rig.serverPort}`,
-          "--bytes",
-          String(256 * 1024),
-        ],
-        20_000,
-      );
-      expect(source.code).toBe(0);
-      const sent = JSON.parse(source.stdout.trim().split("\n").at(-1)!);
-      const end = Date.now() + 5_000;
-      while (!sinkOut.join("").includes("sha256") && Date.now() < end) await sleep(20);
-      const got = JSON.parse(sinkOut.join("").trim().split("\n").at(-1)!);
-      expect(got).toEqual({ bytes: 256 * 1024, sha256: sent.sha256 });
-    } finally {
-      sink.kill("SIGKILL");
-    }
+    const { sent, received } = await tcpTransfer(rig.a, rig.b, {
+      address: ADDR.appServer,
+      port: rig.serverPort,
+      bytes: 256 * 1024,
+      timeoutMs: 20_000,
+    });
+    expect(received).toEqual({ bytes: 256 * 1024, sha256: sent.sha256 });
   });
   it("a second server with the same --tun fails (exit 2) and leaves the running one's table and traffic", async () => {
     const second = await rig.s.execAsync(

@@ -15,32 +15,13 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cleanupAll, linkNamespaces, Netns, realDeviceGate } from "../../../test-support/netns.js";
+import { startUdpEcho, udpPing } from "../../../test-support/udp-scripts.js";
 import { RunningProgram } from "../../common/test/program-harness.js";
 import { type LocalRegistry, startLocalRegistry } from "./local-registry.js";
 
 const gate = realDeviceGate();
 const execFileAsync = promisify(execFile);
 const root = join(import.meta.dirname, "../../..");
-const ECHO = `
-const s = require("node:dgram").createSocket("udp4");
-s.on("message", (m, r) => s.send(m, r.port, r.address));
-s.bind(7777, "127.0.0.1", () => console.log("ready"));
-`;
-
-const SENDER = `
-const count = Number(process.argv[1]);
-const s = require("node:dgram").createSocket("udp4");
-let got = 0;
-s.on("message", () => got++);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-s.connect(1234, "127.0.0.1", async () => {
-  for (let i = 0; i < count; i++) { s.send(Buffer.from("ping " + i)); await sleep(20); }
-  const deadline = Date.now() + 5000;
-  while (Date.now() < deadline && got < count) await sleep(20);
-  console.log(got);
-  s.close();
-});
-`;
 
 describe.skipIf(gate.skip)("npm install -g from a registry, without a compiler", () => {
   let dir: string;
@@ -121,8 +102,7 @@ describe.skipIf(gate.skip)("npm install -g from a registry, without a compiler",
     const nsC = new Netns("ftnc");
     const nsS = new Netns("ftns");
     linkNamespaces(nsC, "10.80.0.1/24", nsS, "10.80.0.2/24");
-    const echo = nsS.spawn(process.execPath, ["-e", ECHO]);
-    await new Promise<void>((resolve) => echo.stdout!.once("data", () => resolve()));
+    await startUdpEcho(nsS, 7777);
     const server = new RunningProgram(
       nsS,
       "server",
@@ -137,12 +117,7 @@ describe.skipIf(gate.skip)("npm install -g from a registry, without a compiler",
       { bin: join(prefix, "bin/fake-tcp-client") },
     );
     await client.waitFor("fake-tcp-client running", () => true, 20_000);
-    const { stdout } = await execFileAsync(
-      "ip",
-      ["netns", "exec", nsC.name, process.execPath, "-e", SENDER, "10"],
-      { timeout: 15_000 },
-    );
-    expect(Number(stdout)).toBe(10);
+    expect(await udpPing(nsC, 1234, 10)).toBe(10);
     expect((await client.stop()).code).toBe(0);
     expect((await server.stop()).code).toBe(0);
   });

@@ -33,6 +33,7 @@ import {
   realDeviceGate,
   run,
 } from "../../../test-support/netns.js";
+import { udpEchoScript, udpPingScript } from "../../../test-support/udp-scripts.js";
 import { type LocalRegistry, startLocalRegistry } from "./local-registry.js";
 
 const gate = realDeviceGate();
@@ -196,31 +197,6 @@ class BootedContainer {
   }
 }
 
-/** Sends COUNT datagrams to 127.0.0.1:51821 (the client example's local) and prints how many echoes came back (bounded). */
-const SENDER = `
-const count = Number(process.argv[1]);
-const s = require("node:dgram").createSocket("udp4");
-let got = 0;
-s.on("message", () => got++);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-s.connect(51821, "127.0.0.1", async () => {
-  for (let i = 0; i < count; i++) { s.send(Buffer.from("ping " + i)); await sleep(20); }
-  const deadline = Date.now() + 5000;
-  while (Date.now() < deadline && got < count) await sleep(20);
-  console.log(got);
-  s.close();
-});
-`;
-
-/** Echoes every datagram on 127.0.0.1:51820 (WireGuard's port in the server example) and prints how many it received on SIGTERM. */
-const ECHO = `
-const s = require("node:dgram").createSocket("udp4");
-let n = 0;
-s.on("message", (m, r) => { n++; s.send(m, r.port, r.address); });
-s.bind(51820, "127.0.0.1", () => console.log("ready"));
-process.on("SIGTERM", () => { console.log(n); process.exit(0); });
-`;
-
 describe.skipIf(gate.skip)("installed by name and run by systemd in clean containers", () => {
   let dir: string;
   let registry: LocalRegistry | undefined;
@@ -365,7 +341,7 @@ describe.skipIf(gate.skip)("installed by name and run by systemd in clean contai
       );
     }
 
-    const echo = nsS.spawn(process.execPath, ["-e", ECHO]);
+    const echo = nsS.spawn(process.execPath, ["-e", udpEchoScript(51820)]);
     let echoOut = "";
     echo.stdout!.on("data", (d) => {
       echoOut += d;
@@ -414,7 +390,15 @@ describe.skipIf(gate.skip)("installed by name and run by systemd in clean contai
     );
 
     // Traffic: datagrams client -> server (counted by the echo server) and back (the echoes).
-    const sent = run("ip", ["netns", "exec", nsC.name, process.execPath, "-e", SENDER, "20"]);
+    const sent = run("ip", [
+      "netns",
+      "exec",
+      nsC.name,
+      process.execPath,
+      "-e",
+      udpPingScript(51821),
+      "20",
+    ]);
     expect(Number(sent.trim())).toBe(20);
 
     for (const [c, unit, , tun] of units.slice().reverse()) {

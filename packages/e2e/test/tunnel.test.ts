@@ -5,12 +5,10 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { realDeviceGate } from "../../../test-support/netns.js";
-import { ADDR } from "../src/addresses.js";
 import { destroyAllNamespaces } from "../src/namespace.js";
-import { toolPath } from "../src/paths.js";
-import { ManagedProcess } from "../src/process.js";
 import { Rig } from "../src/rig.js";
-import { startWireGuard } from "../src/wireguard.js";
+import { tcpTransfer } from "../src/tcp-transfer.js";
+import { withWireGuardThroughTunnel } from "../src/wireguard.js";
 
 const gate = realDeviceGate();
 
@@ -95,46 +93,19 @@ describe.skipIf(gate.skip)("tunnel end to end", () => {
   });
 
   it("runs WireGuard through the tunnel: handshake, ping and a checksummed TCP transfer", async () => {
-    await rig.stopApps();
-    const wg = await startWireGuard(rig.a, rig.b, {
-      listenPortB: rig.appPort,
-      endpointForA: `${ADDR.tunnelClient}:${rig.localPort}`,
-      mtu: 1428,
-    });
-    const sink = new ManagedProcess("tcp-sink@B", rig.b, process.execPath, [
-      toolPath("tcp-transfer"),
-      "sink",
-      "--bind",
-      wg.b.address,
-      "--port",
-      "5001",
-    ]);
-    try {
+    await withWireGuardThroughTunnel(rig, async (wg) => {
       const ping = await rig.ping(rig.a, wg.b.address, 5);
       expect(ping.received).toBeGreaterThanOrEqual(4);
       expect(wg.latestHandshake()).toBeGreaterThan(0);
-      await sink.waitFor((l) => l.json?.event === "ready", 5_000);
-      const source = await rig.a.execAsync(
-        process.execPath,
-        [
-          toolPath("tcp-transfer"),
-          "source",
-          "--target",
-          `${wg.b.address}:5001`,
-          "--bytes",
-          String(4 << 20),
-        ],
-        60_000,
-      );
-      const sent = JSON.parse(source.stdout) as { bytes: number; sha256: string };
-      const received = (await sink.waitFor((l) => typeof l.json?.sha256 === "string", 20_000))
-        .json!;
+      const { sent, received } = await tcpTransfer(rig.a, rig.b, {
+        address: wg.b.address,
+        port: 5001,
+        bytes: 4 << 20,
+        timeoutMs: 60_000,
+      });
       expect(sent.bytes).toBe(4 << 20);
       expect(received.bytes).toBe(sent.bytes);
       expect(received.sha256).toBe(sent.sha256);
-    } finally {
-      await sink.stop(1_000);
-      await wg.stop();
-    }
+    });
   });
 });

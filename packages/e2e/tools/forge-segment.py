@@ -8,18 +8,12 @@ JSON line with what it sent.
 import argparse
 import json
 import socket
-import struct
+import sys
+
+sys.dont_write_bytecode = True  # raw_packets.py is imported from the repository: no __pycache__
+from raw_packets import ipv4_header, tcp_segment  # noqa: E402
 
 FLAGS = {"F": 0x01, "S": 0x02, "R": 0x04, "P": 0x08, "A": 0x10}
-
-
-def checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def main() -> None:
@@ -40,11 +34,9 @@ def main() -> None:
     for letter in args.flags:
         flags |= FLAGS[letter]
     src, dst = socket.inet_aton(args.src), socket.inet_aton(args.dst)
-    header = struct.pack("!HHIIBBHHH", args.sport, args.dport, args.seq % 2**32,
-                         args.ack % 2**32, 5 << 4, flags, 0xFFFF, 0, 0)
-    pseudo = struct.pack("!4s4sBBH", src, dst, 0, 6, len(header))
-    segment = header[:16] + struct.pack("!H", checksum(pseudo + header)) + header[18:]
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(segment), 0, 0x4000, args.ttl, 6, 0, src, dst)
+    segment = tcp_segment(src, dst, args.sport, args.dport, args.seq % 2**32, args.ack % 2**32,
+                          flags)
+    ip = ipv4_header(src, dst, len(segment), args.ttl)
     sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     sock.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
     sock.sendto(ip + segment, (args.dst, 0))

@@ -10,16 +10,11 @@ import os
 import select
 import socket
 import struct
+import sys
 import time
 
-
-def checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
+sys.dont_write_bytecode = True  # raw_packets.py is imported from the repository: no __pycache__
+from raw_packets import checksum  # noqa: E402
 
 
 def main() -> None:

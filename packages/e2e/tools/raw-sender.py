@@ -16,33 +16,11 @@ import json
 import random
 import socket
 import struct
+import sys
 import time
 
-
-def checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def ipv4_header(src: bytes, dst: bytes, payload_len: int) -> bytes:
-    # The kernel fills in total length and the header checksum for IP_HDRINCL sockets.
-    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + payload_len, 0, 0x4000, 64, 6, 0, src, dst)
-
-
-def tcp_segment(src, dst, sport, dport, seq, ack, flags, options=b"", payload=b"",
-                good_checksum=True, data_offset=None):
-    words = data_offset if data_offset is not None else (20 + len(options)) // 4
-    header = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, words << 4, flags, 0xFFFF, 0, 0)
-    segment = header + options + payload
-    pseudo = struct.pack("!4s4sBBH", src, dst, 0, 6, len(segment))
-    csum = checksum(pseudo + segment)
-    if not good_checksum:
-        csum ^= 0x5A5A
-    return segment[:16] + struct.pack("!H", csum) + segment[18:]
+sys.dont_write_bytecode = True  # raw_packets.py is imported from the repository: no __pycache__
+from raw_packets import ipv4_header, tcp_segment  # noqa: E402
 
 
 def main() -> None:

@@ -2,27 +2,17 @@
  * Who gets a place in a full connection table: eviction of unused and idle accepted
  * connections instead of a lock-out, and the per-source cap (IPv4 address, IPv6 /64).
  */
-import { afterEach, describe, expect, it, vi } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import type { Socket } from "../src/index.js";
 import type { ConnectionTable } from "../src/stack/conn-table.js";
 import { EVICT_IDLE_AFTER_MS, EVICT_NO_DATA_AFTER_MS, Evictor } from "../src/stack/eviction.js";
 import { SocketState } from "../src/stack/socket.js";
 import { parseIpv6, TcpFlags } from "../src/wire/index.js";
-import { rawPeer } from "./helpers.js";
+import { closedAfterEachTest } from "./helpers.js";
 
 const { SYN, ACK, RST } = TcpFlags;
 
-let cleanup: Array<() => void> = [];
-afterEach(() => {
-  for (const c of cleanup) c();
-  cleanup = [];
-  vi.useRealTimers();
-});
-function peer(opts: Parameters<typeof rawPeer>[0] = {}) {
-  const p = rawPeer(opts);
-  cleanup.push(p.close);
-  return p;
-}
+const { peer } = closedAfterEachTest();
 
 /** IPv4 address 10.0.0.n as the number the packet builder takes. */
 const addr = (n: number) => (10 << 24) + n;

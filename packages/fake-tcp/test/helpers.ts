@@ -1,3 +1,4 @@
+import { afterEach, vi } from "vitest";
 import { Stack, type StackOptions } from "../src/index.js";
 import { createMemoryPair, type MemoryPairOptions } from "../src/testing/index.js";
 import {
@@ -158,5 +159,47 @@ export function rawPeer(
     handshake,
     settle: pair.settle,
     close: () => stack.close(),
+  };
+}
+
+/**
+ * For a test file's top level: registers an afterEach that closes what the file's tests made
+ * (even when a test fails, so no stack's timers outlive it) and puts real timers back.
+ * `peer` and `pairOf` are {@link rawPeer} and {@link twoStacks} with their close registered;
+ * `closeLater` registers any other close.
+ */
+export function closedAfterEachTest() {
+  const closers: Array<() => void> = [];
+  afterEach(() => {
+    for (const close of closers.splice(0)) close();
+    vi.useRealTimers();
+  });
+  const closeLater = (close: () => void): void => {
+    closers.push(close);
+  };
+  const peer = (opts: Parameters<typeof rawPeer>[0] = {}) => {
+    const p = rawPeer(opts);
+    closeLater(p.close);
+    return p;
+  };
+  const pairOf = (opts: Parameters<typeof twoStacks>[0] = {}) => {
+    const t = twoStacks(opts);
+    closeLater(t.close);
+    return t;
+  };
+  return { closeLater, peer, pairOf };
+}
+
+/**
+ * xorshift32: a seeded stream of random 32-bit values, so that sampling tests repeat; unsigned,
+ * or with `signed` as int32 (the form the stack's sequence arithmetic takes).
+ */
+export function xorshift32(seed: number, signed = false): () => number {
+  let x = seed | 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return signed ? x | 0 : x >>> 0;
   };
 }

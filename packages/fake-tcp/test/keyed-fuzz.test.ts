@@ -10,25 +10,16 @@
 import { randomBytes } from "node:crypto";
 import fc from "fast-check";
 import { describe, expect, it, vi } from "vitest";
-import type { PacketBatch } from "../src/index.js";
 import { TOKEN_SLOT_MS, TunnelKey, tokenSlotOf } from "../src/keyed/tunnel-key.js";
-import {
-  buildPacket,
-  ParseError,
-  parseIpv4,
-  parseIpv6,
-  SegmentParser,
-  TcpFlags,
-} from "../src/wire/index.js";
-import { CLIENT6, PEER4, rawPeer, SERVER4, SERVER6 } from "./helpers.js";
+import { buildPacket, ParseError, SegmentParser, TcpFlags } from "../src/wire/index.js";
+import { rawPeer } from "./helpers.js";
+import { deliver, fuzzAddresses, garble, nextTask, tupleKey, u32Arb } from "./receive-fuzzing.js";
 
 const { SYN, ACK, RST, PSH } = TcpFlags;
 const LISTEN = 4567;
 const SECRET = randomBytes(32);
 const KEY = new TunnelKey(SECRET);
 const NONCES = [0x11111111, 0x22222222, 0x80000000, 0xfffffffe];
-const realSetImmediate = globalThis.setImmediate;
-const nextTask = () => new Promise<void>((resolve) => realSetImmediate(resolve));
 
 interface Seg {
   kind: "keyedSyn" | "staleSyn" | "syn" | "proof" | "data" | "rst" | "random" | "garbage";
@@ -44,7 +35,6 @@ interface Seg {
   flips: Array<[number, number]>;
 }
 
-const u32 = fc.integer({ min: 0, max: 0xffffffff });
 const segArb: fc.Arbitrary<Seg> = fc.record({
   kind: fc.constantFrom(
     "keyedSyn",
@@ -63,8 +53,8 @@ const segArb: fc.Arbitrary<Seg> = fc.record({
   nonce: fc.integer({ min: 0, max: NONCES.length - 1 }),
   delta: fc.constantFrom(0, 0, 0, 1, -1),
   flags: fc.integer({ min: 0, max: 255 }),
-  seq: u32,
-  ack: u32,
+  seq: u32Arb,
+  ack: u32Arb,
   payload: fc.uint8Array({ maxLength: 16 }),
   options: fc.option(fc.uint8Array({ maxLength: 40 }), { nil: null }),
   flips: fc.array(fc.tuple(fc.nat(80), fc.integer({ min: 0, max: 255 })), { maxLength: 3 }),
@@ -81,19 +71,6 @@ function synOptions(tsval: number): Uint8Array {
   const b = Buffer.from([2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 0, 0, 0, 0, 0, 0, 1, 3, 3, 7]);
   b.writeUInt32BE(tsval >>> 0, 8);
   return b;
-}
-
-function deliver(queue: object, packets: Buffer[]): void {
-  const handler = (queue as { handler: ((b: PacketBatch) => void) | null }).handler;
-  if (handler === null) throw new Error("no receive handler on the queue");
-  const offsets = new Uint32Array(2 * packets.length);
-  let at = 0;
-  packets.forEach((pkt, i) => {
-    offsets[2 * i] = at;
-    offsets[2 * i + 1] = pkt.length;
-    at += pkt.length;
-  });
-  handler({ buffer: Buffer.concat(packets), offsets, count: packets.length });
 }
 
 async function runFuzz(family: 4 | 6, batches: Array<{ segments: Seg[]; advanceMs: number }>) {
@@ -115,14 +92,7 @@ async function runFuzz(family: 4 | 6, batches: Array<{ segments: Seg[]; advanceM
     void (async () => {
       for await (const s of p.stack) s.onDatagram(() => {});
     })().catch(() => {});
-    const sources =
-      family === 4
-        ? [parseIpv4(PEER4)!, parseIpv4("192.168.200.3")!, parseIpv4("10.9.9.9")!]
-        : [parseIpv6(CLIENT6)!, parseIpv6("fcc8::3")!, parseIpv6("fd00:9::9")!];
-    const stackAddr = family === 4 ? parseIpv4(SERVER4)! : parseIpv6(SERVER6)!;
-    const addrKey = (a: number | ArrayLike<number>) =>
-      typeof a === "number" ? String(a >>> 0) : Array.from(a, (w) => w >>> 0).join(":");
-    const tupleKey = (a: number | ArrayLike<number>, port: number) => `${addrKey(a)}/${port}`;
+    const { sources, stackAddr } = fuzzAddresses(family);
     /**
      * The replay cache as the stack must keep it: nonce -> the tuple that sent it first, the
      * latest slot of its tokens and their TSvals; an entry lives while the current slot is at
@@ -235,10 +205,7 @@ async function runFuzz(family: 4 | 6, batches: Array<{ segments: Seg[]; advanceM
           payload,
           rawOptions: options,
         });
-        if (g.kind === "garbage") {
-          pkt = Buffer.from(pkt);
-          for (const [at, v] of g.flips) pkt[at % pkt.length] = v;
-        }
+        if (g.kind === "garbage") pkt = garble(pkt, g.flips);
         packets.push(pkt);
       }
       await nextTask();

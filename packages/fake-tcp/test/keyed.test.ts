@@ -5,7 +5,7 @@
  * closes by itself.
  */
 import { randomBytes } from "node:crypto";
-import { afterEach, describe, expect, it, vi } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { Stack, type StackOptions } from "../src/index.js";
 import { TunnelKey, tokenSlotOf } from "../src/keyed/tunnel-key.js";
 import type { Socket } from "../src/stack/socket.js";
@@ -18,26 +18,20 @@ import {
   parseIpv4,
   TcpFlags,
 } from "../src/wire/index.js";
-import { CLIENT4, rawPeer, SERVER4, summarize, twoStacks } from "./helpers.js";
+import { CLIENT4, closedAfterEachTest, SERVER4, summarize } from "./helpers.js";
 
 const { SYN, ACK, RST } = TcpFlags;
 const SYN_ACK = SYN | ACK;
 const SECRET = randomBytes(32);
 const KEY = new TunnelKey(SECRET);
 
-let cleanup: Array<() => void> = [];
-afterEach(() => {
-  for (const c of cleanup) c();
-  cleanup = [];
-  vi.useRealTimers();
-});
+const { closeLater, peer, pairOf } = closedAfterEachTest();
 
 function keyedStacks(o: { client?: Partial<StackOptions>; server?: Partial<StackOptions> } = {}) {
-  const t = twoStacks({
+  const t = pairOf({
     client: { key: SECRET, ...o.client },
     server: { key: SECRET, ...o.server },
   });
-  cleanup.push(t.close);
   t.server.listen(7000);
   return t;
 }
@@ -53,8 +47,7 @@ function closeInfo(s: Socket): Promise<{ cause: string; message: string }> {
 
 /** A keyed listener on port 4567 and a hand-driven peer. */
 function keyedPeer(stack: Partial<StackOptions> = {}, family: 4 | 6 = 4) {
-  const p = rawPeer({ stack: { key: SECRET, ...stack }, family });
-  cleanup.push(p.close);
+  const p = peer({ stack: { key: SECRET, ...stack }, family });
   p.stack.listen(4567);
   return p;
 }
@@ -156,8 +149,7 @@ describe("the Linux-shaped handshake", () => {
 
   it("option ttl sets the TTL / hop limit of every segment, checksums intact", async () => {
     for (const family of [4, 6] as const) {
-      const p = rawPeer({ stack: { key: SECRET, ttl: 65 }, family });
-      cleanup.push(p.close);
+      const p = peer({ stack: { key: SECRET, ttl: 65 }, family });
       p.stack.listen(4567);
       p.send(keyedSyn(31337));
       await p.settle();
@@ -321,8 +313,7 @@ describe("refusing unkeyed peers, with the reason where it can be told", () => {
   it("an unkeyed client of ours: the keyed server stays silent and logs who it refused", async () => {
     vi.useFakeTimers();
     const logs: string[] = [];
-    const t = twoStacks({ server: { key: SECRET, log: (_l, m) => logs.push(m) } });
-    cleanup.push(t.close);
+    const t = pairOf({ server: { key: SECRET, log: (_l, m) => logs.push(m) } });
     t.server.listen(7000);
     t.pair.bToA.capture = true;
     const failed = t.client.connect(`${SERVER4}:7000`).catch((e: Error & { code: string }) => e);
@@ -337,8 +328,7 @@ describe("refusing unkeyed peers, with the reason where it can be told", () => {
 
   it("a keyed client and an unkeyed server of ours: the client ignores its RSTs, then names the cause", async () => {
     vi.useFakeTimers();
-    const t = twoStacks({ client: { key: SECRET } });
-    cleanup.push(t.close);
+    const t = pairOf({ client: { key: SECRET } });
     t.server.listen(7000);
     t.pair.aToB.capture = true;
     const failed = t.client.connect(`${SERVER4}:7000`).catch((e: Error & { code: string }) => e);
@@ -357,7 +347,7 @@ describe("refusing unkeyed peers, with the reason where it can be told", () => {
     const pair = createMemoryPair();
     const client = new Stack({ queues: pair.a, local4: CLIENT4, key: SECRET });
     const server = new PhantunPeer({ queue: pair.b[0], local4: SERVER4 });
-    cleanup.push(() => client.close());
+    closeLater(() => client.close());
     server.listen(7000);
     const failed = client.connect(`${SERVER4}:7000`).catch((e: Error & { code: string }) => e);
     await vi.advanceTimersByTimeAsync(4_000);

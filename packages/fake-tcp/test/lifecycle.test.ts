@@ -2,22 +2,15 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { BoundedQueue, type Socket } from "../src/index.js";
 import { TcpFlags } from "../src/wire/index.js";
-import { rawPeer, summarize, twoStacks } from "./helpers.js";
+import { closedAfterEachTest, type rawPeer, summarize } from "./helpers.js";
 
 const { SYN, ACK, RST } = TcpFlags;
 
-let cleanup: Array<() => void> = [];
+// Registered first so that it runs after the closes (vitest runs afterEach hooks last-in first).
 afterEach(() => {
-  for (const c of cleanup) c();
-  cleanup = [];
-  vi.useRealTimers();
   vi.restoreAllMocks();
 });
-function pairOf(opts: Parameters<typeof twoStacks>[0] = {}) {
-  const t = twoStacks(opts);
-  cleanup.push(t.close);
-  return t;
-}
+const { peer, pairOf } = closedAfterEachTest();
 function closeCause(s: Socket): Promise<string> {
   return new Promise((r) => s.once("close", (i) => r(i.cause)));
 }
@@ -231,8 +224,7 @@ describe("client source ports", () => {
 
 describe("table limits", () => {
   it("a SYN flood costs no table entries and never locks out a legitimate client", async () => {
-    const p = rawPeer({ stack: { maxConnections: 4, maxConnectionsPerSource: 4 } });
-    cleanup.push(p.close);
+    const p = peer({ stack: { maxConnections: 4, maxConnectionsPerSource: 4 } });
     p.stack.listen(4567);
     const isn = await p.handshake({ srcPort: 1000 });
     const first = await p.stack.accept();
@@ -317,8 +309,7 @@ describe("accept queue", () => {
   }
 
   it("a connection reset before accept() is never handed out (queued: removed)", async () => {
-    const p = rawPeer();
-    cleanup.push(p.close);
+    const p = peer();
     p.stack.listen(4567);
     await establishedThenReset(p, 1000);
     await p.settle();
@@ -331,8 +322,7 @@ describe("accept queue", () => {
   });
 
   it("a connection reset after being handed to a waiting accept() is skipped", async () => {
-    const p = rawPeer();
-    cleanup.push(p.close);
+    const p = peer();
     p.stack.listen(4567);
     const waiting = p.stack.accept();
     const iterated = p.stack[Symbol.asyncIterator]().next();
@@ -426,8 +416,7 @@ describe("keepalive and dead peers", () => {
 
   it("a peer not known to be ours gets plain keepalives, never probes, and is never declared dead", async () => {
     vi.useFakeTimers();
-    const p = rawPeer({ stack: { keepaliveIntervalMs: 1000, deadPeerProbes: 2 } });
-    cleanup.push(p.close);
+    const p = peer({ stack: { keepaliveIntervalMs: 1000, deadPeerProbes: 2 } });
     p.stack.listen(4567);
     const isn = await p.handshake({ payload: Buffer.alloc(10) });
     const s = await p.stack.accept();
@@ -450,8 +439,7 @@ describe("keepalive and dead peers", () => {
 
   it("our stack answers a probe (old seq) with a pure ACK echoing it, rate-limited", async () => {
     vi.useFakeTimers();
-    const p = rawPeer({ stack: { probeAnswerIntervalMs: 1000 } });
-    cleanup.push(p.close);
+    const p = peer({ stack: { probeAnswerIntervalMs: 1000 } });
     p.stack.listen(4567);
     const una = ((await p.handshake({ payload: Buffer.alloc(10) })) + 1) >>> 0;
     const s = await p.stack.accept();

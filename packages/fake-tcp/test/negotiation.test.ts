@@ -4,7 +4,7 @@
  * parsing of the options it relies on.
  */
 import fc from "fast-check";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import {
   emitTcpHeader,
   OURS_OPTION,
@@ -13,22 +13,13 @@ import {
   TCP_OPTION_EXPERIMENT,
   TcpFlags,
 } from "../src/wire/index.js";
-import { rawPeer, twoStacks } from "./helpers.js";
+import { closedAfterEachTest } from "./helpers.js";
 
 const { SYN, ACK } = TcpFlags;
 const WS14 = [1, 3, 3, 14];
 const OURS = Buffer.from([254, 4, 0x46, 0x54]);
 
-let cleanup: Array<() => void> = [];
-afterEach(() => {
-  for (const c of cleanup) c();
-  cleanup = [];
-});
-function peer(opts: Parameters<typeof rawPeer>[0] = {}) {
-  const p = rawPeer(opts);
-  cleanup.push(p.close);
-  return p;
-}
+const { peer, pairOf } = closedAfterEachTest();
 
 describe("the option's bytes", () => {
   it("is kind 254, length 4, experiment id 0x4654", () => {
@@ -48,8 +39,7 @@ describe("the option's bytes", () => {
 describe("negotiation between two stacks of ours", () => {
   for (const family of [4, 6] as const)
     it(`IPv${family}: both ends mark the peer as ours`, async () => {
-      const t = twoStacks();
-      cleanup.push(t.close);
+      const t = pairOf();
       t.server.listen(7000);
       const target = family === 4 ? "192.168.201.2:7000" : "[fcc9::2]:7000";
       const [c, s] = await Promise.all([t.client.connect(target), t.server.accept()]);
@@ -60,8 +50,7 @@ describe("negotiation between two stacks of ours", () => {
     });
 
   it("a middlebox that strips the option: both fall back to phantun behaviour", async () => {
-    const t = twoStacks();
-    cleanup.push(t.close);
+    const t = pairOf();
     t.server.listen(7000);
     // Overwrite our option with NOPs on the way to the server (what a stripping middlebox
     // that keeps the header length does; the checksum is not checked by the stack).

@@ -8,16 +8,10 @@
  */
 import fc from "fast-check";
 import { describe, expect, it, vi } from "vitest";
-import type { PacketBatch, Socket, StackStats } from "../src/index.js";
-import {
-  buildPacket,
-  ParseError,
-  parseIpv4,
-  parseIpv6,
-  SegmentParser,
-  TcpFlags,
-} from "../src/wire/index.js";
-import { CLIENT6, PEER4, rawPeer, SERVER4, SERVER6 } from "./helpers.js";
+import type { Socket, StackStats } from "../src/index.js";
+import { buildPacket, ParseError, SegmentParser, TcpFlags } from "../src/wire/index.js";
+import { CLIENT6, PEER4, rawPeer } from "./helpers.js";
+import { deliver, fuzzAddresses, garble, nextTask, tupleKey, u32Arb } from "./receive-fuzzing.js";
 
 const { SYN, ACK, RST, FIN, PSH } = TcpFlags;
 const LISTEN = 4567;
@@ -25,13 +19,6 @@ const MAX_CONNECTIONS = 8;
 const PER_SOURCE = 2;
 const BACKLOG = 3;
 const OURS = [1, 3, 3, 14, 254, 4, 0x46, 0x54];
-/** The real one, taken before any test fakes the timers. */
-const realSetImmediate = globalThis.setImmediate;
-/**
- * Lets every pending microtask run, as happens between two reads of a real device (each read
- * is its own task): the program's `accept()` continuation runs before the next batch arrives.
- */
-const nextTask = () => new Promise<void>((resolve) => realSetImmediate(resolve));
 
 /** One generated segment; `ack`/`seq` kinds resolve against what the stack sent so far. */
 interface SegSpec {
@@ -51,7 +38,6 @@ interface SegSpec {
   flips: Array<[number, number]>;
 }
 
-const u32 = fc.integer({ min: 0, max: 0xffffffff });
 const segArb: fc.Arbitrary<SegSpec> = fc.record({
   kind: fc.constantFrom("syn", "proof", "rst", "data", "synack", "random", "garbage", "proof"),
   source: fc.integer({ min: 0, max: 2 }),
@@ -63,8 +49,8 @@ const segArb: fc.Arbitrary<SegSpec> = fc.record({
     fc.constantFrom(SYN, ACK, RST, RST | ACK, SYN | ACK, FIN | ACK, ACK | PSH, 0, SYN | RST),
     fc.integer({ min: 0, max: 255 }),
   ),
-  seq: fc.oneof(fc.constantFrom(0, 1, 2, 0xffffffff), u32),
-  ack: fc.oneof(fc.constantFrom(0, 1, 2, 0xffffffff), u32),
+  seq: fc.oneof(fc.constantFrom(0, 1, 2, 0xffffffff), u32Arb),
+  ack: fc.oneof(fc.constantFrom(0, 1, 2, 0xffffffff), u32Arb),
   nearCookie: fc.constantFrom(1, 1, 1, 0, 2, -1),
   payload: fc.uint8Array({ maxLength: 24 }),
   options: fc.option(fc.uint8Array({ maxLength: 40 }), { nil: null }),
@@ -103,8 +89,8 @@ type Batch = { opens: Open[]; segments: SegSpec[]; advanceMs: number };
 function outgoing(pkt: Buffer) {
   const p = new SegmentParser();
   if (p.parse(pkt, 0, pkt.length) !== ParseError.ok) throw new Error("stack sent garbage");
-  const dst = p.family === 4 ? String(p.ip4.dst >>> 0) : Array.from(p.ip6.dst).join(":");
-  return { key: `${dst}/${p.tcp.dstPort}`, flags: p.tcp.flags, seq: p.tcp.seq, ack: p.tcp.ack };
+  const dst = p.family === 4 ? p.ip4.dst : p.ip6.dst;
+  return { key: tupleKey(dst, p.tcp.dstPort), flags: p.tcp.flags, seq: p.tcp.seq, ack: p.tcp.ack };
 }
 
 async function runFuzz(family: 4 | 6, batches: Batch[]): Promise<StackStats> {
@@ -120,13 +106,7 @@ async function runFuzz(family: 4 | 6, batches: Batch[]): Promise<StackStats> {
     },
   });
   try {
-    const sources =
-      family === 4
-        ? [parseIpv4(PEER4)!, parseIpv4("192.168.200.3")!, parseIpv4("10.9.9.9")!]
-        : [parseIpv6(CLIENT6)!, parseIpv6("fcc8::3")!, parseIpv6("fd00:9::9")!];
-    const stackAddr = family === 4 ? parseIpv4(SERVER4)! : parseIpv6(SERVER6)!;
-    const keyOf = (src: number | number[], port: number) =>
-      `${typeof src === "number" ? String(src >>> 0) : src.map((w) => w >>> 0).join(":")}/${port}`;
+    const { sources, stackAddr } = fuzzAddresses(family);
     p.stack.listen(LISTEN);
 
     // Two client connections of the stack's own, towards source 0, port 4567 at the peer.
@@ -186,7 +166,7 @@ async function runFuzz(family: 4 | 6, batches: Batch[]): Promise<StackStats> {
         await p.settle();
         collectCookies();
         for (const o of opens) {
-          const cookie = cookies.get(keyOf(sources[o.source], 1000 + o.port));
+          const cookie = cookies.get(tupleKey(sources[o.source], 1000 + o.port));
           if (cookie === undefined) continue; // refused
           packets.push(
             buildPacket({
@@ -210,7 +190,7 @@ async function runFuzz(family: 4 | 6, batches: Batch[]): Promise<StackStats> {
           : g.otherPort && g.kind === "random"
             ? 9999
             : LISTEN;
-        const cookie = cookies.get(keyOf(src, srcPort));
+        const cookie = cookies.get(tupleKey(src, srcPort));
         const cookieAck = cookie === undefined ? g.ack : (cookie + g.nearCookie) >>> 0;
         let flags = g.flags;
         let seq = g.seq;
@@ -260,11 +240,7 @@ async function runFuzz(family: 4 | 6, batches: Batch[]): Promise<StackStats> {
           payload,
           rawOptions: options,
         });
-        if (g.kind === "garbage") {
-          pkt = Buffer.from(pkt);
-          for (const [at, v] of g.flips) pkt[at % pkt.length] = v;
-          if (g.cut > 0) pkt = pkt.subarray(0, pkt.length - Math.min(g.cut, pkt.length));
-        }
+        if (g.kind === "garbage") pkt = garble(pkt, g.flips, g.cut);
         packets.push(pkt);
       }
       await nextTask();
@@ -319,21 +295,6 @@ function check(st: StackStats, table: Socket[], written: number, connects: numbe
   expect(st.evicted).toBe(st.closed.evicted);
   expect(st.negotiated).toBeLessThanOrEqual(st.accepted + st.connected);
   expect(st.cookieFailed + st.accepted).toBeLessThanOrEqual(st.packetsReceived);
-}
-
-/** Hands `packets` to the stack as one receive batch, synchronously. */
-function deliver(queue: object, packets: Buffer[]): void {
-  const handler = (queue as { handler: ((b: PacketBatch) => void) | null }).handler;
-  if (handler === null) throw new Error("no receive handler on the queue");
-  const buffer = Buffer.concat(packets);
-  const offsets = new Uint32Array(2 * packets.length);
-  let at = 0;
-  packets.forEach((pkt, i) => {
-    offsets[2 * i] = at;
-    offsets[2 * i + 1] = pkt.length;
-    at += pkt.length;
-  });
-  handler({ buffer, offsets, count: packets.length });
 }
 
 describe("the receive path under fuzzed segments", () => {

@@ -1,24 +1,14 @@
 /** Every handshake, RST and unknown-tuple rule of the wire spec, checked packet by packet. */
-import { afterEach, describe, expect, it, vi } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { TcpFlags } from "../src/wire/index.js";
-import { rawPeer, SERVER4 } from "./helpers.js";
+import { closedAfterEachTest, type rawPeer, SERVER4 } from "./helpers.js";
 
 const { SYN, ACK, RST, FIN, PSH } = TcpFlags;
 const WS14 = Buffer.from([1, 3, 3, 14]);
 /** NOP + WS 14 followed by our negotiation option (kind 254, experiment id 0x4654). */
 const WS14_OURS = Buffer.from([1, 3, 3, 14, 254, 4, 0x46, 0x54]);
 
-let cleanup: Array<() => void> = [];
-afterEach(() => {
-  for (const c of cleanup) c();
-  cleanup = [];
-  vi.useRealTimers();
-});
-function peer(opts: Parameters<typeof rawPeer>[0] = {}) {
-  const p = rawPeer(opts);
-  cleanup.push(p.close);
-  return p;
-}
+const { peer } = closedAfterEachTest();
 
 /** A raw peer that plays the server towards our client stack. */
 function clientUnderTest(stackOpts: NonNullable<Parameters<typeof rawPeer>[0]>["stack"] = {}) {

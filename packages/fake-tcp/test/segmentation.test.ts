@@ -3,22 +3,17 @@
  * packet on the send side (the link splits them as a kernel would), and coalesced packets
  * split back into datagrams on the receive side. On the wire nothing may change.
  */
-import { afterEach, describe, expect, it } from "vitest";
-import type { PacketBatch } from "../src/device.js";
+import { describe, expect, it } from "vitest";
 import { buildPacket, parseIpv4, TcpFlags } from "../src/wire/index.js";
-import { CLIENT4, rawPeer, SERVER4, summarize, twoStacks } from "./helpers.js";
+import { CLIENT4, closedAfterEachTest, SERVER4, summarize } from "./helpers.js";
+import { deliverCoalesced } from "./receive-fuzzing.js";
 
 const { ACK, RST } = TcpFlags;
 
-let cleanup: Array<() => void> = [];
-afterEach(() => {
-  for (const c of cleanup) c();
-  cleanup = [];
-});
+const { peer, pairOf } = closedAfterEachTest();
 
 function offloadPair() {
-  const t = twoStacks({ pair: { checksumOffload: true, segmentationOffload: true } });
-  cleanup.push(t.close);
+  const t = pairOf({ pair: { checksumOffload: true, segmentationOffload: true } });
   return t;
 }
 
@@ -82,11 +77,10 @@ describe("send side: runs written as one segmented packet", () => {
   });
 
   it("with segmentationOffload: false every segment is written alone", async () => {
-    const t = twoStacks({
+    const t = pairOf({
       pair: { checksumOffload: true, segmentationOffload: true },
       client: { segmentationOffload: false },
     });
-    cleanup.push(t.close);
     t.server.listen(7000);
     const [c, s] = await Promise.all([t.client.connect("192.168.201.2:7000"), t.server.accept()]);
     await t.pair.settle();
@@ -119,10 +113,9 @@ describe("send side: runs written as one segmented packet", () => {
   for (const family of [4, 6] as const) {
     it(`IPv${family}: a run never carries more than the device's own limit`, async () => {
       // 4000 bytes a run: 1400-byte datagrams go two by two (2800), never three (4200).
-      const t = twoStacks({
+      const t = pairOf({
         pair: { checksumOffload: true, segmentationOffload: true, maxSegmentedPayload: 4000 },
       });
-      cleanup.push(t.close);
       const { pair, client, server } = t;
       expect(pair.a[0].maxSegmentedPayload(family)).toBe(4000);
       server.listen(7000);
@@ -186,11 +179,10 @@ describe("send side: runs written as one segmented packet", () => {
 
 describe("receive side: coalesced packets split into datagrams", () => {
   it("each segmentSize bytes of a coalesced packet is one datagram; acks cover the whole", async () => {
-    const peer = rawPeer({ pair: { checksumOffload: true } });
-    cleanup.push(peer.close);
-    peer.stack.listen(4567);
-    const isn = await peer.handshake();
-    const sock = await peer.stack.accept();
+    const p = peer({ pair: { checksumOffload: true } });
+    p.stack.listen(4567);
+    const isn = await p.handshake();
+    const sock = await p.stack.accept();
     const got: number[] = [];
     sock.onDatagram((d) => got.push(d.length, d[0]));
     // One packet carrying 3 x 600 + 250 bytes, delivered with its segment size as a device
@@ -211,27 +203,14 @@ describe("receive side: coalesced packets split into datagrams", () => {
       flags: ACK,
       payload,
     });
-    const batch: PacketBatch = {
-      buffer: packet,
-      offsets: Uint32Array.of(0, packet.length),
-      count: 1,
-      segmentSizes: Uint16Array.of(600),
-    };
-    deliverTo(peer.pair.a[0], batch);
+    deliverCoalesced(p.pair.a[0], packet, 600);
     expect(got).toEqual([600, 1, 600, 2, 600, 3, 250, 4]);
     expect(sock.counters.datagramsReceived).toBe(4);
-    peer.take();
+    p.take();
     sock.send(Buffer.from("reply"));
-    await peer.settle();
+    await p.settle();
     // Our next segment acknowledges the whole coalesced payload.
-    const reply = peer.take().find((p) => p.payload.length > 0);
+    const reply = p.take().find((x) => x.payload.length > 0);
     expect(reply?.ack).toBe(1 + payload.length);
   });
 });
-
-/** Hands a batch straight to whatever handler the stack registered on `queue`. */
-function deliverTo(queue: object, batch: PacketBatch): void {
-  const handler = (queue as { handler: ((b: PacketBatch) => void) | null }).handler;
-  if (handler === null) throw new Error("no receive handler on the queue");
-  handler(batch);
-}

@@ -3,24 +3,15 @@
  * acks that lag and move backwards, RSTs as phantun builds them, no probe answers), what a
  * blind attacker sends is not, and a stream that jumped after a loss burst is taken back.
  */
-import { afterEach, describe, expect, it, vi } from "vitest";
-import type { PacketBatch, Socket } from "../src/index.js";
+import { describe, expect, it, vi } from "vitest";
+import type { Socket } from "../src/index.js";
 import { buildPacket, parseIpv4, TcpFlags } from "../src/wire/index.js";
-import { CLIENT4, rawPeer, SERVER4, twoStacks } from "./helpers.js";
+import { CLIENT4, closedAfterEachTest, type rawPeer, SERVER4, xorshift32 } from "./helpers.js";
+import { deliverCoalesced } from "./receive-fuzzing.js";
 
 const { SYN, ACK, RST } = TcpFlags;
 
-let cleanup: Array<() => void> = [];
-afterEach(() => {
-  for (const c of cleanup) c();
-  cleanup = [];
-  vi.useRealTimers();
-});
-function peer(opts: Parameters<typeof rawPeer>[0] = {}) {
-  const p = rawPeer(opts);
-  cleanup.push(p.close);
-  return p;
-}
+const { closeLater, peer, pairOf } = closedAfterEachTest();
 
 /** A phantun-like client (ISN 0, no option of ours) connected to our stack; settled. */
 async function phantunClient(opts: Parameters<typeof rawPeer>[0] = {}) {
@@ -48,17 +39,6 @@ function u32(x: number): number {
 
 function closeInfo(s: Socket): Promise<{ cause: string }> {
   return new Promise((r) => s.once("close", r));
-}
-
-/** xorshift32: a seeded stream of random 32-bit values (repeatable runs). */
-function xorshift(seed: number): () => number {
-  let x = seed | 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return x >>> 0;
-  };
 }
 
 describe("a phantun peer's real segments are always believed", () => {
@@ -186,7 +166,7 @@ describe("segments outside the windows", () => {
     const got: string[] = [];
     s.onDatagram((d) => got.push(d.toString()));
     s.send(Buffer.alloc(1000)); // something sent: the ack window is not trivially small
-    const next = xorshift(2024);
+    const next = xorshift32(2024);
     for (let i = 0; i < 20_000; i++)
       p.send({ ...from, seq: next(), ack: next(), flags: ACK, payload: Buffer.from("evil") });
     for (let i = 0; i < 20_000; i++)
@@ -300,13 +280,7 @@ describe("resync after a loss burst", () => {
       flags: ACK,
       payload,
     });
-    const batch: PacketBatch = {
-      buffer: packet,
-      offsets: Uint32Array.of(0, packet.length),
-      count: 1,
-      segmentSizes: Uint16Array.of(600),
-    };
-    (p.pair.a[0] as unknown as { handler: (b: PacketBatch) => void }).handler(batch);
+    deliverCoalesced(p.pair.a[0], packet, 600);
     expect(p.got).toEqual(["2".repeat(600), "3".repeat(600)]);
     expect(p.stack.stats()).toMatchObject({ resynced: 1 });
   });
@@ -400,8 +374,7 @@ describe("RSTs", () => {
 
 describe("RSTs between two stacks of ours", () => {
   async function ours() {
-    const t = twoStacks({ client: { verifyIntervalMs: 300, deadPeerProbes: 3 } });
-    cleanup.push(t.close);
+    const t = pairOf({ client: { verifyIntervalMs: 300, deadPeerProbes: 3 } });
     t.server.listen(7000);
     const [c, s] = await Promise.all([t.client.connect("192.168.201.2:7000"), t.server.accept()]);
     expect(c.peerIsOurs && s.peerIsOurs).toBe(true);
@@ -505,7 +478,7 @@ describe("RSTs between two stacks of ours", () => {
     t.pair.bToA.filter = null;
     const { Stack } = await import("../src/index.js");
     const again = new Stack({ queues: t.pair.b, local4: SERVER4 });
-    cleanup.push(() => again.close());
+    closeLater(() => again.close());
     again.listen(7000);
     const closed = closeInfo(t.c);
     t.c.send(Buffer.from("hello?"));

@@ -3,29 +3,19 @@
  * sequence wrap-around at 2^32, and the stack's stateless listener built on them.
  */
 import fc from "fast-check";
-import { afterEach, describe, expect, it, vi } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { halfSipHash } from "../src/stack/keyed-hash.js";
 import type { SegmentTuple } from "../src/stack/segment-writer.js";
 import { COOKIE_SLOT_MS, CookieBits, SynCookies } from "../src/stack/syn-cookies.js";
 import { TcpFlags } from "../src/wire/index.js";
-import { rawPeer, twoStacks } from "./helpers.js";
+import { closedAfterEachTest, rawPeer } from "./helpers.js";
 
 const { SYN, ACK, RST } = TcpFlags;
 const KEY = Uint8Array.from([1, 2, 3, 4, 5, 6, 7, 8]);
 /** A time in the middle of the history, at the start of a slot. */
 const T0 = 27_000 * COOKIE_SLOT_MS;
 
-let cleanup: Array<() => void> = [];
-afterEach(() => {
-  for (const c of cleanup) c();
-  cleanup = [];
-  vi.useRealTimers();
-});
-function peer(opts: Parameters<typeof rawPeer>[0] = {}) {
-  const p = rawPeer(opts);
-  cleanup.push(p.close);
-  return p;
-}
+const { peer, pairOf } = closedAfterEachTest();
 
 function tuple(o: Partial<SegmentTuple> = {}): SegmentTuple {
   return {
@@ -197,14 +187,19 @@ describe("SynCookies", () => {
 });
 
 describe("the stateless listener", () => {
-  it("an ACK after the cookie's two slots fails (counted, RST+ACK like an unknown tuple)", async () => {
+  /** A listener that answered a SYN 1 s into a cookie slot; `ack` is what proves it. */
+  async function synAnsweredInSlot() {
     vi.useFakeTimers({ now: T0 + 1000 });
     const p = peer();
     p.stack.listen(4567);
     p.send({ seq: 0, ack: 0, flags: SYN });
     await p.settle();
     const [synAck] = p.take();
-    const ack = (synAck.seq + 1) >>> 0;
+    return { p, ack: (synAck.seq + 1) >>> 0 };
+  }
+
+  it("an ACK after the cookie's two slots fails (counted, RST+ACK like an unknown tuple)", async () => {
+    const { p, ack } = await synAnsweredInSlot();
     await vi.advanceTimersByTimeAsync(2 * COOKIE_SLOT_MS - 1000);
     p.send({ seq: 1, ack, flags: ACK, payload: Buffer.from("late") });
     await p.settle();
@@ -213,14 +208,9 @@ describe("the stateless listener", () => {
   });
 
   it("an ACK late in the next slot still succeeds", async () => {
-    vi.useFakeTimers({ now: T0 + 1000 });
-    const p = peer();
-    p.stack.listen(4567);
-    p.send({ seq: 0, ack: 0, flags: SYN });
-    await p.settle();
-    const [synAck] = p.take();
+    const { p, ack } = await synAnsweredInSlot();
     await vi.advanceTimersByTimeAsync(2 * COOKIE_SLOT_MS - 1001);
-    p.send({ seq: 1, ack: (synAck.seq + 1) >>> 0, flags: ACK });
+    p.send({ seq: 1, ack, flags: ACK });
     await p.settle();
     expect(p.stack.stats()).toMatchObject({ connections: 1, accepted: 1, cookieFailed: 0 });
   });
@@ -293,9 +283,9 @@ describe("the stateless listener", () => {
 });
 
 describe("lost final ACK", () => {
-  it("is repaired by the client's first data segment", async () => {
-    const t = twoStacks();
-    cleanup.push(t.close);
+  /** Two stacks, the server listening on 7000, and the client's final handshake ACK dropped. */
+  function finalAckLost(opts: Parameters<typeof pairOf>[0] = {}) {
+    const t = pairOf(opts);
     t.server.listen(7000);
     let dropped = 0;
     t.pair.aToB.filter = (pkt) => {
@@ -306,9 +296,14 @@ describe("lost final ACK", () => {
       }
       return true;
     };
+    return { ...t, dropped: () => dropped };
+  }
+
+  it("is repaired by the client's first data segment", async () => {
+    const t = finalAckLost();
     const c = await t.client.connect("192.168.201.2:7000");
     await t.pair.settle();
-    expect(dropped).toBe(1);
+    expect(t.dropped()).toBe(1);
     expect(t.server.stats().connections).toBe(0);
     c.send(Buffer.from("first"));
     const s = await t.server.accept();
@@ -318,21 +313,11 @@ describe("lost final ACK", () => {
   });
 
   it("is repaired by our client's first keepalive (a pure ACK with seq 1)", async () => {
-    const t = twoStacks({ client: { keepaliveIntervalMs: 5000 } });
-    cleanup.push(t.close);
-    t.server.listen(7000);
-    let dropped = 0;
-    t.pair.aToB.filter = (pkt) => {
-      if (pkt[33] === ACK && pkt.length === 40 && dropped === 0) {
-        dropped++;
-        return false;
-      }
-      return true;
-    };
+    const t = finalAckLost({ client: { keepaliveIntervalMs: 5000 } });
     const c = await t.client.connect("192.168.201.2:7000");
     const s = await t.server.accept();
     await t.pair.settle();
-    expect(dropped).toBe(1);
+    expect(t.dropped()).toBe(1);
     expect(s.peerIsOurs).toBe(true);
     expect(c.counters.keepalivesSent).toBe(1);
   });

@@ -8,7 +8,6 @@ import {
   type ShardContext,
   ShardMesh,
   type ShardPlace,
-  type ShardPosition,
   type SocketAddress,
   startTunnel,
   UdpRunWriter,

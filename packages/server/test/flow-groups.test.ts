@@ -8,7 +8,9 @@
  * Checked: OPEN/JOIN make one group with one UDP socket; datagrams spread over both
  * connections both ways and all arrive, from one source port; the reorder depth they arrive
  * with; a forged or late JOIN is refused (reset) and changes nothing for the group; losing a
- * member, then the first connection, keeps the peer carried while the lost flow comes back.
+ * member, then the first connection, keeps the peer carried while the lost flow comes back;
+ * traffic on members only (the first connection lost) keeps the client's session in its peer
+ * table and the server's group past their idle timeouts, in either direction.
  */
 import { createSocket, type RemoteInfo, type Socket } from "node:dgram";
 import { MessageChannel } from "node:worker_threads";
@@ -27,7 +29,12 @@ import {
 } from "fake-tcp-common";
 import { afterEach, describe, expect, it } from "vitest";
 import { ClientFlows, type SpreadGroup } from "../../client/src/flow-group.js";
-import type { ReplySocket } from "../../client/src/peer-session.js";
+import {
+  PeerSession,
+  type ReplySocket,
+  type SessionContext,
+} from "../../client/src/peer-session.js";
+import { PeerTable } from "../../client/src/peer-table.js";
 import { ServerFlows } from "../src/flow-groups.js";
 import type { Relay } from "../src/relay.js";
 import { RelayTable } from "../src/relay-table.js";
@@ -37,6 +44,8 @@ const SERVER4 = "192.168.201.2";
 const PORT = 4567;
 const SERVER = { address: SERVER4, port: PORT, family: 4 as const };
 const PEER = { address: "127.0.0.9", port: 5555, family: 4 as const };
+/** How often the client's members report their traffic to the owner (see flow-group.ts). */
+const ACTIVITY_MS = 100;
 
 async function until(check: () => boolean, ms = 3_000): Promise<void> {
   const deadline = Date.now() + ms;
@@ -50,7 +59,8 @@ function meshes(): [ShardMesh, ShardMesh] {
 
 const quiet = { trace() {}, debug() {}, info() {}, warn() {}, error() {}, fatal() {} };
 
-async function rig(key?: Uint8Array) {
+/** `idleTimeoutMs`: of every stack (default the stack's, 180 s). */
+async function rig(key?: Uint8Array, idleTimeoutMs?: number) {
   const pair = createMemoryPair({ queues: 2 });
   const app: Socket = createSocket("udp4");
   const atApp: { seq: number; from: number }[] = [];
@@ -64,7 +74,7 @@ async function rig(key?: Uint8Array) {
 
   const serverMeshes = meshes();
   const servers = [0, 1].map((i) => {
-    const stack = new Stack({ queues: [pair.b[i]], local4: SERVER4 });
+    const stack = new Stack({ queues: [pair.b[i]], local4: SERVER4, idleTimeoutMs });
     const runs = new UdpRunWriter();
     const relays = new RelayTable({
       remote,
@@ -100,7 +110,7 @@ async function rig(key?: Uint8Array) {
   const clientMeshes = meshes();
   const toPeer: number[][] = [[], []];
   const clients = [0, 1].map((i) => {
-    const stack = new Stack({ queues: [pair.a[i]], local4: CLIENT4 });
+    const stack = new Stack({ queues: [pair.a[i]], local4: CLIENT4, idleTimeoutMs });
     const totals = newRelayCounters();
     const via: ReplySocket = {
       sendTo: (datagram) => toPeer[i].push(Buffer.from(datagram).readUInt32BE(0)),
@@ -114,8 +124,9 @@ async function rig(key?: Uint8Array) {
       connect: (target) => stack.connect(target),
       replyVia: () => via,
       flushTunnel: () => stack.flush(),
+      activityMs: ACTIVITY_MS,
     });
-    return { stack, flows, totals };
+    return { stack, flows, totals, via };
   });
 
   /** The peer's first connection and its group, as a peer session sets them up. */
@@ -172,8 +183,8 @@ async function rig(key?: Uint8Array) {
 type Rig = Awaited<ReturnType<typeof rig>>;
 let current: Rig | undefined;
 /** A rig that afterEach removes. */
-async function started(key?: Uint8Array): Promise<Rig> {
-  current = await rig(key);
+async function started(key?: Uint8Array, idleTimeoutMs?: number): Promise<Rig> {
+  current = await rig(key, idleTimeoutMs);
   return current;
 }
 afterEach(() => {
@@ -316,5 +327,109 @@ describe("flow groups over an in-memory pair", () => {
     const stats = serverStats(r);
     expect(stats[0].udpSockets + stats[1].udpSockets).toBe(1);
     expect(ended).toBe(false);
+  });
+
+  it("a spread peer whose traffic only comes from the server, over members only, stays in the client's peer table past its idle timeout", async () => {
+    const IDLE_MS = 1_500;
+    const r = await started();
+    const table = new PeerTable({
+      maxConnections: 10,
+      idleTimeoutMs: IDLE_MS,
+      newPeerRate: 10,
+      newPeerBurst: 10,
+      now: Date.now(),
+    });
+    const causes: string[] = [];
+    const context: SessionContext = {
+      connect: () => r.clients[0].stack.connect(SERVER),
+      connectDelay: () => 0,
+      handshakePacket: undefined,
+      totals: r.clients[0].totals,
+      touch: (session) => table.touch(session),
+      opened: () => {},
+      failed: () => {},
+      closed: (session, cause) => {
+        table.forget(session);
+        causes.push(cause);
+      },
+      flows: r.clients[0].flows,
+      flowRate: 0, // spread as soon as the first connection is up
+    };
+    const session = new PeerSession(PEER, r.clients[0].via, context);
+    table.add(session);
+    // One datagram from the peer: the application learns its address; then the peer is silent.
+    const first = Buffer.alloc(100);
+    first.writeUInt32BE(1_000_000, 0);
+    session.fromPeer(first, r.clients[0].via);
+    await until(() => r.atApp.length === 1 && r.clients[1].flows.counters.flowJoins === 1);
+    expect(r.clients[1].flows.counters.flowJoins).toBe(1);
+    // The first connection is reset: it comes back as a member in the owner's shard, and from
+    // then on every flow of the peer is a member.
+    r.servers[0].accepted[0].close();
+    await until(() => r.clients[0].flows.counters.flowJoins === 1, 5_000);
+    expect(r.clients[0].flows.counters.flowJoins).toBe(1);
+
+    // The application alone sends, for three idle timeouts.
+    const delivered = () => r.toPeer[0].length + r.toPeer[1].length;
+    const before = delivered();
+    const until3 = Date.now() + 3 * IDLE_MS;
+    let seq = 0;
+    while (Date.now() < until3 && !session.isClosed) {
+      await r.reply(seq, 4);
+      seq += 4;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect(causes).toEqual([]);
+    expect(session.isClosed).toBe(false);
+    expect(table.get(session.key)).toBe(session);
+    expect(delivered() - before).toBeGreaterThan(0);
+    session.close("local");
+    table.closeAll("local");
+  });
+
+  it("a server group whose traffic runs on members only, either way, outlives the connections' idle timeout; silent, it ends", async () => {
+    const IDLE_MS = 1_500;
+    const r = await started(undefined, IDLE_MS);
+    const { first, group } = await r.spreadPeer();
+    first.once("close", () => {
+      if (!group.firstLost(() => {})) throw new Error("the peer would have ended");
+    });
+    await until(() => group.size === 2);
+    await r.send(group, 0, 8);
+    await until(() => r.atApp.length === 8);
+    // The owner's relay is reset: the group's socket stays, every flow is a member from now on.
+    r.servers[0].accepted[0].close();
+    await until(() => r.clients[0].flows.counters.flowJoins === 1, 5_000);
+    expect(r.clients[0].flows.counters.flowJoins).toBe(1);
+    const groups = () => serverStats(r).reduce((n, s) => n + s.flowGroups, 0);
+    const sockets = () => serverStats(r).reduce((n, s) => n + s.udpSockets, 0);
+    const appPort = r.atApp[0].from;
+    // No flow may be lost (and opened again) on the way.
+    const losses = () =>
+      r.clients[0].flows.counters.flowMemberLosses + r.clients[1].flows.counters.flowMemberLosses;
+    const lossesBefore = losses();
+
+    // Only the application sends, for twice the idle timeout; then only the peer.
+    let seq = 0;
+    for (const end = Date.now() + 2 * IDLE_MS; Date.now() < end; seq += 4) {
+      await r.reply(seq, 4);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect(groups()).toBe(1);
+    const atAppBefore = r.atApp.length;
+    for (const end = Date.now() + 2 * IDLE_MS; Date.now() < end; seq += 4) {
+      await r.send(group, seq, 4, 4);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect(groups()).toBe(1);
+    expect(sockets()).toBe(1);
+    expect(losses()).toBe(lossesBefore);
+    expect(r.atApp.length).toBeGreaterThan(atAppBefore);
+    expect(new Set(r.atApp.map((d) => d.from))).toEqual(new Set([appPort]));
+
+    // Silent: the connections idle out, and the group's socket goes with the last of them.
+    await until(() => groups() === 0, 4 * IDLE_MS);
+    expect(groups()).toBe(0);
+    expect(sockets()).toBe(0);
   });
 });

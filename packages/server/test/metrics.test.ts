@@ -6,13 +6,13 @@
  * metrics along, nothing listening without the option, and a taken port refused with one line.
  * (Rates read back through a real Prometheus: packages/e2e/test/prometheus.test.ts.)
  */
-import { execFile, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cleanupAll, linkNamespaces, Netns, realDeviceGate } from "../../../test-support/netns.js";
+import { startUdpEcho, udpPing } from "../../../test-support/udp-scripts.js";
 import {
   expectOneLineError,
   RunningProgram,
@@ -20,29 +20,6 @@ import {
 } from "../../common/test/program-harness.js";
 
 const gate = realDeviceGate();
-const execFileAsync = promisify(execFile);
-
-const ECHO = `
-const s = require("node:dgram").createSocket("udp4");
-s.on("message", (m, r) => s.send(m, r.port, r.address));
-s.bind(Number(process.argv[1]), "127.0.0.1", () => console.log("ready"));
-`;
-
-/** Sends COUNT datagrams of SIZE bytes to 127.0.0.1:1234 and waits (bounded) for the echoes. */
-const SENDER = `
-const [count, size] = process.argv.slice(1).map(Number);
-const s = require("node:dgram").createSocket("udp4");
-let got = 0;
-s.on("message", () => got++);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-s.connect(1234, "127.0.0.1", async () => {
-  for (let i = 0; i < count; i++) { s.send(Buffer.alloc(size, 120)); await sleep(20); }
-  const deadline = Date.now() + 5000;
-  while (Date.now() < deadline && got < count) await sleep(20);
-  console.log(got);
-  s.close();
-});
-`;
 
 /** GETs http://127.0.0.1:PORT/metrics inside `ns`: status, content type and body as JSON. */
 const SCRAPE = `
@@ -58,11 +35,7 @@ interface Scrape {
 }
 
 async function scrape(ns: Netns, port: number): Promise<Scrape> {
-  const { stdout } = await execFileAsync(
-    "ip",
-    ["netns", "exec", ns.name, process.execPath, "-e", SCRAPE, String(port)],
-    { timeout: 10_000 },
-  );
+  const stdout = await ns.runNodeScript(SCRAPE, [String(port)], 10_000);
   const result = JSON.parse(stdout) as Scrape & { error?: string };
   if (result.error) throw new Error(`scrape failed: ${result.error}`);
   return result;
@@ -113,11 +86,7 @@ describe.skipIf(gate.skip)("Prometheus metrics during a tunnel run", () => {
     nsC = new Netns("ftmc");
     nsS = new Netns("ftms");
     linkNamespaces(nsC, "10.78.0.1/24", nsS, "10.78.0.2/24");
-    const echo = nsS.spawn(process.execPath, ["-e", ECHO, "7777"]);
-    await new Promise<void>((resolve, reject) => {
-      echo.stdout!.once("data", () => resolve());
-      echo.once("exit", () => reject(new Error("echo server exited")));
-    });
+    await startUdpEcho(nsS, 7777);
   });
   afterAll(() => {
     cleanupAll();
@@ -126,17 +95,8 @@ describe.skipIf(gate.skip)("Prometheus metrics during a tunnel run", () => {
 
   it("serves the counters of both programs, moving with the traffic", async () => {
     // Off by default: a program without --metrics listens on no TCP port.
-    const plain = new RunningProgram(nsC, "client", [
-      "--local",
-      "1234",
-      "--remote",
-      "10.78.0.2:4567",
-      "--tun",
-      "ftmc0",
-      "-4",
-      "--queues",
-      "1",
-    ]);
+    const clientArgs = ["--local", "1234", "--remote", "10.78.0.2:4567", "--tun", "ftmc0", "-4"];
+    const plain = new RunningProgram(nsC, "client", [...clientArgs, "--queues", "1"]);
     await plain.waitFor("fake-tcp-client running");
     expect(nsC.exec("ss", ["-Htln"]).trim()).toBe("");
     expect((await plain.stop()).code).toBe(0);
@@ -157,13 +117,7 @@ describe.skipIf(gate.skip)("Prometheus metrics during a tunnel run", () => {
     await server.waitFor("fake-tcp-server running");
     await server.waitFor("metrics endpoint up");
     const client = new RunningProgram(nsC, "client", [
-      "--local",
-      "1234",
-      "--remote",
-      "10.78.0.2:4567",
-      "--tun",
-      "ftmc0",
-      "-4",
+      ...clientArgs,
       "--queues",
       "1",
       "--metrics",
@@ -187,12 +141,7 @@ describe.skipIf(gate.skip)("Prometheus metrics during a tunnel run", () => {
 
     const count = 20;
     const size = 300;
-    const { stdout } = await execFileAsync(
-      "ip",
-      ["netns", "exec", nsC.name, process.execPath, "-e", SENDER, String(count), String(size)],
-      { timeout: 15_000 },
-    );
-    expect(Number(stdout)).toBe(count);
+    expect(await udpPing(nsC, 1234, count, { bytes: size })).toBe(count);
 
     const c = parseExposition((await scrape(nsC, 9579)).body);
     expect(value(c, `fake_tcp_datagrams_total{${UP}}`)).toBe(count);

@@ -50,18 +50,32 @@ describe("Relay", () => {
   });
   afterAll(() => app.close());
 
-  it("relays both ways, counts oversize datagrams, closes with an RST", async () => {
-    const sock = new RecordingSocket();
-    const totals = newServerCounters();
-    const ended: string[] = [];
-    const relay = new Relay(
+  /** A relay of `sock` to the app's socket, calling `onEnd` when the connection ends. */
+  const relayToApp = (
+    sock: RecordingSocket,
+    totals: ReturnType<typeof newServerCounters>,
+    area: UdpReceiveArea,
+    onEnd: (r: Relay, cause: string) => void = () => {},
+  ) =>
+    new Relay(
       sock,
       { address: "127.0.0.1", port: appPort, family: 4 },
       totals,
       new UdpRunWriter(),
       () => {},
+      area,
+      onEnd,
+    );
+
+  it("relays both ways, counts oversize datagrams, closes with an RST", async () => {
+    const sock = new RecordingSocket();
+    const totals = newServerCounters();
+    const ended: string[] = [];
+    const relay = relayToApp(
+      sock,
+      totals,
       new UdpReceiveArea(RELAY_BATCH_SIZE, 1500),
-      (_r: Relay, cause: string) => ended.push(cause),
+      (_r, cause) => ended.push(cause),
     );
     // Tunnel -> UDP: the stack reuses its view right after the call.
     const view = Buffer.from("from-tunnel");
@@ -103,15 +117,7 @@ describe("Relay", () => {
     const totals = newServerCounters();
     const relays = Array.from({ length: 3 }, () => {
       const sock = new RecordingSocket();
-      const relay = new Relay(
-        sock,
-        { address: "127.0.0.1", port: appPort, family: 4 },
-        totals,
-        new UdpRunWriter(),
-        () => {},
-        area,
-        () => {},
-      );
+      const relay = relayToApp(sock, totals, area);
       return { sock, relay, port: relay.udp.localAddress().port };
     });
     // Interleaved, more per relay than the area has slots: several batches each, all
@@ -165,16 +171,19 @@ function recordingSink(): { sink: LogSink; lines: { msg: string; obj: object }[]
 
 describe("RelayTable", () => {
   const remote = { address: "127.0.0.1", port: 9, family: 4 as const };
-
-  it("opens nothing for a connection reset before it was accepted (Relay refuses it too)", () => {
-    const { sink } = recordingSink();
-    const table = new RelayTable({
+  /** A table relaying to `remote` (nothing listens there), logging to `sink`. */
+  const relayTable = (sink: LogSink) =>
+    new RelayTable({
       remote,
       runs: new UdpRunWriter(),
       flushTunnel: () => {},
       maxDatagramBytes: 1500,
       logger: sink,
     });
+
+  it("opens nothing for a connection reset before it was accepted (Relay refuses it too)", () => {
+    const { sink } = recordingSink();
+    const table = relayTable(sink);
     const fdsBefore = openFds();
     // 1,000 connections that were reset between their handshake and the accept loop.
     for (let i = 0; i < 1_000; i++) {
@@ -211,13 +220,7 @@ describe("RelayTable", () => {
 
   it("releases the relay and its UDP socket on every path that ends a connection, once", () => {
     const { sink, lines } = recordingSink();
-    const table = new RelayTable({
-      remote,
-      runs: new UdpRunWriter(),
-      flushTunnel: () => {},
-      maxDatagramBytes: 1500,
-      logger: sink,
-    });
+    const table = relayTable(sink);
     const fdsBefore = openFds();
     const byPeer = new StackLikeSocket();
     const byServer = new StackLikeSocket();
@@ -252,13 +255,7 @@ describe("RelayTable", () => {
 
   it("rate-limits the per-connection lines of a connection flood and summarizes the rest", () => {
     const { sink, lines } = recordingSink();
-    const table = new RelayTable({
-      remote,
-      runs: new UdpRunWriter(),
-      flushTunnel: () => {},
-      maxDatagramBytes: 1500,
-      logger: sink,
-    });
+    const table = relayTable(sink);
     const fdsBefore = openFds();
     for (let i = 0; i < 1_000; i++) {
       const sock = new StackLikeSocket();

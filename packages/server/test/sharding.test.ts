@@ -8,15 +8,13 @@
  *
  *   senders (UDP) -> fake-tcp-client, 2 queues [nsC] == veth == [nsS] fake-tcp-server, 3 queues -> echo
  */
-import { execFile } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cleanupAll, linkNamespaces, Netns, realDeviceGate } from "../../../test-support/netns.js";
+import { startUdpEcho } from "../../../test-support/udp-scripts.js";
 import { RunningProgram } from "../../common/test/program-harness.js";
 
 const gate = realDeviceGate();
-const execFileAsync = promisify(execFile);
 
 const LISTEN_PORT = 4567;
 /**
@@ -26,13 +24,6 @@ const LISTEN_PORT = 4567;
  */
 const FLOWS = 30;
 const PER_FLOW = 3;
-
-/** UDP echo on 127.0.0.1:PORT; prints "ready" once bound. */
-const ECHO = `
-const s = require("node:dgram").createSocket("udp4");
-s.on("message", (m, r) => s.send(m, r.port, r.address));
-s.bind(Number(process.argv[1]), "127.0.0.1", () => console.log("ready"));
-`;
 
 /**
  * FLOWS sockets on their own ports, each connected to 127.0.0.1:PORT, send PER_FLOW datagrams
@@ -96,11 +87,7 @@ describe.skipIf(gate.skip)("sharding", () => {
     nsC = new Netns("ftshc");
     nsS = new Netns("ftshs");
     linkNamespaces(nsC, "10.78.0.1/24", nsS, "10.78.0.2/24");
-    const echo = nsS.spawn(process.execPath, ["-e", ECHO, "7777"]);
-    await new Promise<void>((resolve, reject) => {
-      echo.stdout!.once("data", () => resolve());
-      echo.once("exit", () => reject(new Error("echo server exited")));
-    });
+    await startUdpEcho(nsS, 7777);
   });
   afterAll(() => cleanupAll());
 
@@ -158,13 +145,10 @@ describe.skipIf(gate.skip)("sharding", () => {
     expect((await client.waitFor("fake-tcp-client running")).shards).toBe(2);
     expect(attachedQueues(nsC, "ftsh1")).toBe(2);
 
-    const { stdout } = await execFileAsync(
-      "ip",
-      [
-        ...["netns", "exec", nsC.name, process.execPath, "-e", SENDERS],
-        ...["2345", String(FLOWS), String(PER_FLOW), "5000"],
-      ],
-      { timeout: 20_000 },
+    const stdout = await nsC.runNodeScript(
+      SENDERS,
+      ["2345", String(FLOWS), String(PER_FLOW), "5000"],
+      20_000,
     );
     expect(JSON.parse(stdout)).toEqual(new Array(FLOWS).fill(PER_FLOW));
 

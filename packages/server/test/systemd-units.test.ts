@@ -4,17 +4,16 @@
  * grant (read from the unit files, applied with setpriv: no systemd runs as PID 1 here), from
  * a configuration file, and stop cleanly on SIGTERM.
  */
-import { execFile, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cleanupAll, linkNamespaces, Netns, realDeviceGate } from "../../../test-support/netns.js";
+import { startUdpEcho, udpPing } from "../../../test-support/udp-scripts.js";
 import { RunningProgram } from "../../common/test/program-harness.js";
 
 const gate = realDeviceGate();
-const execFileAsync = promisify(execFile);
 const root = join(import.meta.dirname, "../../..");
 const units = {
   server: join(root, "packages/server/systemd/fake-tcp-server@.service"),
@@ -103,28 +102,6 @@ describe("systemd template units", () => {
   });
 });
 
-/** Sends COUNT datagrams to 127.0.0.1:1234 and prints how many echoes came back (bounded). */
-const SENDER = `
-const count = Number(process.argv[1]);
-const s = require("node:dgram").createSocket("udp4");
-let got = 0;
-s.on("message", () => got++);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-s.connect(1234, "127.0.0.1", async () => {
-  for (let i = 0; i < count; i++) { s.send(Buffer.from("ping " + i)); await sleep(20); }
-  const deadline = Date.now() + 5000;
-  while (Date.now() < deadline && got < count) await sleep(20);
-  console.log(got);
-  s.close();
-});
-`;
-
-const ECHO = `
-const s = require("node:dgram").createSocket("udp4");
-s.on("message", (m, r) => s.send(m, r.port, r.address));
-s.bind(7777, "127.0.0.1", () => console.log("ready"));
-`;
-
 describe.skipIf(gate.skip)("the units' privileges are enough for a tunnel", () => {
   let nsC: Netns;
   let nsS: Netns;
@@ -136,11 +113,7 @@ describe.skipIf(gate.skip)("the units' privileges are enough for a tunnel", () =
     nsC = new Netns("ftuc");
     nsS = new Netns("ftus");
     linkNamespaces(nsC, "10.79.0.1/24", nsS, "10.79.0.2/24");
-    const echo = nsS.spawn(process.execPath, ["-e", ECHO]);
-    await new Promise<void>((resolve, reject) => {
-      echo.stdout!.once("data", () => resolve());
-      echo.once("exit", () => reject(new Error("echo server exited")));
-    });
+    await startUdpEcho(nsS, 7777);
   });
   afterAll(() => {
     cleanupAll();
@@ -219,12 +192,7 @@ describe.skipIf(gate.skip)("the units' privileges are enough for a tunnel", () =
     expect(uid(server.child.pid!)).toBe("65534");
     expect(uid(client.child.pid!)).toBe("65534");
 
-    const { stdout } = await execFileAsync(
-      "ip",
-      ["netns", "exec", nsC.name, process.execPath, "-e", SENDER, "10"],
-      { timeout: 15_000 },
-    );
-    expect(Number(stdout)).toBe(10);
+    expect(await udpPing(nsC, 1234, 10)).toBe(10);
 
     for (const [program, ns, tun] of [
       [client, nsC, "ftuc0"],

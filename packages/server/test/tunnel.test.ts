@@ -9,24 +9,15 @@
  * address the peer sent to on a wildcard listen, reconnection after the server restarts, and
  * teardown on SIGTERM.
  */
-import { execFile } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cleanupAll, linkNamespaces, Netns, realDeviceGate } from "../../../test-support/netns.js";
+import { startUdpEcho } from "../../../test-support/udp-scripts.js";
 import { RunningProgram } from "../../common/test/program-harness.js";
 
 const gate = realDeviceGate();
-const execFileAsync = promisify(execFile);
-
-/** UDP echo on 127.0.0.1:PORT; prints "ready" once bound. */
-const ECHO = `
-const s = require("node:dgram").createSocket("udp4");
-s.on("message", (m, r) => s.send(m, r.port, r.address));
-s.bind(Number(process.argv[1]), "127.0.0.1", () => console.log("ready"));
-`;
 
 /**
  * Sends COUNT datagrams from ADDR:SRC to ADDR:1234 20 ms apart on a connected socket (so
@@ -54,22 +45,7 @@ s.bind(Number(src), addr, () => s.connect(1234, addr, async () => {
 
 /** Runs the sender in `ns` without blocking the event loop (the programs' logs keep flowing). */
 async function runSender(ns: Netns, src: number, count: number, addr = "127.0.0.1") {
-  const { stdout } = await execFileAsync(
-    "ip",
-    [
-      "netns",
-      "exec",
-      ns.name,
-      process.execPath,
-      "-e",
-      SENDER,
-      addr,
-      String(src),
-      String(count),
-      "5000",
-    ],
-    { timeout: 15_000 },
-  );
+  const stdout = await ns.runNodeScript(SENDER, [addr, String(src), String(count), "5000"], 15_000);
   return JSON.parse(stdout) as string[];
 }
 
@@ -106,11 +82,7 @@ describe.skipIf(gate.skip)("fake-tcp-client <-> fake-tcp-server in namespaces", 
     linkNamespaces(nsC, "10.77.0.1/24", nsS, "10.77.0.2/24");
     nsC.exec("ip", ["-6", "addr", "add", "fd77::1/64", "dev", "veth0", "nodad"]);
     nsS.exec("ip", ["-6", "addr", "add", "fd77::2/64", "dev", "veth1", "nodad"]);
-    const echo = nsS.spawn(process.execPath, ["-e", ECHO, "7777"]);
-    await new Promise<void>((resolve, reject) => {
-      echo.stdout!.once("data", () => resolve());
-      echo.once("exit", () => reject(new Error("echo server exited")));
-    });
+    await startUdpEcho(nsS, 7777);
   });
   afterAll(() => {
     cleanupAll();

@@ -141,6 +141,13 @@ static int if_ioctl(unsigned long req, struct ifreq* ifr) {
   return rc;
 }
 
+/* if_ioctl, with a failure thrown as `what` on the interface; false when it failed. */
+static bool if_ioctl_or_throw(napi_env env, unsigned long req, struct ifreq* ifr, const char* what) {
+  int rc = if_ioctl(req, ifr);
+  if (rc < 0) throw_errno(env, -rc, what, ifr->ifr_name);
+  return rc == 0;
+}
+
 /* Parses (name, value) arguments shared by the interface setters. */
 static bool if_args(napi_env env, napi_callback_info info, struct ifreq* ifr, int32_t* value) {
   size_t argc = 2;
@@ -163,11 +170,7 @@ static napi_value device_receive_offload(napi_env env, napi_callback_info info) 
   if (!if_args(env, info, &ifr, NULL)) return NULL;
   struct ethtool_value ev = {.cmd = ETHTOOL_GTSO, .data = 0};
   ifr.ifr_data = (void*)&ev;
-  int rc = if_ioctl(SIOCETHTOOL, &ifr);
-  if (rc < 0) {
-    throw_errno(env, -rc, "ioctl(SIOCETHTOOL)", ifr.ifr_name);
-    return NULL;
-  }
+  if (!if_ioctl_or_throw(env, SIOCETHTOOL, &ifr, "ioctl(SIOCETHTOOL)")) return NULL;
   napi_value out;
   NAPI_CALL(env, napi_get_boolean(env, ev.data != 0, &out));
   return out;
@@ -179,8 +182,7 @@ static napi_value set_mtu(napi_env env, napi_callback_info info) {
   int32_t mtu;
   if (!if_args(env, info, &ifr, &mtu)) return NULL;
   ifr.ifr_mtu = mtu;
-  int rc = if_ioctl(SIOCSIFMTU, &ifr);
-  if (rc < 0) throw_errno(env, -rc, "ioctl(SIOCSIFMTU)", ifr.ifr_name);
+  if_ioctl_or_throw(env, SIOCSIFMTU, &ifr, "ioctl(SIOCSIFMTU)");
   return NULL;
 }
 
@@ -188,11 +190,7 @@ static napi_value set_mtu(napi_env env, napi_callback_info info) {
 static napi_value get_mtu(napi_env env, napi_callback_info info) {
   struct ifreq ifr;
   if (!if_args(env, info, &ifr, NULL)) return NULL;
-  int rc = if_ioctl(SIOCGIFMTU, &ifr);
-  if (rc < 0) {
-    throw_errno(env, -rc, "ioctl(SIOCGIFMTU)", ifr.ifr_name);
-    return NULL;
-  }
+  if (!if_ioctl_or_throw(env, SIOCGIFMTU, &ifr, "ioctl(SIOCGIFMTU)")) return NULL;
   napi_value out;
   NAPI_CALL(env, napi_create_int32(env, ifr.ifr_mtu, &out));
   return out;
@@ -204,8 +202,7 @@ static napi_value set_txqueuelen(napi_env env, napi_callback_info info) {
   int32_t len;
   if (!if_args(env, info, &ifr, &len)) return NULL;
   ifr.ifr_qlen = len;
-  int rc = if_ioctl(SIOCSIFTXQLEN, &ifr);
-  if (rc < 0) throw_errno(env, -rc, "ioctl(SIOCSIFTXQLEN)", ifr.ifr_name);
+  if_ioctl_or_throw(env, SIOCSIFTXQLEN, &ifr, "ioctl(SIOCSIFTXQLEN)");
   return NULL;
 }
 

@@ -10,6 +10,7 @@ import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cleanupAll, Netns, realDeviceGate } from "../../../test-support/netns.js";
+import { type ScenarioReport as Report, runScenarioProgram } from "./scenario.js";
 
 const gate = realDeviceGate();
 const SCENARIO = fileURLToPath(new URL("./fixtures/nfqueue-scenario.mjs", import.meta.url));
@@ -29,40 +30,10 @@ const ARGS = {
   tunnelV6: TUNNEL_V6,
 };
 
-// biome-ignore lint/suspicious/noExplicitAny: the scenario's JSON report
-type Report = Record<string, any>;
-
 /** Runs one scenario in `ns` (optionally under a wrapper command) and returns its report. */
 function runScenario(ns: Netns, name: string, prefix: string[] = []): Promise<Report> {
   const cmd = [...prefix, process.execPath, SCENARIO, name, JSON.stringify(ARGS)];
-  const child = ns.spawn(cmd[0], cmd.slice(1));
-  let out = "";
-  let err = "";
-  child.stdout?.setEncoding("utf8").on("data", (c: string) => {
-    out += c;
-  });
-  child.stderr?.setEncoding("utf8").on("data", (c: string) => {
-    err += c;
-  });
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`scenario ${name} timed out; stderr: ${err}`));
-    }, 45_000);
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      const line = out.trim().split("\n").pop() ?? "";
-      try {
-        const report = JSON.parse(line) as Report;
-        if (report.error) reject(new Error(`scenario ${name}: ${report.error}; stderr: ${err}`));
-        else resolve({ ...report, exitCode: code, stderr: err });
-      } catch {
-        reject(
-          new Error(`scenario ${name} exited ${code} without a report: ${out}; stderr: ${err}`),
-        );
-      }
-    });
-  });
+  return runScenarioProgram(ns, name, cmd, 45_000);
 }
 
 /**

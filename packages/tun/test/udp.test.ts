@@ -17,6 +17,7 @@ import {
   UDP_MAX_SEGMENTS,
   UdpBatchSocket,
 } from "../src/udp.js";
+import { type ScenarioReport as Report, runScenarioProgram } from "./scenario.js";
 
 const gate = realDeviceGate();
 const SCENARIO = fileURLToPath(new URL("./fixtures/udp-scenario.mjs", import.meta.url));
@@ -38,37 +39,14 @@ function compileNoCheckHelper(dir: string): string {
   return out;
 }
 
-// biome-ignore lint/suspicious/noExplicitAny: the scenario's JSON report
-type Report = Record<string, any>;
-
 /** Runs one scenario of fixtures/udp-scenario.mjs in `ns` and returns its JSON report. */
 function runScenario(ns: Netns, name: string, args: Record<string, unknown> = {}): Promise<Report> {
-  const child = ns.spawn(process.execPath, [SCENARIO, name, JSON.stringify(args)]);
-  let out = "";
-  let err = "";
-  child.stdout?.setEncoding("utf8").on("data", (c: string) => {
-    out += c;
-  });
-  child.stderr?.setEncoding("utf8").on("data", (c: string) => {
-    err += c;
-  });
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`scenario ${name} timed out; stderr: ${err}`));
-    }, 20_000);
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      const line = out.trim().split("\n").pop() ?? "";
-      try {
-        const report = JSON.parse(line) as Report;
-        if (report.error) reject(new Error(`scenario ${name}: ${report.error}; stderr: ${err}`));
-        else resolve({ ...report, exitCode: code, stderr: err });
-      } catch {
-        reject(new Error(`scenario ${name} exited ${code} without a report; stderr: ${err}`));
-      }
-    });
-  });
+  return runScenarioProgram(
+    ns,
+    name,
+    [process.execPath, SCENARIO, name, JSON.stringify(args)],
+    20_000,
+  );
 }
 
 describe.skipIf(gate.skip)("UdpBatchSocket (real sockets in a namespace)", () => {

@@ -28,11 +28,11 @@ export const TOKEN_SLOT_MS = 60_000;
  */
 export const TOKEN_SLOT_SLACK = 1;
 
-/** Labels of the two messages ("ftS1", "ftA1" in ASCII). */
+/** Labels of the three messages ("ftS1", "ftA1", "ftF1" in ASCII). */
 const LABEL_SYN = 0x66745331;
 const LABEL_SYN_ACK = 0x66744131;
 const LABEL_FLOW = 0x66744631;
-/** Length of both messages: label, port + 2 zero bytes, two 32-bit values. */
+/** Length of every message: label, port + 2 zero bytes, two 32-bit values. */
 const MESSAGE_LENGTH = 16;
 
 /** The message block, reused (zero past the message). */
@@ -66,20 +66,12 @@ export class TunnelKey {
 
   /** The TSval of a keyed SYN to `port` with ISN `nonce`, made in token slot `slot` (uint32). */
   synToken(port: number, slot: number, nonce: number): number {
-    put32(0, LABEL_SYN);
-    put32(4, (port & 0xffff) << 16);
-    put32(8, slot);
-    put32(12, nonce);
-    return macBlock(this.state, block, MESSAGE_LENGTH);
+    return this.mac(LABEL_SYN, port, slot, nonce);
   }
 
   /** The ISN of the keyed SYN-ACK from `port` answering a SYN with ISN `nonce` and TSval `tsval` (uint32). */
   synAckIsn(port: number, nonce: number, tsval: number): number {
-    put32(0, LABEL_SYN_ACK);
-    put32(4, (port & 0xffff) << 16);
-    put32(8, nonce);
-    put32(12, tsval);
-    return macBlock(this.state, block, MESSAGE_LENGTH);
+    return this.mac(LABEL_SYN_ACK, port, nonce, tsval);
   }
 
   /**
@@ -88,11 +80,7 @@ export class TunnelKey {
    * own; ours must differ per connection too, and be the same again when the ACK arrives.
    */
   flowLabel(port: number, nonce: number, isn: number): number {
-    put32(0, LABEL_FLOW);
-    put32(4, (port & 0xffff) << 16);
-    put32(8, nonce);
-    put32(12, isn);
-    return macBlock(this.state, block, MESSAGE_LENGTH) & 0xfffff || 1;
+    return this.mac(LABEL_FLOW, port, nonce, isn) & 0xfffff || 1;
   }
 
   /**
@@ -109,6 +97,15 @@ export class TunnelKey {
       if (this.synToken(port, current + d, nonce) === want) return current + d;
     }
     return -1;
+  }
+
+  /** The MAC of the message `label`, `port` + 2 zero bytes, `a`, `b` (each 32-bit, big-endian). */
+  private mac(label: number, port: number, a: number, b: number): number {
+    put32(0, label);
+    put32(4, (port & 0xffff) << 16);
+    put32(8, a);
+    put32(12, b);
+    return macBlock(this.state, block, MESSAGE_LENGTH);
   }
 }
 

@@ -37,6 +37,7 @@ export function halfSipHash(k0: number, k1: number, words: Int32Array, count: nu
     v0 ^= m;
   }
   v2 ^= 0xff;
+  // The same round as above, written out again rather than called: the state stays in locals.
   for (let r = 0; r < 4; r++) {
     v0 = (v0 + v1) | 0;
     v1 = ((v1 << 5) | (v1 >>> 27)) ^ v0;

@@ -5,6 +5,9 @@
  * each owner keeps what identifies its run (socket, destination, sequence numbers) and says
  * how to write it.
  */
+/** Settled once: a job queued on it runs at the end of the current task, like queueMicrotask. */
+const SETTLED = Promise.resolve();
+
 export class RunBuffer {
   /** Payload size of the run's segments (the first payload's length). */
   segmentSize = 0;
@@ -62,7 +65,10 @@ export class RunBuffer {
       this.closed = false;
       if (!this.flushScheduled) {
         this.flushScheduled = true;
-        queueMicrotask(this.flushTask);
+        // A promise job, not queueMicrotask: Node wraps each queueMicrotask callback in an
+        // AsyncResource (created, entered, destroyed), about 5 % of a shard's CPU per wake-up
+        // at a few hundred datagrams a second. Same queue, same moment: the end of the task.
+        SETTLED.then(this.flushTask);
       }
     } else if (len < this.segmentSize) this.closed = true;
     this.staging.set(payload, this.length);

@@ -3,7 +3,7 @@
  * written on one side arrive on the same-index queue of the other side, in batches, on a later
  * microtask (never re-entrantly inside `write`). Hooks can inspect, drop, hold and reorder.
  */
-import type { DeviceQueue, PacketBatchHandler } from "../device.js";
+import type { DeviceQueue, PacketBatch, PacketBatchHandler } from "../device.js";
 import {
   finishChecksum,
   internetChecksum,
@@ -192,16 +192,20 @@ export class MemoryQueue implements DeviceQueue {
     const packets = this.pending;
     this.pending = [];
     if (!this.handler || packets.length === 0) return;
-    const buffer = Buffer.concat(packets);
-    const offsets = new Uint32Array(2 * packets.length);
-    let at = 0;
-    packets.forEach((p, i) => {
-      offsets[2 * i] = at;
-      offsets[2 * i + 1] = p.length;
-      at += p.length;
-    });
-    this.handler({ buffer, offsets, count: packets.length });
+    this.handler(batchOf(packets));
   }
+}
+
+/** `packets` as one receive batch, as a device read hands them over (copied into one buffer). */
+export function batchOf(packets: Buffer[]): PacketBatch {
+  const offsets = new Uint32Array(2 * packets.length);
+  let at = 0;
+  packets.forEach((p, i) => {
+    offsets[2 * i] = at;
+    offsets[2 * i + 1] = p.length;
+    at += p.length;
+  });
+  return { buffer: Buffer.concat(packets), offsets, count: packets.length };
 }
 
 function pseudoBaseOf(h: Buffer, v4: boolean): number {

@@ -62,7 +62,10 @@ export function emitLinuxSynOptions(
   return LINUX_SYN_OPTIONS_LENGTH;
 }
 
-/** Writes the SYN-ACK's options at `at`: MSS, NOP, NOP, SACK-permitted, NOP, WS. */
+/**
+ * Writes the SYN-ACK's options at `at`: MSS, NOP, NOP, SACK-permitted, NOP, WS. Spelled out
+ * byte by byte like the SYN's: the two layouts differ, and each reads as the bytes on the wire.
+ */
 export function emitLinuxSynAckOptions(
   buf: Uint8Array,
   at: number,
