@@ -183,8 +183,7 @@ export async function startClientShard(
             batch.key(i),
           );
         if (session === undefined) continue; // a new peer, refused (counted)
-        const start = batch.start(i);
-        session.fromPeer(batch.buffer.subarray(start, start + batch.length(i)), via);
+        session.fromPeer(batch.datagram(i), via);
       }
       flows.endBatch();
       tunnel.flush();

@@ -337,17 +337,13 @@ export class ServerGroup {
       totals.queueDrops += batch.count;
       return;
     }
-    const buffer = batch.buffer;
     if (flow.local !== undefined) {
-      for (let i = 0; i < batch.count; i++) {
-        const start = batch.start(i);
-        sendToTunnel(flow.local.sock, buffer.subarray(start, start + batch.length(i)), totals);
-      }
+      for (let i = 0; i < batch.count; i++)
+        sendToTunnel(flow.local.sock, batch.datagram(i), totals);
       this.owner.shard.flushTunnel();
     } else {
       for (let i = 0; i < batch.count; i++) {
-        const start = batch.start(i);
-        const view = buffer.subarray(start, start + batch.length(i));
+        const view = batch.datagram(i);
         if (!flow.packed.add(view)) {
           this.postDown(flow);
           flow.packed.add(view);

@@ -99,11 +99,7 @@ export class Relay {
         this.group(batch);
         return;
       }
-      const buffer = batch.buffer;
-      for (let i = 0; i < batch.count; i++) {
-        const start = batch.start(i);
-        sendToTunnel(sock, buffer.subarray(start, start + batch.length(i)), totals);
-      }
+      for (let i = 0; i < batch.count; i++) sendToTunnel(sock, batch.datagram(i), totals);
       flushTunnel();
     });
     const udp = this.udp;

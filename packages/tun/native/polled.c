@@ -152,7 +152,10 @@ void polled_deliver(polled_t* p, uint32_t count) {
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
   napi_value fn, recv, arg, result;
   if (napi_get_reference_value(env, p->handler, &fn) == napi_ok && fn != NULL) {
-    napi_get_global(env, &recv); /* napi_make_callback needs an object receiver */
+    /* napi_make_callback needs an object receiver: the handler itself serves (the handlers
+     * are arrow functions, which ignore it), sparing a look-up of the global object on every
+     * wake-up. */
+    recv = fn;
     napi_create_uint32(env, count, &arg);
     if (napi_make_callback(env, p->async_ctx, recv, fn, 1, &arg, &result) != napi_ok) {
       bool pending = false;

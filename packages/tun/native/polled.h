@@ -82,7 +82,8 @@ polled_t* polled_unwrap(napi_env env, napi_callback_info info, size_t* argc, nap
 /* Throws `closed_code` and returns false once the object is closed. */
 bool polled_require_open(napi_env env, polled_t* p);
 
-/* Calls the handler with the batch size; an exception goes to 'uncaughtException'. */
+/* Calls the handler with the batch size (and itself as `this`: handlers must not use `this`);
+ * an exception goes to 'uncaughtException'. */
 void polled_deliver(polled_t* p, uint32_t count);
 
 /* For a readable callback: nothing once closed; else one recvmmsg (retried on EINTR) of up to

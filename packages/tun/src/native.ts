@@ -17,6 +17,7 @@ import type { UdpBatchSocketStats } from "./udp-socket.js";
 export interface NativePolled<S> {
   /** The fd, or -1 once closed. */
   readonly fd: number;
+  /** The handler is called with itself as `this` (an arrow function ignores it). */
   start(handler: (count: number) => void): void;
   ref(keep: boolean): void;
   stats(): S;

@@ -40,8 +40,14 @@ describe("UdpReceiveArea (loopback)", () => {
         batches.add(batch);
         for (let i = 0; i < batch.count; i++) {
           const start = batch.start(i);
-          list.push(batch.buffer.toString("utf8", start, start + batch.length(i)));
+          const text = batch.buffer.toString("utf8", start, start + batch.length(i));
+          list.push(text);
           sources.add(batch.port(i));
+          // datagram(i) is the same bytes, as a view of the shared buffer (no copy).
+          const view = batch.datagram(i);
+          expect(Buffer.from(view).toString("utf8")).toBe(text);
+          expect(view.buffer).toBe(batch.buffer.buffer);
+          expect(view.byteOffset).toBe(batch.buffer.byteOffset + start);
         }
       });
       return s;
