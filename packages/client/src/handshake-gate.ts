@@ -59,14 +59,16 @@ export interface HandshakeGateOptions {
 type Turn = (release: ReleaseHandshake) => void;
 
 export class HandshakeGate {
-  readonly counters: HandshakeGateCounters;
   /** Waiting turns in arrival order (a Set: leaving the middle of the queue is O(1)). */
   private readonly queue = new Set<Turn>();
   private readonly min: number;
   private readonly max: number;
   private readonly now: () => number;
-  /** The bound (mirrored in `counters.handshakeLimit`). */
+  /** The bound. */
   private limit: number;
+  private inFlight = 0;
+  /** Handshakes that had to wait for a slot, ever. */
+  private queued = 0;
   /** When the bound was last cut (a cut per slow period at most). */
   private cutAt = Number.NEGATIVE_INFINITY;
 
@@ -78,10 +80,14 @@ export class HandshakeGate {
       Math.max(this.min, Math.floor(options.initial ?? INITIAL_LIMIT)),
     );
     this.now = options.now ?? Date.now;
-    this.counters = {
-      handshakesWaiting: 0,
-      handshakesInFlight: 0,
-      handshakesQueued: 0,
+  }
+
+  /** The counters for the shard's stats line, read from the gate's state. */
+  get counters(): HandshakeGateCounters {
+    return {
+      handshakesWaiting: this.queue.size,
+      handshakesInFlight: this.inFlight,
+      handshakesQueued: this.queued,
       handshakeLimit: this.limit,
     };
   }
@@ -93,15 +99,14 @@ export class HandshakeGate {
    * the queue for a waiter that no longer wants its turn.
    */
   enter(turn: Turn): LeaveGate {
-    if (this.counters.handshakesInFlight < this.counters.handshakeLimit && this.queue.size === 0) {
+    if (this.inFlight < this.limit && this.queue.size === 0) {
       this.admit(turn);
       return noop;
     }
     this.queue.add(turn);
-    this.counters.handshakesQueued++;
-    this.counters.handshakesWaiting = this.queue.size;
+    this.queued++;
     return () => {
-      if (this.queue.delete(turn)) this.counters.handshakesWaiting = this.queue.size;
+      this.queue.delete(turn);
     };
   }
 
@@ -126,17 +131,16 @@ export class HandshakeGate {
   /** Leaves every waiting turn out (at stop): none of them runs. */
   clear(): void {
     this.queue.clear();
-    this.counters.handshakesWaiting = 0;
   }
 
   private admit(turn: Turn): void {
-    this.counters.handshakesInFlight++;
+    this.inFlight++;
     const startedAt = this.now();
     let released = false;
     const release: ReleaseHandshake = (outcome) => {
       if (released) return;
       released = true;
-      this.counters.handshakesInFlight--;
+      this.inFlight--;
       this.adapt(outcome, this.now() - startedAt);
       this.admitWaiting();
     };
@@ -158,15 +162,13 @@ export class HandshakeGate {
     } else if (this.queue.size > 0) {
       this.limit = Math.min(this.max, this.limit + 1);
     }
-    this.counters.handshakeLimit = this.limit;
   }
 
   private admitWaiting(): void {
-    while (this.counters.handshakesInFlight < this.counters.handshakeLimit) {
+    while (this.inFlight < this.limit) {
       const next = this.queue.values().next();
       if (next.done) break;
       this.queue.delete(next.value);
-      this.counters.handshakesWaiting = this.queue.size;
       this.admit(next.value);
     }
   }
