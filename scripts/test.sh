@@ -46,7 +46,7 @@ long_scenarios=(
   packages/e2e/test/prometheus.test.ts
 )
 
-passed=0; failed=0; status=0
+passed=0; failed=0; status=0; failures=()
 mkdir -p .bench-tmp
 for i in "${!runtimes[@]}"; do
   rt=${runtimes[$i]}
@@ -66,8 +66,10 @@ for i in "${!runtimes[@]}"; do
       console.log(r.numPassedTests, r.numFailedTests + (r.numTotalTestSuites && r.success === false && r.numFailedTests === 0 ? 1 : 0));
     ' "$report")
     passed=$((passed + p)); failed=$((failed + f))
+    while IFS= read -r line; do failures+=("$line"); done < <(node scripts/failed-tests.mjs "$report" "Node $("$rt" --version)")
   else
     failed=$((failed + 1))
+    failures+=("FAILED [Node $("$rt" --version)] vitest wrote no report (it crashed or was killed; see its output above)")
   fi
 done
 # The Docker Compose rig runs once (it does not depend on the Node version of the host).
@@ -89,12 +91,20 @@ if [ "${DOCKER_RIG:-1}" = 1 ] || [ -n "${CI:-}" ]; then
       echo "test: the Docker rig itself failed ($infra_failed step(s), exit $rig_status): counted as one failed test" >&2
       failed=$((failed + 1))
     fi
+    while IFS= read -r line; do failures+=("FAILED [docker rig] ${line#docker-rig: }"); done < <(
+      grep -E '^docker-rig: (FAIL|ERROR) ' .bench-tmp/docker-rig.log)
   else
     echo "test: the Docker rig printed no summary line (exit $rig_status): counted as one failed test" >&2
     failed=$((failed + 1))
+    failures+=("FAILED [docker rig] no summary line (exit $rig_status; see its output above)")
   fi
   [ "$rig_status" -eq 0 ] || status=1
 fi
 
+# The failures again at the very end: a CI log is often read from its tail only.
+if [ "${#failures[@]}" -gt 0 ]; then
+  echo "=== what failed"
+  printf '%s\n' "${failures[@]}"
+fi
 echo "tests: ${passed} passed, ${failed} failed"
 exit $status
