@@ -6,6 +6,7 @@
  * worker_thread (or in the main thread when there is one shard).
  */
 import {
+  applyTimeSlice,
   type EgressEntries,
   EgressMap,
   formatAddress,
@@ -112,6 +113,7 @@ export async function startClientShard(
 ): Promise<RunningShard> {
   const { config, shard } = data;
   const { logger } = context;
+  applyTimeSlice(config.timeSliceMs, logger);
   const sockets = await bindShardSockets(data);
   let tunnel: Tunnel;
   try {

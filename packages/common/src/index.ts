@@ -23,6 +23,7 @@ export * from "./shards.js";
 export * from "./share-rules.js";
 export * from "./source-ports.js";
 export * from "./sysctl.js";
+export * from "./time-slice.js";
 export * from "./tun-errors.js";
 export * from "./tunnel.js";
 export * from "./tunnel-socket.js";

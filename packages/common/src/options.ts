@@ -16,6 +16,7 @@ import {
 import { UsageError } from "./errors.js";
 import { readKeyFile } from "./key-file.js";
 import { LOG_LEVELS, type LogLevel } from "./logger.js";
+import { DEFAULT_TIME_SLICE_MS, MAX_TIME_SLICE_MS, MIN_TIME_SLICE_MS } from "./time-slice.js";
 import { DEFAULT_UDP_RUN } from "./udp-run-writer.js";
 import { programVersion } from "./version.js";
 
@@ -97,6 +98,11 @@ export interface CommonConfig {
    * receiver on this host that the send woke can read before the next send.
    */
   readonly udpYield: boolean;
+  /**
+   * Time slice each shard thread asks the kernel for, in ms (`--time-slice`; 0: the kernel's
+   * default). See time-slice.ts for why a long one helps local receivers.
+   */
+  readonly timeSliceMs: number;
   /** Keyed mode (`--key-file`): the file's path and the 32-byte key read from it at parse time. */
   readonly keyFile: string | undefined;
   readonly key: Uint8Array | undefined;
@@ -220,6 +226,12 @@ export function commonOptionDefinitions(role: Role): Record<string, Options> {
       default: false,
       describe:
         "after each send to a UDP peer, yield the core (sched_yield) so that a receiver on this host that the send woke reads first: fewer drops at receivers with small socket buffers, at more CPU on a busy host",
+      group: TUNING_GROUP,
+    },
+    "time-slice": {
+      requiresArg: true,
+      default: String(DEFAULT_TIME_SLICE_MS),
+      describe: `time slice in ms each shard thread asks the kernel for (${MIN_TIME_SLICE_MS}-${MAX_TIME_SLICE_MS}; 0: the kernel's default; Linux >= 6.12): a long one (10) lets receivers on this host that a send woke run at once, but delays the programs' own wake-ups`,
       group: TUNING_GROUP,
     },
     "key-file": {
@@ -488,9 +500,26 @@ export function commonConfig(args: RawArguments): CommonConfig {
     segmentationOffload: booleanOption(args, "segmentationOffload", "--segmentation-offload"),
     udpRun: integerOption(args, "udpRun", "--udp-run", 1, UDP_MAX_SEGMENTS),
     udpYield: booleanOption(args, "udpYield", "--udp-yield"),
+    timeSliceMs: timeSliceOption(args),
     ...keyOption(args),
     metrics: metricsAddress(stringOption(args, "metrics", "--metrics")),
   };
+}
+
+/** `--time-slice`: milliseconds, 0 (the kernel's default) or 0.1-100 (what the kernel takes). */
+function timeSliceOption(args: RawArguments): number {
+  const text = (stringOption(args, "timeSlice", "--time-slice") ?? "").trim();
+  const ms = Number(text);
+  if (
+    !/^\d+(\.\d+)?$/.test(text) ||
+    (ms !== 0 && ms < MIN_TIME_SLICE_MS) ||
+    ms > MAX_TIME_SLICE_MS
+  ) {
+    throw new UsageError(
+      `--time-slice: "${text}" is not 0 or a number of milliseconds from ${MIN_TIME_SLICE_MS} to ${MAX_TIME_SLICE_MS}`,
+    );
+  }
+  return ms;
 }
 
 /** `--metrics`: an IP address and port to listen on, or nothing. */

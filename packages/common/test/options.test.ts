@@ -85,6 +85,18 @@ describe("shared options", () => {
     expect(parse(["--remote", "x:1", "--no-udp-yield"]).config.udpYield).toBe(false);
   });
 
+  it("--time-slice is 0 (the kernel's default) unless given, 0.1-100 ms, also as FAKE_TCP_TIME_SLICE", () => {
+    expect(parse(["--remote", "x:1"]).config.timeSliceMs).toBe(0);
+    expect(parse(["--remote", "x:1", "--time-slice", "10"]).config.timeSliceMs).toBe(10);
+    expect(parse(["--remote", "x:1", "--time-slice", "0.1"]).config.timeSliceMs).toBe(0.1);
+    expect(parse(["--remote", "x:1"], { FAKE_TCP_TIME_SLICE: "100" }).config.timeSliceMs).toBe(100);
+    for (const bad of ["101", "-1", "0.05", "x", ""]) {
+      expect(() => parse(["--remote", "x:1", "--time-slice", bad])).toThrow(
+        /--time-slice: .* is not 0 or a number of milliseconds from 0.1 to 100/,
+      );
+    }
+  });
+
   it("-4 drops IPv6 and --no-auto-rules turns host setup off", () => {
     const { config } = parse(["--remote", "x:1", "-4", "--no-auto-rules"]);
     expect(config.ipv6).toBeUndefined();

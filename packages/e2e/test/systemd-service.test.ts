@@ -309,12 +309,15 @@ describe.skipIf(gate.skip)("installed by name and run by systemd in clean contai
 
   it("runs a config-file tunnel as fake-tcp with only CAP_NET_ADMIN and CAP_BPF: start, traffic both ways, stop, nothing left", async () => {
     // The README's "Configure": the shipped WireGuard example, edited where a user would (the
-    // client's server address); a tun name of this test's own and two shards appended.
+    // client's server address); a tun name of this test's own, two shards and both time
+    // slices (the system call they need is outside the units' filter's groups) appended.
     const configure = {
-      server: ["printf 'tun = \"ftsvs0\"\\nipv4-only = true\\nqueues = 2\\n' >> $F"],
+      server: [
+        "printf 'tun = \"ftsvs0\"\\nipv4-only = true\\nqueues = 2\\ntime-slice = 10\\n' >> $F",
+      ],
       client: [
         "sed -i 's/^remote = .*/remote = \"10.82.0.2:4567\"/' $F",
-        "printf 'tun = \"ftsvc0\"\\nipv4-only = true\\n' >> $F",
+        "printf 'tun = \"ftsvc0\"\\nipv4-only = true\\ntime-slice = 10\\n' >> $F",
       ],
     };
     for (const [side, c] of [
@@ -383,6 +386,16 @@ describe.skipIf(gate.skip)("installed by name and run by systemd in clean contai
         expect(mask.toString(16), `${unit} ${set}`).toBe(UNIT_CAPS.toString(16));
       }
       expect(status).toMatch(/^NoNewPrivs:\s+1$/m);
+
+      // time-slice = 10 under the unit's system call filter: each shard thread has its 10 ms
+      // (where the host's kernel keeps per-thread slices: checked on this thread first).
+      expect(journal).not.toContain("time slice: could not be set");
+      const shards = Number(
+        /"shards":(\d+),.*"msg":"fake-tcp-(?:server|client) running"/.exec(journal)?.[1],
+      );
+      const sliced = c.sh(`cat /proc/${pid}/task/*/sched`).match(/^se\.slice\s*:\s*10000000$/gm);
+      if (/^se\.slice/m.test(readFileSync("/proc/thread-self/sched", "utf8")))
+        expect(sliced?.length ?? 0, `${unit} threads with a 10 ms slice`).toBe(shards);
     }
     // CAP_BPF lets the server's queue-steering program load: both shards run.
     expect(server.sh("journalctl -u fake-tcp-server@wg0 -o cat --no-pager")).toMatch(

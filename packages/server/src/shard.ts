@@ -4,6 +4,7 @@
  * a worker_thread (or in the main thread when there is one shard).
  */
 import {
+  applyTimeSlice,
   type RunningShard,
   type ShardContext,
   ShardMesh,
@@ -35,6 +36,7 @@ export async function startServerShard(
 ): Promise<RunningShard> {
   const { config, remote, handshakePacket } = data;
   const { logger } = context;
+  applyTimeSlice(config.timeSliceMs, logger);
   const tunnel = startTunnel(data.fd, config, {
     logger,
     fatal: context.fatal,

@@ -8,7 +8,7 @@
  *
  *   senders (UDP) -> fake-tcp-client, 2 queues [nsC] == veth == [nsS] fake-tcp-server, 3 queues -> echo
  */
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cleanupAll, linkNamespaces, Netns, realDeviceGate } from "../../../test-support/netns.js";
 import { startUdpEcho } from "../../../test-support/udp-scripts.js";
@@ -80,6 +80,21 @@ function portOf(address: unknown): number {
   return Number(String(address).split(":").pop());
 }
 
+/**
+ * How many of a program's threads run with a time slice of `ns` (from /proc's scheduler
+ * statistics); null where the kernel keeps no per-thread slice (before Linux 6.12).
+ */
+function threadsWithSlice(pid: number, ns: number): number | null {
+  let count = 0;
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    const text = readFileSync(`/proc/${pid}/task/${tid}/sched`, "utf8");
+    const match = /^se\.slice\s*:\s*(\d+)/m.exec(text);
+    if (!match) return null;
+    if (Number(match[1]) === ns) count++;
+  }
+  return count;
+}
+
 describe.skipIf(gate.skip)("sharding", () => {
   let nsC: Netns;
   let nsS: Netns;
@@ -134,16 +149,23 @@ describe.skipIf(gate.skip)("sharding", () => {
   it("runs one shard per queue, each carrying the flows steered to its queue", async () => {
     const server = new RunningProgram(nsS, "server", [
       ...["--listen", String(LISTEN_PORT), "--remote", "127.0.0.1:7777"],
-      ...["--tun", "ftsh0", "--queues", "3", "--stats-interval", "0"],
+      ...["--tun", "ftsh0", "--queues", "3", "--stats-interval", "0", "--time-slice", "10"],
     ]);
     expect((await server.waitFor("fake-tcp-server running")).shards).toBe(3);
     expect(attachedQueues(nsS, "ftsh0")).toBe(3);
     const client = new RunningProgram(nsC, "client", [
       ...["--local", "2345", "--remote", `10.78.0.2:${LISTEN_PORT}`],
-      ...["--tun", "ftsh1", "--queues", "2", "--stats-interval", "0"],
+      ...["--tun", "ftsh1", "--queues", "2", "--stats-interval", "0", "--time-slice", "3"],
     ]);
     expect((await client.waitFor("fake-tcp-client running")).shards).toBe(2);
     expect(attachedQueues(nsC, "ftsh1")).toBe(2);
+    // Each shard thread, and only those, asked for its time slice: 10 ms on the server, 3 on
+    // the client (null: this kernel keeps no per-thread slice).
+    const slices = threadsWithSlice(server.child.pid!, 10_000_000);
+    if (slices !== null) {
+      expect(slices).toBe(3);
+      expect(threadsWithSlice(client.child.pid!, 3_000_000)).toBe(2);
+    }
 
     const stdout = await nsC.runNodeScript(
       SENDERS,

@@ -32,4 +32,4 @@ export {
   type TunQueueStats,
   VNET_HDR_LEN,
 } from "./queue.js";
-export { yieldCore } from "./scheduling.js";
+export { setTimeSlice, yieldCore } from "./scheduling.js";

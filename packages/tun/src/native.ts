@@ -152,6 +152,7 @@ export interface NativeAddon {
   steeringProbe(): { code: string; message: string } | null;
   /** sched_yield() for the calling thread (see scheduling.ts). */
   yieldCore(): void;
+  setTimeSlice(ns: number): number;
   NativeUdp: new (
     family: 4 | 6,
     slotSize: number,

@@ -10,3 +10,14 @@ import { addon } from "./native.js";
 export function yieldCore(): void {
   addon.yieldCore();
 }
+
+/**
+ * Asks for a time slice of `ns` nanoseconds for the calling thread (0: the kernel's default)
+ * and returns the slice the kernel then keeps, 0 where it keeps none per thread (before Linux
+ * 6.12). A thread that delivers to local receivers wants a long one: a woken thread with a
+ * shorter slice may preempt it at once, so a receiver its sends woke on its core reads before
+ * the next batch instead of at the end of the slice.
+ */
+export function setTimeSlice(ns: number): number {
+  return addon.setTimeSlice(ns);
+}
