@@ -20,7 +20,7 @@ for (const file of report.testResults ?? []) {
   const failed = (file.assertionResults ?? []).filter((test) => test.status === "failed");
   for (const test of failed)
     console.log(
-      `FAILED [${runtime}] ${name} > ${test.fullName}: ${clip(firstLine(test.failureMessages?.[0]))}`,
+      `FAILED [${runtime}] ${name} > ${[...(test.ancestorTitles ?? []), test.title].join(" > ")}: ${clip(firstLine(test.failureMessages?.[0]))}`,
     );
   // A file can fail without a failed test (an error while loading it, or in a hook).
   if (failed.length === 0 && file.status === "failed")

@@ -97,6 +97,32 @@ describe("sweep decisions", () => {
     expect(closedAt).toBe(o.keepaliveIntervalMs * (1 + o.deadPeerProbes / 2));
   });
 
+  it("sweeps a few ms early or late do not push a probe, or its repeats, a whole sweep later", () => {
+    // Sweep timers on a busy host: alternately 3 ms early and 3 ms late.
+    const at = (i: number) => i * 500 + (i % 2 === 0 ? -3 : 3);
+    for (const peerIsOurs of [true, false]) {
+      const s = live(peerIsOurs);
+      const sent: number[] = [];
+      let closedAt: number | null = null;
+      for (let i = 1; i <= 40 && closedAt === null; i++) {
+        const now = at(i);
+        const a = sweepDecision(s, now, o);
+        if (a === SweepAction.closeDead) closedAt = now;
+        if (a & SweepAction.probe) probeSent(s, nextProbeSeq(s), now);
+        if (a & SweepAction.keepalive) s.lastProbeAt = now;
+        if (a & (SweepAction.probe | SweepAction.keepalive)) sent.push(now);
+      }
+      if (peerIsOurs) {
+        // Probes at about 2, 3 and 4 s, dead at about 5 s, as with punctual sweeps.
+        expect(sent).toEqual([at(4), at(6), at(8)]);
+        expect(closedAt).toBe(at(10));
+      } else {
+        // A keepalive at about every 2 s.
+        expect(sent.slice(0, 4)).toEqual([at(4), at(8), at(12), at(16)]);
+      }
+    }
+  });
+
   it("an answered peer of ours is never declared dead", () => {
     const s = live(true);
     for (let now = 500; now <= 60_000; now += 500) {

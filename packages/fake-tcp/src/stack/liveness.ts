@@ -83,20 +83,31 @@ export const PROBE_HISTORY = 3;
 /** How long a probe stays answerable while data arrives (ms): its answer may trail data. */
 export const PROBE_ANSWER_WINDOW_MS = 3_000;
 
+/** How often the stack sweeps its established connections (ms). */
+export const SWEEP_INTERVAL_MS = 500;
+/**
+ * Keepalive and probe times fall on sweeps, whose timers fire a few ms early or late: a probe
+ * due in 1 ms would wait a whole sweep, and each repeat of it another (a dead peer noticed up to
+ * 2 s late at a 1 s keepalive). What falls due within half a sweep is done at this one.
+ */
+const SWEEP_SLACK_MS = SWEEP_INTERVAL_MS / 2;
+
 /** The periodic sweep's decision for one established connection at `now`. */
 export function sweepDecision(s: LiveState, now: number, o: LiveOptions): number {
   if (now - Math.max(s.lastReceived, s.lastSent) >= o.idleTimeoutMs) return SweepAction.closeIdle;
   let action: number = SweepAction.none;
   if (s.unackedBytes > 0 && now - s.unackedSince >= o.ackDelayMs) action |= SweepAction.ack;
   const keepalive = o.keepaliveIntervalMs;
-  if (keepalive <= 0 || now - s.lastReceived < keepalive) return action;
+  if (keepalive <= 0 || now - s.lastReceived < keepalive - SWEEP_SLACK_MS) return action;
   if (!s.peerIsOurs)
-    return now - s.lastProbeAt >= keepalive ? action | SweepAction.keepalive : action;
+    return now - s.lastProbeAt >= keepalive - SWEEP_SLACK_MS
+      ? action | SweepAction.keepalive
+      : action;
   // An unanswered probe is repeated at half the interval, so a dead peer is noticed within
   // about keepalive * (1 + deadPeerProbes / 2).
   const outstanding = s.probesOutstanding > 0;
   const every = outstanding ? keepalive / 2 : keepalive;
-  if (now - s.lastProbeAt < every) return action;
+  if (now - s.lastProbeAt < every - SWEEP_SLACK_MS) return action;
   if (outstanding && s.probesUnanswered + 1 >= o.deadPeerProbes) return SweepAction.closeDead;
   return action | SweepAction.probe;
 }

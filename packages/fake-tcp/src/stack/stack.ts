@@ -30,6 +30,7 @@ import {
   nextProbeSeq,
   probeAnswered,
   probeSent,
+  SWEEP_INTERVAL_MS,
   SweepAction,
   sweepDecision,
   VerifyAction,
@@ -1209,7 +1210,7 @@ export class Stack implements SocketHost {
       }
     }
     if (this.verifying.size > 0) this.sweepVerify(now);
-    const every = Math.max(1, Math.round(500 / this.opts.tickMs));
+    const every = Math.max(1, Math.round(SWEEP_INTERVAL_MS / this.opts.tickMs));
     if (++this.ticks % every !== 0) return;
     const closing: Array<[Socket, CloseCause]> = [];
     this.table.forEach((s) => {
