@@ -23,13 +23,13 @@ export const MAX_TIME_SLICE_MS = 100;
 
 /**
  * Applies `--time-slice` to the calling thread (each shard calls it on its own thread).
- * Never fatal: a kernel or sandbox that refuses it leaves the default and says so once.
+ * Never fatal: a kernel or sandbox that refuses it leaves the default, and each shard says so.
  */
 export function applyTimeSlice(ms: number, logger: LogSink): void {
   if (ms === 0) return;
   try {
     const keptNs = setTimeSlice(Math.round(ms * 1_000_000));
-    if (ms > 0 && keptNs === 0)
+    if (keptNs === 0)
       logger.debug(
         { timeSliceMs: ms },
         "time slice: this kernel keeps no per-thread slice (before Linux 6.12)",

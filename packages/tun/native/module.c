@@ -3,7 +3,8 @@
  * loads on every Node >= 20). The parts: device.c (open and configure TUN queues), queue.c
  * (NativeQueue: batched reads and writes of one queue), steering.c (eBPF queue steering),
  * udp.c (NativeUdp: batched UDP sockets), nfqueue.c (NativeNfQueue: netfilter queue verdicts
- * over raw nfnetlink), polled.c (the uv_poll lifecycle they share); yieldCore here.
+ * over raw nfnetlink), polled.c (the uv_poll lifecycle they share); yieldCore and setTimeSlice
+ * here.
  */
 #define NAPI_VERSION 8
 
@@ -34,12 +35,6 @@ static napi_value yield_core(napi_env env, napi_callback_info info) {
   return undefined;
 }
 
-/* setTimeSlice(ns): asks the scheduler for a time slice of `ns` for the calling thread
- * (sched_attr.sched_runtime of a SCHED_OTHER thread, Linux >= 6.12; 0: the default), keeping
- * its policy and nice value. Returns the slice the kernel then reports, 0 where the kernel
- * keeps no per-thread slice. Why a longer one: on a wake-up, a thread with a shorter slice
- * than the running one may preempt it (EEVDF's PREEMPT_SHORT); a receiver this thread's sends
- * woke on its core then reads at once instead of when the slice ends (the tick: up to 4 ms). */
 /* The kernel's struct sched_attr, first published layout (its header clashes with <sched.h>). */
 struct thread_sched_attr {
   uint32_t size;
@@ -52,6 +47,12 @@ struct thread_sched_attr {
   uint64_t sched_period;
 };
 
+/* setTimeSlice(ns): asks the scheduler for a time slice of `ns` for the calling thread
+ * (sched_attr.sched_runtime of a SCHED_OTHER thread, Linux >= 6.12; 0: the default), keeping
+ * its policy and nice value. Returns the slice the kernel then reports, 0 where the kernel
+ * keeps no per-thread slice. Why a longer one: on a wake-up, a thread with a shorter slice
+ * than the running one may preempt it (EEVDF's PREEMPT_SHORT); a receiver this thread's sends
+ * woke on its core then reads at once instead of when the slice ends (the tick: up to 4 ms). */
 static napi_value set_time_slice(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
