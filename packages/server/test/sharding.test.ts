@@ -11,6 +11,7 @@
 import { readdirSync, readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cleanupAll, linkNamespaces, Netns, realDeviceGate } from "../../../test-support/netns.js";
+import { schedSlices } from "../../../test-support/sched.js";
 import { startUdpEcho } from "../../../test-support/udp-scripts.js";
 import { RunningProgram } from "../../common/test/program-harness.js";
 
@@ -81,18 +82,15 @@ function portOf(address: unknown): number {
 }
 
 /**
- * How many of a program's threads run with a time slice of `ns` (from /proc's scheduler
- * statistics); null where the kernel keeps no per-thread slice (before Linux 6.12).
+ * How many of a program's threads run with a time slice of `ns`; null where the kernel keeps
+ * no per-thread slice (before Linux 6.12).
  */
 function threadsWithSlice(pid: number, ns: number): number | null {
-  let count = 0;
-  for (const tid of readdirSync(`/proc/${pid}/task`)) {
-    const text = readFileSync(`/proc/${pid}/task/${tid}/sched`, "utf8");
-    const match = /^se\.slice\s*:\s*(\d+)/m.exec(text);
-    if (!match) return null;
-    if (Number(match[1]) === ns) count++;
-  }
-  return count;
+  const sched = readdirSync(`/proc/${pid}/task`)
+    .map((tid) => readFileSync(`/proc/${pid}/task/${tid}/sched`, "utf8"))
+    .join("");
+  const slices = schedSlices(sched);
+  return slices.length === 0 ? null : slices.filter((slice) => slice === ns).length;
 }
 
 describe.skipIf(gate.skip)("sharding", () => {

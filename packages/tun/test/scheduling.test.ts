@@ -5,12 +5,12 @@
 import { readFileSync } from "node:fs";
 import { Worker } from "node:worker_threads";
 import { describe, expect, it } from "vitest";
+import { schedSlices } from "../../../test-support/sched.js";
 import { setTimeSlice } from "../src/index.js";
 
-/** se.slice of the calling thread in ns, or null where the kernel keeps none (before 6.12). */
+/** The calling thread's slice in ns, or null where the kernel keeps none (before 6.12). */
 function sliceOfThisThread(): number | null {
-  const match = /^se\.slice\s*:\s*(\d+)/m.exec(readFileSync("/proc/thread-self/sched", "utf8"));
-  return match ? Number(match[1]) : null;
+  return schedSlices(readFileSync("/proc/thread-self/sched", "utf8"))[0] ?? null;
 }
 
 const kernelSlices = sliceOfThisThread() !== null;
@@ -35,30 +35,28 @@ describe("setTimeSlice", () => {
     }
   });
 
-  it.runIf(kernelSlices)(
-    "changes only the calling thread: a worker's slice leaves the main thread's alone",
-    async () => {
-      const before = sliceOfThisThread();
-      const url = new URL("../dist/index.js", import.meta.url).href;
-      const worker = new Worker(
-        `import("${url}").then(({ setTimeSlice }) => {
+  it("changes only the calling thread: a worker's slice leaves the main thread's alone", async () => {
+    const before = sliceOfThisThread();
+    const url = new URL("../dist/index.js", import.meta.url).href;
+    const worker = new Worker(
+      `import("${url}").then(({ setTimeSlice }) => {
         const kept = setTimeSlice(5_000_000);
-        const text = require("node:fs").readFileSync("/proc/thread-self/sched", "utf8");
-        require("node:worker_threads").parentPort.postMessage({ kept, proc: /^se\\.slice\\s*:\\s*(\\d+)/m.exec(text)?.[1] ?? null });
+        const sched = require("node:fs").readFileSync("/proc/thread-self/sched", "utf8");
+        require("node:worker_threads").parentPort.postMessage({ kept, sched });
       });`,
-        { eval: true },
-      );
-      const reply = await new Promise<{ kept: number; proc: string | null }>((resolve, reject) => {
-        worker.once("message", resolve);
-        worker.once("error", reject);
-      });
-      await worker.terminate();
-      expect(reply).toEqual(
-        kernelSlices ? { kept: 5_000_000, proc: "5000000" } : { kept: 0, proc: null },
-      );
-      expect(sliceOfThisThread()).toBe(before);
-    },
-  );
+      { eval: true },
+    );
+    const reply = await new Promise<{ kept: number; sched: string }>((resolve, reject) => {
+      worker.once("message", resolve);
+      worker.once("error", reject);
+    });
+    await worker.terminate();
+    const workerSlice = schedSlices(reply.sched)[0] ?? null;
+    expect({ kept: reply.kept, slice: workerSlice }).toEqual(
+      kernelSlices ? { kept: 5_000_000, slice: 5_000_000 } : { kept: 0, slice: null },
+    );
+    expect(sliceOfThisThread()).toBe(before);
+  });
 
   it("refuses a negative or missing value with a TypeError", () => {
     expect(() => setTimeSlice(-1)).toThrow(TypeError);
