@@ -1,6 +1,7 @@
 /**
  * The client's command line: `fake-tcp-client --local PORT --remote HOST:PORT [options]`.
  */
+import { availableParallelism } from "node:os";
 import {
   type CommonConfig,
   commonConfig,
@@ -39,13 +40,23 @@ export interface ClientConfig extends CommonConfig {
 export const DEFAULT_FLOW_RATE = 10_000;
 
 /**
- * The default of `--flows` for `shards` shards: one flow per shard (more flows than shards
- * would add reordering and connections but no core), at most 4: each further flow adds a
+ * The default of `--flows` for `shards` shards on a host with `cores` cores: one flow per
+ * shard (more flows than shards would add reordering and connections but no core), but no
+ * more than half the cores: the UDP applications on the same hosts (WireGuard, a game) and
+ * the kernel's share of every datagram need the rest. A spread flow costs more CPU in all
+ * (every other batch crosses threads, two threads wake where one did), which only pays where
+ * cores are idle: on 2 cores one flow carried more, with less CPU, at every rate measured
+ * (docs/benchmarks.md, "One flow on two cores"). At most 4: each further flow adds a
  * connection per busy peer and a batch of reordering, while the UDP application behind the
  * server still reads one socket, so the gain levels off.
  */
-export function defaultFlows(shards: number): number {
-  return Math.max(1, Math.min(shards, 4));
+export function defaultFlows(shards: number, cores: number): number {
+  return Math.max(1, Math.min(shards, Math.floor(cores / 2), 4));
+}
+
+/** `--flows` as given, or its default for `shards` shards on this host. */
+export function flowsFor(config: Pick<ClientConfig, "flows">, shards: number): number {
+  return config.flows ?? defaultFlows(shards, availableParallelism());
 }
 
 /** Default of `--new-peer-rate`. */
@@ -105,7 +116,7 @@ export function parseClientArgs(
         },
         flows: {
           requiresArg: true,
-          defaultDescription: "min(shards, 4)",
+          defaultDescription: "min(shards, cores / 2, 4)",
           describe:
             "most fake-TCP connections one busy UDP peer is spread over, each in another shard on both ends (only with a server of ours; a phantun server always gets one)",
           group: "Tuning:",

@@ -15,7 +15,7 @@ import {
   shardedProgram,
   startProgramShards,
 } from "fake-tcp-common";
-import type { ClientConfig } from "./cli.js";
+import { type ClientConfig, flowsFor } from "./cli.js";
 import { bindListenSockets } from "./listen-sockets.js";
 import { type ClientShardData, startClientShard } from "./shard.js";
 
@@ -87,6 +87,7 @@ const start: ProgramBody<ClientConfig> = async (config, context, { remotes, hand
     listen: listenNames,
     remote: formatAddress(config.remote.host, config.remote.port),
     addresses: remotes.map((t) => t.address),
+    flows: flowsFor(config, shards.length),
   });
 };
 

@@ -24,7 +24,7 @@ import {
 } from "fake-tcp-common";
 import { yieldCore } from "fake-tcp-tun";
 import type { UdpBatch, UdpBatchSocket } from "fake-tcp-tun/udp";
-import { type ClientConfig, defaultFlows } from "./cli.js";
+import { type ClientConfig, flowsFor } from "./cli.js";
 import { ClientFlows } from "./flow-group.js";
 import { HandshakeGate, handshakeOutcomeOf } from "./handshake-gate.js";
 import {
@@ -142,7 +142,7 @@ export async function startClientShard(
   const flows = new ClientFlows({
     mesh: context.mesh ?? new ShardMesh(0),
     key: config.key,
-    flows: config.flows ?? defaultFlows(shard.count),
+    flows: flowsFor(config, shard.count),
     totals,
     connect: (target) => gate.run(() => tunnel.connect(target), handshakeOutcomeOf),
     replyVia: (index) => vias[index],

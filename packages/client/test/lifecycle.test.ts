@@ -3,9 +3,11 @@
  * device exist while it runs, SIGTERM removes both and exits 0 within 2 s, and after a
  * SIGKILL the next start replaces the stale table.
  */
+import { availableParallelism } from "node:os";
 import { afterAll, describe, expect, it } from "vitest";
 import { cleanupAll, Netns, realDeviceGate } from "../../../test-support/netns.js";
 import { nftTableRules, RunningProgram } from "../../common/test/program-harness.js";
+import { defaultFlows } from "../src/cli.js";
 
 const gate = realDeviceGate();
 
@@ -85,7 +87,11 @@ describe.skipIf(gate.skip)("fake-tcp-client lifecycle", () => {
       "--stats-interval",
       "0.2",
     ]);
-    await program.waitFor("fake-tcp-client running");
+    const running = await program.waitFor("fake-tcp-client running");
+    // The default --flows is logged as chosen: one flow per shard, at most half the cores (one
+    // on a 2-core host, where the applications need the other core).
+    expect(running.flows).toBe(defaultFlows(running.shards as number, availableParallelism()));
+    if (availableParallelism() < 4) expect(running.flows).toBe(1);
     // Counters arrive on their own at the stats interval.
     const stats = await program.waitFor("stats", () => true, 3_000);
     expect(stats.level).toBe(30);
