@@ -9,9 +9,13 @@
 //   VARIANTS="direct,noyield:,yield:--udp-yield" RATES=300,400 ROUNDS=4 SECONDS=4 \
 //     [BUFFER=4194304] [LATENCY=1] node packages/bench/tools/receiver-rounds.mjs > out.jsonl
 // A variant is `direct` or `name:program args:ENV=value ...` (the programs' arguments and
-// environment), e.g. `run1:--udp-run 1`; the shorthand `runN` is `--udp-run N`. One JSON
-// line per step on stdout; a summary (medians per variant, direction and rate) on stderr at
-// the end.
+// environment, then the client's own arguments), e.g. `run1:--udp-run 1` or
+// `flows1:::--flows 1`; the shorthand `runN` is `--udp-run N`. Two settings act on the
+// started programs instead of reaching them: CHRT (chrt's arguments before the pid, "_" for
+// spaces, e.g. `idle::CHRT=-a_-i_-p_0` for SCHED_IDLE on every thread) and RENICE (a nice
+// value for every thread). One JSON line per step on stdout (with `socketBuffer`); a summary
+// (medians per variant, direction and rate) on stderr at the end.
+import { execFileSync } from "node:child_process";
 import { readdirSync, readFileSync, readlinkSync, statSync } from "node:fs";
 import { loadavg } from "node:os";
 import { Rig } from "../../e2e/dist/index.js";
@@ -32,14 +36,15 @@ function parseVariant(text) {
   if (text === "direct") return { name: "direct", args: [], env: {} };
   const run = /^run(\d+)$/.exec(text);
   if (run) return { name: text, args: ["--udp-run", run[1]], env: {} };
-  const [name, args = "", envText = ""] = text.split(":");
+  const [name, args = "", envText = "", clientText = ""] = text.split(":");
   const env = Object.fromEntries(
     envText
       .split(/\s+/)
       .filter(Boolean)
       .map((kv) => kv.split("=")),
   );
-  return { name, args: args.split(/\s+/).filter(Boolean), env };
+  const split = (t) => t.split(/\s+/).filter(Boolean);
+  return { name, args: split(args), env, clientArgs: split(clientText) };
 }
 
 /** Sum of run_delay (ns) and CPU time (ns) over a process's threads; zeros when it is gone. */
@@ -132,7 +137,21 @@ try {
         Object.assign(process.env, v.env);
         try {
           await tunnel.startServer(v.args);
-          await tunnel.startClient(v.args);
+          await tunnel.startClient([...v.args, ...(v.clientArgs ?? [])]);
+          // Lower priorities for both programs (see the header): what if every other thread
+          // came first?
+          if (v.env.CHRT) {
+            for (const pid of [tunnel.client?.pid, tunnel.server?.pid]) {
+              execFileSync("chrt", [...v.env.CHRT.split("_"), String(pid)]);
+            }
+          }
+          if (v.env.RENICE) {
+            for (const pid of [tunnel.client?.pid, tunnel.server?.pid]) {
+              for (const tid of readdirSync(`/proc/${pid}/task`)) {
+                execFileSync("renice", ["-n", v.env.RENICE, "-p", tid], { stdio: "ignore" });
+              }
+            }
+          }
         } finally {
           for (const k of Object.keys(v.env)) {
             if (saved[k] === undefined) delete process.env[k];
@@ -203,6 +222,7 @@ try {
           const step = {
             variant: v.name,
             round,
+            socketBuffer,
             dir: reverse ? "B→A" : "A→B",
             rate,
             sent: r.sentBitsPerSecond / 1e6,
