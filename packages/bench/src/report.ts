@@ -270,6 +270,21 @@ export function renderKeyedTable(run: BenchRun): string {
   return markdownTable(rows);
 }
 
+/**
+ * What a ratio can say when a sweep ended at iperf3's own ceiling ("sender-limited"): that
+ * path could carry more than it was offered, so its figure is a floor. A sender-limited
+ * direct path makes the ratio an upper bound of the real one, a sender-limited tunnel a lower
+ * bound, and both at once leave it undecided: it then compares two senders, not two paths.
+ */
+export function ratioBound(direct: SweepResult | null, tunnel: SweepResult | null): string {
+  const d = direct?.end === "sender-limited";
+  const t = tunnel?.end === "sender-limited";
+  if (d && t) return " (both sender-limited: undecided)";
+  if (d) return " (direct sender-limited: at most this)";
+  if (t) return " (tunnel sender-limited: at least this)";
+  return "";
+}
+
 /** The headline: tunnel/direct of the highest delivered rate under 1 % loss, per direction. */
 export function renderHeadline(run: BenchRun): string {
   const f = rateRatio(run.direct.forward, run.tunnel.forward);
@@ -277,7 +292,11 @@ export function renderHeadline(run: BenchRun): string {
   if (f === null && r === null) {
     return "**Headline: tunnel/direct could not be measured** (see the errors below).";
   }
-  return `**Headline — tunnel/direct, highest rate under 1 % loss: A→B ${ratioText(f)}, B→A ${ratioText(r)}; ${addedP99Text(run)}.**`;
+  const text = (ratio: number | null, direct: SweepResult | null, tunnel: SweepResult | null) =>
+    ratio === null ? ratioText(ratio) : `${ratioText(ratio)}${ratioBound(direct, tunnel)}`;
+  const forward = text(f, run.direct.forward, run.tunnel.forward);
+  const reverse = text(r, run.direct.reverse, run.tunnel.reverse);
+  return `**Headline — tunnel/direct, highest rate under 1 % loss: A→B ${forward}, B→A ${reverse}; ${addedP99Text(run)}.**`;
 }
 
 /** The echo p99 the tunnel adds under the loaded-latency iperf3 load (target: under 1 ms). */

@@ -106,6 +106,19 @@ describe("report", () => {
     );
   });
 
+  it("says in the headline what a ratio is worth when a path ran into iperf3's ceiling", () => {
+    const run = makeRun();
+    expect(renderHeadline(run)).toContain("A→B 0.25, B→A –;");
+    run.direct.forward = { ...run.direct.forward!, end: "sender-limited" };
+    expect(renderHeadline(run)).toContain("A→B 0.25 (direct sender-limited: at most this), B→A –;");
+    run.tunnel.forward = { ...run.tunnel.forward!, end: "sender-limited" };
+    expect(renderHeadline(run)).toContain("A→B 0.25 (both sender-limited: undecided), B→A –;");
+    run.direct.forward = { ...run.direct.forward!, end: "bracketed" };
+    expect(renderHeadline(run)).toContain(
+      "A→B 0.25 (tunnel sender-limited: at least this), B→A –;",
+    );
+  });
+
   it("writes a dated run section with the headline, chart link and errors", () => {
     const text = renderRunSection(makeRun(), "bench-x.svg");
     expect(text.startsWith("### Run 2026-11-23T10:00:00.000Z — before\n")).toBe(true);
