@@ -292,10 +292,10 @@ export function renderHeadline(run: BenchRun): string {
   if (f === null && r === null) {
     return "**Headline: tunnel/direct could not be measured** (see the errors below).";
   }
-  const text = (ratio: number | null, direct: SweepResult | null, tunnel: SweepResult | null) =>
-    ratio === null ? ratioText(ratio) : `${ratioText(ratio)}${ratioBound(direct, tunnel)}`;
-  const forward = text(f, run.direct.forward, run.tunnel.forward);
-  const reverse = text(r, run.direct.reverse, run.tunnel.reverse);
+  const forward =
+    f === null ? NA : `${ratioText(f)}${ratioBound(run.direct.forward, run.tunnel.forward)}`;
+  const reverse =
+    r === null ? NA : `${ratioText(r)}${ratioBound(run.direct.reverse, run.tunnel.reverse)}`;
   return `**Headline — tunnel/direct, highest rate under 1 % loss: A→B ${forward}, B→A ${reverse}; ${addedP99Text(run)}.**`;
 }
 

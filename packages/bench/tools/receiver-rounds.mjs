@@ -33,9 +33,9 @@ const latencyOnly = process.env.LATENCY === "1";
 const log = (line) => process.stderr.write(`${line}\n`);
 
 function parseVariant(text) {
-  if (text === "direct") return { name: "direct", args: [], env: {} };
+  if (text === "direct") return { name: "direct", args: [], env: {}, clientArgs: [] };
   const run = /^run(\d+)$/.exec(text);
-  if (run) return { name: text, args: ["--udp-run", run[1]], env: {} };
+  if (run) return { name: text, args: ["--udp-run", run[1]], env: {}, clientArgs: [] };
   const [name, args = "", envText = "", clientText = ""] = text.split(":");
   const env = Object.fromEntries(
     envText
@@ -137,19 +137,14 @@ try {
         Object.assign(process.env, v.env);
         try {
           await tunnel.startServer(v.args);
-          await tunnel.startClient([...v.args, ...(v.clientArgs ?? [])]);
+          await tunnel.startClient([...v.args, ...v.clientArgs]);
           // Lower priorities for both programs (see the header): what if every other thread
           // came first?
-          if (v.env.CHRT) {
-            for (const pid of [tunnel.client?.pid, tunnel.server?.pid]) {
-              execFileSync("chrt", [...v.env.CHRT.split("_"), String(pid)]);
-            }
-          }
-          if (v.env.RENICE) {
-            for (const pid of [tunnel.client?.pid, tunnel.server?.pid]) {
-              for (const tid of readdirSync(`/proc/${pid}/task`)) {
-                execFileSync("renice", ["-n", v.env.RENICE, "-p", tid], { stdio: "ignore" });
-              }
+          for (const pid of [tunnel.client?.pid, tunnel.server?.pid]) {
+            if (v.env.CHRT) execFileSync("chrt", [...v.env.CHRT.split("_"), String(pid)]);
+            if (!v.env.RENICE) continue;
+            for (const tid of readdirSync(`/proc/${pid}/task`)) {
+              execFileSync("renice", ["-n", v.env.RENICE, "-p", tid], { stdio: "ignore" });
             }
           }
         } finally {
